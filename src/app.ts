@@ -1,0 +1,183 @@
+import type { Logger } from 'pino';
+import { Broker } from './broker/broker.ts';
+import { enqueueJob, type EnqueueOptions } from './client/enqueue.ts';
+import { readJob } from './client/status.ts';
+import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
+import { InvalidOptionsError, TaskDefinitionError, UnknownTaskError } from './errors.ts';
+import { TERMINAL_STATUSES, type JobRecord } from './job-record.ts';
+import { createLogger } from './logger.ts';
+import { createRedis } from './broker/connection.ts';
+import { Recorder } from './store/recorder.ts';
+import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
+import type { Task, TaskInput, TaskResult } from './task.ts';
+import { Worker } from './worker/worker.ts';
+
+export interface AppOptions {
+  tasks: Task<any, any>[];
+  /** A validated config, or raw values layered over the environment. Default: the environment. */
+  config?: CelerityConfig | RawConfig;
+  logger?: Logger;
+  /** PostgreSQL schema for the store (tests isolate themselves with it). */
+  dbSchema?: string;
+}
+
+/** A job as returned by enqueue: its id, plus helpers to read and await it. */
+export interface JobHandle<R = unknown> {
+  readonly id: string;
+  readonly task: string;
+  readonly queue: string;
+  /** The current record, or null if the job is unknown. */
+  status(): Promise<JobRecord & { result: R | null } | null>;
+  /** Polls until the job is completed, failed or cancelled. */
+  wait(opts?: { timeoutMs?: number; pollMs?: number }): Promise<JobRecord & { result: R | null }>;
+}
+
+/**
+ * A Celerity application: the registry of tasks plus lazily opened
+ * connections to Redis (broker) and SQL (store). The same app module serves
+ * producers (`enqueue`), workers, and the API.
+ */
+export class App {
+  readonly config: CelerityConfig;
+  readonly tasks: ReadonlyMap<string, Task>;
+  readonly logger: Logger;
+  private readonly dbSchema: string | undefined;
+  private brokerInstance: Broker | undefined;
+  private storeInstance: JobStore | undefined;
+  private storeReady: Promise<void> | undefined;
+
+  constructor(opts: AppOptions) {
+    this.config = isConfig(opts.config) ? opts.config : loadConfig({ flags: opts.config ?? {} });
+    this.logger = opts.logger ?? createLogger(this.config.logLevel);
+    this.dbSchema = opts.dbSchema;
+    const tasks = new Map<string, Task>();
+    for (const task of opts.tasks) {
+      if (tasks.has(task.name)) throw new TaskDefinitionError(`Task "${task.name}" is defined twice`);
+      tasks.set(task.name, task);
+    }
+    this.tasks = tasks;
+  }
+
+  get broker(): Broker {
+    return (this.brokerInstance ??= new Broker(this.config));
+  }
+
+  get store(): JobStore {
+    return (this.storeInstance ??= new JobStore({
+      databaseUrl: this.config.databaseUrl,
+      sqlitePath: this.config.sqlitePath,
+      ...(this.dbSchema ? { schema: this.dbSchema } : {}),
+    }));
+  }
+
+  /** Opens the store and runs its migrations (once per app). */
+  async openStore(): Promise<JobStore> {
+    this.storeReady ??= this.store.migrate();
+    await this.storeReady;
+    return this.store;
+  }
+
+  /** Every routing queue of the app's tasks. */
+  queueNames(): string[] {
+    return [...new Set([...this.tasks.values()].map((t) => t.queue))].sort();
+  }
+
+  task(name: string): Task | undefined {
+    return this.tasks.get(name);
+  }
+
+  /** Enqueues a task by object; input and result types follow the task. */
+  async enqueue<T extends Task<any, any>>(task: T, input: TaskInput<T>, options?: EnqueueOptions): Promise<JobHandle<TaskResult<T>>> {
+    const enqueued = await enqueueJob(this.broker, task, input, options);
+    return this.handle(enqueued);
+  }
+
+  /**
+   * Enqueues by task name, for code that does not import the handler (Celery's
+   * `send_task`). A task this app defines is validated and routed as defined;
+   * an unknown one needs `options.queue` and is validated by the worker.
+   */
+  async enqueueByName(name: string, input: unknown, options: EnqueueOptions = {}): Promise<JobHandle> {
+    const task = this.tasks.get(name);
+    if (task) return this.handle(await enqueueJob(this.broker, task, input, options));
+    if (!options.queue) {
+      if (this.tasks.size > 0) throw new UnknownTaskError(name, [...this.tasks.keys()]);
+      throw new InvalidOptionsError([{ path: 'options.queue', message: `task "${name}" is not defined here, so a queue is required` }]);
+    }
+    return this.handle(await enqueueJob(this.broker, { name, queue: options.queue, retries: undefined as unknown as number }, input, options));
+  }
+
+  /** The job's record: live from Redis, or from the SQL history. */
+  async getJob(id: string): Promise<JobRecord | null> {
+    return readJob(this.broker, await this.openStore(), this.queueNames(), id);
+  }
+
+  async listJobs(filter: ListFilter): Promise<JobPage> {
+    return (await this.openStore()).list(filter);
+  }
+
+  /** Starts a recorder for the app's queues on its own connection. */
+  async startRecorder(queues: string[] = this.queueNames()): Promise<Recorder> {
+    const store = await this.openStore();
+    const redis = createRedis(this.config.brokerUrl, 'worker');
+    const recorder = new Recorder({
+      redis,
+      store,
+      queues: queues.map((q) => this.broker.queue(q)),
+      logger: this.logger,
+      batchSize: this.config.recorderBatch,
+    });
+    await recorder.start();
+    const stop = recorder.stop.bind(recorder);
+    recorder.stop = async () => {
+      await stop();
+      redis.disconnect();
+    };
+    return recorder;
+  }
+
+  /** A worker for the given queues (default: all of the app's). Call `start()` on it. */
+  createWorker(opts: { queues?: string[]; concurrency?: number } = {}): Worker {
+    return new Worker({
+      brokerUrl: this.config.brokerUrl,
+      prefix: this.config.prefix,
+      queues: opts.queues ?? this.config.queues ?? this.queueNames(),
+      concurrency: opts.concurrency ?? this.config.concurrency,
+      tasks: this.tasks,
+      logger: this.logger,
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.brokerInstance?.close();
+    await this.storeInstance?.close();
+    this.brokerInstance = undefined;
+    this.storeInstance = undefined;
+    this.storeReady = undefined;
+  }
+
+  private handle<R>(enqueued: { id: string; task: string; queue: string }): JobHandle<R> {
+    const app = this;
+    return {
+      ...enqueued,
+      status: () => app.getJob(enqueued.id) as Promise<(JobRecord & { result: R | null }) | null>,
+      async wait({ timeoutMs = 60_000, pollMs = 100 } = {}) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const record = await app.getJob(enqueued.id);
+          if (record && TERMINAL_STATUSES.has(record.status)) return record as JobRecord & { result: R | null };
+          if (Date.now() > deadline) throw new Error(`Job ${enqueued.id} not finished after ${timeoutMs} ms (status ${record?.status ?? 'unknown'})`);
+          await new Promise((r) => setTimeout(r, pollMs));
+        }
+      },
+    };
+  }
+}
+
+export function createApp(opts: AppOptions): App {
+  return new App(opts);
+}
+
+function isConfig(c: AppOptions['config']): c is CelerityConfig {
+  return Boolean(c && typeof (c as CelerityConfig).resultTtl === 'number' && typeof (c as CelerityConfig).brokerUrl === 'string');
+}

@@ -1,0 +1,57 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { CelerityConfig } from '../config.ts';
+import { createRedis, waitReady } from './connection.ts';
+
+/**
+ * The producer side of Redis: one BullMQ `Queue` per routing queue, all
+ * sharing one fail-fast connection. Workers open their own connections.
+ */
+export class Broker {
+  readonly redis: Redis;
+  private readonly queues = new Map<string, Queue>();
+
+  readonly config: CelerityConfig;
+
+  constructor(config: CelerityConfig) {
+    this.config = config;
+    this.redis = createRedis(config.brokerUrl, 'producer');
+  }
+
+  /** The BullMQ queue behind a routing queue name; created on first use. */
+  queue(name: string): Queue {
+    let queue = this.queues.get(name);
+    if (!queue) {
+      queue = new Queue(name, {
+        connection: this.redis,
+        prefix: this.config.prefix,
+        // The recorder trims what it has stored (see store/recorder.ts); this
+        // cap only matters when no recorder runs for a long time.
+        streams: { events: { maxLen: this.config.eventsMaxLen } },
+      });
+      queue.on('error', () => {});
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  /** Waits for Redis; rejects with BrokerUnavailableError after `timeoutMs`. */
+  ready(timeoutMs = 5_000): Promise<void> {
+    return waitReady(this.redis, timeoutMs);
+  }
+
+  get isReady(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  /** Key of a queue's BullMQ event stream, which the recorder tails. */
+  eventsKey(queue: string): string {
+    return `${this.config.prefix}:${queue}:events`;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+    this.redis.disconnect();
+  }
+}

@@ -1,0 +1,70 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { BrokerUnavailableError } from '../errors.ts';
+
+/**
+ * Two kinds of Redis connection:
+ * - `producer` fails fast while Redis is away (no offline queue, one retry),
+ *   so that an enqueue answers 503 at once instead of hanging, and nothing is
+ *   half-done behind the caller's back;
+ * - `worker` waits and reconnects forever, as BullMQ requires for workers
+ *   (`maxRetriesPerRequest: null`).
+ */
+export function createRedis(url: string, role: 'producer' | 'worker'): Redis {
+  const options: RedisOptions =
+    role === 'producer'
+      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000 }
+      : { maxRetriesPerRequest: null, enableReadyCheck: true, connectTimeout: 5_000 };
+  const redis = new Redis(url, {
+    ...options,
+    // Reconnect with a capped backoff; never give up, Redis may come back.
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+    lazyConnect: false,
+  });
+  // ioredis re-emits connection errors on the instance; unhandled they would
+  // crash the process. Callers observe state through `status` instead.
+  redis.on('error', () => {});
+  return redis;
+}
+
+/** Resolves once the connection is ready, or rejects after `timeoutMs`. */
+export function waitReady(redis: Redis, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new BrokerUnavailableError(new Error(`not ready after ${timeoutMs} ms (status ${redis.status})`)));
+    }, timeoutMs);
+    const onReady = () => {
+      cleanup();
+      resolve();
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      redis.off('ready', onReady);
+    };
+    redis.on('ready', onReady);
+  });
+}
+
+/** Runs a Redis operation, turning connection failures into {@link BrokerUnavailableError}. */
+export async function viaBroker<T>(redis: Redis, op: () => Promise<T>): Promise<T> {
+  if (redis.status !== 'ready') throw new BrokerUnavailableError(new Error(`connection ${redis.status}`));
+  try {
+    return await op();
+  } catch (err) {
+    if (redis.status !== 'ready' || isConnectionError(err)) throw new BrokerUnavailableError(err);
+    throw err;
+  }
+}
+
+function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  return (
+    err.name === 'MaxRetriesPerRequestError' ||
+    code === 'ECONNREFUSED' ||
+    code === 'ECONNRESET' ||
+    code === 'ETIMEDOUT' ||
+    /Connection is closed|Stream isn't writeable|enableOfflineQueue/i.test(err.message)
+  );
+}

@@ -1,0 +1,34 @@
+import { Job } from 'bullmq';
+import type { Broker } from '../broker/broker.ts';
+import { viaBroker } from '../broker/connection.ts';
+import { BrokerUnavailableError } from '../errors.ts';
+import { recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
+import type { JobStore } from '../store/job-store.ts';
+
+/**
+ * Reads a job's current record. Redis first: while a job is live or within its
+ * result retention, its hash holds the status, progress, result and error, so
+ * a status poll never touches SQL. After that (or while Redis is down) the
+ * SQL history answers.
+ */
+export async function readJob(broker: Broker, store: JobStore, queues: readonly string[], id: string): Promise<JobRecord | null> {
+  try {
+    const live = await readLive(broker, queues, id);
+    if (live) return live;
+  } catch (err) {
+    if (!(err instanceof BrokerUnavailableError)) throw err;
+  }
+  return store.get(id);
+}
+
+async function readLive(broker: Broker, queues: readonly string[], id: string): Promise<JobRecord | null> {
+  // Ids are unique across queues, so at most one queue holds the job; asking
+  // all of them at once costs one round trip.
+  const found = await viaBroker(broker.redis, () => Promise.all(queues.map((q) => Job.fromId(broker.queue(q), id))));
+  const index = found.findIndex(Boolean);
+  if (index < 0) return null;
+  const job = found[index]!;
+  const state = await viaBroker(broker.redis, () => job.getState());
+  const status = statusFromState(state, job.attemptsMade);
+  return status ? recordFromJob(job, queues[index]!, status) : null;
+}

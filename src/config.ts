@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+
+/**
+ * Every option, with the environment variable it is read from. Flags given to
+ * the CLI override the environment. The README's configuration table mirrors
+ * this list (a test keeps them in step).
+ */
+export const OPTIONS = {
+  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', doc: 'Redis server for everything Celerity keeps in Redis.', default: 'redis://127.0.0.1:6379' },
+  brokerUrl: { env: 'CELERITY_BROKER_URL', flag: '--broker-url', doc: 'Redis server for the queues; falls back to `REDIS_URL`.', default: '(REDIS_URL)' },
+  prefix: { env: 'CELERITY_PREFIX', flag: '--prefix', doc: 'Key prefix of every Redis key. Wrap it in braces (`{celerity}`) on Redis Cluster so that a queue\'s keys share a hash slot.', default: 'celerity' },
+  databaseUrl: { env: 'DATABASE_URL', flag: '--database-url', doc: 'PostgreSQL URL of the job store. When unset, the store is SQLite at `CELERITY_SQLITE_PATH`.', default: '(unset)' },
+  sqlitePath: { env: 'CELERITY_SQLITE_PATH', flag: '--sqlite-path', doc: 'SQLite file of the job store when `DATABASE_URL` is unset.', default: './.celerity/celerity.db' },
+  resultTtl: { env: 'CELERITY_RESULT_TTL', flag: '--result-ttl', doc: 'Seconds a finished job (result or error) stays in Redis. The SQL store keeps it after that.', default: '3600' },
+  port: { env: 'PORT', flag: '--port', doc: 'HTTP port of the API.', default: '8080' },
+  host: { env: 'HOST', flag: '--host', doc: 'Interface the API listens on.', default: '0.0.0.0' },
+  concurrency: { env: 'CELERITY_CONCURRENCY', flag: '--concurrency', doc: 'Jobs a worker runs at once, per queue.', default: '10' },
+  queues: { env: 'CELERITY_QUEUES', flag: '--queues', doc: 'Comma-separated queues a worker consumes. Default: every queue of the app\'s tasks.', default: '(all)' },
+  logLevel: { env: 'LOG_LEVEL', flag: '--log-level', doc: 'pino level: fatal, error, warn, info, debug, trace or silent.', default: 'info' },
+  bodyLimit: { env: 'CELERITY_BODY_LIMIT', flag: '--body-limit', doc: 'Largest accepted request body in bytes.', default: '1048576' },
+  eventsMaxLen: { env: 'CELERITY_EVENTS_MAX_LEN', flag: '--events-max-len', doc: 'Safety cap on each queue\'s event stream. The recorder trims what it has stored; this cap only bites when no recorder runs.', default: '1000000' },
+  recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
+} as const;
+
+export type OptionName = keyof typeof OPTIONS;
+
+const positiveInt = z.coerce.number().int().positive();
+
+const schema = z.object({
+  redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+  brokerUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+  prefix: z.string().min(1).regex(/^[^\s:]+$/, 'must be non-empty, without spaces or colons'),
+  databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  sqlitePath: z.string().min(1),
+  resultTtl: positiveInt,
+  port: z.coerce.number().int().min(0).max(65535),
+  host: z.string().min(1),
+  concurrency: positiveInt.max(10_000),
+  queues: z
+    .string()
+    .transform((s) => s.split(',').map((q) => q.trim()).filter(Boolean))
+    .optional(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  bodyLimit: positiveInt,
+  eventsMaxLen: positiveInt.min(1000),
+  recorderBatch: positiveInt.max(50_000),
+});
+
+export type CelerityConfig = z.output<typeof schema>;
+
+/** Values as given by the environment or by flags, before validation. */
+export type RawConfig = Partial<Record<OptionName, string | number | undefined>>;
+
+/**
+ * Reads and validates the configuration. Flags win over the environment, the
+ * environment over defaults. A bad value throws a {@link ConfigError} naming
+ * the variable and the flag.
+ */
+export function loadConfig(opts: { env?: NodeJS.ProcessEnv; flags?: RawConfig } = {}): CelerityConfig {
+  const env = opts.env ?? process.env;
+  const flags = opts.flags ?? {};
+  const raw: Record<string, unknown> = {};
+  for (const [name, meta] of Object.entries(OPTIONS) as [OptionName, (typeof OPTIONS)[OptionName]][]) {
+    const fromFlag = flags[name];
+    const fromEnv = env[meta.env];
+    const value = fromFlag ?? (fromEnv === '' ? undefined : fromEnv);
+    if (value !== undefined) raw[name] = String(value);
+    else if (!meta.default.startsWith('(')) raw[name] = meta.default;
+  }
+  raw.brokerUrl ??= raw.redisUrl;
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const name = String(issue.path[0]) as OptionName;
+    const meta = OPTIONS[name];
+    throw new ConfigError(meta ? `${meta.env} (${meta.flag})` : name, `${issue.message} (got ${JSON.stringify(raw[name])})`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,41 @@
+import { randomBytes } from 'node:crypto';
+
+// Crockford base32: sortable as plain strings, no ambiguous letters.
+const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+
+/**
+ * A new job id: 10 characters of millisecond time then 16 of randomness
+ * (a lower-case ULID). Ids sort by creation time, so the job list can page
+ * with an id cursor, and they are unique across queues, so a status read
+ * needs no queue name. No colon: BullMQ reserves it in ids.
+ */
+export function newJobId(now: number = Date.now()): string {
+  let time = '';
+  let t = now;
+  for (let i = 0; i < 10; i++) {
+    time = ALPHABET[t % 32]! + time;
+    t = Math.floor(t / 32);
+  }
+  const bytes = randomBytes(10);
+  let rand = '';
+  // 10 bytes = 80 bits = 16 base32 characters.
+  let acc = 0;
+  let bits = 0;
+  for (const b of bytes) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      rand += ALPHABET[(acc >> bits) & 31]!;
+    }
+    acc &= (1 << bits) - 1;
+  }
+  return time + rand;
+}
+
+const JOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** Caller-supplied ids: BullMQ forbids ':' and pure integers, we also keep them URL-safe. */
+export function isValidJobId(id: string): boolean {
+  return JOB_ID.test(id) && !/^\d+$/.test(id);
+}

@@ -1,0 +1,9 @@
+export { App, createApp, type AppOptions, type JobHandle } from './app.ts';
+export { defineTask, backoffDelay, type Task, type TaskContext, type TaskDefinition, type TaskInput, type TaskResult, type BackoffPolicy, type ProgressUpdate } from './task.ts';
+export { loadConfig, OPTIONS, type CelerityConfig, type RawConfig } from './config.ts';
+export type { EnqueueOptions } from './client/enqueue.ts';
+export type { JobRecord, JobStatus, JobError } from './job-record.ts';
+export * from './errors.ts';
+export { Worker } from './worker/worker.ts';
+export { Recorder } from './store/recorder.ts';
+

@@ -1,0 +1,99 @@
+import type { Job } from 'bullmq';
+import type { ProgressUpdate } from './task.ts';
+
+/** The life of a job. `cancelled` arrives with the reliability work. */
+export type JobStatus = 'queued' | 'started' | 'retrying' | 'completed' | 'failed' | 'cancelled';
+
+export const JOB_STATUSES: readonly JobStatus[] = ['queued', 'started', 'retrying', 'completed', 'failed', 'cancelled'];
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled']);
+
+export interface JobError {
+  type: string;
+  message: string;
+  stack: string | null;
+}
+
+/** One job as Celerity reports it, whether read from Redis or from SQL. Times are epoch ms. */
+export interface JobRecord {
+  id: string;
+  task: string;
+  queue: string;
+  tenant: string | null;
+  status: JobStatus;
+  /** Attempts started so far. */
+  attempts: number;
+  maxAttempts: number;
+  input: unknown;
+  result: unknown;
+  error: JobError | null;
+  progress: ProgressUpdate | null;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+/** What Celerity puts in a BullMQ job's `data`. */
+export interface JobEnvelope {
+  input: unknown;
+  tenant?: string | null;
+}
+
+/** Maps a BullMQ state to a Celerity status; null when the job is unknown to Redis. */
+export function statusFromState(state: string, attemptsMade: number): JobStatus | null {
+  switch (state) {
+    case 'completed':
+      return 'completed';
+    case 'failed':
+      return 'failed';
+    case 'active':
+      return 'started';
+    case 'waiting':
+    case 'prioritized':
+    case 'delayed':
+    case 'waiting-children':
+      return attemptsMade > 0 ? 'retrying' : 'queued';
+    default:
+      return null;
+  }
+}
+
+/**
+ * The error class name from a stack's first line ("TypeError: boom"): BullMQ
+ * keeps only the message and the stack, and the stack starts with the name.
+ */
+export function errorTypeFromStack(stack: string | null | undefined): string {
+  const match = stack ? /^([A-Za-z_$][\w$]*)(?::|\s*$)/.exec(stack.split('\n', 1)[0]!.trim()) : null;
+  return match ? match[1]! : 'Error';
+}
+
+export function errorFromJob(job: Job): JobError | null {
+  if (!job.failedReason) return null;
+  const stack = job.stacktrace?.length ? job.stacktrace[job.stacktrace.length - 1]! : null;
+  return { type: errorTypeFromStack(stack), message: job.failedReason, stack };
+}
+
+function progressFromJob(job: Job): ProgressUpdate | null {
+  const p = job.progress as unknown;
+  return p && typeof p === 'object' ? (p as ProgressUpdate) : null;
+}
+
+/** Builds the record of a BullMQ job whose status is already known. */
+export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRecord {
+  const data = (job.data ?? {}) as JobEnvelope;
+  return {
+    id: job.id!,
+    task: job.name,
+    queue,
+    tenant: data.tenant ?? null,
+    status,
+    attempts: Math.max(job.attemptsStarted ?? 0, job.attemptsMade ?? 0),
+    maxAttempts: job.opts.attempts ?? 1,
+    input: data.input ?? null,
+    result: status === 'completed' ? (job.returnvalue ?? null) : null,
+    error: status === 'completed' ? null : errorFromJob(job),
+    progress: progressFromJob(job),
+    createdAt: job.timestamp,
+    startedAt: job.processedOn ?? null,
+    finishedAt: status === 'completed' || status === 'failed' ? (job.finishedOn ?? null) : null,
+  };
+}

@@ -1,0 +1,76 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SQLite from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
+
+/** Columns of the `jobs` table. Times are epoch milliseconds; JSON is stored as text. */
+export interface JobsTable {
+  id: string;
+  task: string;
+  queue: string;
+  tenant: string | null;
+  status: string;
+  attempts: number;
+  max_attempts: number;
+  input: string | null;
+  result: string | null;
+  error_type: string | null;
+  error_message: string | null;
+  error_stack: string | null;
+  progress: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
+  /** Position of the last applied event (zero-padded stream id); guards against reordering. */
+  event_seq: string;
+}
+
+export interface Database {
+  jobs: JobsTable;
+}
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface DbHandle {
+  db: Kysely<Database>;
+  dialect: Dialect;
+}
+
+export interface DbOptions {
+  databaseUrl?: string | undefined;
+  sqlitePath: string;
+  /** PostgreSQL schema to use (created if missing); tests give each run its own. */
+  schema?: string;
+}
+
+const INT8_OID = 20;
+
+export function createDb(opts: DbOptions): DbHandle {
+  if (opts.databaseUrl) {
+    const pool = new pg.Pool({
+      connectionString: opts.databaseUrl,
+      max: 10,
+      // bigint columns hold epoch ms, well inside Number's safe range.
+      types: {
+        getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+          oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+      },
+      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+    });
+    // An idle client that loses its server emits 'error' on the pool; without a
+    // listener that would crash the process. The next query reports it.
+    pool.on('error', () => {});
+    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+  }
+  if (opts.sqlitePath !== ':memory:') mkdirSync(dirname(opts.sqlitePath), { recursive: true });
+  const sqlite = new SQLite(opts.sqlitePath);
+  // WAL lets the API read while a worker's recorder writes; busy_timeout lets
+  // several processes share the file. NORMAL sync is durable across process
+  // crashes (only power loss can drop the last transaction).
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = NORMAL');
+  sqlite.pragma('busy_timeout = 10000');
+  return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) }), dialect: 'sqlite' };
+}

@@ -1,0 +1,82 @@
+import type { JobStatus } from '../job-record.ts';
+
+/** One entry of a BullMQ queue event stream, as the recorder reads it. */
+export interface StreamEvent {
+  /** Stream entry id, `ms-seq`. */
+  id: string;
+  event: string;
+  jobId: string | undefined;
+  fields: Record<string, string>;
+}
+
+/** What a batch of events says about one job. */
+export interface JobFold {
+  jobId: string;
+  /** Status implied by the last status-bearing event; null if only progress moved. */
+  status: JobStatus | null;
+  /** Whether `status` depends on attempts already made (`delayed` and `waiting` events). */
+  statusNeedsAttempts: boolean;
+  /** Position of the last event of this job in the batch. */
+  seq: string;
+  /** `returnvalue` carried by a `completed` event, for jobs Redis has already dropped. */
+  returnvalue?: string;
+  failedReason?: string;
+}
+
+/**
+ * Stream ids are `ms-seq`; padding both parts makes them compare as strings
+ * in SQL exactly as Redis orders them.
+ */
+export function padStreamId(id: string): string {
+  const [ms = '0', seq = '0'] = id.split('-');
+  return ms.padStart(15, '0') + '-' + seq.padStart(10, '0');
+}
+
+export function parseEntry(id: string, raw: string[]): StreamEvent {
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) fields[raw[i]!] = raw[i + 1]!;
+  return { id, event: fields.event ?? '', jobId: fields.jobId, fields };
+}
+
+// BullMQ event → Celerity status. `delayed` and `waiting` mean "queued" on the
+// way in and "retrying" after a failed attempt; the job's attempt count decides.
+const STATUS_OF: Record<string, JobStatus | 'queued-or-retrying'> = {
+  added: 'queued',
+  waiting: 'queued-or-retrying',
+  delayed: 'queued-or-retrying',
+  prioritized: 'queued-or-retrying',
+  active: 'started',
+  completed: 'completed',
+  failed: 'failed',
+};
+
+/**
+ * Folds a batch of events, in stream order, into one change per job. Events
+ * that say nothing about a job's record (drained, paused, stalled...) are
+ * dropped; stalled jobs announce themselves again with `waiting`.
+ */
+export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
+  const folds = new Map<string, JobFold>();
+  for (const e of events) {
+    if (!e.jobId) continue;
+    const mapped = STATUS_OF[e.event];
+    if (!mapped && e.event !== 'progress') continue;
+    let fold = folds.get(e.jobId);
+    if (!fold) {
+      fold = { jobId: e.jobId, status: null, statusNeedsAttempts: false, seq: '' };
+      folds.set(e.jobId, fold);
+    }
+    fold.seq = padStreamId(e.id);
+    if (!mapped) continue;
+    if (mapped === 'queued-or-retrying') {
+      fold.status = 'queued';
+      fold.statusNeedsAttempts = true;
+    } else {
+      fold.status = mapped;
+      fold.statusNeedsAttempts = false;
+    }
+    if (e.event === 'completed' && e.fields.returnvalue !== undefined) fold.returnvalue = e.fields.returnvalue;
+    if (e.event === 'failed' && e.fields.failedReason !== undefined) fold.failedReason = e.fields.failedReason;
+  }
+  return folds;
+}

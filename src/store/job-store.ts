@@ -1,0 +1,186 @@
+import { sql, type Kysely } from 'kysely';
+import type { JobRecord, JobStatus } from '../job-record.ts';
+import { StoreUnavailableError } from '../errors.ts';
+import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
+import { migrateToLatest } from './migrations.ts';
+
+/** A row to write: a record plus the event position it reflects. */
+export interface RecordedState {
+  record: JobRecord;
+  /** Zero-padded event stream id; a row only moves forward in this order. */
+  eventSeq: string;
+}
+
+export interface ListFilter {
+  status?: JobStatus | undefined;
+  task?: string | undefined;
+  tenant?: string | undefined;
+  limit: number;
+  /** Id of the last job of the previous page; the list runs newest first. */
+  cursor?: string | undefined;
+}
+
+export interface JobPage {
+  jobs: JobRecord[];
+  nextCursor: string | null;
+}
+
+// Keeps every statement under SQLite's and PostgreSQL's bound-parameter limits.
+const ROWS_PER_STATEMENT = 1000;
+
+/**
+ * The durable job history in SQL. Only the recorder writes it (in batches);
+ * the API reads it for lists and for jobs Redis has let go of.
+ */
+export class JobStore {
+  readonly db: Kysely<Database>;
+  readonly dialect: Dialect;
+
+  constructor(opts: DbOptions) {
+    const handle = createDb(opts);
+    this.db = handle.db;
+    this.dialect = handle.dialect;
+    this.schema = opts.schema;
+  }
+
+  private readonly schema: string | undefined;
+
+  async migrate(): Promise<void> {
+    if (this.schema) await sql`create schema if not exists ${sql.id(this.schema)}`.execute(this.db);
+    await migrateToLatest(this.db, this.dialect);
+  }
+
+  /**
+   * Writes states in one transaction. A row is inserted, or updated only when
+   * the incoming state is newer (by event position) than the stored one, so
+   * that replays after a crash and out-of-order batches are harmless.
+   * `progressOnly` states refresh just the progress snapshot.
+   */
+  async write(states: RecordedState[], progressOnly: RecordedState[] = []): Promise<void> {
+    if (states.length === 0 && progressOnly.length === 0) return;
+    const now = Date.now();
+    await this.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < states.length; i += ROWS_PER_STATEMENT) {
+        const rows = states.slice(i, i + ROWS_PER_STATEMENT).map((s) => toRow(s, now));
+        await trx
+          .insertInto('jobs')
+          .values(rows)
+          .onConflict((oc) =>
+            oc
+              .column('id')
+              .doUpdateSet((eb) => ({
+                status: eb.ref('excluded.status'),
+                attempts: eb.ref('excluded.attempts'),
+                max_attempts: eb.ref('excluded.max_attempts'),
+                result: eb.ref('excluded.result'),
+                error_type: eb.ref('excluded.error_type'),
+                error_message: eb.ref('excluded.error_message'),
+                error_stack: eb.ref('excluded.error_stack'),
+                progress: eb.fn.coalesce('excluded.progress', 'jobs.progress'),
+                started_at: eb.ref('excluded.started_at'),
+                finished_at: eb.ref('excluded.finished_at'),
+                updated_at: eb.ref('excluded.updated_at'),
+                event_seq: eb.ref('excluded.event_seq'),
+              }))
+              .where((eb) => eb('excluded.event_seq', '>', eb.ref('jobs.event_seq'))),
+          )
+          .execute();
+      }
+      for (let i = 0; i < progressOnly.length; i += ROWS_PER_STATEMENT) {
+        const rows = progressOnly.slice(i, i + ROWS_PER_STATEMENT).map((s) => toRow(s, now));
+        await trx
+          .insertInto('jobs')
+          .values(rows)
+          .onConflict((oc) =>
+            oc.column('id').doUpdateSet((eb) => ({
+              progress: eb.ref('excluded.progress'),
+              updated_at: eb.ref('excluded.updated_at'),
+            })),
+          )
+          .execute();
+      }
+    });
+  }
+
+  async get(id: string): Promise<JobRecord | null> {
+    const row = await this.guard(() => this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst());
+    return row ? fromRow(row) : null;
+  }
+
+  async list(filter: ListFilter): Promise<JobPage> {
+    let q = this.db.selectFrom('jobs').selectAll().orderBy('id', 'desc').limit(filter.limit + 1);
+    if (filter.status) q = q.where('status', '=', filter.status);
+    if (filter.task) q = q.where('task', '=', filter.task);
+    if (filter.tenant) q = q.where('tenant', '=', filter.tenant);
+    if (filter.cursor) q = q.where('id', '<', filter.cursor);
+    const rows = await this.guard(() => q.execute());
+    const page = rows.slice(0, filter.limit).map(fromRow);
+    return { jobs: page, nextCursor: rows.length > filter.limit ? page[page.length - 1]!.id : null };
+  }
+
+  async ping(): Promise<void> {
+    await this.guard(() => sql`select 1`.execute(this.db));
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  private async guard<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      throw new StoreUnavailableError(err);
+    }
+  }
+}
+
+function json(value: unknown): string | null {
+  return value === undefined || value === null ? null : JSON.stringify(value);
+}
+
+function parse(text: string | null): unknown {
+  return text === null ? null : JSON.parse(text);
+}
+
+function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
+  return {
+    id: r.id,
+    task: r.task,
+    queue: r.queue,
+    tenant: r.tenant,
+    status: r.status,
+    attempts: r.attempts,
+    max_attempts: r.maxAttempts,
+    input: json(r.input),
+    result: json(r.result),
+    error_type: r.error?.type ?? null,
+    error_message: r.error?.message ?? null,
+    error_stack: r.error?.stack ?? null,
+    progress: json(r.progress),
+    created_at: r.createdAt,
+    started_at: r.startedAt,
+    finished_at: r.finishedAt,
+    updated_at: now,
+    event_seq: eventSeq,
+  };
+}
+
+function fromRow(row: JobsTable): JobRecord {
+  return {
+    id: row.id,
+    task: row.task,
+    queue: row.queue,
+    tenant: row.tenant,
+    status: row.status as JobStatus,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    input: parse(row.input),
+    result: parse(row.result),
+    error: row.error_message !== null ? { type: row.error_type ?? 'Error', message: row.error_message, stack: row.error_stack } : null,
+    progress: parse(row.progress) as JobRecord['progress'],
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+  };
+}

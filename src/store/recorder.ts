@@ -1,0 +1,248 @@
+import { hostname } from 'node:os';
+import { Job, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
+import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
+import type { JobStore, RecordedState } from './job-store.ts';
+
+/**
+ * The recorder keeps the SQL history in step with Redis without putting SQL
+ * on the hot path.
+ *
+ * Its write-ahead log is BullMQ's own per-queue event stream: every state
+ * change BullMQ makes (added, active, completed, failed, delayed...) is
+ * appended to `<prefix>:<queue>:events` by the same Lua script that makes the
+ * change, so an event exists if and only if the change happened. Enqueue and
+ * the worker loop therefore pay nothing extra for the history.
+ *
+ * The recorder reads those streams through a Redis consumer group, folds a
+ * batch into one change per job, reads the jobs' hashes for the data the
+ * events do not carry, writes everything in one SQL transaction, and only
+ * then acknowledges the entries. Hence:
+ * - a recorder that crashes mid-batch leaves its entries pending in the
+ *   group; any recorder claims them after `claimIdleMs` and writes them again
+ *   (writes are idempotent: a row only moves forward in event order);
+ * - a recorder that stops finishes its batch first;
+ * - several recorders (one per worker and API process) share the work.
+ * Acknowledged entries are trimmed from the stream; BullMQ's own length cap
+ * (`eventsMaxLen`) is only a safety net for when no recorder runs. Should it
+ * ever drop entries the group had not read, the recorder notices (Redis
+ * records the largest deleted id) and reconciles that queue from Redis.
+ */
+export interface RecorderOptions {
+  /** Dedicated connection: the recorder blocks on it. */
+  redis: Redis;
+  store: JobStore;
+  /** BullMQ queues whose streams to record. */
+  queues: Queue[];
+  logger: Logger;
+  batchSize: number;
+  /** Block time of one read; also the longest a stop waits for the read to return. */
+  blockMs?: number;
+  /** Pending entries idle this long are taken over from a recorder presumed dead. */
+  claimIdleMs?: number;
+  /** How often acknowledged entries are trimmed and the streams checked for gaps. */
+  maintenanceMs?: number;
+}
+
+export const RECORDER_GROUP = 'celerity-recorder';
+
+export class Recorder {
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private readonly consumer = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  private readonly keys: string[];
+  private readonly queueByKey: Map<string, Queue>;
+  private lastMaintenance = 0;
+  /** After a failed batch, re-read this consumer's own pending entries before new ones. */
+  private replayOwn = true;
+  /** Entries written so far; tests and benchmarks use it to know the history caught up. */
+  recorded = 0;
+
+  private readonly opts: RecorderOptions;
+
+  constructor(opts: RecorderOptions) {
+    this.opts = opts;
+    this.queueByKey = new Map(opts.queues.map((q) => [q.keys.events!, q]));
+    this.keys = [...this.queueByKey.keys()];
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    for (const key of this.keys) {
+      try {
+        // From id 0: whatever the stream still holds gets recorded, including
+        // events written before any recorder ever ran.
+        await this.opts.redis.xgroup('CREATE', key, RECORDER_GROUP, '0', 'MKSTREAM');
+      } catch (err) {
+        if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+      }
+    }
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stops after the batch in hand is written and acknowledged. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+    this.loop = null;
+  }
+
+  private async run(): Promise<void> {
+    const { redis, logger } = this.opts;
+    const blockMs = this.opts.blockMs ?? 500;
+    while (this.running) {
+      try {
+        if (Date.now() - this.lastMaintenance >= (this.opts.maintenanceMs ?? 2_000)) {
+          this.lastMaintenance = Date.now();
+          await this.claimAbandoned();
+          await this.maintain();
+        }
+        const reply = (await redis.xreadgroup(
+          'GROUP', RECORDER_GROUP, this.consumer,
+          'COUNT', this.opts.batchSize,
+          'BLOCK', blockMs,
+          'STREAMS', ...this.keys, ...this.keys.map(() => (this.replayOwn ? '0' : '>')),
+        )) as [string, [string, string[]][]][] | null;
+        if (this.replayOwn && (!reply || reply.every(([, entries]) => entries.length === 0))) this.replayOwn = false;
+        if (reply) await this.applyReply(reply);
+      } catch (err) {
+        // Redis or SQL is away. Nothing was acknowledged, so nothing is lost:
+        // the entries stay pending and are written once both are back.
+        logger.warn({ err }, 'recorder: batch not recorded, will retry');
+        this.replayOwn = true;
+        await sleep(1_000);
+      }
+    }
+  }
+
+  private async applyReply(reply: [string, [string, string[] | null][]][]): Promise<void> {
+    for (const [key, entries] of reply) {
+      const queue = this.queueByKey.get(key)!;
+      // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
+      const events = entries.filter(([, raw]) => raw !== null).map(([id, raw]) => parseEntry(id, raw!));
+      await this.apply(queue, events);
+      if (entries.length > 0) {
+        await this.opts.redis.xack(key, RECORDER_GROUP, ...entries.map(([id]) => id));
+        this.recorded += entries.length;
+      }
+    }
+  }
+
+  /** Writes one queue's batch to SQL. Throws if anything could not be written. */
+  private async apply(queue: Queue, events: StreamEvent[]): Promise<void> {
+    const folds = [...foldEvents(events).values()];
+    if (folds.length === 0) return;
+    const jobs = await Promise.all(folds.map((f) => Job.fromId(queue, f.jobId)));
+    const states: RecordedState[] = [];
+    const progressOnly: RecordedState[] = [];
+    for (let i = 0; i < folds.length; i++) {
+      const fold = folds[i]!;
+      const job = jobs[i];
+      // Gone from Redis already (removed, or its retention ran out before we
+      // got here): the row, if any, keeps what was recorded before.
+      if (!job) continue;
+      const record = recordOf(job, queue.name, fold);
+      (fold.status ? states : progressOnly).push({ record, eventSeq: fold.seq });
+    }
+    await this.opts.store.write(states, progressOnly);
+  }
+
+  /** Takes over entries left pending by a recorder that died mid-batch. */
+  private async claimAbandoned(): Promise<void> {
+    const idle = this.opts.claimIdleMs ?? 30_000;
+    for (const key of this.keys) {
+      let cursor = '0-0';
+      do {
+        const [next, entries, deleted] = (await this.opts.redis.xautoclaim(
+          key, RECORDER_GROUP, this.consumer, idle, cursor, 'COUNT', this.opts.batchSize,
+        )) as [string, [string, string[]][], string[]?];
+        if (entries.length > 0) await this.applyReply([[key, entries]]);
+        if (deleted && deleted.length > 0) {
+          this.opts.logger.error({ stream: key, lost: deleted.length }, 'recorder: pending events were trimmed before being recorded; reconciling the queue from Redis');
+          await this.opts.redis.xack(key, RECORDER_GROUP, ...deleted);
+          await this.reconcile(this.queueByKey.get(key)!);
+        }
+        cursor = next;
+      } while (cursor !== '0-0' && this.running);
+    }
+  }
+
+  /**
+   * Trims what the group has acknowledged, and detects entries dropped by the
+   * length cap before the group read them (a gap in the history).
+   */
+  private async maintain(): Promise<void> {
+    for (const key of this.keys) {
+      const [[, streamInfo], [, groups]] = (await this.opts.redis
+        .multi()
+        .xinfo('STREAM', key)
+        .xinfo('GROUPS', key)
+        .exec()) as [[null, unknown[]], [null, unknown[][]]];
+      const stream = pairs(streamInfo);
+      const group = groups.map(pairs).find((g) => g.name === RECORDER_GROUP);
+      if (!group) continue;
+      const lastDelivered = String(group['last-delivered-id']);
+      const maxDeleted = String(stream['max-deleted-entry-id'] ?? '0-0');
+      if (compareIds(maxDeleted, lastDelivered) > 0) {
+        this.opts.logger.error({ stream: key }, 'recorder: events were trimmed before being recorded; reconciling the queue from Redis');
+        // Move the group past the gap first so the gap is reported once.
+        await this.opts.redis.xgroup('SETID', key, RECORDER_GROUP, maxDeleted);
+        await this.reconcile(this.queueByKey.get(key)!);
+        continue;
+      }
+      let minKeep = lastDelivered;
+      if (Number(group.pending) > 0) {
+        const summary = (await this.opts.redis.xpending(key, RECORDER_GROUP)) as [number, string, string, unknown];
+        if (summary[1]) minKeep = summary[1];
+      }
+      await this.opts.redis.xtrim(key, 'MINID', '~', minKeep);
+    }
+  }
+
+  /**
+   * Rewrites every job Redis still holds for a queue, each at the queue's
+   * current stream position, so that SQL agrees with Redis after a gap.
+   */
+  async reconcile(queue: Queue): Promise<void> {
+    const lastId = (await this.opts.redis.xrevrange(queue.keys.events!, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+    const seq = padStreamId(lastId);
+    const types = ['completed', 'failed', 'active', 'waiting', 'delayed', 'prioritized', 'waiting-children'] as const;
+    for (const type of types) {
+      for (let start = 0; ; start += 500) {
+        const jobs = await queue.getJobs([type], start, start + 499, true);
+        if (jobs.length === 0) break;
+        const states = jobs
+          .filter((j): j is Job => Boolean(j))
+          .map((job) => ({ record: recordFromJob(job, queue.name, statusFromState(type, job.attemptsMade)!), eventSeq: seq }));
+        await this.opts.store.write(states);
+        if (jobs.length < 500) break;
+      }
+    }
+  }
+}
+
+function recordOf(job: Job, queue: string, fold: JobFold): JobRecord {
+  let status = fold.status;
+  if (status && fold.statusNeedsAttempts && job.attemptsMade > 0) status = 'retrying';
+  const record = recordFromJob(job, queue, status ?? 'queued');
+  return record;
+}
+
+function pairs(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
+
+function compareIds(a: string, b: string): number {
+  const pa = padStreamId(a);
+  const pb = padStreamId(b);
+  return pa < pb ? -1 : pa > pb ? 1 : 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,141 @@
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { InvalidInputError, TaskDefinitionError, type FieldIssue } from './errors.ts';
+
+/** A progress snapshot: the well-known `percent` and `stage`, plus any counters. */
+export interface ProgressUpdate {
+  percent?: number;
+  stage?: string;
+  [counter: string]: unknown;
+}
+
+/** What a handler gets besides its input. */
+export interface TaskContext {
+  readonly jobId: string;
+  readonly task: string;
+  readonly queue: string;
+  readonly tenant: string | null;
+  /** 1 on the first run, 2 on the first retry, and so on. Use it to make a task idempotent. */
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  /** Aborted when the job is cancelled, timed out or the worker is forced to stop. */
+  readonly signal: AbortSignal;
+  /**
+   * Merges `update` into the job's progress snapshot in Redis. Calls are
+   * coalesced: a burst of updates costs one write, and the latest wins.
+   */
+  progress(update: ProgressUpdate): Promise<void>;
+  /** A pino logger bound to this job (job_id, task, attempt, queue). */
+  readonly log: Logger;
+}
+
+/** Exponential backoff: `min(max, base * 2^(retry-1))`, optionally with full jitter. */
+export interface BackoffPolicy {
+  /** Milliseconds before the first retry (before jitter). */
+  base: number;
+  /** Longest wait in milliseconds. */
+  max: number;
+  /** `full` draws the wait uniformly in [0, computed]; `none` waits exactly the computed time. */
+  jitter: 'full' | 'none';
+}
+
+export const DEFAULT_QUEUE = 'default';
+export const DEFAULT_RETRIES = 3;
+export const DEFAULT_BACKOFF: BackoffPolicy = { base: 2_000, max: 600_000, jitter: 'full' };
+
+export interface TaskDefinition<S extends z.ZodType, R> {
+  /** Unique name, used to enqueue by name and shown in the job record. */
+  name: string;
+  /** Zod schema of the input; checked before enqueue and again by the worker. */
+  input: S;
+  /** Routing queue (a BullMQ queue). Default `default`. */
+  queue?: string;
+  /** Retries after the first attempt. Default 3. */
+  retries?: number;
+  backoff?: Partial<BackoffPolicy>;
+  description?: string;
+  handler: (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
+}
+
+/** A defined task. `I` is what callers pass, `R` what the handler returns. */
+export interface Task<I = unknown, R = unknown> {
+  readonly name: string;
+  readonly queue: string;
+  readonly retries: number;
+  readonly backoff: BackoffPolicy;
+  readonly description: string | undefined;
+  readonly inputSchema: z.ZodType;
+  readonly handler: (input: any, ctx: TaskContext) => Promise<R> | R;
+  /** Type-only markers so the client can infer input and result types. */
+  readonly __input?: I;
+  readonly __result?: R;
+}
+
+export type TaskInput<T> = T extends Task<infer I, any> ? I : never;
+export type TaskResult<T> = T extends Task<any, infer R> ? Awaited<R> : never;
+
+const NAME = /^[A-Za-z0-9_.:-]{1,200}$/;
+const QUEUE = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** Checks a routing queue name; colons would split BullMQ's keys. */
+export function assertQueueName(queue: string): void {
+  if (!QUEUE.test(queue)) {
+    throw new TaskDefinitionError(`Invalid queue name "${queue}": use letters, digits, '_', '.' or '-'`);
+  }
+}
+
+/**
+ * Defines a task: a name, a Zod schema for its input and a handler whose
+ * return type becomes the job's result type.
+ *
+ * @example
+ * const add = defineTask({
+ *   name: 'math.add',
+ *   input: z.object({ a: z.number(), b: z.number() }),
+ *   handler: async ({ a, b }) => ({ sum: a + b }),
+ * });
+ */
+export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): Task<z.input<S>, R> {
+  if (!NAME.test(def.name)) {
+    throw new TaskDefinitionError(`Invalid task name "${def.name}": use 1-200 letters, digits, '_', '.', ':' or '-'`);
+  }
+  const queue = def.queue ?? DEFAULT_QUEUE;
+  assertQueueName(queue);
+  const retries = def.retries ?? DEFAULT_RETRIES;
+  if (!Number.isInteger(retries) || retries < 0) {
+    throw new TaskDefinitionError(`Task "${def.name}": retries must be a non-negative integer`);
+  }
+  const backoff = { ...DEFAULT_BACKOFF, ...def.backoff };
+  if (!(backoff.base >= 0) || !(backoff.max >= backoff.base)) {
+    throw new TaskDefinitionError(`Task "${def.name}": backoff needs 0 <= base <= max`);
+  }
+  if (typeof def.handler !== 'function') {
+    throw new TaskDefinitionError(`Task "${def.name}": handler must be a function`);
+  }
+  return {
+    name: def.name,
+    queue,
+    retries,
+    backoff,
+    description: def.description,
+    inputSchema: def.input,
+    handler: def.handler,
+  };
+}
+
+/** Validates input against a task's schema, throwing {@link InvalidInputError} with every bad field. */
+export function parseInput(task: Pick<Task, 'name' | 'inputSchema'>, input: unknown): unknown {
+  const result = task.inputSchema.safeParse(input);
+  if (result.success) return result.data;
+  throw new InvalidInputError(task.name, zodIssues(result.error));
+}
+
+export function zodIssues(error: z.ZodError): FieldIssue[] {
+  return error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+}
+
+/** The wait before retry number `retry` (1-based). */
+export function backoffDelay(policy: BackoffPolicy, retry: number, random: () => number = Math.random): number {
+  const computed = Math.min(policy.max, policy.base * 2 ** Math.max(0, retry - 1));
+  return Math.round(policy.jitter === 'full' ? random() * computed : computed);
+}
