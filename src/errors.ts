@@ -39,7 +39,8 @@ export class InvalidInputError extends CelerityError {
 /** No task of that name is registered in the app. */
 export class UnknownTaskError extends CelerityError {
   readonly code = 'unknown_task';
-  override readonly httpStatus = 404;
+  // 422, not 404: the route exists, the request names a task that does not.
+  override readonly httpStatus = 422;
 
   constructor(task: string, known: string[]) {
     super(`Unknown task "${task}"`, { task, known });

@@ -7,3 +7,4 @@ export * from './errors.ts';
 export { Worker } from './worker/worker.ts';
 export { Recorder } from './store/recorder.ts';
 
+export { buildServer, type ServerOptions } from './api/server.ts';

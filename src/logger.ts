@@ -9,8 +9,10 @@ export type { Logger } from 'pino';
  */
 export function createLogger(level: string, opts: { pretty?: boolean; name?: string } = {}): Logger {
   const base = { level, name: opts.name ?? 'celerity' };
-  if (opts.pretty && hasPinoPretty()) {
-    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } } });
+  // `celerity dev` sets CELERITY_DEV so that apps created by user modules log pretty too.
+  const pretty = opts.pretty ?? process.env.CELERITY_DEV === '1';
+  if (pretty && hasPinoPretty()) {
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname', singleLine: true } } });
   }
   return pino(base);
 }

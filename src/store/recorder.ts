@@ -68,8 +68,14 @@ export class Recorder {
     this.keys = [...this.queueByKey.keys()];
   }
 
+  /** Starts recording in the background. Redis being away is not an error: the loop waits for it. */
   async start(): Promise<void> {
     if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  private async ensureGroups(): Promise<void> {
     for (const key of this.keys) {
       try {
         // From id 0: whatever the stream still holds gets recorded, including
@@ -79,8 +85,6 @@ export class Recorder {
         if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
       }
     }
-    this.running = true;
-    this.loop = this.run();
   }
 
   /** Stops after the batch in hand is written and acknowledged. */
@@ -93,8 +97,13 @@ export class Recorder {
   private async run(): Promise<void> {
     const { redis, logger } = this.opts;
     const blockMs = this.opts.blockMs ?? 500;
+    let groupsReady = false;
     while (this.running) {
       try {
+        if (!groupsReady) {
+          await this.ensureGroups();
+          groupsReady = true;
+        }
         if (Date.now() - this.lastMaintenance >= (this.opts.maintenanceMs ?? 2_000)) {
           this.lastMaintenance = Date.now();
           await this.claimAbandoned();
@@ -113,6 +122,8 @@ export class Recorder {
         // the entries stay pending and are written once both are back.
         logger.warn({ err }, 'recorder: batch not recorded, will retry');
         this.replayOwn = true;
+        // The group may be gone with the stream (a flushed Redis); recreate it.
+        if (String((err as Error).message).includes('NOGROUP')) groupsReady = false;
         await sleep(1_000);
       }
     }

@@ -49,7 +49,7 @@ export async function runJob(
     return result === undefined ? null : result;
   } catch (err) {
     const error = err instanceof Error ? err : new Error(String(err));
-    log.info({ err: { type: error.name, message: error.message } }, 'job attempt failed');
+    log.info({ error: { type: error.name, message: error.message } }, 'job attempt failed');
     if (error instanceof NonRetryableError || error instanceof InvalidInputError) {
       const unrecoverable = new UnrecoverableError(error.message);
       unrecoverable.stack = error.stack ?? `${error.name}: ${error.message}`;

@@ -57,7 +57,7 @@ export class Worker {
       worker.on('error', (err) => logger.error({ err, queue }, 'worker error'));
       worker.on('failed', (job, err) => {
         if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) {
-          logger.warn({ job_id: job.id, task: job.name, queue, err: { message: err.message } }, 'job failed');
+          logger.warn({ job_id: job.id, task: job.name, queue, error: { type: err.name, message: err.message } }, 'job failed');
         }
       });
       void worker.run().catch((err) => logger.error({ err, queue }, 'worker stopped'));

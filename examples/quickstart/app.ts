@@ -1,0 +1,11 @@
+import { createApp } from '../../src/index.ts';
+import { add, fail, flaky, progress } from './tasks.ts';
+
+/**
+ * The quickstart app. Run it with `npm start` (API + worker in one process),
+ * or as separate processes:
+ *   celerity serve  --app examples/quickstart/app.ts
+ *   celerity worker --app examples/quickstart/app.ts
+ */
+export const app = createApp({ tasks: [add, progress, flaky, fail] });
+export default app;

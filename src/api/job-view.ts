@@ -1,0 +1,56 @@
+import type { JobRecord } from '../job-record.ts';
+import { JOB_STATUSES } from '../job-record.ts';
+
+/** The job as the API shows it: snake_case, ISO-8601 times. */
+export function jobView(r: JobRecord) {
+  return {
+    job_id: r.id,
+    task: r.task,
+    queue: r.queue,
+    tenant: r.tenant,
+    status: r.status,
+    progress: r.progress,
+    result: r.result,
+    error: r.error,
+    attempts: r.attempts,
+    max_attempts: r.maxAttempts,
+    created_at: iso(r.createdAt),
+    started_at: iso(r.startedAt),
+    finished_at: iso(r.finishedAt),
+  };
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
+}
+
+const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
+
+export const jobViewSchema = {
+  $id: 'Job',
+  type: 'object',
+  properties: {
+    job_id: { type: 'string' },
+    task: { type: 'string' },
+    queue: { type: 'string' },
+    tenant: { type: ['string', 'null'] },
+    status: { type: 'string', enum: [...JOB_STATUSES] },
+    progress: { description: 'Latest progress snapshot: percent, stage and any counters.' },
+    result: { description: 'What the handler returned, once completed.' },
+    error: {
+      anyOf: [
+        { type: 'null' },
+        {
+          type: 'object',
+          properties: { type: { type: 'string' }, message: { type: 'string' }, stack: { type: ['string', 'null'] } },
+        },
+      ],
+    },
+    attempts: { type: 'integer', description: 'Attempts started so far.' },
+    max_attempts: { type: 'integer' },
+    created_at: { type: 'string', format: 'date-time' },
+    started_at: nullableTime,
+    finished_at: nullableTime,
+  },
+  required: ['job_id', 'task', 'queue', 'status', 'attempts', 'created_at'],
+} as const;

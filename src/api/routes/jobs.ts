@@ -1,0 +1,127 @@
+import type { FastifyInstance } from 'fastify';
+import type { App } from '../../app.ts';
+import type { EnqueueOptions } from '../../client/enqueue.ts';
+import { JobNotFoundError } from '../../errors.ts';
+import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
+import { jobView } from '../job-view.ts';
+
+interface SubmitBody {
+  task: string;
+  input?: unknown;
+  options?: { delay?: number; priority?: number; job_id?: string; tenant?: string };
+}
+
+interface ListQuery {
+  status?: JobStatus;
+  task?: string;
+  tenant?: string;
+  limit: number;
+  cursor?: string;
+}
+
+const submitSchema = {
+  summary: 'Submit a job',
+  tags: ['jobs'],
+  body: {
+    type: 'object',
+    required: ['task'],
+    additionalProperties: false,
+    properties: {
+      task: { type: 'string', minLength: 1, description: 'Name of a task of the app (see GET /v1/tasks).' },
+      input: { description: "The task's input; checked against its schema." },
+      options: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          delay: { type: 'integer', minimum: 0, description: 'Milliseconds before the job may run.' },
+          priority: { type: 'integer', minimum: 1, maximum: 2097152, description: '1 is the highest.' },
+          job_id: { type: 'string', description: 'Your own id; submitting an existing id returns that job.' },
+          tenant: { type: 'string', minLength: 1, maxLength: 200 },
+        },
+      },
+    },
+  },
+  response: {
+    202: {
+      type: 'object',
+      properties: {
+        job_id: { type: 'string' },
+        status: { type: 'string', enum: ['queued'] },
+        status_url: { type: 'string' },
+      },
+      required: ['job_id', 'status', 'status_url'],
+    },
+    '4xx': { $ref: 'Error#' },
+    503: { $ref: 'Error#' },
+  },
+} as const;
+
+/** Submit, read and list jobs. */
+export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
+  server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema }, async (request, reply) => {
+    const { task, input, options = {} } = request.body;
+    const enqueueOptions: EnqueueOptions = {
+      ...(options.delay !== undefined ? { delay: options.delay } : {}),
+      ...(options.priority !== undefined ? { priority: options.priority } : {}),
+      ...(options.job_id !== undefined ? { jobId: options.job_id } : {}),
+      ...(options.tenant !== undefined ? { tenant: options.tenant } : {}),
+    };
+    const handle = await app.enqueueByName(task, input, enqueueOptions);
+    const statusUrl = `/v1/jobs/${handle.id}`;
+    return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status: 'queued', status_url: statusUrl });
+  });
+
+  server.get<{ Params: { id: string } }>(
+    '/v1/jobs/:id',
+    {
+      schema: {
+        summary: 'Read a job: status, progress, result or error',
+        tags: ['jobs'],
+        params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] },
+        response: { 200: { $ref: 'Job#' }, '4xx': { $ref: 'Error#' }, 503: { $ref: 'Error#' } },
+      },
+    },
+    async (request) => {
+      const record = await app.getJob(request.params.id);
+      if (!record) throw new JobNotFoundError(request.params.id);
+      return jobView(record);
+    },
+  );
+
+  server.get<{ Querystring: ListQuery }>(
+    '/v1/jobs',
+    {
+      schema: {
+        summary: 'List jobs, newest first, from the SQL history',
+        tags: ['jobs'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            status: { type: 'string', enum: [...JOB_STATUSES] },
+            task: { type: 'string', minLength: 1 },
+            tenant: { type: 'string', minLength: 1 },
+            limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
+            cursor: { type: 'string', minLength: 1, description: 'next_cursor of the previous page.' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              jobs: { type: 'array', items: { $ref: 'Job#' } },
+              next_cursor: { type: ['string', 'null'] },
+            },
+            required: ['jobs', 'next_cursor'],
+          },
+          '4xx': { $ref: 'Error#' },
+          503: { $ref: 'Error#' },
+        },
+      },
+    },
+    async (request) => {
+      const page = await app.listJobs(request.query);
+      return { jobs: page.jobs.map(jobView), next_cursor: page.nextCursor };
+    },
+  );
+}

@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { App } from '../../app.ts';
+import type { Task } from '../../task.ts';
+
+/** The JSON schema of a task's input, as clients should send it. */
+export function inputJsonSchema(task: Task): unknown {
+  try {
+    return z.toJSONSchema(task.inputSchema, { io: 'input', unrepresentable: 'any' });
+  } catch {
+    return {};
+  }
+}
+
+export async function taskRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
+  // Schemas do not change while the process runs: build the answer once.
+  const tasks = [...app.tasks.values()]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((t) => ({ name: t.name, queue: t.queue, retries: t.retries, description: t.description ?? null, input_schema: inputJsonSchema(t) }));
+
+  server.get(
+    '/v1/tasks',
+    {
+      schema: {
+        summary: 'List the tasks with their input JSON schema',
+        tags: ['tasks'],
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              tasks: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    name: { type: 'string' },
+                    queue: { type: 'string' },
+                    retries: { type: 'integer' },
+                    description: { type: ['string', 'null'] },
+                    input_schema: { description: 'JSON Schema of the input.' },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    async () => ({ tasks }),
+  );
+}

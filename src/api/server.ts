@@ -1,0 +1,52 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import fastifySwagger from '@fastify/swagger';
+import type { Logger } from 'pino';
+import type { App } from '../app.ts';
+import { errorHandlerPlugin, errorSchema } from './errors.ts';
+import { jobViewSchema } from './job-view.ts';
+import { healthRoutes } from './routes/health.ts';
+import { jobRoutes } from './routes/jobs.ts';
+import { taskRoutes } from './routes/tasks.ts';
+
+export interface ServerOptions {
+  /** Largest request body in bytes; default from the app's config. */
+  bodyLimit?: number;
+  /** Request logging; default the app's logger. Pass false to silence. */
+  logger?: Logger | false;
+}
+
+/**
+ * Builds the HTTP API (not listening yet). Every route has a JSON schema;
+ * `/openapi.json` is generated from them.
+ */
+export async function buildServer(app: App, opts: ServerOptions = {}): Promise<FastifyInstance> {
+  const server = Fastify({
+    loggerInstance: opts.logger === false ? undefined : (opts.logger ?? app.logger),
+    bodyLimit: opts.bodyLimit ?? app.config.bodyLimit,
+    ajv: {
+      // Unknown fields are reported, not silently dropped; query strings are coerced.
+      customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: true },
+    },
+  }) as unknown as FastifyInstance;
+
+  await server.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Celerity job API', version: '1' },
+    },
+  });
+  server.addSchema(errorSchema);
+  server.addSchema(jobViewSchema);
+  errorHandlerPlugin(server);
+
+  await server.register(healthRoutes, { app });
+  await server.register(taskRoutes, { app });
+  await server.register(jobRoutes, { app });
+  server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
+
+  // Migrations run before the first request, not on it.
+  server.addHook('onReady', async () => {
+    await app.openStore();
+  });
+  return server;
+}

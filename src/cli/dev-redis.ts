@@ -1,0 +1,81 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import { CliError } from './cli-error.ts';
+
+/** True when a Redis server answers PING at `url` within a second. */
+export async function redisAnswers(url: string): Promise<boolean> {
+  const redis = new Redis(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    return (await redis.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export interface PrivateRedis {
+  url: string;
+  stop(): void;
+}
+
+/**
+ * For `npm start` on a fresh machine: when nothing answers at `url` but
+ * `redis-server` is installed, start a private one with its data (AOF) in
+ * `dataDir`, on the URL's port when that is a local one and free.
+ */
+export async function ensureDevRedis(url: string, dataDir: string): Promise<PrivateRedis | null> {
+  if (await redisAnswers(url)) return null;
+  if (spawnSync('redis-server', ['--version']).status !== 0) {
+    throw new CliError(
+      `Redis is not reachable at ${url}: install and start it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL.`,
+      1,
+    );
+  }
+  const parsed = new URL(url);
+  const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(parsed.hostname);
+  const wanted = local ? Number(parsed.port || 6379) : 0;
+  const port = (await portFree(wanted)) ? wanted : await freePort();
+  const dir = resolve(dataDir);
+  mkdirSync(dir, { recursive: true });
+  const child: ChildProcess = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--daemonize', 'no', '--logfile', 'redis.log'],
+    { stdio: 'ignore' },
+  );
+  const privateUrl = `redis://127.0.0.1:${port}`;
+  for (let i = 0; i < 50; i++) {
+    if (await redisAnswers(privateUrl)) {
+      return { url: privateUrl, stop: () => child.kill('SIGTERM') };
+    }
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new CliError(`Could not start a private redis-server on port ${port} (see ${dir}/redis.log).`, 1);
+}
+
+function portFree(port: number): Promise<boolean> {
+  if (port === 0) return Promise.resolve(false);
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => res(port));
+    });
+  });
+}

@@ -1,0 +1,158 @@
+import { Command, Option } from 'commander';
+import type { FastifyInstance } from 'fastify';
+import type { App } from '../app.ts';
+import { buildServer } from '../api/server.ts';
+import { loadConfig, OPTIONS, type OptionName } from '../config.ts';
+import { ConfigError } from '../errors.ts';
+import type { Recorder } from '../store/recorder.ts';
+import type { Worker } from '../worker/worker.ts';
+import { CliError } from './cli-error.ts';
+import { ensureDevRedis, type PrivateRedis } from './dev-redis.ts';
+import { loadApp } from './load-app.ts';
+
+type Flags = Partial<Record<OptionName, string>> & { app: string };
+
+/** Adds the configuration flags a command accepts (each overrides its env variable). */
+function withConfig(cmd: Command, names: OptionName[]): Command {
+  for (const name of names) {
+    const meta = OPTIONS[name];
+    // Commander derives the attribute from the flag: --redis-url becomes redisUrl, as in OPTIONS.
+    cmd.addOption(new Option(`${meta.flag} <value>`, `${meta.doc} [env ${meta.env}]`));
+  }
+  return cmd.requiredOption('--app <module>', 'module exporting the app (default export or `app`)');
+}
+
+const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch'];
+const WORKER: OptionName[] = ['queues', 'concurrency'];
+const SERVER: OptionName[] = ['port', 'host', 'bodyLimit'];
+
+/**
+ * Flags become environment variables before the app module is imported, so
+ * that an app created with `createApp({ tasks })` sees them; the whole
+ * configuration is validated first so that a bad value stops start-up with
+ * one line.
+ */
+async function prepare(flags: Flags): Promise<App> {
+  for (const name of Object.keys(OPTIONS) as OptionName[]) {
+    const value = flags[name];
+    if (value !== undefined) process.env[OPTIONS[name].env] = value;
+  }
+  loadConfig();
+  return loadApp(flags.app);
+}
+
+interface Running {
+  app: App;
+  worker?: Worker;
+  recorder?: Recorder;
+  server?: FastifyInstance;
+  redis?: PrivateRedis | null;
+}
+
+/**
+ * First SIGTERM/SIGINT: stop taking jobs, let running ones finish, flush the
+ * recorder, close connections, exit 0. A second signal exits at once.
+ */
+function onShutdown(running: Running): void {
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) {
+      running.app.logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    running.app.logger.info({ signal }, 'shutting down');
+    try {
+      await running.server?.close();
+      await running.worker?.close();
+      await running.recorder?.stop();
+      await running.app.close();
+      running.redis?.stop();
+      process.exit(0);
+    } catch (err) {
+      running.app.logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+async function startWorker(app: App): Promise<Pick<Running, 'worker' | 'recorder'>> {
+  const queues = app.config.queues ?? app.queueNames();
+  const unknown = queues.filter((q) => !app.queueNames().includes(q));
+  if (unknown.length > 0) {
+    app.logger.warn({ queues: unknown }, 'consuming queues that no task of this app routes to');
+  }
+  const recorder = await app.startRecorder(app.queueNames());
+  const worker = app.createWorker({ queues });
+  worker.start();
+  return { worker, recorder };
+}
+
+async function startServer(app: App): Promise<Pick<Running, 'server' | 'recorder'>> {
+  const server = await buildServer(app);
+  try {
+    await server.listen({ port: app.config.port, host: app.config.host });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new CliError(`Port ${app.config.port} is in use: set PORT or --port.`, 1);
+    throw err;
+  }
+  return { server };
+}
+
+const program = new Command()
+  .name('celerity')
+  .description('Background jobs for TypeScript: workers, the job API and dev mode.')
+  .showHelpAfterError(false);
+
+withConfig(program.command('worker').description('Run the app\'s tasks from their queues.'), [...COMMON, ...WORKER]).action(async (flags: Flags) => {
+  const app = await prepare(flags);
+  const running: Running = { app, ...(await startWorker(app)) };
+  onShutdown(running);
+});
+
+withConfig(program.command('serve').description('Serve the HTTP job API.'), [...COMMON, ...SERVER]).action(async (flags: Flags) => {
+  const app = await prepare(flags);
+  await app.openStore();
+  // The API records too, so that the history follows even with no worker up.
+  const recorder = await app.startRecorder();
+  const running: Running = { app, recorder, ...(await startServer(app)) };
+  onShutdown(running);
+});
+
+withConfig(program.command('dev').description('API and worker in one process, for development.'), [...COMMON, ...WORKER, ...SERVER]).action(
+  async (flags: Flags) => {
+    process.env.CELERITY_DEV = '1';
+    const config = loadConfig({ flags });
+    const redis = await ensureDevRedis(config.brokerUrl, '.celerity/redis');
+    if (redis) {
+      process.env.REDIS_URL = redis.url;
+      process.env.CELERITY_BROKER_URL = redis.url;
+      delete flags.redisUrl;
+      delete flags.brokerUrl;
+    }
+    const app = await prepare(flags);
+    await app.openStore();
+    const worker = await startWorker(app);
+    const running: Running = { app, redis, ...worker, ...(await startServer(app)) };
+    onShutdown(running);
+    const base = `http://localhost:${app.config.port}`;
+    const first = app.tasks.has('math.add') ? '{"task":"math.add","input":{"a":2,"b":3}}' : `{"task":"${[...app.tasks.keys()][0] ?? 'my.task'}","input":{}}`;
+    console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? ', private Redis ' + redis.url : ''} in this process)`);
+    console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
+    console.log(`Try:   curl -X POST ${base}/v1/jobs -H 'content-type: application/json' -d '${first}'`);
+    console.log(`Then:  curl ${base}/v1/jobs/<job_id>\n`);
+  },
+);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CliError || err instanceof ConfigError) {
+    console.error(`celerity: ${err.message}`);
+    process.exit(err instanceof CliError ? err.exitCode : 2);
+  }
+  throw err;
+}
