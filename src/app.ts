@@ -66,7 +66,7 @@ export class App {
     return (this.storeInstance ??= new JobStore({
       databaseUrl: this.config.databaseUrl,
       sqlitePath: this.config.sqlitePath,
-      ...(this.dbSchema ? { schema: this.dbSchema } : {}),
+      ...((this.dbSchema ?? this.config.databaseSchema) ? { schema: this.dbSchema ?? this.config.databaseSchema } : {}),
     }));
   }
 

@@ -125,6 +125,17 @@ export function createTestApp(kind: StoreKind, tasks: Task<any, any>[], override
   return Object.assign(app, { env });
 }
 
+/**
+ * Like {@link createTestApp}, then waits for Redis and migrates the store, so
+ * that the first enqueue does not race the connection.
+ */
+export async function openTestApp(kind: StoreKind, tasks: Task<any, any>[], overrides: RawConfig = {}): Promise<App & { env: TestEnv }> {
+  const app = createTestApp(kind, tasks, overrides);
+  await app.broker.ready();
+  await app.openStore();
+  return app;
+}
+
 /** Creates, starts and awaits a worker for the app; closed by `cleanup()`. */
 export async function startWorker(app: App, opts: { queues?: string[]; concurrency?: number } = {}): Promise<Worker> {
   const worker = app.createWorker(opts);

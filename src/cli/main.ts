@@ -22,7 +22,7 @@ function withConfig(cmd: Command, names: OptionName[]): Command {
   return cmd.requiredOption('--app <module>', 'module exporting the app (default export or `app`)');
 }
 
-const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch'];
+const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch'];
 const WORKER: OptionName[] = ['queues', 'concurrency'];
 const SERVER: OptionName[] = ['port', 'host', 'bodyLimit'];
 

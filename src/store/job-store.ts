@@ -46,8 +46,25 @@ export class JobStore {
   private readonly schema: string | undefined;
 
   async migrate(): Promise<void> {
-    if (this.schema) await sql`create schema if not exists ${sql.id(this.schema)}`.execute(this.db);
-    await migrateToLatest(this.db, this.dialect);
+    if (this.schema) {
+      // Two processes creating the schema at once: the loser gets a unique violation.
+      await sql`create schema if not exists ${sql.id(this.schema)}`.execute(this.db).catch((err: { code?: string }) => {
+        if (err.code !== '23505' && err.code !== '42P06') throw err;
+      });
+    }
+    // An API and a worker starting together on a fresh store may collide:
+    // Kysely has no migration lock for SQLite, and on PostgreSQL two racing
+    // `create table if not exists` of its lock table can still conflict. The
+    // loser retries and finds the work done.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await migrateToLatest(this.db, this.dialect);
+        return;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
+    }
   }
 
   /**

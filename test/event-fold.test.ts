@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import { foldEvents, padStreamId, parseEntry, type StreamEvent } from '../src/store/event-fold.ts';
+
+describe('padStreamId', () => {
+  it('pads both parts to fixed widths', () => {
+    expect(padStreamId('1700000000000-3')).toBe('001700000000000-0000000003');
+    expect(padStreamId('0-0')).toBe('000000000000000-0000000000');
+    expect(padStreamId('5')).toBe('000000000000005-0000000000');
+  });
+
+  it('makes string order equal Redis stream order', () => {
+    const ordered = ['0-0', '0-1', '0-2', '0-10', '9-0', '10-0', '10-5', '99-100', '100-0', '1700000000000-0', '1700000000000-1', '1700000000001-0'];
+    const padded = ordered.map(padStreamId);
+    expect([...padded].reverse().sort()).toEqual(padded);
+    // Unpadded, plain string order would get these wrong.
+    expect(['10-0', '9-0'].sort()).toEqual(['10-0', '9-0']);
+    expect(padStreamId('9-0') < padStreamId('10-0')).toBe(true);
+    expect(padStreamId('1-9') < padStreamId('1-10')).toBe(true);
+  });
+});
+
+describe('parseEntry', () => {
+  it('turns a flat field list into an event', () => {
+    expect(parseEntry('1-0', ['event', 'completed', 'jobId', 'j1', 'returnvalue', '{"x":1}', 'dangling'])).toEqual({
+      id: '1-0',
+      event: 'completed',
+      jobId: 'j1',
+      fields: { event: 'completed', jobId: 'j1', returnvalue: '{"x":1}' },
+    });
+    expect(parseEntry('2-0', ['event', 'drained'])).toEqual({ id: '2-0', event: 'drained', jobId: undefined, fields: { event: 'drained' } });
+  });
+});
+
+let n = 0;
+function ev(event: string, jobId: string | undefined, fields: Record<string, string> = {}): StreamEvent {
+  n += 1;
+  const id = `${1000 + n}-${n % 3}`;
+  return { id, event, jobId, fields: { event, ...(jobId ? { jobId } : {}), ...fields } };
+}
+
+describe('foldEvents', () => {
+  it('keeps the last status of each job and the position of its last event', () => {
+    const events = [ev('added', 'a'), ev('waiting', 'a'), ev('added', 'b'), ev('active', 'a'), ev('completed', 'a', { returnvalue: '{"sum":3}' }), ev('waiting', 'b')];
+    const folds = foldEvents(events);
+    expect([...folds.keys()]).toEqual(['a', 'b']);
+    expect(folds.get('a')).toEqual({ jobId: 'a', status: 'completed', statusNeedsAttempts: false, seq: padStreamId(events[4]!.id), returnvalue: '{"sum":3}' });
+    expect(folds.get('b')).toEqual({ jobId: 'b', status: 'queued', statusNeedsAttempts: true, seq: padStreamId(events[5]!.id) });
+  });
+
+  it('maps each status-bearing event', () => {
+    const cases: [string, string, boolean][] = [
+      ['added', 'queued', false],
+      ['waiting', 'queued', true],
+      ['delayed', 'queued', true],
+      ['prioritized', 'queued', true],
+      ['active', 'started', false],
+      ['completed', 'completed', false],
+      ['failed', 'failed', false],
+    ];
+    for (const [event, status, needsAttempts] of cases) {
+      const fold = foldEvents([ev(event, 'j')]).get('j');
+      expect(fold, event).toMatchObject({ status, statusNeedsAttempts: needsAttempts });
+    }
+  });
+
+  it('a failed attempt followed by a retry ends as queued-needing-attempts and keeps the failure reason', () => {
+    const events = [ev('active', 'j'), ev('failed', 'j', { failedReason: 'boom' }), ev('delayed', 'j')];
+    const fold = foldEvents(events).get('j')!;
+    expect(fold.status).toBe('queued');
+    expect(fold.statusNeedsAttempts).toBe(true);
+    expect(fold.failedReason).toBe('boom');
+    expect(fold.seq).toBe(padStreamId(events[2]!.id));
+  });
+
+  it('a progress event moves the position but not the status', () => {
+    const events = [ev('active', 'j'), ev('progress', 'j', { data: '{"percent":50}' })];
+    const fold = foldEvents(events).get('j')!;
+    expect(fold.status).toBe('started');
+    expect(fold.seq).toBe(padStreamId(events[1]!.id));
+    // Progress alone: a fold with no status.
+    const only = foldEvents([ev('progress', 'k')]).get('k')!;
+    expect(only.status).toBeNull();
+    expect(only.statusNeedsAttempts).toBe(false);
+  });
+
+  it('drops events without a job id and events that say nothing about a record', () => {
+    const folds = foldEvents([ev('drained', undefined), ev('paused', undefined), ev('stalled', 'x'), ev('removed', 'y'), ev('duplicated', 'z'), ev('retries-exhausted', 'w'), ev('completed', undefined)]);
+    expect(folds.size).toBe(0);
+  });
+
+  it('a stalled job re-announced with waiting folds to queued', () => {
+    const folds = foldEvents([ev('active', 's'), ev('stalled', 's'), ev('waiting', 's')]);
+    expect(folds.get('s')).toMatchObject({ status: 'queued', statusNeedsAttempts: true });
+  });
+
+  it('returns an empty map for no events', () => {
+    expect(foldEvents([]).size).toBe(0);
+  });
+});
