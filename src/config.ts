@@ -7,8 +7,8 @@ import { ConfigError } from './errors.ts';
  * this list (a test keeps them in step).
  */
 export const OPTIONS = {
-  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', doc: 'Redis server for everything Celerity keeps in Redis.', default: 'redis://127.0.0.1:6379' },
-  brokerUrl: { env: 'CELERITY_BROKER_URL', flag: '--broker-url', doc: 'Redis server for the queues; falls back to `REDIS_URL`.', default: '(REDIS_URL)' },
+  redisUrl: { env: 'REDIS_URL', flag: '--redis-url', doc: 'Redis server Celerity uses (queues, progress, results) unless `CELERITY_BROKER_URL` says otherwise.', default: 'redis://127.0.0.1:6379' },
+  brokerUrl: { env: 'CELERITY_BROKER_URL', flag: '--broker-url', doc: 'Redis server of the broker; falls back to `REDIS_URL`.', default: '(REDIS_URL)' },
   prefix: { env: 'CELERITY_PREFIX', flag: '--prefix', doc: 'Key prefix of every Redis key. Wrap it in braces (`{celerity}`) on Redis Cluster so that a queue\'s keys share a hash slot.', default: 'celerity' },
   databaseUrl: { env: 'DATABASE_URL', flag: '--database-url', doc: 'PostgreSQL URL of the job store. When unset, the store is SQLite at `CELERITY_SQLITE_PATH`.', default: '(unset)' },
   databaseSchema: { env: 'CELERITY_DB_SCHEMA', flag: '--db-schema', doc: 'PostgreSQL schema of the job store (created if missing). Default: the connection\'s search_path, normally `public`.', default: '(unset)' },
