@@ -35,6 +35,9 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
       info: { title: 'Celerity job API', version: '1' },
     },
   });
+  // JSON only: a text/plain body would otherwise reach the schema as a string
+  // and get a confusing "must be object" instead of a clear 415.
+  server.removeContentTypeParser('text/plain');
   server.addSchema(errorSchema);
   server.addSchema(jobViewSchema);
   errorHandlerPlugin(server);
