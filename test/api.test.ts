@@ -90,7 +90,7 @@ describe.each(stores)('HTTP API (%s store)', (kind) => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page = (await api.inject({ method: 'GET', url: `/v1/jobs?limit=3${cursor ? `&cursor=${cursor}` : ''}` })).json();
+      const page: { jobs: { job_id: string }[]; next_cursor: string | null } = (await api.inject({ method: 'GET', url: `/v1/jobs?limit=3${cursor ? `&cursor=${cursor}` : ''}` })).json();
       expect(page.jobs.length).toBeLessThanOrEqual(3);
       seen.push(...page.jobs.map((j: { job_id: string }) => j.job_id));
       cursor = page.next_cursor;

@@ -82,12 +82,12 @@ async function post(task: string, input: unknown): Promise<{ status: number; bod
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ task, input }),
   });
-  return { status: res.status, body: await res.json() };
+  return { status: res.status, body: (await res.json()) as any };
 }
 
 async function finalState(statusUrl: string): Promise<any> {
   return until(async () => {
-    const job = await (await fetch(base + statusUrl)).json();
+    const job = (await (await fetch(base + statusUrl)).json()) as any;
     return ['completed', 'failed', 'cancelled'].includes(job.status) ? job : undefined;
   });
 }
@@ -157,10 +157,10 @@ describe(`celerity serve + worker as processes (${DATABASE_URL ? 'PostgreSQL' : 
     expect(unknown.body.error).toMatchObject({ code: 'unknown_task', details: { field: 'task' } });
     const malformed = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"task":' });
     expect(malformed.status).toBe(400);
-    expect((await malformed.json()).error.code).toBe('invalid_json');
+    expect(((await malformed.json()) as any).error.code).toBe('invalid_json');
     const missing = await fetch(`${base}/v1/jobs/does-not-exist`);
     expect(missing.status).toBe(404);
-    const list = await (await fetch(`${base}/v1/jobs?limit=100`)).json();
+    const list = (await (await fetch(`${base}/v1/jobs?limit=100`)).json()) as any;
     expect(list.jobs.map((j: { task: string }) => j.task).sort()).toEqual(['demo.fail', 'demo.flaky', 'math.add']);
   });
 
@@ -168,7 +168,7 @@ describe(`celerity serve + worker as processes (${DATABASE_URL ? 'PostgreSQL' : 
     expect(await stop(server)).toBe(0);
     server = start('serve');
     await until(async () => ((await fetch(`${base}/healthz`)).ok ? true : undefined), 30_000);
-    const list = await (await fetch(`${base}/v1/jobs?limit=100`)).json();
+    const list = (await (await fetch(`${base}/v1/jobs?limit=100`)).json()) as any;
     const byId = Object.fromEntries(list.jobs.map((j: { job_id: string; status: string }) => [j.job_id, j.status]));
     expect(byId).toEqual({ [submitted.add!]: 'completed', [submitted.flaky!]: 'completed', [submitted.fail!]: 'failed' });
   });

@@ -21,7 +21,8 @@ export async function redisAnswers(url: string): Promise<boolean> {
 
 export interface PrivateRedis {
   url: string;
-  stop(): void;
+  /** Asks the server to shut down and resolves when it has exited. */
+  stop(): Promise<void>;
 }
 
 /**
@@ -51,7 +52,14 @@ export async function ensureDevRedis(url: string, dataDir: string): Promise<Priv
   const privateUrl = `redis://127.0.0.1:${port}`;
   for (let i = 0; i < 50; i++) {
     if (await redisAnswers(privateUrl)) {
-      return { url: privateUrl, stop: () => child.kill('SIGTERM') };
+      const exited = new Promise<void>((res) => child.once('exit', () => res()));
+      return {
+        url: privateUrl,
+        stop: async () => {
+          if (child.exitCode === null) child.kill('SIGTERM');
+          await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+        },
+      };
     }
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));

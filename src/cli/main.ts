@@ -67,7 +67,7 @@ function onShutdown(running: Running): void {
       await running.worker?.close();
       await running.recorder?.stop();
       await running.app.close();
-      running.redis?.stop();
+      await running.redis?.stop();
       process.exit(0);
     } catch (err) {
       running.app.logger.error({ err }, 'shutdown failed');
