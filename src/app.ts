@@ -19,6 +19,12 @@ export interface AppOptions {
   logger?: Logger;
   /** PostgreSQL schema for the store (tests isolate themselves with it). */
   dbSchema?: string;
+  /**
+   * URL of the module that creates this app (`import.meta.url`). Tasks with
+   * `isolation: 'thread'` need it: their threads import it to find the
+   * handler. The CLI sets it from `--app`.
+   */
+  module?: string;
 }
 
 /** A job as returned by enqueue: its id, plus helpers to read and await it. */
@@ -41,6 +47,8 @@ export class App {
   readonly config: CelerityConfig;
   readonly tasks: ReadonlyMap<string, Task>;
   readonly logger: Logger;
+  /** See {@link AppOptions.module}. */
+  moduleUrl: string | undefined;
   private readonly dbSchema: string | undefined;
   private brokerInstance: Broker | undefined;
   private storeInstance: JobStore | undefined;
@@ -50,6 +58,7 @@ export class App {
     this.config = isConfig(opts.config) ? opts.config : loadConfig({ flags: opts.config ?? {} });
     this.logger = opts.logger ?? createLogger(this.config.logLevel);
     this.dbSchema = opts.dbSchema;
+    this.moduleUrl = opts.module;
     const tasks = new Map<string, Task>();
     for (const task of opts.tasks) {
       if (tasks.has(task.name)) throw new TaskDefinitionError(`Task "${task.name}" is defined twice`);
@@ -112,6 +121,11 @@ export class App {
     return readJob(this.broker, await this.openStore(), this.queueNames(), id);
   }
 
+  /** Like getJob, also searching the queue a handle was routed to (enqueueByName to another app's queue). */
+  private async readEnqueued(e: { id: string; queue: string }): Promise<JobRecord | null> {
+    return readJob(this.broker, await this.openStore(), [...new Set([...this.queueNames(), e.queue])], e.id);
+  }
+
   async listJobs(filter: ListFilter): Promise<JobPage> {
     return (await this.openStore()).list(filter);
   }
@@ -160,11 +174,11 @@ export class App {
     const app = this;
     return {
       ...enqueued,
-      status: () => app.getJob(enqueued.id) as Promise<(JobRecord & { result: R | null }) | null>,
+      status: () => app.readEnqueued(enqueued) as Promise<(JobRecord & { result: R | null }) | null>,
       async wait({ timeoutMs = 60_000, pollMs = 100 } = {}) {
         const deadline = Date.now() + timeoutMs;
         for (;;) {
-          const record = await app.getJob(enqueued.id);
+          const record = await app.readEnqueued(enqueued);
           if (record && TERMINAL_STATUSES.has(record.status)) return record as JobRecord & { result: R | null };
           if (Date.now() > deadline) throw new Error(`Job ${enqueued.id} not finished after ${timeoutMs} ms (status ${record?.status ?? 'unknown'})`);
           await new Promise((r) => setTimeout(r, pollMs));

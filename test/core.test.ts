@@ -195,6 +195,11 @@ describe.each(stores)('core (%s store)', (kind) => {
     const t = tasks();
     const app = await openTestApp(kind, Object.values(t));
 
+    // An app without tasks can only route by queue.
+    const thin = createTestApp(kind, []);
+    await expect(thin.enqueueByName('math.add', { a: 1, b: 1 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(thin.enqueueByName('math.add', { a: 1, b: 1 })).rejects.toMatchObject({ details: { issues: [{ path: 'options.queue' }] } });
+
     const known = await app.enqueueByName('math.add', { a: 1, b: 1 });
     expect(known).toMatchObject({ task: 'math.add', queue: 'default' });
 
@@ -341,6 +346,36 @@ describe.each(stores)('core (%s store)', (kind) => {
     }
   });
 
+  it('a job waiting for its retry is reported retrying, with its last error, in Redis and in SQL', async () => {
+    const once = defineTask({
+      name: 'demo.once',
+      input: z.object({}),
+      retries: 2,
+      backoff: { base: 800, max: 800, jitter: 'none' },
+      handler: async (_input, ctx) => {
+        if (ctx.attempt === 1) throw new TypeError('first attempt fails');
+        return { attempt: ctx.attempt };
+      },
+    });
+    const app = await openTestApp(kind, [once]);
+    await startRecorder(app);
+    await startWorker(app);
+
+    const handle = await app.enqueue(once, {});
+    const live = await waitFor(async () => {
+      const record = await app.getJob(handle.id);
+      return record?.status === 'retrying' ? record : null;
+    });
+    expect(live.attempts).toBe(1);
+    expect(live.error).toMatchObject({ type: 'TypeError', message: 'first attempt fails' });
+    const stored = await sqlRecord(app, handle.id, 'retrying');
+    expect(stored.attempts).toBe(1);
+    expect(stored.error).toMatchObject({ type: 'TypeError', message: 'first attempt fails' });
+
+    const done = await finished(app, handle);
+    expect(done).toMatchObject({ status: 'completed', attempts: 2, result: { attempt: 2 }, error: null });
+  });
+
   it('getJob falls back to SQL for a job Redis no longer holds, and returns null for an unknown id', async () => {
     const t = tasks();
     const app = await openTestApp(kind, Object.values(t));
@@ -371,6 +406,15 @@ describe('core: reading live jobs', () => {
     const app = createTestApp('sqlite', Object.values(t));
     const handle = await app.enqueue(t.add, { a: 1, b: 2 });
     expect(await app.broker.queue('default').getJob(handle.id)).toBeDefined();
+  });
+
+  it('the handle of a job enqueued by name to a queue the app does not define can read its status', async () => {
+    // Celery's send_task: a producer that does not import the task.
+    const producer = await openTestApp('sqlite', []);
+    const handle = await producer.enqueueByName('remote.task', { x: 1 }, { queue: 'remote' });
+    expect(await producer.broker.queue('remote').getJob(handle.id)).toBeDefined();
+    const record = await handle.status();
+    expect(record).toMatchObject({ id: handle.id, task: 'remote.task', queue: 'remote', status: 'queued', input: { x: 1 } });
   });
 
   it('getJob is consistent: a finished job is never reported without its result', async () => {

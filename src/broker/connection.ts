@@ -22,8 +22,27 @@ export function createRedis(url: string, role: 'producer' | 'worker'): Redis {
   });
   // ioredis re-emits connection errors on the instance; unhandled they would
   // crash the process. Callers observe state through `status` instead.
-  redis.on('error', () => {});
+  redis.on('error', () => settled.add(redis));
+  redis.once('ready', () => settled.add(redis));
   return redis;
+}
+
+/** Connections that have connected or failed at least once. */
+const settled = new WeakSet<Redis>();
+
+/** Resolves when a new connection is ready or has failed, or after `timeoutMs`. */
+function firstOutcome(redis: Redis, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      redis.off('error', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    redis.once('ready', done);
+    redis.once('error', done);
+  });
 }
 
 /** Resolves once the connection is ready, or rejects after `timeoutMs`. */
@@ -48,6 +67,12 @@ export function waitReady(redis: Redis, timeoutMs: number): Promise<void> {
 
 /** Runs a Redis operation, turning connection failures into {@link BrokerUnavailableError}. */
 export async function viaBroker<T>(redis: Redis, op: () => Promise<T>): Promise<T> {
+  // A connection still opening for the first time is waited for, briefly, so
+  // that the first enqueue of a process does not fail; once a connection has
+  // been up or has failed, a lost one fails fast.
+  if (!settled.has(redis) && redis.status !== 'ready' && redis.status !== 'end') {
+    await firstOutcome(redis, 2_000);
+  }
   if (redis.status !== 'ready') throw new BrokerUnavailableError(new Error(`connection ${redis.status}`));
   try {
     return await op();

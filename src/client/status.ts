@@ -27,8 +27,13 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const found = await viaBroker(broker.redis, () => Promise.all(queues.map((q) => Job.fromId(broker.queue(q), id))));
   const index = found.findIndex(Boolean);
   if (index < 0) return null;
-  const job = found[index]!;
+  let job = found[index]!;
   const state = await viaBroker(broker.redis, () => job.getState());
+  // The hash was read before the state: if the job finished in between, the
+  // hash lacks the outcome; read it again (only in that race).
+  if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
+    job = (await viaBroker(broker.redis, () => Job.fromId(broker.queue(queues[index]!), id))) ?? job;
+  }
   const status = statusFromState(state, job.attemptsMade);
   return status ? recordFromJob(job, queues[index]!, status) : null;
 }

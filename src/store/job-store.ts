@@ -58,7 +58,7 @@ export class JobStore {
     // loser retries and finds the work done.
     for (let attempt = 1; ; attempt++) {
       try {
-        await migrateToLatest(this.db, this.dialect);
+        await migrateToLatest(this.db, this.dialect, this.schema);
         return;
       } catch (err) {
         if (attempt >= 5) throw err;

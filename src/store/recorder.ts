@@ -197,6 +197,18 @@ export class Recorder {
       if (!group) continue;
       const lastDelivered = String(group['last-delivered-id']);
       const maxDeleted = String(stream['max-deleted-entry-id'] ?? '0-0');
+      // Trimming (XADD MAXLEN, XTRIM) does not move max-deleted-entry-id; only XDEL does.
+      const length = Number(stream.length);
+      const added = Number(stream['entries-added'] ?? 0);
+      const firstId = String(length > 0 ? stream['recorded-first-entry-id'] : stream['last-generated-id']);
+      const read = group['entries-read'] == null ? null : Number(group['entries-read']);
+      const trimmedUnread = added > length && compareIds(lastDelivered, firstId) < 0 && (read === null || added - length > read);
+      if (trimmedUnread) {
+        this.opts.logger.error({ stream: key }, 'recorder: events were trimmed before being recorded; reconciling the queue from Redis');
+        await this.opts.redis.xgroup('SETID', key, RECORDER_GROUP, lastDelivered, 'ENTRIESREAD', added - length);
+        await this.reconcile(this.queueByKey.get(key)!);
+        continue;
+      }
       if (compareIds(maxDeleted, lastDelivered) > 0) {
         this.opts.logger.error({ stream: key }, 'recorder: events were trimmed before being recorded; reconciling the queue from Redis');
         // Move the group past the gap first so the gap is reported once.
@@ -218,7 +230,8 @@ export class Recorder {
    * current stream position, so that SQL agrees with Redis after a gap.
    */
   async reconcile(queue: Queue): Promise<void> {
-    const lastId = (await this.opts.redis.xrevrange(queue.keys.events!, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+    const info = pairs((await this.opts.redis.xinfo('STREAM', queue.keys.events!)) as unknown[]);
+    const lastId = String(info['last-generated-id'] ?? '0-0');
     const seq = padStreamId(lastId);
     const types = ['completed', 'failed', 'active', 'waiting', 'delayed', 'prioritized', 'waiting-children'] as const;
     for (const type of types) {
