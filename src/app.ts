@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { Broker } from './broker/broker.ts';
 import { enqueueJob, type EnqueueOptions } from './client/enqueue.ts';
 import { readJob } from './client/status.ts';
+import { cancelJob, type CancelOutcome } from './client/cancel.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
 import { InvalidOptionsError, TaskDefinitionError, UnknownTaskError } from './errors.ts';
 import { TERMINAL_STATUSES, type JobRecord } from './job-record.ts';
@@ -126,6 +127,16 @@ export class App {
     return readJob(this.broker, await this.openStore(), [...new Set([...this.queueNames(), e.queue])], e.id);
   }
 
+  /**
+   * Cancels a job from any process: a queued or delayed job is removed at
+   * once (`cancelled`); a running one is told to stop wherever it runs
+   * (`cancelling`, then `cancelled`). Cancelling twice is harmless; a
+   * finished job throws JobFinishedError.
+   */
+  async cancel(id: string): Promise<CancelOutcome> {
+    return cancelJob(this.broker, await this.openStore(), this.queueNames(), id);
+  }
+
   async listJobs(filter: ListFilter): Promise<JobPage> {
     return (await this.openStore()).list(filter);
   }
@@ -138,6 +149,7 @@ export class App {
       redis,
       store,
       queues: queues.map((q) => this.broker.queue(q)),
+      prefix: this.config.prefix,
       logger: this.logger,
       batchSize: this.config.recorderBatch,
     });
@@ -159,6 +171,14 @@ export class App {
       concurrency: opts.concurrency ?? this.config.concurrency,
       tasks: this.tasks,
       logger: this.logger,
+      appModule: this.moduleUrl,
+      defaultLimits: { soft: this.config.softTimeLimit, hard: this.config.hardTimeLimit },
+      cancelGraceMs: this.config.cancelGrace,
+      lockDuration: this.config.lockDuration,
+      stalledInterval: this.config.stalledInterval,
+      maxStalled: this.config.maxStalled,
+      maxTasksPerChild: this.config.maxTasksPerChild,
+      maxMemoryPerChild: this.config.maxMemoryPerChild,
     });
   }
 

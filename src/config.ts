@@ -17,6 +17,16 @@ export const OPTIONS = {
   port: { env: 'PORT', flag: '--port', doc: 'HTTP port of the API.', default: '8080' },
   host: { env: 'HOST', flag: '--host', doc: 'Interface the API listens on.', default: '0.0.0.0' },
   concurrency: { env: 'CELERITY_CONCURRENCY', flag: '--concurrency', doc: 'Jobs a worker runs at once, per queue.', default: '10' },
+  softTimeLimit: { env: 'CELERITY_SOFT_TIME_LIMIT', flag: '--soft-time-limit', doc: 'Default soft time limit of an attempt, in ms: `ctx.signal` aborts with `SoftTimeLimitExceeded`. Tasks and calls may set their own.', default: '(none)' },
+  hardTimeLimit: { env: 'CELERITY_HARD_TIME_LIMIT', flag: '--hard-time-limit', doc: 'Default hard time limit of an attempt, in ms: the attempt fails with `TimeLimitExceeded` (an isolated task\'s thread is terminated).', default: '(none)' },
+  cancelGrace: { env: 'CELERITY_CANCEL_GRACE', flag: '--cancel-grace', doc: 'Ms a cancelled running job has to honour `ctx.signal` before its attempt is ended (its thread terminated, if isolated).', default: '5000' },
+  shutdownGrace: { env: 'CELERITY_SHUTDOWN_GRACE', flag: '--shutdown-grace', doc: 'Ms a stopping worker lets running jobs finish; jobs still running then go back to their queue without losing an attempt.', default: '30000' },
+  lockDuration: { env: 'CELERITY_LOCK_DURATION', flag: '--lock-duration', doc: 'Ms a worker\'s lock on a running job lasts (renewed at half-time). A job whose worker died runs again within about lock duration + stalled interval.', default: '30000' },
+  stalledInterval: { env: 'CELERITY_STALLED_INTERVAL', flag: '--stalled-interval', doc: 'Ms between checks for jobs whose worker died (expired locks).', default: '30000' },
+  maxStalled: { env: 'CELERITY_MAX_STALLED', flag: '--max-stalled', doc: 'Times a job may lose its worker (crash) and be run again before it fails.', default: '5' },
+  maxTasksPerChild: { env: 'CELERITY_MAX_TASKS_PER_CHILD', flag: '--max-tasks-per-child', doc: 'An isolation thread is replaced after this many jobs.', default: '(none)' },
+  maxMemoryPerChild: { env: 'CELERITY_MAX_MEMORY_PER_CHILD', flag: '--max-memory-per-child', doc: 'An isolation thread whose heap exceeds this many MB after a job is replaced.', default: '(none)' },
+  idempotencyTtl: { env: 'CELERITY_IDEMPOTENCY_TTL', flag: '--idempotency-ttl', doc: 'Seconds an idempotency key keeps returning the same job.', default: '86400' },
   queues: { env: 'CELERITY_QUEUES', flag: '--queues', doc: 'Comma-separated queues a worker consumes. Default: every queue of the app\'s tasks.', default: '(all)' },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', doc: 'pino level: fatal, error, warn, info, debug, trace or silent.', default: 'info' },
   bodyLimit: { env: 'CELERITY_BODY_LIMIT', flag: '--body-limit', doc: 'Largest accepted request body in bytes.', default: '1048576' },
@@ -39,6 +49,16 @@ const schema = z.object({
   port: z.coerce.number().int().min(0).max(65535),
   host: z.string().min(1),
   concurrency: positiveInt.max(10_000),
+  softTimeLimit: positiveInt.optional(),
+  hardTimeLimit: positiveInt.optional(),
+  cancelGrace: z.coerce.number().int().min(0),
+  shutdownGrace: z.coerce.number().int().min(0),
+  lockDuration: positiveInt.min(1000),
+  stalledInterval: positiveInt.min(500),
+  maxStalled: z.coerce.number().int().min(0),
+  maxTasksPerChild: positiveInt.optional(),
+  maxMemoryPerChild: positiveInt.optional(),
+  idempotencyTtl: positiveInt,
   queues: z
     .string()
     .transform((s) => s.split(',').map((q) => q.trim()).filter(Boolean))
@@ -71,7 +91,12 @@ export function loadConfig(opts: { env?: NodeJS.ProcessEnv; flags?: RawConfig } 
     else if (!meta.default.startsWith('(')) raw[name] = meta.default;
   }
   raw.brokerUrl ??= raw.redisUrl;
-  const parsed = schema.safeParse(raw);
+  const parsed = schema
+    .refine((c) => c.softTimeLimit === undefined || c.hardTimeLimit === undefined || c.softTimeLimit < c.hardTimeLimit, {
+      message: 'must be lower than CELERITY_HARD_TIME_LIMIT',
+      path: ['softTimeLimit'],
+    })
+    .safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0]) as OptionName;

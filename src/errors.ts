@@ -116,3 +116,13 @@ export class InvalidOptionsError extends CelerityError {
     super(`Invalid options: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
   }
 }
+
+/** The job already finished (completed or failed); it cannot be cancelled. */
+export class JobFinishedError extends CelerityError {
+  readonly code = 'job_finished';
+  override readonly httpStatus = 409;
+
+  constructor(jobId: string, status: string) {
+    super(`Job "${jobId}" already ${status}; only queued or running jobs can be cancelled`, { job_id: jobId, status });
+  }
+}

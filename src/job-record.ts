@@ -36,6 +36,8 @@ export interface JobRecord {
 export interface JobEnvelope {
   input: unknown;
   tenant?: string | null;
+  /** Per-call time limits (ms), over the task's. */
+  limits?: { soft?: number; hard?: number };
 }
 
 /** Maps a BullMQ state to a Celerity status; null when the job is unknown to Redis. */
@@ -80,6 +82,9 @@ function progressFromJob(job: Job): ProgressUpdate | null {
 /** Builds the record of a BullMQ job whose status is already known. */
 export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRecord {
   const data = (job.data ?? {}) as JobEnvelope;
+  // A running job that was cancelled ends in BullMQ's failed set with a
+  // JobCancelled error: that is the `cancelled` status.
+  if (status === 'failed' && errorTypeFromStack(job.stacktrace?.[job.stacktrace.length - 1]) === 'JobCancelled') status = 'cancelled';
   return {
     id: job.id!,
     task: job.name,
@@ -94,6 +99,6 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
     progress: progressFromJob(job),
     createdAt: job.timestamp,
     startedAt: job.processedOn ?? null,
-    finishedAt: status === 'completed' || status === 'failed' ? (job.finishedOn ?? null) : null,
+    finishedAt: TERMINAL_STATUSES.has(status) ? (job.finishedOn ?? null) : null,
   };
 }

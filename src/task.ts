@@ -1,6 +1,13 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { InvalidInputError, TaskDefinitionError, type FieldIssue } from './errors.ts';
+import { limitsProblem, type TimeLimits } from './worker/limits.ts';
+
+/** Where a task's handler runs: in the worker's event loop, or in a thread that can be terminated. */
+export type Isolation = 'inline' | 'thread';
+
+/** Error classes to retry, or a predicate; errors it rejects fail the job at once. */
+export type RetryOn = (abstract new (...args: any[]) => Error)[] | ((error: Error) => boolean);
 
 /** A progress snapshot: the well-known `percent` and `stage`, plus any counters. */
 export interface ProgressUpdate {
@@ -53,6 +60,22 @@ export interface TaskDefinition<S extends z.ZodType, R> {
   /** Retries after the first attempt. Default 3. */
   retries?: number;
   backoff?: Partial<BackoffPolicy>;
+  /** Which errors are retried (default: all but `NonRetryableError` and invalid input). */
+  retryOn?: RetryOn;
+  /**
+   * Time limits of one attempt, in ms. `soft` aborts `ctx.signal` with
+   * `SoftTimeLimitExceeded`; `hard` ends the attempt with `TimeLimitExceeded`
+   * (and terminates the thread of an isolated task). Default: configuration.
+   */
+  timeLimits?: TimeLimits;
+  /**
+   * `thread` runs the handler in a worker thread, which a hard time limit or a
+   * cancellation can terminate even in a loop that never yields. The app must
+   * know its module (`createApp({ module: import.meta.url })`, or `--app`).
+   * `inline` (default) runs in the worker's event loop: cheaper, but code that
+   * never yields cannot be stopped.
+   */
+  isolation?: Isolation;
   description?: string;
   handler: (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
 }
@@ -63,6 +86,9 @@ export interface Task<I = unknown, R = unknown> {
   readonly queue: string;
   readonly retries: number;
   readonly backoff: BackoffPolicy;
+  readonly retryOn: ((error: Error) => boolean) | undefined;
+  readonly timeLimits: TimeLimits;
+  readonly isolation: Isolation;
   readonly description: string | undefined;
   readonly inputSchema: z.ZodType;
   readonly handler: (input: any, ctx: TaskContext) => Promise<R> | R;
@@ -109,6 +135,13 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
   if (!(backoff.base >= 0) || !(backoff.max >= backoff.base)) {
     throw new TaskDefinitionError(`Task "${def.name}": backoff needs 0 <= base <= max`);
   }
+  const timeLimits = def.timeLimits ?? {};
+  const problem = limitsProblem(timeLimits);
+  if (problem) throw new TaskDefinitionError(`Task "${def.name}": ${problem}`);
+  const isolation = def.isolation ?? 'inline';
+  if (isolation !== 'inline' && isolation !== 'thread') {
+    throw new TaskDefinitionError(`Task "${def.name}": isolation must be 'inline' or 'thread'`);
+  }
   if (typeof def.handler !== 'function') {
     throw new TaskDefinitionError(`Task "${def.name}": handler must be a function`);
   }
@@ -117,10 +150,22 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
     queue,
     retries,
     backoff,
+    retryOn: retryPredicate(def.retryOn),
+    timeLimits,
+    isolation,
     description: def.description,
     inputSchema: def.input,
     handler: def.handler,
   };
+}
+
+function retryPredicate(retryOn: RetryOn | undefined): ((error: Error) => boolean) | undefined {
+  if (retryOn === undefined) return undefined;
+  if (typeof retryOn === 'function') return retryOn;
+  const classes = retryOn;
+  // Errors from an isolation thread arrive as plain Errors with the original
+  // name, so a class also matches by name.
+  return (error: Error) => classes.some((cls) => error instanceof cls || (error as Error).name === cls.name);
 }
 
 /** Validates input against a task's schema, throwing {@link InvalidInputError} with every bad field. */

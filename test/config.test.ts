@@ -28,6 +28,12 @@ describe('loadConfig', () => {
       bodyLimit: 1048576,
       eventsMaxLen: 1000000,
       recorderBatch: 2000,
+      cancelGrace: 5000,
+      shutdownGrace: 30000,
+      lockDuration: 30000,
+      stalledInterval: 30000,
+      maxStalled: 5,
+      idempotencyTtl: 86400,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -58,6 +64,17 @@ describe('loadConfig', () => {
         CELERITY_BODY_LIMIT: '2048',
         CELERITY_EVENTS_MAX_LEN: '5000',
         CELERITY_RECORDER_BATCH: '10',
+        CELERITY_DB_SCHEMA: 'jobs',
+        CELERITY_SOFT_TIME_LIMIT: '1000',
+        CELERITY_HARD_TIME_LIMIT: '2000',
+        CELERITY_CANCEL_GRACE: '0',
+        CELERITY_SHUTDOWN_GRACE: '15000',
+        CELERITY_LOCK_DURATION: '5000',
+        CELERITY_STALLED_INTERVAL: '2000',
+        CELERITY_MAX_STALLED: '1',
+        CELERITY_MAX_TASKS_PER_CHILD: '100',
+        CELERITY_MAX_MEMORY_PER_CHILD: '512',
+        CELERITY_IDEMPOTENCY_TTL: '600',
       },
     });
     expect(config).toEqual({
@@ -75,7 +92,23 @@ describe('loadConfig', () => {
       bodyLimit: 2048,
       eventsMaxLen: 5000,
       recorderBatch: 10,
+      databaseSchema: 'jobs',
+      softTimeLimit: 1000,
+      hardTimeLimit: 2000,
+      cancelGrace: 0,
+      shutdownGrace: 15000,
+      lockDuration: 5000,
+      stalledInterval: 2000,
+      maxStalled: 1,
+      maxTasksPerChild: 100,
+      maxMemoryPerChild: 512,
+      idempotencyTtl: 600,
     });
+  });
+
+  it('refuses a soft time limit at or above the hard one, naming the soft one', () => {
+    const err = configError(() => loadConfig({ env: { CELERITY_SOFT_TIME_LIMIT: '2000', CELERITY_HARD_TIME_LIMIT: '2000' } }));
+    expect(err.message).toMatch(/^Invalid configuration CELERITY_SOFT_TIME_LIMIT \(--soft-time-limit\): must be lower than CELERITY_HARD_TIME_LIMIT/);
   });
 
   it('CELERITY_BROKER_URL falls back to REDIS_URL', () => {

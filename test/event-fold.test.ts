@@ -84,13 +84,17 @@ describe('foldEvents', () => {
   });
 
   it('drops events without a job id and events that say nothing about a record', () => {
-    const folds = foldEvents([ev('drained', undefined), ev('paused', undefined), ev('stalled', 'x'), ev('removed', 'y'), ev('duplicated', 'z'), ev('retries-exhausted', 'w'), ev('completed', undefined)]);
+    const folds = foldEvents([ev('drained', undefined), ev('paused', undefined), ev('stalled', 'x'), ev('duplicated', 'z'), ev('retries-exhausted', 'w'), ev('completed', undefined)]);
     expect(folds.size).toBe(0);
   });
 
   it('a stalled job re-announced with waiting folds to queued', () => {
     const folds = foldEvents([ev('active', 's'), ev('stalled', 's'), ev('waiting', 's')]);
     expect(folds.get('s')).toMatchObject({ status: 'queued', statusNeedsAttempts: true });
+  });
+
+  it('a removed job folds to cancelled: Celerity removes jobs only to cancel them', () => {
+    expect(foldEvents([ev('added', 'r'), ev('removed', 'r')]).get('r')).toMatchObject({ status: 'cancelled', statusNeedsAttempts: false });
   });
 
   it('returns an empty map for no events', () => {

@@ -141,7 +141,7 @@ export async function startWorker(app: App, opts: { queues?: string[]; concurren
   const worker = app.createWorker(opts);
   worker.start();
   // Forced: a test that failed half-way may leave a job blocked on a promise.
-  onCleanup(() => worker.close(true));
+  onCleanup(() => worker.close(0));
   await worker.ready();
   return worker;
 }
@@ -160,7 +160,7 @@ export async function startRecorder(app: App, queues?: string[]): Promise<Record
  */
 export async function startCustomRecorder(
   app: App,
-  opts: Partial<Omit<RecorderOptions, 'redis' | 'store' | 'queues' | 'logger'>> & { queues?: string[] } = {},
+  opts: Partial<Omit<RecorderOptions, 'redis' | 'store' | 'queues' | 'logger' | 'prefix'>> & { queues?: string[] } = {},
 ): Promise<Recorder> {
   const { queues = app.queueNames(), ...tuning } = opts;
   const store = await app.openStore();
@@ -172,6 +172,7 @@ export async function startCustomRecorder(
     logger: app.logger,
     batchSize: app.config.recorderBatch,
     ...tuning,
+    prefix: app.config.prefix,
   });
   onCleanup(async () => {
     await recorder.stop();

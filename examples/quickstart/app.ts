@@ -1,5 +1,5 @@
 import { createApp } from '../../src/index.ts';
-import { add, fail, flaky, progress } from './tasks.ts';
+import { add, fail, flaky, progress, sleepTask, spin } from './tasks.ts';
 
 /**
  * The quickstart app. Run it with `npm start` (API + worker in one process),
@@ -7,5 +7,5 @@ import { add, fail, flaky, progress } from './tasks.ts';
  *   celerity serve  --app examples/quickstart/app.ts
  *   celerity worker --app examples/quickstart/app.ts
  */
-export const app = createApp({ tasks: [add, progress, flaky, fail] });
+export const app = createApp({ tasks: [add, progress, flaky, fail, spin, sleepTask], module: import.meta.url });
 export default app;

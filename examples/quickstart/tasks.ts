@@ -58,3 +58,33 @@ export const fail = defineTask({
     throw new Error(message);
   },
 });
+
+/**
+ * Busy-loops for `ms` without ever yielding: only a terminable thread can
+ * stop it, so it runs isolated with a hard limit of 2 s.
+ */
+export const spin = defineTask({
+  name: 'demo.spin',
+  description: 'Busy-loops `ms` ms without yielding; isolated in a thread, hard time limit 2 s.',
+  input: z.object({ ms: z.number().int().min(0).max(3_600_000) }),
+  isolation: 'thread',
+  timeLimits: { hard: 2_000 },
+  retries: 0,
+  handler: async ({ ms }) => {
+    const until = Date.now() + ms;
+    let spins = 0;
+    while (Date.now() < until) spins++;
+    return { spun_ms: ms, spins };
+  },
+});
+
+/** Awaits a timer that honours `ctx.signal`: cancel it and it stops at once. */
+export const sleepTask = defineTask({
+  name: 'demo.sleep',
+  description: 'Sleeps `ms` ms; stops at once when cancelled.',
+  input: z.object({ ms: z.number().int().min(0).max(3_600_000) }),
+  handler: async ({ ms }, ctx) => {
+    await sleep(ms, undefined, { signal: ctx.signal });
+    return { slept_ms: ms };
+  },
+});

@@ -1,23 +1,18 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { App } from '../app.ts';
+import { resolve } from 'node:path';
+import type { App } from '../app.ts';
+import { AppModuleError, importApp } from '../app-module.ts';
 import { CliError } from './cli-error.ts';
 
-/**
- * Imports an app module and returns its App: the default export, or an export
- * named `app`.
- */
+/** Loads the `--app` module, turning its problems into one-line CLI errors. */
 export async function loadApp(modulePath: string): Promise<App> {
-  const file = resolve(process.cwd(), modulePath);
-  if (!existsSync(file)) throw new CliError(`--app: no such file ${modulePath}`);
-  let mod: Record<string, unknown>;
   try {
-    mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    const app = await importApp(modulePath);
+    // Isolated tasks run in threads that import the same module.
+    app.moduleUrl ??= pathToFileURL(resolve(process.cwd(), modulePath)).href;
+    return app;
   } catch (err) {
-    throw new CliError(`--app: cannot load ${modulePath}: ${(err as Error).message.split('\n')[0]}`);
+    if (err instanceof AppModuleError) throw new CliError(`--app: ${err.message}`);
+    throw err;
   }
-  const candidate = mod.default ?? mod.app;
-  if (candidate instanceof App) return candidate;
-  throw new CliError(`--app: ${modulePath} must export an app made with createApp() as default or as "app"`);
 }

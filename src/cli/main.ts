@@ -23,8 +23,11 @@ function withConfig(cmd: Command, names: OptionName[]): Command {
 }
 
 const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch'];
-const WORKER: OptionName[] = ['queues', 'concurrency'];
-const SERVER: OptionName[] = ['port', 'host', 'bodyLimit'];
+const WORKER: OptionName[] = [
+  'queues', 'concurrency', 'softTimeLimit', 'hardTimeLimit', 'cancelGrace', 'shutdownGrace',
+  'lockDuration', 'stalledInterval', 'maxStalled', 'maxTasksPerChild', 'maxMemoryPerChild',
+];
+const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl'];
 
 /**
  * Flags become environment variables before the app module is imported, so
@@ -64,7 +67,7 @@ function onShutdown(running: Running): void {
     running.app.logger.info({ signal }, 'shutting down');
     try {
       await running.server?.close();
-      await running.worker?.close();
+      await running.worker?.close(running.app.config.shutdownGrace);
       await running.recorder?.stop();
       await running.app.close();
       await running.redis?.stop();

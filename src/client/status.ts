@@ -2,6 +2,7 @@ import { Job } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError } from '../errors.ts';
+import { keys, type CancelMarker } from '../broker/keys.ts';
 import { recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
 import type { JobStore } from '../store/job-store.ts';
 
@@ -24,10 +25,16 @@ export async function readJob(broker: Broker, store: JobStore, queues: readonly 
 async function readLive(broker: Broker, queues: readonly string[], id: string): Promise<JobRecord | null> {
   // Ids are unique across queues, so at most one queue holds the job; asking
   // all of them at once costs one round trip.
-  const found = await viaBroker(broker.redis, () => Promise.all(queues.map((q) => Job.fromId(broker.queue(q), id))));
+  const [marker, ...found] = await viaBroker(broker.redis, () =>
+    Promise.all([broker.redis.get(keys.cancel(broker.config.prefix, id)), ...queues.map((q) => Job.fromId(broker.queue(q), id))]),
+  );
   const index = found.findIndex(Boolean);
-  if (index < 0) return null;
-  let job = found[index]!;
+  if (index < 0) {
+    // A job cancelled while queued was removed from its queue; its record stays with the marker.
+    const record = marker ? (JSON.parse(marker as string) as CancelMarker).record : undefined;
+    return record ?? null;
+  }
+  let job = found[index] as Job;
   const state = await viaBroker(broker.redis, () => job.getState());
   // The hash was read before the state: if the job finished in between, the
   // hash lacks the outcome; read it again (only in that race).

@@ -48,6 +48,8 @@ const STATUS_OF: Record<string, JobStatus | 'queued-or-retrying'> = {
   active: 'started',
   completed: 'completed',
   failed: 'failed',
+  // Celerity removes a job from its queue only to cancel it (see client/cancel.ts).
+  removed: 'cancelled',
 };
 
 /**

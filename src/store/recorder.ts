@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import type { JobStore, RecordedState } from './job-store.ts';
+import { keys, type CancelMarker } from '../broker/keys.ts';
 
 /**
  * The recorder keeps the SQL history in step with Redis without putting SQL
@@ -33,6 +34,8 @@ import type { JobStore, RecordedState } from './job-store.ts';
 export interface RecorderOptions {
   /** Dedicated connection: the recorder blocks on it. */
   redis: Redis;
+  /** Key prefix, for Celerity's own keys (cancel markers). */
+  prefix: string;
   store: JobStore;
   /** BullMQ queues whose streams to record. */
   queues: Queue[];
@@ -149,11 +152,20 @@ export class Recorder {
     const jobs = await Promise.all(folds.map((f) => Job.fromId(queue, f.jobId)));
     const states: RecordedState[] = [];
     const progressOnly: RecordedState[] = [];
+    // Jobs gone from Redis: a job cancelled while queued left its final record
+    // in its cancel marker; any other (retention ran out before we got here)
+    // keeps the row recorded before.
+    const gone = folds.filter((_, i) => !jobs[i]);
+    if (gone.length > 0) {
+      const markers = await this.opts.redis.mget(...gone.map((f) => keys.cancel(this.opts.prefix, f.jobId)));
+      markers.forEach((marker, i) => {
+        const record = marker ? (JSON.parse(marker) as CancelMarker).record : undefined;
+        if (record) states.push({ record, eventSeq: gone[i]!.seq });
+      });
+    }
     for (let i = 0; i < folds.length; i++) {
       const fold = folds[i]!;
       const job = jobs[i];
-      // Gone from Redis already (removed, or its retention ran out before we
-      // got here): the row, if any, keeps what was recorded before.
       if (!job) continue;
       const record = recordOf(job, queue.name, fold);
       (fold.status ? states : progressOnly).push({ record, eventSeq: fold.seq });

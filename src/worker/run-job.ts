@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import { InvalidInputError, NonRetryableError } from '../errors.ts';
 import type { JobEnvelope } from '../job-record.ts';
 import { parseInput, type Task, type TaskContext } from '../task.ts';
+import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
+import { effectiveLimits, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
 
 /** Thrown when a worker receives a job whose task it does not know. */
@@ -10,51 +12,140 @@ export class UnknownTaskInWorkerError extends NonRetryableError {
   override readonly code = 'unknown_task';
 }
 
+export interface AttemptOptions {
+  task: Task | undefined;
+  queue: string;
+  log: Logger;
+  /** Aborted by BullMQ's `cancelJob` (our cancellation and forced shutdown use it). */
+  signal: AbortSignal;
+  /** Configured default limits; the task's and the call's override them. */
+  defaultLimits: TimeLimits;
+  /** Ms a cancelled job may take to honour its signal before the attempt is ended. */
+  cancelGraceMs: number;
+  /** Runs `isolation: 'thread'` tasks; required when the app has any. */
+  pool: ThreadPool | undefined;
+}
+
 /**
- * Runs one attempt of a job: validates the input, builds the context, calls
- * the handler and returns its result for BullMQ to store. Errors that must not
- * be retried are handed to BullMQ as `UnrecoverableError`, keeping the
- * original stack (whose first line names the original class) for the record.
+ * Runs one attempt of a job: validates the input, builds the context, runs
+ * the handler (inline or in a thread) under its time limits, and returns its
+ * result for BullMQ to store.
+ *
+ * The attempt ends at the first of: the handler settles; the hard limit
+ * passes (`TimeLimitExceeded`); a cancellation's grace period runs out
+ * (`JobCancelled`). Returning or throwing is what releases BullMQ's slot, so
+ * an inline handler that never yields still frees it, though its code keeps
+ * running in the background; an isolated one is terminated with its thread.
+ *
+ * Errors that must not be retried reach BullMQ as `UnrecoverableError` with
+ * the original stack, whose first line names the original class for the
+ * record.
  */
-export async function runJob(
-  job: Job,
-  task: Task | undefined,
-  queue: string,
-  baseLog: Logger,
-  signal: AbortSignal,
-): Promise<unknown> {
-  const attempt = (job.attemptsMade ?? 0) + 1;
-  const log = baseLog.child({ job_id: job.id, task: job.name, attempt, queue });
+export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
+  const { task, queue } = opts;
+  // attemptsStarted counts crashes too, so a re-run after a dead worker gets a new number.
+  const attempt = Math.max(job.attemptsStarted ?? 0, (job.attemptsMade ?? 0) + 1);
+  const log = opts.log.child({ job_id: job.id, task: job.name, attempt, queue });
+  const controller = new AbortController();
+  const timers: NodeJS.Timeout[] = [];
+  let ended: ((err: Error) => void) | undefined;
+  const endedEarly = new Promise<never>((_, reject) => (ended = reject));
+  endedEarly.catch(() => {});
+  let thread: ThreadRun | undefined;
+  let progress: ProgressReporter | undefined;
+  let onCancel: (() => void) | undefined;
+
+  const abort = (reason: Error) => {
+    if (controller.signal.aborted) return;
+    controller.abort(reason);
+    thread?.abort(reason);
+  };
+  const end = (reason: Error) => {
+    ended?.(reason);
+    void thread?.terminate(reason);
+  };
+
   try {
     if (!task) throw new UnknownTaskInWorkerError(`No task named "${job.name}" is registered in this worker`);
     const envelope = (job.data ?? {}) as JobEnvelope;
     const input = parseInput(task, envelope.input);
-    const progress = new ProgressReporter(job, log);
-    const ctx: TaskContext = {
-      jobId: job.id!,
-      task: task.name,
-      queue,
-      tenant: envelope.tenant ?? null,
-      attempt,
-      maxAttempts: job.opts.attempts ?? 1,
-      signal,
-      progress: (update) => progress.update(update),
-      log,
+    const limits = effectiveLimits(opts.defaultLimits, task.timeLimits, envelope.limits);
+    progress = new ProgressReporter(job, log);
+    const reporter = progress;
+
+    onCancel = () => {
+      const reason = opts.signal.reason instanceof Error ? opts.signal.reason : new JobCancelled();
+      abort(reason);
+      timers.push(setTimeout(() => end(reason), opts.cancelGraceMs));
     };
+    if (opts.signal.aborted) onCancel();
+    else opts.signal.addEventListener('abort', onCancel, { once: true });
+    if (limits.soft !== undefined) {
+      timers.push(setTimeout(() => abort(new SoftTimeLimitExceeded(limits.soft!)), limits.soft));
+    }
+    if (limits.hard !== undefined) {
+      timers.push(setTimeout(() => end(new TimeLimitExceeded(`hard time limit of ${limits.hard} ms exceeded`)), limits.hard));
+    }
+
+    let execution: Promise<unknown>;
+    if (task.isolation === 'thread') {
+      if (!opts.pool) throw new NonRetryableError(`Task "${task.name}" is isolated but this worker has no thread pool (the app's module is unknown)`);
+      thread = opts.pool.run(
+        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1, input: envelope.input },
+        (update) => void reporter.update(update),
+      );
+      if (controller.signal.aborted) thread.abort(controller.signal.reason as Error);
+      execution = thread.result;
+    } else {
+      const ctx: TaskContext = {
+        jobId: job.id!,
+        task: task.name,
+        queue,
+        tenant: envelope.tenant ?? null,
+        attempt,
+        maxAttempts: job.opts.attempts ?? 1,
+        signal: controller.signal,
+        progress: (update) => reporter.update(update),
+        log,
+      };
+      execution = Promise.resolve().then(() => task.handler(input, ctx));
+    }
     log.debug('job started');
-    const result = await task.handler(input, ctx);
+    const result = await Promise.race([execution, endedEarly]);
     // The final snapshot must land before the job is marked completed.
     await progress.settled();
     log.debug('job completed');
     return result === undefined ? null : result;
-  } catch (err) {
-    const error = err instanceof Error ? err : new Error(String(err));
-    log.info({ error: { type: error.name, message: error.message } }, 'job attempt failed');
-    if (error instanceof NonRetryableError || error instanceof InvalidInputError) {
-      const unrecoverable = new UnrecoverableError(error.message);
-      unrecoverable.stack = error.stack ?? `${error.name}: ${error.message}`;
-      throw unrecoverable;
-    }
-    throw error;
+  } catch (caught) {
+    await progress?.settled();
+    throw classify(caught, controller.signal, task, log);
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    if (onCancel) opts.signal.removeEventListener('abort', onCancel);
   }
+}
+
+/**
+ * Decides what an attempt's error means: a cancellation or a time limit wins
+ * over whatever the handler threw while being stopped; then the task's
+ * `retryOn`; then the non-retryable classes.
+ */
+function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, log: Logger): Error {
+  let error = caught instanceof Error ? caught : new Error(String(caught));
+  const reason = signal.reason as Error | undefined;
+  if (signal.aborted && reason instanceof JobCancelled) error = reason;
+  else if (signal.aborted && reason instanceof SoftTimeLimitExceeded && !(error instanceof TimeLimitExceeded)) {
+    // The handler gave up after its soft limit: the attempt timed out.
+    error = new TimeLimitExceeded(reason.message, { cause: error });
+  }
+  log.info({ error: { type: error.name, message: error.message } }, 'job attempt failed');
+  const retryable =
+    !(error instanceof NonRetryableError) &&
+    !(error instanceof InvalidInputError) &&
+    !(error.name === 'JobCancelled') &&
+    (task?.retryOn ? task.retryOn(error) : true);
+  if (retryable) return error;
+  const unrecoverable = new UnrecoverableError(error.message);
+  unrecoverable.stack = error.stack ?? `${error.name}: ${error.message}`;
+  return unrecoverable;
 }

@@ -3,6 +3,9 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
 import { backoffDelay, type Task } from '../task.ts';
+import { CancelWatcher } from './cancel-watcher.ts';
+import { ThreadPool } from './isolation/thread-pool.ts';
+import type { TimeLimits } from './limits.ts';
 import { runJob } from './run-job.ts';
 
 export interface WorkerOptions {
@@ -14,49 +17,88 @@ export interface WorkerOptions {
   concurrency: number;
   tasks: ReadonlyMap<string, Task>;
   logger: Logger;
+  /** file: URL of the app module; needed for `isolation: 'thread'` tasks. */
+  appModule?: string | undefined;
+  defaultLimits?: TimeLimits;
+  cancelGraceMs?: number;
+  lockDuration?: number;
+  stalledInterval?: number;
+  maxStalled?: number;
+  maxTasksPerChild?: number | undefined;
+  maxMemoryPerChild?: number | undefined;
+}
+
+/** The reason handed to running handlers when a shutdown's grace period ends. */
+export class WorkerShutdown extends Error {
+  constructor() {
+    super('worker shutting down; job handed back to its queue');
+    this.name = 'WorkerShutdown';
+  }
+}
+
+interface Running {
+  job: Job;
+  token: string | undefined;
+  abort: (reason: Error) => void;
 }
 
 /**
  * Consumes the given queues with one BullMQ worker each. BullMQ owns the
- * fetch/lock/ack protocol; Celerity adds input validation, the task context
- * and its backoff policy.
+ * fetch/lock/ack protocol and stalled-job recovery; Celerity adds input
+ * validation, the task context, time limits, isolation, cancellation, its
+ * backoff policy and a shutdown that hands unfinished jobs back.
  */
 export class Worker {
   private readonly workers: BullWorker[] = [];
   private readonly connection: Redis;
-
   private readonly opts: WorkerOptions;
+  private readonly running = new Map<string, Running>();
+  private readonly pool: ThreadPool | undefined;
+  private readonly cancels: CancelWatcher;
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
     this.connection = createRedis(opts.brokerUrl, 'worker');
+    const isolated = [...opts.tasks.values()].some((t) => t.isolation === 'thread' && opts.queues.includes(t.queue));
+    this.pool =
+      isolated && opts.appModule
+        ? new ThreadPool({ appModule: opts.appModule, maxTasksPerChild: opts.maxTasksPerChild, maxMemoryPerChild: opts.maxMemoryPerChild, logger: opts.logger })
+        : undefined;
+    if (isolated && !opts.appModule) {
+      opts.logger.warn('this app has isolated tasks but no module URL (createApp({ module: import.meta.url })); they will fail');
+    }
+    this.cancels = new CancelWatcher({ brokerUrl: opts.brokerUrl, prefix: opts.prefix, redis: this.connection, logger: opts.logger });
+  }
+
+  /** Jobs running in this process now. */
+  get activeJobIds(): string[] {
+    return [...this.running.keys()];
   }
 
   start(): void {
     const { tasks, logger } = this.opts;
+    void this.cancels.start();
     for (const queue of this.opts.queues) {
-      const worker = new BullWorker(
-        queue,
-        (job: Job, _token?: string, signal?: AbortSignal) =>
-          runJob(job, tasks.get(job.name), queue, logger, signal ?? new AbortController().signal),
-        {
-          connection: this.connection,
-          prefix: this.opts.prefix,
-          concurrency: this.opts.concurrency,
-          autorun: false,
-          settings: {
-            // Jobs carry `backoff: {type: 'celerity'}`; the policy itself is
-            // the task's, so a redeployed worker applies the current one.
-            backoffStrategy: (attemptsMade: number, _type?: string, _err?: Error, job?: MinimalJob) => {
-              const task = job ? tasks.get(job.name) : undefined;
-              return task ? backoffDelay(task.backoff, attemptsMade) : 0;
-            },
+      const worker = new BullWorker(queue, (job: Job, token?: string) => this.process(queue, job, token), {
+        connection: this.connection,
+        prefix: this.opts.prefix,
+        concurrency: this.opts.concurrency,
+        autorun: false,
+        lockDuration: this.opts.lockDuration ?? 30_000,
+        stalledInterval: this.opts.stalledInterval ?? 30_000,
+        maxStalledCount: this.opts.maxStalled ?? 5,
+        settings: {
+          // Jobs carry `backoff: {type: 'celerity'}`; the policy itself is
+          // the task's, so a redeployed worker applies the current one.
+          backoffStrategy: (attemptsMade: number, _type?: string, _err?: Error, job?: MinimalJob) => {
+            const task = job ? tasks.get(job.name) : undefined;
+            return task ? backoffDelay(task.backoff, attemptsMade) : 0;
           },
         },
-      );
+      });
       worker.on('error', (err) => logger.error({ err, queue }, 'worker error'));
       worker.on('failed', (job, err) => {
-        if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) {
+        if (job && job.finishedOn) {
           logger.warn({ job_id: job.id, task: job.name, queue, error: { type: err.name, message: err.message } }, 'job failed');
         }
       });
@@ -66,14 +108,63 @@ export class Worker {
     logger.info({ queues: this.opts.queues, concurrency: this.opts.concurrency }, 'worker started');
   }
 
+  private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
+    const controller = new AbortController();
+    const abort = (reason: Error) => controller.abort(reason);
+    this.running.set(job.id!, { job, token, abort });
+    const untrack = this.cancels.track(job.id!, abort);
+    try {
+      return await runJob(job, {
+        task: this.opts.tasks.get(job.name),
+        queue,
+        log: this.opts.logger,
+        signal: controller.signal,
+        defaultLimits: this.opts.defaultLimits ?? {},
+        cancelGraceMs: this.opts.cancelGraceMs ?? 5_000,
+        pool: this.pool,
+      });
+    } finally {
+      untrack();
+      this.running.delete(job.id!);
+    }
+  }
+
   /** Resolves when every BullMQ worker is connected and fetching. */
   async ready(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.waitUntilReady()));
   }
 
-  /** Stops fetching and waits for running jobs to finish (`force` abandons them). */
-  async close(force = false): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close(force)));
+  /**
+   * Stops taking jobs and lets running ones finish for `graceMs`. Jobs still
+   * running then are handed back to their queue (BullMQ's move from active
+   * to wait, which does not spend an attempt) and their handlers aborted,
+   * so another worker runs them from the start.
+   */
+  async close(graceMs = Infinity): Promise<void> {
+    const closing = Promise.all(this.workers.map((w) => w.close()));
+    const timedOut =
+      graceMs === Infinity
+        ? await closing.then(() => false)
+        : await Promise.race([closing.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
+    if (timedOut) {
+      const unfinished = [...this.running.values()];
+      this.opts.logger.warn({ jobs: unfinished.map((r) => r.job.id) }, 'shutdown grace over: handing unfinished jobs back to their queues');
+      await Promise.all(
+        unfinished.map(async ({ job, token, abort }) => {
+          try {
+            if (token) await job.moveToWait(token);
+          } catch (err) {
+            // The lock is gone (the job just finished, or stalled): BullMQ's
+            // stalled check hands it back instead. Nothing is lost either way.
+            this.opts.logger.warn({ err, job_id: job.id }, 'could not hand job back');
+          }
+          abort(new WorkerShutdown());
+        }),
+      );
+      await Promise.all(this.workers.map((w) => w.close(true)));
+    }
+    await this.pool?.close();
+    await this.cancels.close();
     this.connection.disconnect();
   }
 }

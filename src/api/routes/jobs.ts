@@ -88,6 +88,29 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     },
   );
 
+  server.post<{ Params: { id: string } }>(
+    '/v1/jobs/:id/cancel',
+    {
+      schema: {
+        summary: 'Cancel a queued or running job',
+        description:
+          'A queued or delayed job is removed at once (200, `cancelled`). A running job is told to stop on whichever worker holds it (202, `cancelling`); it ends `cancelled`. Cancelling a cancelled job is harmless; a completed or failed one answers 409.',
+        tags: ['jobs'],
+        params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] },
+        response: {
+          200: { type: 'object', properties: { job_id: { type: 'string' }, status: { type: 'string', enum: ['cancelled'] } } },
+          202: { type: 'object', properties: { job_id: { type: 'string' }, status: { type: 'string', enum: ['cancelling'] } } },
+          '4xx': { $ref: 'Error#' },
+          503: { $ref: 'Error#' },
+        },
+      },
+    },
+    async (request, reply) => {
+      const outcome = await app.cancel(request.params.id);
+      return reply.status(outcome === 'cancelled' ? 200 : 202).send({ job_id: request.params.id, status: outcome });
+    },
+  );
+
   server.get<{ Querystring: ListQuery }>(
     '/v1/jobs',
     {

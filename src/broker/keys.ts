@@ -1,0 +1,19 @@
+/**
+ * Redis keys and channels Celerity adds beside BullMQ's own. All start with
+ * the configured prefix, so a Cluster hash tag in the prefix covers them.
+ */
+export const keys = {
+  /** Cancellation of one job: a marker for workers, and the record of a cancelled queued job. */
+  cancel: (prefix: string, jobId: string) => `${prefix}:celerity:cancel:${jobId}`,
+  /** Pub/sub channel on which cancellations are announced to every worker. */
+  cancelChannel: (prefix: string) => `${prefix}:celerity:cancel`,
+  /** Idempotency key → `<job id> <input digest>`. */
+  idempotency: (prefix: string, key: string) => `${prefix}:celerity:idem:${key}`,
+};
+
+/** What the cancel key holds. */
+export interface CancelMarker {
+  requestedAt: number;
+  /** Set when the job was removed from its queue before it ran. */
+  record?: import('../job-record.ts').JobRecord;
+}

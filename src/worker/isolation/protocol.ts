@@ -1,0 +1,30 @@
+import type { ProgressUpdate } from '../../task.ts';
+
+/** An error crossing the thread boundary. */
+export interface WireError {
+  name: string;
+  message: string;
+  stack?: string | undefined;
+  nonRetryable: boolean;
+}
+
+/** Parent → thread. */
+export type ToThread =
+  | {
+      type: 'run';
+      jobId: string;
+      task: string;
+      queue: string;
+      tenant: string | null;
+      attempt: number;
+      maxAttempts: number;
+      input: unknown;
+    }
+  | { type: 'abort'; reason: WireError };
+
+/** Thread → parent. */
+export type FromThread =
+  | { type: 'ready' }
+  | { type: 'progress'; update: ProgressUpdate }
+  | { type: 'done'; result: unknown; heapUsed: number }
+  | { type: 'failed'; error: WireError; heapUsed: number };
