@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Broker } from './broker/broker.ts';
-import { enqueueJob, type EnqueueOptions } from './client/enqueue.ts';
+import { enqueueJob, type Enqueued, type EnqueueOptions } from './client/enqueue.ts';
 import { readJob } from './client/status.ts';
 import { cancelJob, type CancelOutcome } from './client/cancel.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
@@ -33,6 +33,8 @@ export interface JobHandle<R = unknown> {
   readonly id: string;
   readonly task: string;
   readonly queue: string;
+  /** False when an idempotency key returned an earlier job instead of enqueueing. */
+  readonly created: boolean;
   /** The current record, or null if the job is unknown. */
   status(): Promise<JobRecord & { result: R | null } | null>;
   /** Polls until the job is completed, failed or cancelled. */
@@ -190,7 +192,7 @@ export class App {
     this.storeReady = undefined;
   }
 
-  private handle<R>(enqueued: { id: string; task: string; queue: string }): JobHandle<R> {
+  private handle<R>(enqueued: Enqueued): JobHandle<R> {
     const app = this;
     return {
       ...enqueued,

@@ -126,3 +126,13 @@ export class JobFinishedError extends CelerityError {
     super(`Job "${jobId}" already ${status}; only queued or running jobs can be cancelled`, { job_id: jobId, status });
   }
 }
+
+/** An idempotency key was reused with another task or input within its TTL. Nothing was enqueued. */
+export class IdempotencyConflictError extends CelerityError {
+  readonly code = 'idempotency_conflict';
+  override readonly httpStatus = 409;
+
+  constructor(key: string, jobId: string) {
+    super(`Idempotency key "${key}" was already used for job "${jobId}" with a different task or input`, { idempotency_key: key, job_id: jobId });
+  }
+}

@@ -38,6 +38,8 @@ export interface JobEnvelope {
   tenant?: string | null;
   /** Per-call time limits (ms), over the task's. */
   limits?: { soft?: number; hard?: number };
+  /** Digest of task and input when enqueued with an idempotency key. */
+  digest?: string;
 }
 
 /** Maps a BullMQ state to a Celerity status; null when the job is unknown to Redis. */

@@ -1,8 +1,10 @@
 import { z } from 'zod';
-import type { JobsOptions } from 'bullmq';
+import { createHash } from 'node:crypto';
+import { Job, type JobsOptions } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
-import { InvalidOptionsError } from '../errors.ts';
+import { IdempotencyConflictError, InvalidOptionsError } from '../errors.ts';
+import type { TimeLimits } from '../worker/limits.ts';
 import { isValidJobId, newJobId } from '../ids.ts';
 import type { JobEnvelope } from '../job-record.ts';
 import { assertQueueName, DEFAULT_RETRIES, parseInput, zodIssues, type Task } from '../task.ts';
@@ -19,6 +21,14 @@ export interface EnqueueOptions {
   tenant?: string;
   /** Only for `enqueueByName` of a task this process does not define: the queue to route to. */
   queue?: string;
+  /** Time limits of this call's attempts (ms), over the task's. */
+  timeLimits?: TimeLimits;
+  /**
+   * Enqueueing the same key again within `CELERITY_IDEMPOTENCY_TTL` returns
+   * the first job instead of a new one; the same key with another task or
+   * input throws IdempotencyConflictError.
+   */
+  idempotencyKey?: string;
 }
 
 export const enqueueOptionsSchema = z
@@ -28,6 +38,12 @@ export const enqueueOptionsSchema = z
     jobId: z.string().refine(isValidJobId, 'must be 1-128 letters, digits, "_", "." or "-", and not all digits').optional(),
     tenant: z.string().min(1).max(200).optional(),
     queue: z.string().min(1).max(100).optional(),
+    timeLimits: z
+      .object({ soft: z.number().int().positive().optional(), hard: z.number().int().positive().optional() })
+      .strict()
+      .refine((l) => l.soft === undefined || l.hard === undefined || l.soft < l.hard, 'soft must be lower than hard')
+      .optional(),
+    idempotencyKey: z.string().min(1).max(200).optional(),
   })
   .strict();
 
@@ -35,6 +51,8 @@ export interface Enqueued {
   id: string;
   task: string;
   queue: string;
+  /** False when an idempotency key (or an existing job id) returned an earlier job. */
+  created: boolean;
 }
 
 /** What an enqueue needs to know of a task; a full {@link Task} or just a name and a queue. */
@@ -58,6 +76,7 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   assertQueueName(queue);
   const id = opts.jobId ?? newJobId();
   const ttl = broker.config.resultTtl;
+  const digest = opts.idempotencyKey ? inputDigest(route.name, input) : undefined;
   const jobOptions: JobsOptions = {
     jobId: id,
     attempts: (route.retries ?? DEFAULT_RETRIES) + 1,
@@ -66,8 +85,39 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
     removeOnFail: { age: ttl },
     ...(opts.delay ? { delay: opts.delay } : {}),
     ...(opts.priority ? { priority: opts.priority } : {}),
+    // BullMQ's deduplication in its TTL mode: the key holds the first job's
+    // id for the TTL, whatever happens to the job, inside the add script.
+    ...(opts.idempotencyKey ? { deduplication: { id: `idem:${opts.idempotencyKey}`, ttl: broker.config.idempotencyTtl * 1000 } } : {}),
   };
-  const data: JobEnvelope = { input, ...(opts.tenant ? { tenant: opts.tenant } : {}) };
-  await viaBroker(broker.redis, () => broker.queue(queue).add(route.name, data, jobOptions));
-  return { id, task: route.name, queue };
+  const data: JobEnvelope = {
+    input,
+    ...(opts.tenant ? { tenant: opts.tenant } : {}),
+    ...(opts.timeLimits ? { limits: opts.timeLimits } : {}),
+    ...(digest ? { digest } : {}),
+  };
+  const job = await viaBroker(broker.redis, () => broker.queue(queue).add(route.name, data, jobOptions));
+  // For a duplicate, BullMQ adds nothing and answers with the earlier job's id.
+  const created = job.id === id;
+  if (!created && digest) {
+    const earlier = await viaBroker(broker.redis, () => Job.fromId(broker.queue(queue), job.id!));
+    if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(opts.idempotencyKey!, job.id!);
+  }
+  return { id: job.id!, task: route.name, queue, created };
+}
+
+/** Identifies a call by task and input, so that a reused idempotency key with other input is caught. */
+export function inputDigest(task: string, input: unknown): string {
+  return createHash('sha256').update(task).update('\0').update(stableJson(input)).digest('base64url');
+}
+
+/** JSON with object keys sorted, so that key order does not change the digest. */
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
 }

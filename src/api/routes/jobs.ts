@@ -8,7 +8,7 @@ import { jobView } from '../job-view.ts';
 interface SubmitBody {
   task: string;
   input?: unknown;
-  options?: { delay?: number; priority?: number; job_id?: string; tenant?: string };
+  options?: { delay?: number; priority?: number; job_id?: string; tenant?: string; time_limits?: { soft?: number; hard?: number }; idempotency_key?: string };
 }
 
 interface ListQuery {
@@ -37,7 +37,25 @@ const submitSchema = {
           priority: { type: 'integer', minimum: 1, maximum: 2097152, description: '1 is the highest.' },
           job_id: { type: 'string', description: 'Your own id; submitting an existing id returns that job.' },
           tenant: { type: 'string', minLength: 1, maxLength: 200 },
+          time_limits: {
+            type: 'object',
+            additionalProperties: false,
+            description: "Time limits of this job's attempts in ms, over the task's (soft < hard).",
+            properties: { soft: { type: 'integer', minimum: 1 }, hard: { type: 'integer', minimum: 1 } },
+          },
+          idempotency_key: { type: 'string', minLength: 1, maxLength: 200, description: 'Same as the Idempotency-Key header.' },
         },
+      },
+    },
+  },
+  headers: {
+    type: 'object',
+    properties: {
+      'idempotency-key': {
+        type: 'string',
+        minLength: 1,
+        maxLength: 200,
+        description: 'Submitting the same key again within the idempotency TTL returns the first job; with another task or input, 409.',
       },
     },
   },
@@ -46,7 +64,7 @@ const submitSchema = {
       type: 'object',
       properties: {
         job_id: { type: 'string' },
-        status: { type: 'string', enum: ['queued'] },
+        status: { type: 'string', enum: [...JOB_STATUSES], description: '`queued`; for an idempotent replay, the earlier job\'s current status.' },
         status_url: { type: 'string' },
       },
       required: ['job_id', 'status', 'status_url'],
@@ -60,7 +78,10 @@ const submitSchema = {
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema }, async (request, reply) => {
     const { task, input, options = {} } = request.body;
+    const idempotencyKey = (request.headers['idempotency-key'] as string | undefined) ?? options.idempotency_key;
     const enqueueOptions: EnqueueOptions = {
+      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      ...(options.time_limits !== undefined ? { timeLimits: options.time_limits } : {}),
       ...(options.delay !== undefined ? { delay: options.delay } : {}),
       ...(options.priority !== undefined ? { priority: options.priority } : {}),
       ...(options.job_id !== undefined ? { jobId: options.job_id } : {}),
@@ -68,7 +89,12 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     };
     const handle = await app.enqueueByName(task, input, enqueueOptions);
     const statusUrl = `/v1/jobs/${handle.id}`;
-    return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status: 'queued', status_url: statusUrl });
+    let status = 'queued';
+    if (!handle.created) {
+      reply.header('idempotent-replayed', 'true');
+      status = (await handle.status())?.status ?? 'queued';
+    }
+    return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
   });
 
   server.get<{ Params: { id: string } }>(
