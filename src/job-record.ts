@@ -13,6 +13,26 @@ export interface JobError {
   stack: string | null;
 }
 
+/** One attempt of a job. `interrupted`: its worker died or gave it back before it ended. */
+export interface AttemptRecord {
+  attempt: number;
+  status: 'running' | 'completed' | 'failed' | 'interrupted';
+  startedAt: number | null;
+  finishedAt: number | null;
+  error: { type: string; message: string } | null;
+}
+
+/**
+ * What a worker appends to the job's BullMQ log when an attempt fails: the
+ * job hash keeps only the last error, the log keeps each one with its times.
+ */
+export interface AttemptLogRow {
+  celerity_attempt: number;
+  started_at: number;
+  finished_at: number;
+  error: { type: string; message: string };
+}
+
 /** One job as Celerity reports it, whether read from Redis or from SQL. Times are epoch ms. */
 export interface JobRecord {
   id: string;
@@ -30,6 +50,8 @@ export interface JobRecord {
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** Every attempt with its outcome, error and times (filled by single-job reads). */
+  attemptHistory?: AttemptRecord[];
 }
 
 /** What Celerity puts in a BullMQ job's `data`. */
@@ -103,4 +125,34 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
     startedAt: job.processedOn ?? null,
     finishedAt: TERMINAL_STATUSES.has(status) ? (job.finishedOn ?? null) : null,
   };
+}
+
+/**
+ * Rebuilds the attempts of a job from its failed-attempt log rows and its
+ * current record: logged attempts failed; the last one is the current
+ * outcome; any other attempt left no row because its worker died.
+ */
+export function attemptHistory(record: JobRecord, logRows: readonly string[]): AttemptRecord[] {
+  const failed = new Map<number, AttemptLogRow>();
+  for (const raw of logRows) {
+    try {
+      const row = JSON.parse(raw) as AttemptLogRow;
+      if (typeof row.celerity_attempt === 'number') failed.set(row.celerity_attempt, row);
+    } catch {
+      // Not one of ours.
+    }
+  }
+  const history: AttemptRecord[] = [];
+  for (let attempt = 1; attempt <= record.attempts; attempt++) {
+    const row = failed.get(attempt);
+    if (row) {
+      history.push({ attempt, status: 'failed', startedAt: row.started_at, finishedAt: row.finished_at, error: row.error });
+    } else if (attempt === record.attempts) {
+      const status = record.status === 'completed' ? 'completed' : record.status === 'started' ? 'running' : 'interrupted';
+      history.push({ attempt, status, startedAt: record.startedAt, finishedAt: status === 'completed' ? record.finishedAt : null, error: null });
+    } else {
+      history.push({ attempt, status: 'interrupted', startedAt: null, finishedAt: null, error: null });
+    }
+  }
+  return history;
 }

@@ -17,6 +17,13 @@ export function jobView(r: JobRecord) {
     created_at: iso(r.createdAt),
     started_at: iso(r.startedAt),
     finished_at: iso(r.finishedAt),
+    attempt_history: (r.attemptHistory ?? []).map((a) => ({
+      attempt: a.attempt,
+      status: a.status,
+      started_at: iso(a.startedAt),
+      finished_at: iso(a.finishedAt),
+      error: a.error,
+    })),
   };
 }
 
@@ -51,6 +58,20 @@ export const jobViewSchema = {
     created_at: { type: 'string', format: 'date-time' },
     started_at: nullableTime,
     finished_at: nullableTime,
+    attempt_history: {
+      type: 'array',
+      description: 'Every attempt: `interrupted` means its worker died or handed it back before it ended.',
+      items: {
+        type: 'object',
+        properties: {
+          attempt: { type: 'integer' },
+          status: { type: 'string', enum: ['running', 'completed', 'failed', 'interrupted'] },
+          started_at: nullableTime,
+          finished_at: nullableTime,
+          error: { anyOf: [{ type: 'null' }, { type: 'object', properties: { type: { type: 'string' }, message: { type: 'string' } } }] },
+        },
+      },
+    },
   },
   required: ['job_id', 'task', 'queue', 'status', 'attempts', 'created_at'],
 } as const;

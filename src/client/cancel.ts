@@ -3,7 +3,7 @@ import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
 import { JobFinishedError, JobNotFoundError } from '../errors.ts';
-import { recordFromJob, statusFromState, TERMINAL_STATUSES, type JobRecord } from '../job-record.ts';
+import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type JobRecord } from '../job-record.ts';
 import type { JobStore } from '../store/job-store.ts';
 
 export type CancelOutcome = 'cancelled' | 'cancelling';
@@ -43,7 +43,12 @@ export async function cancelJob(broker: Broker, store: JobStore, queues: readonl
   const ttl = config.resultTtl;
   const marker: CancelMarker = { requestedAt: Date.now() };
   const queued = status === 'queued' || status === 'retrying';
-  const record: JobRecord | undefined = queued ? { ...recordFromJob(job, queue, 'cancelled'), finishedAt: marker.requestedAt } : undefined;
+  let record: JobRecord | undefined;
+  if (queued) {
+    record = { ...recordFromJob(job, queue, 'cancelled'), finishedAt: marker.requestedAt };
+    const { logs } = await viaBroker(redis, () => broker.queue(queue).getJobLogs(id));
+    record.attemptHistory = attemptHistory(record, logs);
+  }
   await viaBroker(redis, () => redis.set(markerKey, JSON.stringify(record ? { ...marker, record } : marker), 'EX', ttl));
 
   if (queued) {

@@ -3,7 +3,7 @@ import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError } from '../errors.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
-import { recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
+import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
 import type { JobStore } from '../store/job-store.ts';
 
 /**
@@ -35,12 +35,16 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
     return record ?? null;
   }
   let job = found[index] as Job;
-  const state = await viaBroker(broker.redis, () => job.getState());
+  const queue = broker.queue(queues[index]!);
+  const [state, logs] = await viaBroker(broker.redis, () => Promise.all([job.getState(), queue.getJobLogs(id)]));
   // The hash was read before the state: if the job finished in between, the
   // hash lacks the outcome; read it again (only in that race).
   if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
     job = (await viaBroker(broker.redis, () => Job.fromId(broker.queue(queues[index]!), id))) ?? job;
   }
   const status = statusFromState(state, job.attemptsMade);
-  return status ? recordFromJob(job, queues[index]!, status) : null;
+  if (!status) return null;
+  const record = recordFromJob(job, queues[index]!, status);
+  record.attemptHistory = attemptHistory(record, logs.logs);
+  return record;
 }

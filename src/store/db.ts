@@ -23,6 +23,8 @@ export interface JobsTable {
   started_at: number | null;
   finished_at: number | null;
   updated_at: number;
+  /** JSON array of AttemptRecord; null for a job with a single attempt. */
+  attempt_history: string | null;
   /** Position of the last applied event (zero-padded stream id); guards against reordering. */
   event_seq: string;
 }

@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import type { JobRecord, JobStatus } from '../job-record.ts';
+import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
 import { StoreUnavailableError } from '../errors.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { migrateToLatest } from './migrations.ts';
@@ -94,6 +94,7 @@ export class JobStore {
                 error_message: eb.ref('excluded.error_message'),
                 error_stack: eb.ref('excluded.error_stack'),
                 progress: eb.fn.coalesce('excluded.progress', 'jobs.progress'),
+                attempt_history: eb.ref('excluded.attempt_history'),
                 started_at: eb.ref('excluded.started_at'),
                 finished_at: eb.ref('excluded.finished_at'),
                 updated_at: eb.ref('excluded.updated_at'),
@@ -178,13 +179,14 @@ function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
     created_at: r.createdAt,
     started_at: r.startedAt,
     finished_at: r.finishedAt,
+    attempt_history: json(r.attemptHistory),
     updated_at: now,
     event_seq: eventSeq,
   };
 }
 
 function fromRow(row: JobsTable): JobRecord {
-  return {
+  const record: JobRecord = {
     id: row.id,
     task: row.task,
     queue: row.queue,
@@ -200,4 +202,6 @@ function fromRow(row: JobsTable): JobRecord {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
   };
+  record.attemptHistory = (parse(row.attempt_history) as AttemptRecord[] | null) ?? attemptHistory(record, []);
+  return record;
 }

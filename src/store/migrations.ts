@@ -40,6 +40,15 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('jobs').execute();
       },
     },
+    '0002_attempt_history': {
+      async up(db: Kysely<any>) {
+        // JSON array of attempts; null means one attempt, told by the row's own times.
+        await db.schema.alterTable('jobs').addColumn('attempt_history', 'text').execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.alterTable('jobs').dropColumn('attempt_history').execute();
+      },
+    },
   };
 }
 

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
+import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import type { JobStore, RecordedState } from './job-store.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
@@ -163,13 +163,21 @@ export class Recorder {
         if (record) states.push({ record, eventSeq: gone[i]!.seq });
       });
     }
+    const withLogs: RecordedState[] = [];
     for (let i = 0; i < folds.length; i++) {
       const fold = folds[i]!;
       const job = jobs[i];
       if (!job) continue;
       const record = recordOf(job, queue.name, fold);
-      (fold.status ? states : progressOnly).push({ record, eventSeq: fold.seq });
+      const state = { record, eventSeq: fold.seq };
+      (fold.status ? states : progressOnly).push(state);
+      // The happy path (one attempt, completed or running) needs no history read.
+      if (fold.status && (record.attempts > 1 || (record.status !== 'completed' && record.status !== 'started' && record.status !== 'queued'))) {
+        withLogs.push(state);
+      }
     }
+    const logs = await Promise.all(withLogs.map((s) => queue.getJobLogs(s.record.id)));
+    withLogs.forEach((s, i) => (s.record.attemptHistory = attemptHistory(s.record, logs[i]!.logs)));
     await this.opts.store.write(states, progressOnly);
   }
 

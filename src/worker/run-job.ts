@@ -1,7 +1,7 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { InvalidInputError, NonRetryableError } from '../errors.ts';
-import type { JobEnvelope } from '../job-record.ts';
+import type { AttemptLogRow, JobEnvelope } from '../job-record.ts';
 import { parseInput, type Task, type TaskContext } from '../task.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
@@ -46,6 +46,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   // attemptsStarted counts crashes too, so a re-run after a dead worker gets a new number.
   const attempt = Math.max(job.attemptsStarted ?? 0, (job.attemptsMade ?? 0) + 1);
   const log = opts.log.child({ job_id: job.id, task: job.name, attempt, queue });
+  const startedAt = job.processedOn ?? Date.now();
   const controller = new AbortController();
   const timers: NodeJS.Timeout[] = [];
   let ended: ((err: Error) => void) | undefined;
@@ -118,7 +119,9 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     return result === undefined ? null : result;
   } catch (caught) {
     await progress?.settled();
-    throw classify(caught, controller.signal, task, log);
+    const { error, thrown } = classify(caught, controller.signal, task, log);
+    await logFailedAttempt(job, attempt, startedAt, error, log);
+    throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
     if (onCancel) opts.signal.removeEventListener('abort', onCancel);
@@ -130,7 +133,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
  * over whatever the handler threw while being stopped; then the task's
  * `retryOn`; then the non-retryable classes.
  */
-function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, log: Logger): Error {
+function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, log: Logger): { error: Error; thrown: Error } {
   let error = caught instanceof Error ? caught : new Error(String(caught));
   const reason = signal.reason as Error | undefined;
   if (signal.aborted && reason instanceof JobCancelled) error = reason;
@@ -144,8 +147,23 @@ function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, 
     !(error instanceof InvalidInputError) &&
     !(error.name === 'JobCancelled') &&
     (task?.retryOn ? task.retryOn(error) : true);
-  if (retryable) return error;
+  if (retryable) return { error, thrown: error };
   const unrecoverable = new UnrecoverableError(error.message);
   unrecoverable.stack = error.stack ?? `${error.name}: ${error.message}`;
-  return unrecoverable;
+  return { error, thrown: unrecoverable };
+}
+
+/**
+ * Keeps this attempt's error and times in the job's BullMQ log (the hash
+ * keeps only the last error). Written before BullMQ records the failure, so
+ * the row exists when the recorder sees the event. Costs one write, on the
+ * failure path only; a failed write loses history, never the job.
+ */
+async function logFailedAttempt(job: Job, attempt: number, startedAt: number, error: Error, log: Logger): Promise<void> {
+  const row: AttemptLogRow = { celerity_attempt: attempt, started_at: startedAt, finished_at: Date.now(), error: { type: error.name, message: error.message } };
+  try {
+    await job.log(JSON.stringify(row));
+  } catch (err) {
+    log.warn({ err }, 'attempt history not written');
+  }
 }
