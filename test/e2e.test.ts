@@ -164,12 +164,55 @@ describe(`celerity serve + worker as processes (${DATABASE_URL ? 'PostgreSQL' : 
     expect(list.jobs.map((j: { task: string }) => j.task).sort()).toEqual(['demo.fail', 'demo.flaky', 'math.add']);
   });
 
+  it('ends demo.spin (never yields) at its 2 s hard limit with TimeLimitExceeded, and the worker goes on', async () => {
+    const started = Date.now();
+    const { body } = await post('demo.spin', { ms: 60_000 });
+    const job = await finalState(body.status_url);
+    expect(job).toMatchObject({ status: 'failed', error: { type: 'TimeLimitExceeded' } });
+    expect(Date.now() - started).toBeLessThan(4_000);
+    const next = await post('math.add', { a: 1, b: 1 });
+    expect((await finalState(next.body.status_url)).result).toEqual({ sum: 2 });
+    submitted.spin = body.job_id;
+  });
+
+  it('cancels a running demo.sleep from the API, its worker being another process, within a second', async () => {
+    const { body } = await post('demo.sleep', { ms: 60_000 });
+    await until(async () => (((await (await fetch(base + body.status_url)).json()) as any).status === 'started' ? true : undefined));
+    const asked = Date.now();
+    const res = await fetch(`${base}${body.status_url}/cancel`, { method: 'POST' });
+    expect(res.status).toBe(202);
+    const job = await finalState(body.status_url);
+    expect(Date.now() - asked).toBeLessThan(1_000);
+    expect(job).toMatchObject({ status: 'cancelled', error: { type: 'JobCancelled' } });
+    submitted.sleep = body.job_id;
+  });
+
+  it('gives one job for the same Idempotency-Key twice', async () => {
+    const send = () =>
+      fetch(`${base}/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': `e2e-${id}` },
+        body: JSON.stringify({ task: 'math.add', input: { a: 20, b: 22 } }),
+      });
+    const first = (await (await send()).json()) as any;
+    const second = await send();
+    expect(second.status).toBe(202);
+    expect(((await second.json()) as any).job_id).toBe(first.job_id);
+    expect((await finalState(first.status_url)).result).toEqual({ sum: 42 });
+  });
+
   it('keeps job records across a restart of the API', async () => {
     expect(await stop(server)).toBe(0);
     server = start('serve');
     await until(async () => ((await fetch(`${base}/healthz`)).ok ? true : undefined), 30_000);
     const list = (await (await fetch(`${base}/v1/jobs?limit=100`)).json()) as any;
     const byId = Object.fromEntries(list.jobs.map((j: { job_id: string; status: string }) => [j.job_id, j.status]));
-    expect(byId).toEqual({ [submitted.add!]: 'completed', [submitted.flaky!]: 'completed', [submitted.fail!]: 'failed' });
+    expect(byId).toMatchObject({
+      [submitted.add!]: 'completed',
+      [submitted.flaky!]: 'completed',
+      [submitted.fail!]: 'failed',
+      [submitted.spin!]: 'failed',
+      [submitted.sleep!]: 'cancelled',
+    });
   });
 });
