@@ -52,6 +52,9 @@ interface Running {
   redis?: PrivateRedis | null;
 }
 
+/** How long a stopping process may take beyond its shutdown grace (closing connections, flushing the recorder). */
+const SHUTDOWN_OVERRUN_MS = 5_000;
+
 /**
  * First SIGTERM/SIGINT: stop taking jobs, let running ones finish, flush the
  * recorder, close connections, exit 0. A second signal exits at once.
@@ -65,6 +68,15 @@ function onShutdown(running: Running): void {
     }
     stopping = true;
     running.app.logger.info({ signal }, 'shutting down');
+    // Redis or SQL being unreachable must not keep a stopping process alive
+    // for ever (handing jobs back and flushing the recorder wait on them):
+    // past the grace and a bounded flush, exit anyway. Jobs not handed back
+    // keep their lock and are recovered as after a crash.
+    const grace = running.worker ? running.app.config.shutdownGrace : 0;
+    setTimeout(() => {
+      running.app.logger.error({ signal }, 'shutdown did not finish in time (Redis or SQL unreachable?): exiting now');
+      process.exit(1);
+    }, grace + SHUTDOWN_OVERRUN_MS).unref();
     try {
       await running.server?.close();
       await running.worker?.close(running.app.config.shutdownGrace);

@@ -90,11 +90,43 @@ export class Recorder {
     }
   }
 
-  /** Stops after the batch in hand is written and acknowledged. */
+  /**
+   * Stops after the batch in hand is written and acknowledged, then flushes:
+   * writes every entry the streams hold that no recorder has read yet, so
+   * that a process that stops (a worker's graceful shutdown) leaves the
+   * history up to date with what it did.
+   */
   async stop(): Promise<void> {
+    const wasRunning = this.running;
     this.running = false;
     await this.loop;
     this.loop = null;
+    if (wasRunning) await this.flush();
+  }
+
+  /**
+   * Reads without blocking and writes, until nothing is left: this
+   * consumer's own pending entries first (left by a failed batch), then new
+   * ones. Bounded by `timeoutMs`; if Redis or SQL is away, what is not
+   * written stays in the stream for the next recorder, as always.
+   */
+  private async flush(timeoutMs = 3_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let from = '0';
+    try {
+      while (Date.now() < deadline) {
+        const reply = (await this.opts.redis.xreadgroup(
+          'GROUP', RECORDER_GROUP, this.consumer,
+          'COUNT', this.opts.batchSize,
+          'STREAMS', ...this.keys, ...this.keys.map(() => from),
+        )) as [string, [string, string[]][]][] | null;
+        if (reply && reply.some(([, entries]) => entries.length > 0)) await this.applyReply(reply);
+        else if (from === '0') from = '>';
+        else return;
+      }
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'recorder: could not flush on stop; the next recorder will record the rest');
+    }
   }
 
   private async run(): Promise<void> {

@@ -120,7 +120,11 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   } catch (caught) {
     await progress?.settled();
     const { error, thrown } = classify(caught, controller.signal, task, log);
-    await logFailedAttempt(job, attempt, startedAt, error, log);
+    // A shutdown that handed the job back already ended this attempt as
+    // interrupted (the job is in its queue again, its attempt not spent):
+    // it is not a failed attempt, so it leaves no failure row.
+    const handedBack = controller.signal.aborted && (controller.signal.reason as Error | undefined)?.name === 'WorkerShutdown';
+    if (!handedBack) await logFailedAttempt(job, attempt, startedAt, error, log);
     throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
