@@ -154,6 +154,7 @@ export class App {
       prefix: this.config.prefix,
       logger: this.logger,
       batchSize: this.config.recorderBatch,
+      claimIdleMs: this.config.recorderClaimIdle,
     });
     await recorder.start();
     const stop = recorder.stop.bind(recorder);

@@ -31,6 +31,7 @@ export const OPTIONS = {
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', doc: 'pino level: fatal, error, warn, info, debug, trace or silent.', default: 'info' },
   bodyLimit: { env: 'CELERITY_BODY_LIMIT', flag: '--body-limit', doc: 'Largest accepted request body in bytes.', default: '1048576' },
   eventsMaxLen: { env: 'CELERITY_EVENTS_MAX_LEN', flag: '--events-max-len', doc: 'Safety cap on each queue\'s event stream. The recorder trims what it has stored; this cap only bites when no recorder runs.', default: '1000000' },
+  recorderClaimIdle: { env: 'CELERITY_RECORDER_CLAIM_IDLE', flag: '--recorder-claim-idle', doc: 'Ms after which events read but not written by a recorder (its process died) are taken over by another.', default: '30000' },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
 } as const;
 
@@ -67,6 +68,7 @@ const schema = z.object({
   bodyLimit: positiveInt,
   eventsMaxLen: positiveInt.min(1000),
   recorderBatch: positiveInt.max(50_000),
+  recorderClaimIdle: positiveInt.min(1000),
 });
 
 export type CelerityConfig = z.output<typeof schema>;

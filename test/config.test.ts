@@ -34,6 +34,7 @@ describe('loadConfig', () => {
       stalledInterval: 30000,
       maxStalled: 5,
       idempotencyTtl: 86400,
+      recorderClaimIdle: 30000,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -75,6 +76,7 @@ describe('loadConfig', () => {
         CELERITY_MAX_TASKS_PER_CHILD: '100',
         CELERITY_MAX_MEMORY_PER_CHILD: '512',
         CELERITY_IDEMPOTENCY_TTL: '600',
+        CELERITY_RECORDER_CLAIM_IDLE: '5000',
       },
     });
     expect(config).toEqual({
@@ -103,6 +105,7 @@ describe('loadConfig', () => {
       maxTasksPerChild: 100,
       maxMemoryPerChild: 512,
       idempotencyTtl: 600,
+      recorderClaimIdle: 5000,
     });
   });
 

@@ -22,7 +22,7 @@ function withConfig(cmd: Command, names: OptionName[]): Command {
   return cmd.requiredOption('--app <module>', 'module exporting the app (default export or `app`)');
 }
 
-const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch'];
+const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch', 'recorderClaimIdle'];
 const WORKER: OptionName[] = [
   'queues', 'concurrency', 'softTimeLimit', 'hardTimeLimit', 'cancelGrace', 'shutdownGrace',
   'lockDuration', 'stalledInterval', 'maxStalled', 'maxTasksPerChild', 'maxMemoryPerChild',
