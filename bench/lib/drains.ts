@@ -1,0 +1,241 @@
+/**
+ * The enqueue-then-drain measurement shared by s1_throughput and s5_scale,
+ * done the same way for Celerity and for raw BullMQ:
+ *
+ * 1. the queue is paused, then the worker process(es) are started and
+ *    awaited (they are connected and idle before anything is timed);
+ * 2. enqueue: the bench process adds N no-op jobs with `inFlight` adds
+ *    pending at once; timed from the first add to the last acknowledgement;
+ * 3. drain: the queue is resumed; timed from the resume until the last job
+ *    is completed (Celerity: `completed` count in Redis = N, and, separately,
+ *    the SQL history holding N `completed` rows; raw BullMQ, whose jobs are
+ *    removed on completion: waiting + active = 0).
+ *
+ * The Celerity side runs its recorder in the bench process for the whole
+ * run (as the API process does), and each `celerity worker` runs its own.
+ */
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import type { App } from '../../src/app.ts';
+import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
+import { cpuSnapshot, cpuUse, type CpuUse } from './cpu.ts';
+import { cleanEnv, openApp, redisPrefix, storeEnv, type StoreKind } from './env.ts';
+import { now, perSecond, pollUntil, runPool, sleep } from './measure.ts';
+import { celerity, rawWorker, type Proc } from './procs.ts';
+import { withScope } from './scope.ts';
+import type { ScenarioContext } from './types.ts';
+
+export interface DrainOptions {
+  jobs: number;
+  /** Worker processes. */
+  workers: number;
+  /** Jobs each worker runs at once. */
+  concurrency: number;
+  /** Adds pending at once while enqueueing. */
+  inFlight: number;
+}
+
+export interface CelerityDrain {
+  cpu: { enqueue: CpuUse; drain: CpuUse };
+  enqueue_ms: number;
+  enqueue_per_s: number;
+  /** Resume → every job `completed` in Redis. */
+  drain_ms: number;
+  drain_per_s: number;
+  /** Resume → every job `completed` in the SQL history. */
+  recorded_ms: number;
+  recorded_per_s: number;
+  /** Rows the history held when the drain started (how far the recorder had got with the enqueue events). */
+  rows_at_resume: number;
+}
+
+export interface RawDrain {
+  cpu: { enqueue: CpuUse; drain: CpuUse };
+  enqueue_ms: number;
+  enqueue_per_s: number;
+  drain_ms: number;
+  drain_per_s: number;
+}
+
+const POLL_REDIS_MS = 10;
+const POLL_SQL_MS = 20;
+
+function drainTimeout(opts: DrainOptions): number {
+  // Generous: a stuck run fails with its counts instead of hanging forever.
+  return Math.max(60_000, opts.jobs * 10);
+}
+
+/** Waits until `count` workers are connected to the queue (BullMQ names its worker connections). */
+async function waitWorkers(queue: Queue, count: number, procs: Proc[]): Promise<void> {
+  await pollUntil(
+    async () => {
+      for (const p of procs) p.assertRunning();
+      return (await queue.getWorkersCount()) >= count;
+    },
+    { intervalMs: 50, timeoutMs: 60_000, what: `${count} worker(s) on the queue`, describe: async () => `${await queue.getWorkersCount()} connected` },
+  );
+}
+
+export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts: DrainOptions): Promise<CelerityDrain> {
+  return withScope(ctx.scope, async (scope) => {
+    const env = storeEnv(ctx, scope, kind);
+    const app = await openApp(ctx, scope, env);
+    const recorder = await app.startRecorder();
+    scope.defer('stop recorder', () => recorder.stop());
+    const queue = app.broker.queue(BENCH_QUEUE);
+    await queue.pause();
+
+    const procs: Proc[] = [];
+    for (let w = 0; w < opts.workers; w++) {
+      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency) })));
+    }
+    await waitWorkers(queue, opts.workers, procs);
+
+    const pids = procs.map((p) => p.pid);
+    const cpu0 = await cpuSnapshot(app.broker.redis, pids);
+    const enqueueMs = await runPool(opts.jobs, opts.inFlight, () => app.enqueue(noop, {}));
+    const cpu1 = await cpuSnapshot(app.broker.redis, pids);
+    const rowsAtResume = await countRows(app);
+
+    const cpu2 = await cpuSnapshot(app.broker.redis, pids);
+    const resumedAt = now();
+    await queue.resume();
+    const timeoutMs = drainTimeout(opts);
+    const describe = async () => {
+      const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed');
+      return `redis ${JSON.stringify(counts)}, sql completed ${await countRows(app, 'completed')}`;
+    };
+    const [redisDoneAt, sqlDoneAt] = await Promise.all([
+      pollUntil(async () => (await queue.getJobCounts('completed')).completed! >= opts.jobs, {
+        intervalMs: POLL_REDIS_MS, timeoutMs, what: `${opts.jobs} jobs completed in Redis`, describe,
+      }),
+      pollUntil(async () => (await countRows(app, 'completed')) >= opts.jobs, {
+        intervalMs: POLL_SQL_MS, timeoutMs, what: `${opts.jobs} jobs completed in the SQL history`, describe,
+      }),
+    ]);
+    const cpu3 = await cpuSnapshot(app.broker.redis, pids);
+    const failed = (await queue.getJobCounts('failed')).failed!;
+    if (failed > 0) throw new Error(`celerity: ${failed} jobs failed`);
+    for (const p of procs) p.assertRunning();
+
+    const drainMs = redisDoneAt - resumedAt;
+    const recordedMs = sqlDoneAt - resumedAt;
+    return {
+      enqueue_ms: enqueueMs,
+      enqueue_per_s: perSecond(opts.jobs, enqueueMs),
+      drain_ms: drainMs,
+      drain_per_s: perSecond(opts.jobs, drainMs),
+      recorded_ms: recordedMs,
+      recorded_per_s: perSecond(opts.jobs, recordedMs),
+      rows_at_resume: rowsAtResume,
+      cpu: { enqueue: cpuUse(cpu0, cpu1), drain: cpuUse(cpu2, cpu3) },
+    };
+  });
+}
+
+/** `select count(*) from jobs [where status = ...]` through the app's Kysely. */
+async function countRows(app: App, status?: string): Promise<number> {
+  let q = app.store.db.selectFrom('jobs').select(sql<string | number>`count(*)`.as('n'));
+  if (status) q = q.where('status', '=', status);
+  const row = await q.executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+export async function rawDrain(ctx: ScenarioContext, opts: DrainOptions): Promise<RawDrain> {
+  return withScope(ctx.scope, async (scope) => {
+    const prefix = redisPrefix(scope, ctx.redisUrl);
+    const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    connection.on('error', () => {});
+    scope.defer('disconnect', () => connection.disconnect());
+    const queue = new Queue(BENCH_QUEUE, { connection, prefix });
+    queue.on('error', () => {});
+    scope.defer('close queue', () => queue.close());
+    await queue.waitUntilReady();
+    await queue.pause();
+
+    const procs: Proc[] = [];
+    for (let w = 0; w < opts.workers; w++) {
+      const env = {
+        ...cleanEnv(),
+        BENCH_REDIS_URL: ctx.redisUrl,
+        BENCH_PREFIX: prefix,
+        BENCH_QUEUE,
+        BENCH_CONCURRENCY: String(opts.concurrency),
+      };
+      procs.push(rawWorker(ctx, scope, `raw-worker-${w + 1}`, env));
+    }
+    await Promise.all(procs.map((p) => p.message((m: { type?: string }) => m.type === 'ready', 60_000)));
+    await waitWorkers(queue, opts.workers, procs);
+
+    const pids = procs.map((p) => p.pid);
+    const cpu0 = await cpuSnapshot(connection, pids);
+    const enqueueMs = await runPool(opts.jobs, opts.inFlight, () => queue.add(noop.name, {}, { removeOnComplete: true }));
+    const cpu1 = await cpuSnapshot(connection, pids);
+
+    const cpu2 = await cpuSnapshot(connection, pids);
+    const resumedAt = now();
+    await queue.resume();
+    const doneAt = await pollUntil(
+      async () => {
+        const c = await queue.getJobCounts('waiting', 'active', 'prioritized', 'delayed');
+        return c.waiting! + c.active! + c.prioritized! + c.delayed! === 0;
+      },
+      {
+        intervalMs: POLL_REDIS_MS,
+        timeoutMs: drainTimeout(opts),
+        what: `raw BullMQ queue drained`,
+        describe: async () => JSON.stringify(await queue.getJobCounts('waiting', 'active', 'failed')),
+      },
+    );
+    const cpu3 = await cpuSnapshot(connection, pids);
+    // Every job ran and completed: the workers' own counts must add up. (A
+    // worker counts a job once BullMQ's reply reaches it, a moment after
+    // Redis shows it done, so ask until the counts are in.)
+    const stats = () =>
+      Promise.all(
+        procs.map((p) => {
+          const reply = p.message<{ completed: number; failed: number }>((m: { type?: string }) => m.type === 'stats', 10_000);
+          p.send({ type: 'stats' });
+          return reply;
+        }),
+      ).then((all) => ({ completed: all.reduce((s, x) => s + x.completed, 0), failed: all.reduce((s, x) => s + x.failed, 0) }));
+    let counts = await stats();
+    for (let i = 0; i < 100 && counts.completed + counts.failed < opts.jobs; i++) {
+      await sleep(50);
+      counts = await stats();
+    }
+    if (counts.completed !== opts.jobs || counts.failed !== 0) {
+      throw new Error(`raw bullmq: ${counts.completed} completed, ${counts.failed} failed of ${opts.jobs}`);
+    }
+
+    const drainMs = doneAt - resumedAt;
+    return {
+      enqueue_ms: enqueueMs,
+      enqueue_per_s: perSecond(opts.jobs, enqueueMs),
+      drain_ms: drainMs,
+      drain_per_s: perSecond(opts.jobs, drainMs),
+      cpu: { enqueue: cpuUse(cpu0, cpu1), drain: cpuUse(cpu2, cpu3) },
+    };
+  });
+}
+
+/**
+ * Warms the bench process's enqueue paths (JIT, connections) for both sides
+ * on throwaway prefixes, so that whichever side runs first is not penalised.
+ */
+export async function warmUp(ctx: ScenarioContext, jobs = 1_000): Promise<void> {
+  await withScope(ctx.scope, async (scope) => {
+    const env = storeEnv(ctx, scope, 'sqlite');
+    const app = await openApp(ctx, scope, env);
+    await runPool(jobs, 200, () => app.enqueue(noop, {}));
+    const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    connection.on('error', () => {});
+    scope.defer('disconnect', () => connection.disconnect());
+    const raw = new Queue(BENCH_QUEUE, { connection, prefix: redisPrefix(scope, ctx.redisUrl) });
+    raw.on('error', () => {});
+    scope.defer('close warm-up queue', () => raw.close());
+    await raw.waitUntilReady();
+    await runPool(jobs, 200, () => raw.add(noop.name, {}, { removeOnComplete: true }));
+  });
+}

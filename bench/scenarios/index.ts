@@ -1,0 +1,13 @@
+/**
+ * Every benchmark scenario, in the order `npm run bench` runs them. To add
+ * one: write bench/scenarios/<name>.ts exporting a `Scenario` (see
+ * lib/types.ts; allocate everything through `ctx.scope` so that it is
+ * cleaned up), and add it to this list.
+ */
+import type { Scenario } from '../lib/types.ts';
+import { s1Throughput } from './s1_throughput.ts';
+import { s2Latency } from './s2_latency.ts';
+import { s3Http } from './s3_http.ts';
+import { s5Scale } from './s5_scale.ts';
+
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s5Scale];

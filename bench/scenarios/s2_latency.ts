@@ -1,0 +1,154 @@
+/**
+ * s2_latency: submit → start latency at a steady rate (500 jobs/s). Producer
+ * and worker share one process, so both ends are read on the same clock
+ * (performance.now()): the job's input carries its submit time, taken just
+ * before the enqueue call, and the handler records start − submit.
+ *
+ * Celerity: app.enqueue + app.createWorker (concurrency 50), with the
+ * recorder running in the same process (as in `celerity worker`), history on
+ * PostgreSQL. Raw BullMQ: Queue.add (removeOnComplete) + a BullMQ Worker
+ * (concurrency 50). A warm-up at the same rate precedes each measurement
+ * and is not counted.
+ */
+import { Queue, Worker as BullWorker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { defineTask } from '../../src/task.ts';
+import { openApp, redisPrefix, storeEnv } from '../lib/env.ts';
+import { now, percentile, pollUntil, ratio, round, sleep } from '../lib/measure.ts';
+import { withScope } from '../lib/scope.ts';
+import type { Scenario, ScenarioContext } from '../lib/types.ts';
+
+const RATE = 500;
+const CONCURRENCY = 50;
+
+interface Sample {
+  submitted: number;
+  latency: number;
+}
+
+interface Latency {
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  samples: number;
+}
+
+/**
+ * Submits `rate` jobs per second for `warmupMs + measureMs`: job i is due at
+ * start + i / rate, and every job due is submitted without waiting for the
+ * previous ones. Returns the time from which samples count.
+ */
+async function drive(rate: number, warmupMs: number, measureMs: number, submit: (t: number) => Promise<unknown>, errors: unknown[]): Promise<{ from: number; total: number }> {
+  const total = Math.round((rate * (warmupMs + measureMs)) / 1000);
+  const start = now();
+  const from = start + warmupMs;
+  let i = 0;
+  while (i < total) {
+    const due = Math.min(total, Math.floor(((now() - start) * rate) / 1000) + 1);
+    while (i < due) {
+      submit(now()).catch((err: unknown) => errors.push(err));
+      i++;
+    }
+    await sleep(1);
+  }
+  return { from, total };
+}
+
+function summarise(samples: Sample[], from: number): Latency {
+  const counted = samples.filter((s) => s.submitted >= from).map((s) => s.latency).sort((a, b) => a - b);
+  return { p50_ms: percentile(counted, 50), p99_ms: percentile(counted, 99), max_ms: counted[counted.length - 1] ?? NaN, samples: counted.length };
+}
+
+async function waitSamples(samples: Sample[], total: number, errors: unknown[]): Promise<void> {
+  await pollUntil(
+    async () => {
+      if (errors.length > 0) throw errors[0];
+      return samples.length >= total;
+    },
+    { intervalMs: 20, timeoutMs: 60_000, what: `${total} jobs started`, describe: async () => `${samples.length} started` },
+  );
+}
+
+async function celerityLatency(ctx: ScenarioContext, warmupMs: number, measureMs: number): Promise<Latency> {
+  return withScope(ctx.scope, async (scope) => {
+    const samples: Sample[] = [];
+    const task = defineTask({
+      name: 'bench.latency',
+      input: z.object({ t: z.number() }),
+      handler: async ({ t }) => {
+        samples.push({ submitted: t, latency: now() - t });
+        return null;
+      },
+    });
+    const app = await openApp(ctx, scope, storeEnv(ctx, scope, 'postgres'), [task]);
+    const recorder = await app.startRecorder();
+    scope.defer('stop recorder', () => recorder.stop());
+    const worker = app.createWorker({ concurrency: CONCURRENCY });
+    worker.start();
+    scope.defer('close worker', () => worker.close(5_000));
+    await worker.ready();
+
+    const errors: unknown[] = [];
+    const { from, total } = await drive(RATE, warmupMs, measureMs, (t) => app.enqueue(task, { t }), errors);
+    await waitSamples(samples, total, errors);
+    return summarise(samples, from);
+  });
+}
+
+async function bullmqLatency(ctx: ScenarioContext, warmupMs: number, measureMs: number): Promise<Latency> {
+  return withScope(ctx.scope, async (scope) => {
+    const prefix = redisPrefix(scope, ctx.redisUrl);
+    const samples: Sample[] = [];
+    const producer = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    producer.on('error', () => {});
+    scope.defer('disconnect producer', () => producer.disconnect());
+    const consumer = new Redis(ctx.redisUrl, { maxRetriesPerRequest: null });
+    consumer.on('error', () => {});
+    scope.defer('disconnect consumer', () => consumer.disconnect());
+    const queue = new Queue('default', { connection: producer, prefix });
+    queue.on('error', () => {});
+    scope.defer('close queue', () => queue.close());
+    await queue.waitUntilReady();
+    const worker = new BullWorker(
+      'default',
+      async (job) => {
+        const t = (job.data as { t: number }).t;
+        samples.push({ submitted: t, latency: now() - t });
+        return null;
+      },
+      { connection: consumer, prefix, concurrency: CONCURRENCY },
+    );
+    worker.on('error', () => {});
+    scope.defer('close worker', () => worker.close(true));
+    await worker.waitUntilReady();
+
+    const errors: unknown[] = [];
+    const { from, total } = await drive(RATE, warmupMs, measureMs, (t) => queue.add('bench.latency', { t }, { removeOnComplete: true }), errors);
+    await waitSamples(samples, total, errors);
+    return summarise(samples, from);
+  });
+}
+
+export const s2Latency: Scenario = {
+  name: 's2_latency',
+  title: `submit → start latency at ${RATE} jobs/s, producer and worker in one process`,
+  async run(ctx) {
+    const warmupMs = ctx.quick ? 500 : 2_000;
+    const measureMs = ctx.quick ? 2_000 : 10_000;
+    ctx.log(`raw BullMQ, ${RATE} jobs/s for ${warmupMs} + ${measureMs} ms`);
+    const bull = await bullmqLatency(ctx, warmupMs, measureMs);
+    ctx.log(`Celerity (postgres), ${RATE} jobs/s for ${warmupMs} + ${measureMs} ms`);
+    const cel = await celerityLatency(ctx, warmupMs, measureMs);
+    const fields: Record<string, unknown> = {};
+    for (const k of ['p50_ms', 'p99_ms', 'max_ms'] as const) {
+      fields[k] = { celerity: round(cel[k]), bullmq: round(bull[k]), ratio: round(ratio(cel[k], bull[k])) };
+    }
+    fields.samples = { celerity: cel.samples, bullmq: bull.samples };
+    return {
+      fields,
+      params: { rate_per_s: RATE, warmup_ms: warmupMs, measure_ms: measureMs, concurrency: CONCURRENCY, store: 'postgres' },
+      rows: (['p50_ms', 'p99_ms', 'max_ms'] as const).map((k) => ({ metric: `submit→start ${k.replace('_ms', '')}`, unit: 'ms', celerity: cel[k], bullmq: bull[k], ratio: ratio(cel[k], bull[k]) })),
+    };
+  },
+};
