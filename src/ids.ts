@@ -16,7 +16,7 @@ export function newJobId(now: number = Date.now()): string {
     time = ALPHABET[t % 32]! + time;
     t = Math.floor(t / 32);
   }
-  const bytes = randomBytes(10);
+  const bytes = randomChunk();
   let rand = '';
   // 10 bytes = 80 bits = 16 base32 characters.
   let acc = 0;
@@ -31,6 +31,22 @@ export function newJobId(now: number = Date.now()): string {
     acc &= (1 << bits) - 1;
   }
   return time + rand;
+}
+
+// One call into the CSPRNG per 409 ids instead of one per id: it showed in
+// the enqueue profile.
+const POOL_SIZE = 4096;
+let pool = Buffer.alloc(0);
+let offset = POOL_SIZE;
+
+function randomChunk(): Buffer {
+  if (offset + 10 > pool.length) {
+    pool = randomBytes(POOL_SIZE);
+    offset = 0;
+  }
+  const chunk = pool.subarray(offset, offset + 10);
+  offset += 10;
+  return chunk;
 }
 
 const JOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;

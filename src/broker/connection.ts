@@ -12,7 +12,9 @@ import { BrokerUnavailableError } from '../errors.ts';
 export function createRedis(url: string, role: 'producer' | 'worker'): Redis {
   const options: RedisOptions =
     role === 'producer'
-      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000 }
+      ? // Auto-pipelining sends the commands issued in one tick (concurrent
+        // enqueues, a recorder batch's reads) in one socket write.
+        { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000, enableAutoPipelining: true }
       : { maxRetriesPerRequest: null, enableReadyCheck: true, connectTimeout: 5_000 };
   const redis = new Redis(url, {
     ...options,

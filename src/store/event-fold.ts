@@ -21,6 +21,17 @@ export interface JobFold {
   /** `returnvalue` carried by a `completed` event, for jobs Redis has already dropped. */
   returnvalue?: string;
   failedReason?: string;
+  /**
+   * True when the batch shows only the happy path after enqueue: at most one
+   * `active`, at most one `completed`, and progress. Such a job's row can be
+   * moved forward from the events alone, without reading its hash.
+   */
+  happy: boolean;
+  /** Times (Redis clock, from the stream ids) of the `active` and `completed` events. */
+  activeAt?: number;
+  completedAt?: number;
+  /** The last `progress` event's snapshot, as JSON text. */
+  progressData?: string;
 }
 
 /**
@@ -65,10 +76,15 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
     if (!mapped && e.event !== 'progress') continue;
     let fold = folds.get(e.jobId);
     if (!fold) {
-      fold = { jobId: e.jobId, status: null, statusNeedsAttempts: false, seq: '' };
+      fold = { jobId: e.jobId, status: null, statusNeedsAttempts: false, seq: '', happy: true };
       folds.set(e.jobId, fold);
     }
     fold.seq = padStreamId(e.id);
+    const at = Number(e.id.slice(0, e.id.indexOf('-')));
+    if (e.event === 'progress') fold.progressData = e.fields.data;
+    else if (e.event === 'active' && fold.activeAt === undefined && fold.completedAt === undefined) fold.activeAt = at;
+    else if (e.event === 'completed' && fold.completedAt === undefined) fold.completedAt = at;
+    else fold.happy = false;
     if (!mapped) continue;
     if (mapped === 'queued-or-retrying') {
       fold.status = 'queued';

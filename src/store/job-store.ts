@@ -3,6 +3,8 @@ import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } fr
 import { StoreUnavailableError } from '../errors.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { migrateToLatest } from './migrations.ts';
+import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyUpdate } from './batch-upsert.ts';
+import type SQLite from 'better-sqlite3';
 
 /** A row to write: a record plus the event position it reflects. */
 export interface RecordedState {
@@ -25,9 +27,6 @@ export interface JobPage {
   nextCursor: string | null;
 }
 
-// Keeps every statement under SQLite's and PostgreSQL's bound-parameter limits.
-const ROWS_PER_STATEMENT = 1000;
-
 /**
  * The durable job history in SQL. Only the recorder writes it (in batches);
  * the API reads it for lists and for jobs Redis has let go of.
@@ -36,14 +35,24 @@ export class JobStore {
   readonly db: Kysely<Database>;
   readonly dialect: Dialect;
 
+  private readonly schema: string | undefined;
+  private readonly sqlite: SQLite.Database | undefined;
+  private upsert: SqliteBatchUpsert | undefined;
+  private happySqlite: ((updates: HappyUpdate[]) => Set<string>) | undefined;
+
   constructor(opts: DbOptions) {
     const handle = createDb(opts);
     this.db = handle.db;
     this.dialect = handle.dialect;
     this.schema = opts.schema;
+    this.sqlite = handle.sqlite;
   }
 
-  private readonly schema: string | undefined;
+  /** Prepared once the table exists (statements are compiled against it). */
+  private get sqliteUpsert(): SqliteBatchUpsert | undefined {
+    if (this.sqlite) this.upsert ??= new SqliteBatchUpsert(this.sqlite);
+    return this.upsert;
+  }
 
   async migrate(): Promise<void> {
     if (this.schema) {
@@ -76,48 +85,24 @@ export class JobStore {
   async write(states: RecordedState[], progressOnly: RecordedState[] = []): Promise<void> {
     if (states.length === 0 && progressOnly.length === 0) return;
     const now = Date.now();
-    await this.db.transaction().execute(async (trx) => {
-      for (let i = 0; i < states.length; i += ROWS_PER_STATEMENT) {
-        const rows = states.slice(i, i + ROWS_PER_STATEMENT).map((s) => toRow(s, now));
-        await trx
-          .insertInto('jobs')
-          .values(rows)
-          .onConflict((oc) =>
-            oc
-              .column('id')
-              .doUpdateSet((eb) => ({
-                status: eb.ref('excluded.status'),
-                attempts: eb.ref('excluded.attempts'),
-                max_attempts: eb.ref('excluded.max_attempts'),
-                result: eb.ref('excluded.result'),
-                error_type: eb.ref('excluded.error_type'),
-                error_message: eb.ref('excluded.error_message'),
-                error_stack: eb.ref('excluded.error_stack'),
-                progress: eb.fn.coalesce('excluded.progress', 'jobs.progress'),
-                attempt_history: eb.ref('excluded.attempt_history'),
-                started_at: eb.ref('excluded.started_at'),
-                finished_at: eb.ref('excluded.finished_at'),
-                updated_at: eb.ref('excluded.updated_at'),
-                event_seq: eb.ref('excluded.event_seq'),
-              }))
-              .where((eb) => eb('excluded.event_seq', '>', eb.ref('jobs.event_seq'))),
-          )
-          .execute();
-      }
-      for (let i = 0; i < progressOnly.length; i += ROWS_PER_STATEMENT) {
-        const rows = progressOnly.slice(i, i + ROWS_PER_STATEMENT).map((s) => toRow(s, now));
-        await trx
-          .insertInto('jobs')
-          .values(rows)
-          .onConflict((oc) =>
-            oc.column('id').doUpdateSet((eb) => ({
-              progress: eb.ref('excluded.progress'),
-              updated_at: eb.ref('excluded.updated_at'),
-            })),
-          )
-          .execute();
-      }
-    });
+    const rows = states.map((s) => toRow(s, now));
+    const progressRows = progressOnly.map((s) => toRow(s, now));
+    if (this.sqliteUpsert) this.sqliteUpsert.write(rows, progressRows);
+    else await postgresBatchUpsert(this.db, rows, progressRows);
+  }
+
+  /**
+   * Moves happy-path jobs forward from their events alone (see
+   * {@link HappyUpdate}); returns the ids it moved. The others need a full
+   * write.
+   */
+  async advance(updates: HappyUpdate[]): Promise<Set<string>> {
+    if (updates.length === 0) return new Set();
+    if (this.sqlite) {
+      this.happySqlite ??= sqliteHappyUpdates(this.sqlite);
+      return this.happySqlite(updates);
+    }
+    return postgresHappyUpdates(this.db, updates);
   }
 
   async get(id: string): Promise<JobRecord | null> {

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import type { JobStore, RecordedState } from './job-store.ts';
+import type { HappyUpdate } from './batch-upsert.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
 
 /**
@@ -179,8 +180,19 @@ export class Recorder {
 
   /** Writes one queue's batch to SQL. Throws if anything could not be written. */
   private async apply(queue: Queue, events: StreamEvent[]): Promise<void> {
-    const folds = [...foldEvents(events).values()];
+    let folds = [...foldEvents(events).values()];
     if (folds.length === 0) return;
+    // The happy path (started, completed) is written from the events alone;
+    // only jobs whose row was not where the events expect need their hash.
+    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined));
+    if (happy.length > 0) {
+      const now = Date.now();
+      const moved = await this.opts.store.advance(happy.map((f) => happyUpdate(f, now)));
+      if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
+      if (folds.length === 0) return;
+    }
+    // Issued in one tick on the broker's auto-pipelined connection: one
+    // socket write for the whole batch, not one per job.
     const jobs = await Promise.all(folds.map((f) => Job.fromId(queue, f.jobId)));
     const states: RecordedState[] = [];
     const progressOnly: RecordedState[] = [];
@@ -298,6 +310,24 @@ export class Recorder {
       }
     }
   }
+}
+
+function happyUpdate(f: JobFold, now: number): HappyUpdate {
+  const started = f.activeAt !== undefined;
+  const completed = f.completedAt !== undefined;
+  return {
+    id: f.jobId,
+    seq: f.seq,
+    status: completed ? 'completed' : 'started',
+    // A first start finds the row queued; a completion alone finds it started.
+    expectStatus: started ? 'queued' : 'started',
+    expectAttempts: started ? 0 : 1,
+    startedAt: f.activeAt ?? null,
+    finishedAt: f.completedAt ?? null,
+    result: completed ? (f.returnvalue ?? 'null') : null,
+    progress: f.progressData ?? null,
+    updatedAt: now,
+  };
 }
 
 function recordOf(job: Job, queue: string, fold: JobFold): JobRecord {

@@ -14,9 +14,9 @@ export class ProgressReporter {
   private inflight: Promise<void> | null = null;
 
   private readonly job: Job;
-  private readonly log: Logger;
+  private readonly log: () => Logger;
 
-  constructor(job: Job, log: Logger) {
+  constructor(job: Job, log: () => Logger) {
     this.job = job;
     this.log = log;
   }
@@ -41,7 +41,7 @@ export class ProgressReporter {
           await this.job.updateProgress({ ...this.snapshot });
         } catch (err) {
           // Progress is advisory: losing one snapshot must not fail the job.
-          this.log.warn({ err }, 'progress update not written');
+          this.log().warn({ err }, 'progress update not written');
         }
       }
     } finally {

@@ -45,7 +45,10 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   const { task, queue } = opts;
   // attemptsStarted counts crashes too, so a re-run after a dead worker gets a new number.
   const attempt = Math.max(job.attemptsStarted ?? 0, (job.attemptsMade ?? 0) + 1);
-  const log = opts.log.child({ job_id: job.id, task: job.name, attempt, queue });
+  // The job-bound logger is made on first use: most jobs never log.
+  let childLog: Logger | undefined;
+  const log = () => (childLog ??= opts.log.child({ job_id: job.id, task: job.name, attempt, queue }));
+  const debug = opts.log.isLevelEnabled('debug');
   const startedAt = job.processedOn ?? Date.now();
   const controller = new AbortController();
   const timers: NodeJS.Timeout[] = [];
@@ -107,24 +110,26 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
         maxAttempts: job.opts.attempts ?? 1,
         signal: controller.signal,
         progress: (update) => reporter.update(update),
-        log,
+        get log() {
+          return log();
+        },
       };
       execution = Promise.resolve().then(() => task.handler(input, ctx));
     }
-    log.debug('job started');
+    if (debug) log().debug('job started');
     const result = await Promise.race([execution, endedEarly]);
     // The final snapshot must land before the job is marked completed.
     await progress.settled();
-    log.debug('job completed');
+    if (debug) log().debug('job completed');
     return result === undefined ? null : result;
   } catch (caught) {
     await progress?.settled();
-    const { error, thrown } = classify(caught, controller.signal, task, log);
+    const { error, thrown } = classify(caught, controller.signal, task, log());
     // A shutdown that handed the job back already ended this attempt as
     // interrupted (the job is in its queue again, its attempt not spent):
     // it is not a failed attempt, so it leaves no failure row.
     const handedBack = controller.signal.aborted && (controller.signal.reason as Error | undefined)?.name === 'WorkerShutdown';
-    if (!handedBack) await logFailedAttempt(job, attempt, startedAt, error, log);
+    if (!handedBack) await logFailedAttempt(job, attempt, startedAt, error, log());
     throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
