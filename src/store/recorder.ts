@@ -48,6 +48,8 @@ export interface RecorderOptions {
   claimIdleMs?: number;
   /** How often acknowledged entries are trimmed and the streams checked for gaps. */
   maintenanceMs?: number;
+  /** Pause after a short batch, so that the next one gathers more events per job. */
+  lingerMs?: number;
 }
 
 export const RECORDER_GROUP = 'celerity-recorder';
@@ -152,7 +154,14 @@ export class Recorder {
           'STREAMS', ...this.keys, ...this.keys.map(() => (this.replayOwn ? '0' : '>')),
         )) as [string, [string, string[]][]][] | null;
         if (this.replayOwn && (!reply || reply.every(([, entries]) => entries.length === 0))) this.replayOwn = false;
-        if (reply) await this.applyReply(reply);
+        if (reply) {
+          await this.applyReply(reply);
+          // A short batch means the recorder has caught up. Waiting a moment
+          // lets a job's next events (its start, its completion) join the
+          // same batch, which then writes its row once instead of per event.
+          const read = reply.reduce((n, [, entries]) => n + entries.length, 0);
+          if (read < this.opts.batchSize && this.running) await sleep(this.opts.lingerMs ?? 50);
+        }
       } catch (err) {
         // Redis or SQL is away. Nothing was acknowledged, so nothing is lost:
         // the entries stay pending and are written once both are back.
