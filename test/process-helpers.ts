@@ -10,12 +10,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { OPTIONS } from '../src/config.ts';
+import { freePort, redisAnswers } from '../src/cli/dev-redis.ts';
 import { onCleanup, sleep, type TestEnv } from './helpers.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
@@ -174,16 +174,7 @@ export async function waitForWorkers(queue: Queue, count: number, timeoutMs = 20
 // ---------------------------------------------------------------------------
 // Ports and a private Redis
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /**
  * A redis-server of the test's own on a free port, with its data in a temp
@@ -231,17 +222,8 @@ export class PrivateRedis {
   }
 
   /** True if the server answers PING now. */
-  async ping(): Promise<boolean> {
-    const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000 });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      return (await client.ping()) === 'PONG';
-    } catch {
-      return false;
-    } finally {
-      client.disconnect();
-    }
+  ping(): Promise<boolean> {
+    return redisAnswers(this.url);
   }
 
   /** SHUTDOWN NOSAVE (the AOF, fsynced on every write, already holds everything), then waits for the exit. */

@@ -5,7 +5,6 @@
  * however it exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { summariseLogs } from './logs.ts';
 import type { Scope } from './scope.ts';
@@ -163,14 +162,4 @@ export function rawWorker(ctx: ScenarioContext, scope: Scope, name: string, env:
   return watched(ctx, scope, name, ['--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true });
 }
 
-/** A TCP port free on 127.0.0.1 right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../src/cli/dev-redis.ts';

@@ -70,11 +70,6 @@ export class Worker {
     this.cancels = new CancelWatcher({ brokerUrl: opts.brokerUrl, prefix: opts.prefix, redis: this.connection, logger: opts.logger });
   }
 
-  /** Jobs running in this process now. */
-  get activeJobIds(): string[] {
-    return [...this.running.keys()];
-  }
-
   start(): void {
     const { tasks, logger } = this.opts;
     void this.cancels.start();
