@@ -1,5 +1,8 @@
 import { Kysely, Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
 import type { Dialect } from './db.ts';
+import { migration as imports } from './migrations/0003_imports.ts';
+import { migration as documents } from './migrations/0004_documents.ts';
+import { migration as ticketEnhancements } from './migrations/0005_ticket_enhancements.ts';
 
 /**
  * Migrations live in code, in order, so that they ship inside the package.
@@ -49,6 +52,10 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('jobs').dropColumn('attempt_history').execute();
       },
     },
+    // The workloads' tables (src/workloads): one file each.
+    '0003_imports': imports(dialect),
+    '0004_documents': documents(dialect),
+    '0005_ticket_enhancements': ticketEnhancements(dialect),
   };
 }
 
