@@ -77,6 +77,12 @@ export interface TaskDefinition<S extends z.ZodType, R> {
    */
   isolation?: Isolation;
   description?: string;
+  /**
+   * Content types this task accepts as an upload (`POST /v1/uploads`), e.g.
+   * `['text/csv']`. The file is checked by its magic bytes as well as its
+   * header. A task without `accepts` takes no uploads.
+   */
+  accepts?: string[];
   handler: (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
 }
 
@@ -90,6 +96,8 @@ export interface Task<I = unknown, R = unknown> {
   readonly timeLimits: TimeLimits;
   readonly isolation: Isolation;
   readonly description: string | undefined;
+  /** Content types accepted as an upload; empty when the task takes none. */
+  readonly accepts: readonly string[];
   readonly inputSchema: z.ZodType;
   readonly handler: (input: any, ctx: TaskContext) => Promise<R> | R;
   /** Type-only markers so the client can infer input and result types. */
@@ -142,6 +150,10 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
   if (isolation !== 'inline' && isolation !== 'thread') {
     throw new TaskDefinitionError(`Task "${def.name}": isolation must be 'inline' or 'thread'`);
   }
+  const accepts = def.accepts ?? [];
+  if (!Array.isArray(accepts) || accepts.some((t) => typeof t !== 'string' || !/^[a-z]+\/[a-z0-9.+-]+$/.test(t))) {
+    throw new TaskDefinitionError(`Task "${def.name}": accepts must list content types such as 'text/csv'`);
+  }
   if (typeof def.handler !== 'function') {
     throw new TaskDefinitionError(`Task "${def.name}": handler must be a function`);
   }
@@ -154,6 +166,7 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
     timeLimits,
     isolation,
     description: def.description,
+    accepts,
     inputSchema: def.input,
     handler: def.handler,
   };
