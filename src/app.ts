@@ -5,6 +5,7 @@ import { readJob } from './client/status.ts';
 import { cancelJob, type CancelOutcome } from './client/cancel.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
 import { InvalidOptionsError, TaskDefinitionError, UnknownTaskError } from './errors.ts';
+import { parseInput } from './task.ts';
 import { TERMINAL_STATUSES, type JobRecord } from './job-record.ts';
 import { createLogger } from './logger.ts';
 import { createRedis } from './broker/connection.ts';
@@ -12,9 +13,14 @@ import { Recorder } from './store/recorder.ts';
 import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
 import type { Task, TaskInput, TaskResult } from './task.ts';
 import { Worker } from './worker/worker.ts';
+import { submitWorkflow, type WorkflowOptions } from './workflows/submit.ts';
+import { withSteps } from './workflows/steps.ts';
+import type { WorkflowDefinition, WorkflowNode } from './workflows/workflow.ts';
 
 export interface AppOptions {
   tasks: Task<any, any>[];
+  /** Workflow tasks (`defineWorkflow`): enqueued by name like tasks, run as workflows of the tasks above. */
+  workflows?: WorkflowDefinition<any>[];
   /** A validated config, or raw values layered over the environment. Default: the environment. */
   config?: CelerityConfig | RawConfig;
   logger?: Logger;
@@ -49,6 +55,7 @@ export interface JobHandle<R = unknown> {
 export class App {
   readonly config: CelerityConfig;
   readonly tasks: ReadonlyMap<string, Task>;
+  readonly workflows: ReadonlyMap<string, WorkflowDefinition>;
   readonly logger: Logger;
   /** See {@link AppOptions.module}. */
   moduleUrl: string | undefined;
@@ -68,6 +75,12 @@ export class App {
       tasks.set(task.name, task);
     }
     this.tasks = tasks;
+    const workflows = new Map<string, WorkflowDefinition>();
+    for (const wf of opts.workflows ?? []) {
+      if (tasks.has(wf.name) || workflows.has(wf.name)) throw new TaskDefinitionError(`"${wf.name}" is defined twice`);
+      workflows.set(wf.name, wf);
+    }
+    this.workflows = workflows;
   }
 
   get broker(): Broker {
@@ -89,9 +102,9 @@ export class App {
     return this.store;
   }
 
-  /** Every routing queue of the app's tasks. */
+  /** Every routing queue of the app's tasks and workflows. */
   queueNames(): string[] {
-    return [...new Set([...this.tasks.values()].map((t) => t.queue))].sort();
+    return [...new Set([...[...this.tasks.values()].map((t) => t.queue), ...[...this.workflows.values()].map((w) => w.queue)])].sort();
   }
 
   task(name: string): Task | undefined {
@@ -110,6 +123,8 @@ export class App {
    * an unknown one needs `options.queue` and is validated by the worker.
    */
   async enqueueByName(name: string, input: unknown, options: EnqueueOptions = {}): Promise<JobHandle> {
+    const wf = this.workflows.get(name);
+    if (wf) return this.enqueueWorkflow(wf, input, options);
     const task = this.tasks.get(name);
     if (task) return this.handle(await enqueueJob(this.broker, task, input, options));
     if (!options.queue) {
@@ -119,14 +134,49 @@ export class App {
     return this.handle(await enqueueJob(this.broker, { name, queue: options.queue, retries: undefined as unknown as number }, input, options));
   }
 
-  /** The job's record: live from Redis, or from the SQL history. */
+  /**
+   * Submits a workflow (`chain`, `group`, `chord` of this app's tasks) as one
+   * atomic BullMQ flow. The handle is the workflow's root job: its status is
+   * the workflow's, `getJob` shows its steps, its result is the last step's.
+   */
+  async workflow(node: WorkflowNode, options: WorkflowOptions = {}): Promise<JobHandle> {
+    return this.handle(await submitWorkflow(this.broker, this.tasks, { node }, options));
+  }
+
+  private async enqueueWorkflow(wf: WorkflowDefinition, input: unknown, options: EnqueueOptions): Promise<JobHandle> {
+    const unsupported = Object.keys(options).filter((k) => k !== 'tenant' && (options as Record<string, unknown>)[k] !== undefined);
+    if (unsupported.length > 0) {
+      throw new InvalidOptionsError(unsupported.map((k) => ({ path: `options.${k}`, message: `not supported for the workflow "${wf.name}"` })));
+    }
+    const parsed = parseInput({ name: wf.name, inputSchema: wf.inputSchema }, input);
+    const node = wf.build(parsed);
+    return this.handle(await submitWorkflow(this.broker, this.tasks, { node, name: wf.name, queue: wf.queue, input }, options.tenant ? { tenant: options.tenant } : {}));
+  }
+
+  /** The job's record: live from Redis, or from the SQL history; a workflow's with its steps. */
   async getJob(id: string): Promise<JobRecord | null> {
-    return readJob(this.broker, await this.openStore(), this.queueNames(), id);
+    return this.readWithSteps(this.queueNames(), id);
   }
 
   /** Like getJob, also searching the queue a handle was routed to (enqueueByName to another app's queue). */
   private async readEnqueued(e: { id: string; queue: string }): Promise<JobRecord | null> {
-    return readJob(this.broker, await this.openStore(), [...new Set([...this.queueNames(), e.queue])], e.id);
+    return this.readWithSteps([...new Set([...this.queueNames(), e.queue])], e.id);
+  }
+
+  private async readWithSteps(queues: string[], id: string): Promise<JobRecord | null> {
+    const store = await this.openStore();
+    const record = await readJob(this.broker, store, queues, id);
+    if (!record) return null;
+    if (record.workflow) {
+      const steps = await Promise.all(record.workflow.steps.map((s) => readJob(this.broker, store, queues, s.id)));
+      return withSteps(record, record.workflow.steps, steps);
+    }
+    // Read from SQL (Redis has let go of it): a workflow's steps are found by id.
+    if (record.task.startsWith('workflow.') || this.workflows.has(record.task)) {
+      const steps = await store.workflowSteps(id);
+      if (steps.length > 0) return withSteps(record, undefined, steps);
+    }
+    return record;
   }
 
   /**

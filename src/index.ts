@@ -8,3 +8,5 @@ export { Worker } from './worker/worker.ts';
 export { Recorder } from './store/recorder.ts';
 
 export { buildServer, type ServerOptions } from './api/server.ts';
+export { chain, chord, defineWorkflow, group, step, type WorkflowDefinition, type WorkflowNode } from './workflows/workflow.ts';
+export { uploadRefSchema, type UploadRef } from './uploads/upload-ref.ts';

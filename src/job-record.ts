@@ -1,5 +1,6 @@
 import type { Job } from 'bullmq';
 import type { ProgressUpdate } from './task.ts';
+import type { FlowWiring, WorkflowInfo } from './workflows/compile.ts';
 
 /** The life of a job. `cancelled` arrives with the reliability work. */
 export type JobStatus = 'queued' | 'started' | 'retrying' | 'completed' | 'failed' | 'cancelled';
@@ -52,6 +53,22 @@ export interface JobRecord {
   finishedAt: number | null;
   /** Every attempt with its outcome, error and times (filled by single-job reads). */
   attemptHistory?: AttemptRecord[];
+  /** A workflow root's steps, as read from its envelope (live reads only). */
+  workflow?: WorkflowInfo;
+  /** A workflow root's steps with their state (filled by single-job reads). */
+  steps?: StepRecord[];
+}
+
+/** One step of a workflow as GET /v1/jobs/:id shows it. */
+export interface StepRecord {
+  id: string;
+  task: string;
+  stage: string | null;
+  status: JobStatus | 'unknown';
+  progress: ProgressUpdate | null;
+  error: JobError | null;
+  startedAt: number | null;
+  finishedAt: number | null;
 }
 
 /** What Celerity puts in a BullMQ job's `data`. */
@@ -62,6 +79,10 @@ export interface JobEnvelope {
   limits?: { soft?: number; hard?: number };
   /** Digest of task and input when enqueued with an idempotency key. */
   digest?: string;
+  /** A workflow job's wiring: where its input comes from (src/workflows). */
+  flow?: FlowWiring;
+  /** On a workflow's root only: its steps. */
+  workflow?: WorkflowInfo;
 }
 
 /** Maps a BullMQ state to a Celerity status; null when the job is unknown to Redis. */
@@ -124,6 +145,7 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
     createdAt: job.timestamp,
     startedAt: job.processedOn ?? null,
     finishedAt: TERMINAL_STATUSES.has(status) ? (job.finishedOn ?? null) : null,
+    ...(data.workflow ? { workflow: data.workflow } : {}),
   };
 }
 

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterEach } from 'vitest';
-import { createApp, type App } from '../src/app.ts';
+import { createApp, type App, type AppOptions } from '../src/app.ts';
 import { createRedis } from '../src/broker/connection.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from '../src/config.ts';
 import { Recorder, type RecorderOptions } from '../src/store/recorder.ts';
@@ -117,10 +117,14 @@ export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
   return { kind, prefix, sqlitePath, schema, config };
 }
 
+/** The app's tasks, or its tasks and workflows. */
+export type TestAppTasks = Task<any, any>[] | Pick<AppOptions, 'tasks' | 'workflows'>;
+
 /** An app on a fresh environment; closed (and its data removed) by `cleanup()`. */
-export function createTestApp(kind: StoreKind, tasks: Task<any, any>[], overrides: RawConfig = {}): App & { env: TestEnv } {
+export function createTestApp(kind: StoreKind, tasks: TestAppTasks, overrides: RawConfig = {}): App & { env: TestEnv } {
   const env = testEnv(kind, overrides);
-  const app = createApp({ tasks, config: env.config, ...(env.schema ? { dbSchema: env.schema } : {}) });
+  const defs = Array.isArray(tasks) ? { tasks } : tasks;
+  const app = createApp({ ...defs, config: env.config, ...(env.schema ? { dbSchema: env.schema } : {}) });
   onCleanup(() => app.close());
   return Object.assign(app, { env });
 }
@@ -129,7 +133,7 @@ export function createTestApp(kind: StoreKind, tasks: Task<any, any>[], override
  * Like {@link createTestApp}, then waits for Redis and migrates the store, so
  * that the first enqueue does not race the connection.
  */
-export async function openTestApp(kind: StoreKind, tasks: Task<any, any>[], overrides: RawConfig = {}): Promise<App & { env: TestEnv }> {
+export async function openTestApp(kind: StoreKind, tasks: TestAppTasks, overrides: RawConfig = {}): Promise<App & { env: TestEnv }> {
   const app = createTestApp(kind, tasks, overrides);
   await app.broker.ready();
   await app.openStore();

@@ -24,6 +24,21 @@ export function jobView(r: JobRecord) {
       finished_at: iso(a.finishedAt),
       error: a.error,
     })),
+    ...(r.steps
+      ? {
+          steps: r.steps.map((s, i) => ({
+            step: i + 1,
+            job_id: s.id,
+            task: s.task,
+            stage: s.stage,
+            status: s.status,
+            progress: s.progress,
+            error: s.error,
+            started_at: iso(s.startedAt),
+            finished_at: iso(s.finishedAt),
+          })),
+        }
+      : {}),
   };
 }
 
@@ -69,6 +84,24 @@ export const jobViewSchema = {
           started_at: nullableTime,
           finished_at: nullableTime,
           error: { anyOf: [{ type: 'null' }, { type: 'object', properties: { type: { type: 'string' }, message: { type: 'string' } } }] },
+        },
+      },
+    },
+    steps: {
+      type: 'array',
+      description: "A workflow's steps in the order they can run (only on a workflow's root job).",
+      items: {
+        type: 'object',
+        properties: {
+          step: { type: 'integer' },
+          job_id: { type: 'string' },
+          task: { type: 'string' },
+          stage: { type: ['string', 'null'] },
+          status: { type: 'string', enum: [...JOB_STATUSES, 'unknown'] },
+          progress: {},
+          error: { anyOf: [{ type: 'null' }, { type: 'object', properties: { type: { type: 'string' }, message: { type: 'string' }, stack: { type: ['string', 'null'] } } }] },
+          started_at: nullableTime,
+          finished_at: nullableTime,
         },
       },
     },

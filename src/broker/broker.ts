@@ -1,4 +1,4 @@
-import { Queue } from 'bullmq';
+import { FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CelerityConfig } from '../config.ts';
 import { createRedis, waitReady } from './connection.ts';
@@ -10,6 +10,7 @@ import { createRedis, waitReady } from './connection.ts';
 export class Broker {
   readonly redis: Redis;
   private readonly queues = new Map<string, Queue>();
+  private flowProducer: FlowProducer | undefined;
 
   readonly config: CelerityConfig;
 
@@ -35,6 +36,15 @@ export class Broker {
     return queue;
   }
 
+  /** Adds workflows (trees of jobs) atomically; on the same connection. */
+  get flows(): FlowProducer {
+    if (!this.flowProducer) {
+      this.flowProducer = new FlowProducer({ connection: this.redis, prefix: this.config.prefix });
+      this.flowProducer.on('error', () => {});
+    }
+    return this.flowProducer;
+  }
+
   /** Waits for Redis; rejects with BrokerUnavailableError after `timeoutMs`. */
   ready(timeoutMs = 5_000): Promise<void> {
     return waitReady(this.redis, timeoutMs);
@@ -51,6 +61,8 @@ export class Broker {
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+    await this.flowProducer?.close().catch(() => {});
+    this.flowProducer = undefined;
     this.queues.clear();
     this.redis.disconnect();
   }

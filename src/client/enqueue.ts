@@ -75,14 +75,10 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   const queue = route.queue;
   assertQueueName(queue);
   const id = opts.jobId ?? newJobId();
-  const ttl = broker.config.resultTtl;
   const digest = opts.idempotencyKey ? inputDigest(route.name, input) : undefined;
   const jobOptions: JobsOptions = {
     jobId: id,
-    attempts: (route.retries ?? DEFAULT_RETRIES) + 1,
-    backoff: { type: 'celerity' },
-    removeOnComplete: { age: ttl },
-    removeOnFail: { age: ttl },
+    ...baseJobOptions(broker, route),
     ...(opts.delay ? { delay: opts.delay } : {}),
     ...(opts.priority ? { priority: opts.priority } : {}),
     // BullMQ's deduplication in its TTL mode: the key holds the first job's
@@ -103,6 +99,17 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
     if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(opts.idempotencyKey!, job.id!);
   }
   return { id: job.id!, task: route.name, queue, created };
+}
+
+/** The options every Celerity job gets: its attempts, the task's backoff policy, result retention. */
+export function baseJobOptions(broker: Broker, route: Pick<Task, 'retries'>): JobsOptions {
+  const ttl = broker.config.resultTtl;
+  return {
+    attempts: (route.retries ?? DEFAULT_RETRIES) + 1,
+    backoff: { type: 'celerity' },
+    removeOnComplete: { age: ttl },
+    removeOnFail: { age: ttl },
+  };
 }
 
 /** Identifies a call by task and input, so that a reused idempotency key with other input is caught. */

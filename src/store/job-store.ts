@@ -110,6 +110,21 @@ export class JobStore {
     return row ? fromRow(row) : null;
   }
 
+  /**
+   * The steps of a workflow, whose ids are `<root>.<n>`: a range scan on the
+   * primary key ('/' sorts right after '.'), in step order.
+   */
+  async workflowSteps(rootId: string): Promise<JobRecord[]> {
+    const rows = await this.guard(() =>
+      this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute(),
+    );
+    const n = (id: string) => Number(id.slice(rootId.length + 1));
+    return rows
+      .filter((r) => Number.isInteger(n(r.id)))
+      .map(fromRow)
+      .sort((a, b) => n(a.id) - n(b.id));
+  }
+
   async list(filter: ListFilter): Promise<JobPage> {
     let q = this.db.selectFrom('jobs').selectAll().orderBy('id', 'desc').limit(filter.limit + 1);
     if (filter.status) q = q.where('status', '=', filter.status);

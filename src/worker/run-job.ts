@@ -6,6 +6,7 @@ import { parseInput, type Task, type TaskContext } from '../task.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
+import { pipedInput } from '../workflows/piped-input.ts';
 
 /** Thrown when a worker receives a job whose task it does not know. */
 export class UnknownTaskInWorkerError extends NonRetryableError {
@@ -70,9 +71,15 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   };
 
   try {
-    if (!task) throw new UnknownTaskInWorkerError(`No task named "${job.name}" is registered in this worker`);
     const envelope = (job.data ?? {}) as JobEnvelope;
-    const input = parseInput(task, envelope.input);
+    let rawInput = envelope.input;
+    if (envelope.flow) {
+      rawInput = await pipedInput(job, envelope.flow, envelope.input);
+      // A group's gather or a workflow's root: no handler, the result is what it collected.
+      if (envelope.flow.collect) return rawInput ?? null;
+    }
+    if (!task) throw new UnknownTaskInWorkerError(`No task named "${job.name}" is registered in this worker`);
+    const input = parseInput(task, rawInput);
     const limits = effectiveLimits(opts.defaultLimits, task.timeLimits, envelope.limits);
     progress = new ProgressReporter(job, log);
     const reporter = progress;
@@ -95,7 +102,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     if (task.isolation === 'thread') {
       if (!opts.pool) throw new NonRetryableError(`Task "${task.name}" is isolated but this worker has no thread pool (the app's module is unknown)`);
       thread = opts.pool.run(
-        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1, input: envelope.input },
+        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1, input: rawInput },
         (update) => void reporter.update(update),
       );
       if (controller.signal.aborted) thread.abort(controller.signal.reason as Error);

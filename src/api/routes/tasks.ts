@@ -4,7 +4,7 @@ import type { App } from '../../app.ts';
 import type { Task } from '../../task.ts';
 
 /** The JSON schema of a task's input, as clients should send it. */
-export function inputJsonSchema(task: Task): unknown {
+export function inputJsonSchema(task: Pick<Task, 'inputSchema'>): unknown {
   try {
     return z.toJSONSchema(task.inputSchema, { io: 'input', unrepresentable: 'any' });
   } catch {
@@ -16,7 +16,19 @@ export async function taskRoutes(server: FastifyInstance, { app }: { app: App })
   // Schemas do not change while the process runs: build the answer once.
   const tasks = [...app.tasks.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
-    .map((t) => ({ name: t.name, queue: t.queue, retries: t.retries, description: t.description ?? null, input_schema: inputJsonSchema(t) }));
+    .map((t) => ({ name: t.name, kind: 'task', queue: t.queue, retries: t.retries, description: t.description ?? null, accepts: [...t.accepts], input_schema: inputJsonSchema(t) }))
+    .concat(
+      [...app.workflows.values()].map((w) => ({
+        name: w.name,
+        kind: 'workflow',
+        queue: w.queue,
+        retries: 0,
+        description: w.description ?? null,
+        accepts: [],
+        input_schema: inputJsonSchema(w),
+      })),
+    )
+    .sort((a, b) => a.name.localeCompare(b.name));
 
   server.get(
     '/v1/tasks',
@@ -34,6 +46,8 @@ export async function taskRoutes(server: FastifyInstance, { app }: { app: App })
                   type: 'object',
                   properties: {
                     name: { type: 'string' },
+                    kind: { type: 'string', enum: ['task', 'workflow'], description: 'A workflow runs as several jobs; its job shows them as `steps`.' },
+                    accepts: { type: 'array', items: { type: 'string' }, description: 'Content types the task takes as an upload (POST /v1/uploads).' },
                     queue: { type: 'string' },
                     retries: { type: 'integer' },
                     description: { type: ['string', 'null'] },
