@@ -136,3 +136,13 @@ export class IdempotencyConflictError extends CelerityError {
     super(`Idempotency key "${key}" was already used for job "${jobId}" with a different task or input`, { idempotency_key: key, job_id: jobId });
   }
 }
+
+/** A webhook names a task the app does not define (the task is in the path, so 404). */
+export class UnknownHookError extends CelerityError {
+  readonly code = 'unknown_task';
+  override readonly httpStatus = 404;
+
+  constructor(task: string) {
+    super(`No task named "${task}" takes webhooks here`, { task });
+  }
+}

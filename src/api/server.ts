@@ -5,6 +5,7 @@ import type { App } from '../app.ts';
 import { errorHandlerPlugin, errorSchema } from './errors.ts';
 import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
+import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { taskRoutes } from './routes/tasks.ts';
 
@@ -45,6 +46,7 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
   await server.register(healthRoutes, { app });
   await server.register(taskRoutes, { app });
   await server.register(jobRoutes, { app });
+  await server.register(hookRoutes, { app });
   server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
 
   // Migrations run before the first request, not on it.

@@ -1,0 +1,68 @@
+import type { FastifyInstance } from 'fastify';
+import type { App } from '../../app.ts';
+import type { EnqueueOptions } from '../../client/enqueue.ts';
+import { UnknownHookError } from '../../errors.ts';
+
+interface HookHeaders {
+  'idempotency-key'?: string;
+  'x-delivery-id'?: string;
+  'x-github-delivery'?: string;
+  'x-tenant-id'?: string;
+}
+
+/**
+ * Webhook intake: `POST /v1/hooks/:task` takes a third party's JSON payload
+ * as the task's input as is (no envelope, since the sender cannot be made to
+ * wrap it), validates it against the task's schema and enqueues it (202).
+ * Senders retry deliveries, so a delivery id header makes the call
+ * idempotent: the same delivery returns the first job.
+ */
+export async function hookRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
+  server.post<{ Params: { task: string }; Body: unknown; Headers: HookHeaders }>(
+    '/v1/hooks/:task',
+    {
+      schema: {
+        summary: 'Receive a webhook: the JSON body is the input of the task named in the path',
+        tags: ['hooks'],
+        params: { type: 'object', properties: { task: { type: 'string', minLength: 1, maxLength: 200 } }, required: ['task'] },
+        headers: {
+          type: 'object',
+          properties: {
+            'idempotency-key': { type: 'string', minLength: 1, maxLength: 200, description: 'Same delivery, same job (also X-Delivery-Id, X-GitHub-Delivery).' },
+            'x-delivery-id': { type: 'string', minLength: 1, maxLength: 200 },
+            'x-github-delivery': { type: 'string', minLength: 1, maxLength: 200 },
+            'x-tenant-id': { type: 'string', minLength: 1, maxLength: 200, description: 'Tenant the job belongs to.' },
+          },
+        },
+        body: { type: 'object', description: "The task's input (checked against its schema)." },
+        response: {
+          202: {
+            type: 'object',
+            properties: { job_id: { type: 'string' }, status: { type: 'string' }, status_url: { type: 'string' } },
+            required: ['job_id', 'status', 'status_url'],
+          },
+          '4xx': { $ref: 'Error#' },
+          503: { $ref: 'Error#' },
+        },
+      },
+    },
+    async (request, reply) => {
+      const { task } = request.params;
+      if (!app.tasks.has(task) && !app.workflows.has(task)) throw new UnknownHookError(task);
+      const h = request.headers;
+      const delivery = h['idempotency-key'] ?? h['x-delivery-id'] ?? h['x-github-delivery'];
+      const options: EnqueueOptions = {
+        ...(delivery ? { idempotencyKey: `hook:${task}:${delivery}` } : {}),
+        ...(h['x-tenant-id'] ? { tenant: h['x-tenant-id'] } : {}),
+      };
+      const handle = await app.enqueueByName(task, request.body, options);
+      const statusUrl = `/v1/jobs/${handle.id}`;
+      let status = 'queued';
+      if (!handle.created) {
+        reply.header('idempotent-replayed', 'true');
+        status = (await handle.status())?.status ?? 'queued';
+      }
+      return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
+    },
+  );
+}
