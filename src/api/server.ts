@@ -7,6 +7,7 @@ import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
 import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { searchRoutes } from './routes/search.ts';
 import { taskRoutes } from './routes/tasks.ts';
 
 export interface ServerOptions {
@@ -46,6 +47,7 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
   await server.register(healthRoutes, { app });
   await server.register(taskRoutes, { app });
   await server.register(jobRoutes, { app });
+  await server.register(searchRoutes, { app });
   await server.register(hookRoutes, { app });
   server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
 

@@ -36,7 +36,13 @@ export class JobStore {
   readonly dialect: Dialect;
 
   private readonly schema: string | undefined;
-  private readonly sqlite: SQLite.Database | undefined;
+  /**
+   * The better-sqlite3 connection behind `db` on SQLite. Code that writes
+   * several statements atomically must use its synchronous `transaction()`:
+   * an async Kysely transaction stays open across awaits, and the recorder's
+   * synchronous batches on this same connection would land inside it.
+   */
+  readonly sqlite: SQLite.Database | undefined;
   private upsert: SqliteBatchUpsert | undefined;
   private happySqlite: ((updates: HappyUpdate[]) => Set<string>) | undefined;
 
