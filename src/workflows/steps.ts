@@ -72,6 +72,7 @@ function stepsProgress(steps: StepRecord[]): ProgressUpdate {
     total: inStage.length,
     percent: Math.round((100 * steps.filter((s) => s.status === 'completed').length) / Math.max(1, steps.length)),
   };
+  base.message = `${base.stage} ${completed}/${inStage.length}`;
   // A single running step that reports its own stage ("validating 3/12") says more than counts.
   if (running.length === 1 && running[0]!.progress?.stage) return { ...base, ...running[0]!.progress };
   return base;
