@@ -232,6 +232,7 @@ export class App {
       maxStalled: this.config.maxStalled,
       maxTasksPerChild: this.config.maxTasksPerChild,
       maxMemoryPerChild: this.config.maxMemoryPerChild,
+      uploadDir: this.config.uploadDir,
     });
   }
 

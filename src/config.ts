@@ -33,6 +33,9 @@ export const OPTIONS = {
   eventsMaxLen: { env: 'CELERITY_EVENTS_MAX_LEN', flag: '--events-max-len', doc: 'Safety cap on each queue\'s event stream. The recorder trims what it has stored; this cap only bites when no recorder runs.', default: '1000000' },
   recorderClaimIdle: { env: 'CELERITY_RECORDER_CLAIM_IDLE', flag: '--recorder-claim-idle', doc: 'Ms after which events read but not written by a recorder (its process died) are taken over by another.', default: '30000' },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
+  uploadDir: { env: 'CELERITY_UPLOAD_DIR', flag: '--upload-dir', doc: 'Directory of the files received by `POST /v1/uploads`, until their job ends. The API and the workers must share it (same path on shared storage).', default: './.celerity/uploads' },
+  uploadMaxBytes: { env: 'CELERITY_UPLOAD_MAX_BYTES', flag: '--upload-max-bytes', doc: 'Largest accepted upload in bytes; a bigger file is refused with 413.', default: '104857600' },
+  uploadTtl: { env: 'CELERITY_UPLOAD_TTL', flag: '--upload-ttl', doc: 'Seconds an orphan upload (its job gone without removing it) is kept before the API\'s janitor removes it. Must exceed the longest time a job waits and runs.', default: '86400' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -69,6 +72,9 @@ const schema = z.object({
   eventsMaxLen: positiveInt.min(1000),
   recorderBatch: positiveInt.max(50_000),
   recorderClaimIdle: positiveInt.min(1000),
+  uploadDir: z.string().min(1),
+  uploadMaxBytes: positiveInt,
+  uploadTtl: positiveInt,
 });
 
 export type CelerityConfig = z.output<typeof schema>;

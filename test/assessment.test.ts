@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { App } from '../src/app.ts';
 import { buildServer } from '../src/api/server.ts';
@@ -9,7 +6,7 @@ import { assessmentTasks, type AssessmentResult } from '../src/workloads/assessm
 import { LocalValidator } from '../src/workloads/assessment/local-validator.ts';
 import { pdfIngestTask } from '../src/workloads/documents/ingest-task.ts';
 import { makePdf } from './fixtures/make-pdf.ts';
-import { onCleanup, openTestApp, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
+import { onCleanup, openTestApp, stageUpload, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
 
@@ -23,17 +20,12 @@ const CONTINUITY = [
   'Incident response. The on-call engineer is paged within five minutes of an alert.',
 ];
 
-async function pdfFile(dir: string, filename: string, pages: string[]): Promise<UploadRef> {
-  const bytes = await makePdf({ pages });
-  const path = join(dir, filename);
-  writeFileSync(path, bytes);
-  return { upload_id: `up-${filename}`, path, filename, content_type: 'application/pdf', size: bytes.byteLength };
+async function pdfFile(app: App, filename: string, pages: string[]): Promise<UploadRef> {
+  return stageUpload(app, filename, await makePdf({ pages }), 'application/pdf');
 }
 
 describe.each(stores)('assessment.validate (%s)', (kind) => {
   it('parses ingested and uploaded PDFs, then returns verdicts with evidence quoting the right page', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'celerity-assess-'));
-    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     let app!: App;
     const store = () => app.openStore();
     const a = assessmentTasks({ store, validator: () => new LocalValidator() });
@@ -41,10 +33,10 @@ describe.each(stores)('assessment.validate (%s)', (kind) => {
     await startWorker(app, { concurrency: 4 });
 
     // One document ingested first (referenced by id), one given as an upload.
-    const ingest = await app.enqueueByName('pdf.ingest', { file: await pdfFile(dir, 'policy.pdf', POLICY) });
+    const ingest = await app.enqueueByName('pdf.ingest', { file: await pdfFile(app, 'policy.pdf', POLICY) });
     const ingested = await ingest.wait({ timeoutMs: 20_000 });
     expect(ingested.status).toBe('completed');
-    const continuity = await pdfFile(dir, 'continuity.pdf', CONTINUITY);
+    const continuity = await pdfFile(app, 'continuity.pdf', CONTINUITY);
 
     const server = await buildServer(app, { logger: false });
     onCleanup(() => server.close());

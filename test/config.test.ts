@@ -35,6 +35,9 @@ describe('loadConfig', () => {
       maxStalled: 5,
       idempotencyTtl: 86400,
       recorderClaimIdle: 30000,
+      uploadDir: './.celerity/uploads',
+      uploadMaxBytes: 104857600,
+      uploadTtl: 86400,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -77,6 +80,9 @@ describe('loadConfig', () => {
         CELERITY_MAX_MEMORY_PER_CHILD: '512',
         CELERITY_IDEMPOTENCY_TTL: '600',
         CELERITY_RECORDER_CLAIM_IDLE: '5000',
+        CELERITY_UPLOAD_DIR: '/srv/shared/uploads',
+        CELERITY_UPLOAD_MAX_BYTES: '1000',
+        CELERITY_UPLOAD_TTL: '60',
       },
     });
     expect(config).toEqual({
@@ -106,6 +112,9 @@ describe('loadConfig', () => {
       maxMemoryPerChild: 512,
       idempotencyTtl: 600,
       recorderClaimIdle: 5000,
+      uploadDir: '/srv/shared/uploads',
+      uploadMaxBytes: 1000,
+      uploadTtl: 60,
     });
   });
 
@@ -159,6 +168,8 @@ describe('loadConfig', () => {
     ['logLevel', 'verbose', /.+/],
     ['eventsMaxLen', '10', /.+/],
     ['recorderBatch', '0', /.+/],
+    ['uploadMaxBytes', '0', /.+/],
+    ['uploadTtl', 'forever', /.+/],
   ];
 
   it.each(bad)('a bad %s throws a ConfigError naming its variable and flag', (name, value, reason) => {

@@ -14,9 +14,9 @@
  * - `TEST_LOG_LEVEL` (default `silent`).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterEach } from 'vitest';
@@ -25,6 +25,8 @@ import { createRedis } from '../src/broker/connection.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from '../src/config.ts';
 import { Recorder, type RecorderOptions } from '../src/store/recorder.ts';
 import type { Task } from '../src/task.ts';
+import { newJobId } from '../src/ids.ts';
+import type { UploadRef } from '../src/uploads/upload-ref.ts';
 import type { Worker } from '../src/worker/worker.ts';
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -101,6 +103,7 @@ export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
       redisUrl: TEST_REDIS_URL,
       prefix,
       sqlitePath,
+      uploadDir: join(dir, 'uploads'),
       logLevel: TEST_LOG_LEVEL,
       ...(kind === 'postgres' ? { databaseUrl: TEST_DATABASE_URL } : {}),
       ...overrides,
@@ -138,6 +141,20 @@ export async function openTestApp(kind: StoreKind, tasks: TestAppTasks, override
   await app.broker.ready();
   await app.openStore();
   return app;
+}
+
+/**
+ * Puts a file where POST /v1/uploads would (`<uploadDir>/<upload_id>/<name>`)
+ * and returns its handle: for tests of tasks that take uploads without going
+ * through HTTP. Workers refuse handles that point anywhere else.
+ */
+export function stageUpload(app: App, filename: string, content: string | Uint8Array, contentType: string): UploadRef {
+  const uploadId = newJobId();
+  const dir = join(resolve(app.config.uploadDir), uploadId);
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, filename);
+  writeFileSync(path, content);
+  return { upload_id: uploadId, path, filename, content_type: contentType, size: statSync(path).size };
 }
 
 /** Creates, starts and awaits a worker for the app; closed by `cleanup()`. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql, type Kysely } from 'kysely';
@@ -7,13 +7,12 @@ import { buildServer } from '../src/api/server.ts';
 import type { App } from '../src/app.ts';
 import type { JobStore } from '../src/store/job-store.ts';
 import type { TaskContext } from '../src/task.ts';
-import type { UploadRef } from '../src/uploads/upload-ref.ts';
 import { chunkPages } from '../src/workloads/documents/chunk.ts';
 import { pdfIngestTask } from '../src/workloads/documents/ingest-task.ts';
 import { extractPdfPages, InvalidPdfError } from '../src/workloads/documents/pdf-text.ts';
 import { readDocument, readDocumentPages, searchChunks, toFts5Query } from '../src/workloads/documents/search-index.ts';
 import { makePdf } from './fixtures/make-pdf.ts';
-import { onCleanup, openTestApp, startWorker, stores, useCleanup, type StoreKind } from './helpers.ts';
+import { onCleanup, openTestApp, stageUpload, startWorker, stores, useCleanup, type StoreKind } from './helpers.ts';
 
 useCleanup();
 
@@ -46,11 +45,6 @@ function tmpDir(): string {
   return dir;
 }
 
-function upload(dir: string, filename: string, bytes: Uint8Array): UploadRef {
-  const path = join(dir, filename);
-  writeFileSync(path, bytes);
-  return { upload_id: `up-${filename}`, path, filename, content_type: 'application/pdf', size: bytes.byteLength };
-}
 
 async function setup(kind: StoreKind) {
   let app!: App;
@@ -77,7 +71,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     const { app, task } = await setup(kind);
     await startWorker(app);
     const bytes = await makePdf({ pages: PAGES, title: 'Quarterly Report', author: 'Ada Lovelace', subject: 'Testing', creationDate: new Date('2024-03-05T10:20:30Z') });
-    const file = upload(tmpDir(), 'report.pdf', bytes);
+    const file = stageUpload(app, 'report.pdf', bytes, 'application/pdf');
 
     const handle = await app.enqueue(task, { file });
     const done = await handle.wait({ timeoutMs: 20_000, pollMs: 25 });
@@ -156,9 +150,11 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     }
     for (const query of ['q=x&limit=0', 'q=x&limit=101', 'q=x&other=1']) expect((await get(query)).statusCode, query).toBe(400);
 
+    // The worker removed the upload when the job ended.
+    expect(existsSync(file.path)).toBe(false);
     // A retried attempt of the same job replaces the document.
     const ctx: TaskContext = { jobId: handle.id, task: task.name, queue: task.queue, tenant: null, attempt: 2, maxAttempts: 4, signal: new AbortController().signal, progress: async () => {}, log: app.logger };
-    const again = await task.handler({ file }, ctx);
+    const again = await task.handler({ file: stageUpload(app, 'report.pdf', bytes, 'application/pdf') }, ctx);
     expect(again).toEqual(done.result);
     expect(await chunkCount(store, handle.id)).toBe(chunks);
     expect(await pagesOf('xylophone')).toEqual([3]);
@@ -172,7 +168,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
   it('fails a file that is not a PDF at once, with a clear error', async () => {
     const { app, task } = await setup(kind);
     await startWorker(app);
-    const file = upload(tmpDir(), 'notes.pdf', new TextEncoder().encode('just some notes, not a PDF at all\n'));
+    const file = stageUpload(app, 'notes.pdf', 'just some notes, not a PDF at all\n', 'application/pdf');
     const handle = await app.enqueue(task, { file });
     const done = await handle.wait({ timeoutMs: 20_000, pollMs: 25 });
     expect(done.status).toBe('failed');

@@ -9,6 +9,7 @@ import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { searchRoutes } from './routes/search.ts';
 import { taskRoutes } from './routes/tasks.ts';
+import { uploadRoutes } from './routes/uploads.ts';
 
 export interface ServerOptions {
   /** Largest request body in bytes; default from the app's config. */
@@ -49,6 +50,7 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
   await server.register(jobRoutes, { app });
   await server.register(searchRoutes, { app });
   await server.register(hookRoutes, { app });
+  await server.register(uploadRoutes, { app });
   server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
 
   // Migrations run before the first request, not on it.

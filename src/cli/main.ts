@@ -22,12 +22,12 @@ function withConfig(cmd: Command, names: OptionName[]): Command {
   return cmd.requiredOption('--app <module>', 'module exporting the app (default export or `app`)');
 }
 
-const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch', 'recorderClaimIdle'];
+const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch', 'recorderClaimIdle', 'uploadDir'];
 const WORKER: OptionName[] = [
   'queues', 'concurrency', 'softTimeLimit', 'hardTimeLimit', 'cancelGrace', 'shutdownGrace',
   'lockDuration', 'stalledInterval', 'maxStalled', 'maxTasksPerChild', 'maxMemoryPerChild',
 ];
-const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl'];
+const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes', 'uploadTtl'];
 
 /**
  * Flags become environment variables before the app module is imported, so

@@ -5,6 +5,7 @@ import { keys, type CancelMarker } from '../broker/keys.ts';
 import { JobFinishedError, JobNotFoundError } from '../errors.ts';
 import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type JobRecord } from '../job-record.ts';
 import type { JobStore } from '../store/job-store.ts';
+import { releaseUpload, uploadIdOf } from '../uploads/store.ts';
 
 export type CancelOutcome = 'cancelled' | 'cancelling';
 
@@ -56,7 +57,13 @@ export async function cancelJob(broker: Broker, store: JobStore, queues: readonl
       () => true,
       () => false,
     );
-    if (removed) return 'cancelled';
+    if (removed) {
+      // No worker will ever end this job, so its uploaded file goes now. A
+      // failure leaves it to the API's janitor rather than failing the cancel.
+      const uploadId = uploadIdOf(config.uploadDir, (job.data as { input?: unknown } | undefined)?.input);
+      if (uploadId) await releaseUpload(config.uploadDir, uploadId).catch(() => false);
+      return 'cancelled';
+    }
     // A worker locked it between our read and the removal: it is running now.
     await viaBroker(redis, () => redis.set(markerKey, JSON.stringify(marker), 'EX', ttl));
   }

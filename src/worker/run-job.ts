@@ -7,6 +7,7 @@ import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
 import { pipedInput } from '../workflows/piped-input.ts';
+import { assertUploadHandle } from '../uploads/store.ts';
 
 /** Thrown when a worker receives a job whose task it does not know. */
 export class UnknownTaskInWorkerError extends NonRetryableError {
@@ -25,6 +26,8 @@ export interface AttemptOptions {
   cancelGraceMs: number;
   /** Runs `isolation: 'thread'` tasks; required when the app has any. */
   pool: ThreadPool | undefined;
+  /** Where uploads live: an upload handle in the input must point inside it. */
+  uploadDir: string | undefined;
 }
 
 /**
@@ -79,6 +82,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       if (envelope.flow.collect) return rawInput ?? null;
     }
     if (!task) throw new UnknownTaskInWorkerError(`No task named "${job.name}" is registered in this worker`);
+    assertUploadHandle(opts.uploadDir, rawInput);
     const input = parseInput(task, rawInput);
     const limits = effectiveLimits(opts.defaultLimits, task.timeLimits, envelope.limits);
     progress = new ProgressReporter(job, log);

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
 import { backoffDelay, type Task } from '../task.ts';
+import { releaseUpload, uploadIdOf } from '../uploads/store.ts';
 import { CancelWatcher } from './cancel-watcher.ts';
 import { ThreadPool } from './isolation/thread-pool.ts';
 import type { TimeLimits } from './limits.ts';
@@ -26,6 +27,8 @@ export interface WorkerOptions {
   maxStalled?: number;
   maxTasksPerChild?: number | undefined;
   maxMemoryPerChild?: number | undefined;
+  /** Upload directory (`CELERITY_UPLOAD_DIR`): a job's uploaded file is removed from it when the job ends. */
+  uploadDir?: string | undefined;
 }
 
 /** The reason handed to running handlers when a shutdown's grace period ends. */
@@ -93,14 +96,30 @@ export class Worker {
       });
       worker.on('error', (err) => logger.error({ err, queue }, 'worker error'));
       worker.on('failed', (job, err) => {
+        // finishedOn is set only when BullMQ fails the job for good (no
+        // attempts left, or UnrecoverableError); a retried attempt keeps it unset.
         if (job && job.finishedOn) {
           logger.warn({ job_id: job.id, task: job.name, queue, error: { type: err.name, message: err.message } }, 'job failed');
+          this.releaseUploadOf(job);
         }
       });
+      worker.on('completed', (job) => this.releaseUploadOf(job));
       void worker.run().catch((err) => logger.error({ err, queue }, 'worker stopped'));
       this.workers.push(worker);
     }
     logger.info({ queues: this.opts.queues, concurrency: this.opts.concurrency }, 'worker started');
+  }
+
+  /**
+   * Removes the uploaded file of a job whose last attempt ended. A failure is
+   * only logged: the API's janitor removes what is left after the upload TTL.
+   */
+  private releaseUploadOf(job: Job): void {
+    const uploadId = this.opts.uploadDir ? uploadIdOf(this.opts.uploadDir, (job.data as { input?: unknown } | undefined)?.input) : undefined;
+    if (!uploadId) return;
+    releaseUpload(this.opts.uploadDir!, uploadId).catch((err: unknown) =>
+      this.opts.logger.warn({ err, job_id: job.id, upload_id: uploadId }, 'could not remove the upload of a finished job'),
+    );
   }
 
   private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
@@ -117,6 +136,7 @@ export class Worker {
         defaultLimits: this.opts.defaultLimits ?? {},
         cancelGraceMs: this.opts.cancelGraceMs ?? 5_000,
         pool: this.pool,
+        uploadDir: this.opts.uploadDir,
       });
     } finally {
       untrack();

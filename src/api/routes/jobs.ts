@@ -5,10 +5,20 @@ import { JobNotFoundError } from '../../errors.ts';
 import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
 import { jobView } from '../job-view.ts';
 
+/** The `options` of a submission, as the API spells them. */
+export interface SubmitOptions {
+  delay?: number;
+  priority?: number;
+  job_id?: string;
+  tenant?: string;
+  time_limits?: { soft?: number; hard?: number };
+  idempotency_key?: string;
+}
+
 interface SubmitBody {
   task: string;
   input?: unknown;
-  options?: { delay?: number; priority?: number; job_id?: string; tenant?: string; time_limits?: { soft?: number; hard?: number }; idempotency_key?: string };
+  options?: SubmitOptions;
 }
 
 interface ListQuery {
@@ -17,6 +27,52 @@ interface ListQuery {
   tenant?: string;
   limit: number;
   cursor?: string;
+}
+
+/** JSON schema of a submission's `options` (also POST /v1/uploads' `options` field). */
+export const submitOptionsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    delay: { type: 'integer', minimum: 0, description: 'Milliseconds before the job may run.' },
+    priority: { type: 'integer', minimum: 1, maximum: 2097152, description: '1 is the highest.' },
+    job_id: { type: 'string', description: 'Your own id; submitting an existing id returns that job.' },
+    tenant: { type: 'string', minLength: 1, maxLength: 200 },
+    time_limits: {
+      type: 'object',
+      additionalProperties: false,
+      description: "Time limits of this job's attempts in ms, over the task's (soft < hard).",
+      properties: { soft: { type: 'integer', minimum: 1 }, hard: { type: 'integer', minimum: 1 } },
+    },
+    idempotency_key: { type: 'string', minLength: 1, maxLength: 200, description: 'Same as the Idempotency-Key header.' },
+  },
+} as const;
+
+/** The 202 answer of a submission (also POST /v1/uploads'). */
+export const submittedResponseSchema = {
+  type: 'object',
+  properties: {
+    job_id: { type: 'string' },
+    status: { type: 'string', enum: [...JOB_STATUSES], description: '`queued`; for an idempotent replay, the earlier job\'s current status.' },
+    status_url: { type: 'string' },
+  },
+  required: ['job_id', 'status', 'status_url'],
+} as const;
+
+/**
+ * The API's options as enqueue options. The `Idempotency-Key` header, when
+ * given, wins over `options.idempotency_key`.
+ */
+export function toEnqueueOptions(options: SubmitOptions = {}, idempotencyKeyHeader?: string): EnqueueOptions {
+  const idempotencyKey = idempotencyKeyHeader ?? options.idempotency_key;
+  return {
+    ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+    ...(options.time_limits !== undefined ? { timeLimits: options.time_limits } : {}),
+    ...(options.delay !== undefined ? { delay: options.delay } : {}),
+    ...(options.priority !== undefined ? { priority: options.priority } : {}),
+    ...(options.job_id !== undefined ? { jobId: options.job_id } : {}),
+    ...(options.tenant !== undefined ? { tenant: options.tenant } : {}),
+  };
 }
 
 const submitSchema = {
@@ -29,23 +85,7 @@ const submitSchema = {
     properties: {
       task: { type: 'string', minLength: 1, description: 'Name of a task of the app (see GET /v1/tasks).' },
       input: { description: "The task's input; checked against its schema." },
-      options: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          delay: { type: 'integer', minimum: 0, description: 'Milliseconds before the job may run.' },
-          priority: { type: 'integer', minimum: 1, maximum: 2097152, description: '1 is the highest.' },
-          job_id: { type: 'string', description: 'Your own id; submitting an existing id returns that job.' },
-          tenant: { type: 'string', minLength: 1, maxLength: 200 },
-          time_limits: {
-            type: 'object',
-            additionalProperties: false,
-            description: "Time limits of this job's attempts in ms, over the task's (soft < hard).",
-            properties: { soft: { type: 'integer', minimum: 1 }, hard: { type: 'integer', minimum: 1 } },
-          },
-          idempotency_key: { type: 'string', minLength: 1, maxLength: 200, description: 'Same as the Idempotency-Key header.' },
-        },
-      },
+      options: submitOptionsSchema,
     },
   },
   headers: {
@@ -60,15 +100,7 @@ const submitSchema = {
     },
   },
   response: {
-    202: {
-      type: 'object',
-      properties: {
-        job_id: { type: 'string' },
-        status: { type: 'string', enum: [...JOB_STATUSES], description: '`queued`; for an idempotent replay, the earlier job\'s current status.' },
-        status_url: { type: 'string' },
-      },
-      required: ['job_id', 'status', 'status_url'],
-    },
+    202: submittedResponseSchema,
     '4xx': { $ref: 'Error#' },
     503: { $ref: 'Error#' },
   },
@@ -78,15 +110,7 @@ const submitSchema = {
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema }, async (request, reply) => {
     const { task, input, options = {} } = request.body;
-    const idempotencyKey = (request.headers['idempotency-key'] as string | undefined) ?? options.idempotency_key;
-    const enqueueOptions: EnqueueOptions = {
-      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
-      ...(options.time_limits !== undefined ? { timeLimits: options.time_limits } : {}),
-      ...(options.delay !== undefined ? { delay: options.delay } : {}),
-      ...(options.priority !== undefined ? { priority: options.priority } : {}),
-      ...(options.job_id !== undefined ? { jobId: options.job_id } : {}),
-      ...(options.tenant !== undefined ? { tenant: options.tenant } : {}),
-    };
+    const enqueueOptions = toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined);
     const handle = await app.enqueueByName(task, input, enqueueOptions);
     const statusUrl = `/v1/jobs/${handle.id}`;
     let status = 'queued';
