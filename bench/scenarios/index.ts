@@ -8,6 +8,7 @@ import type { Scenario } from '../lib/types.ts';
 import { s1Throughput } from './s1_throughput.ts';
 import { s2Latency } from './s2_latency.ts';
 import { s3Http } from './s3_http.ts';
+import { s4Csv } from './s4_csv.ts';
 import { s5Scale } from './s5_scale.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s5Scale];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale];
