@@ -11,6 +11,8 @@ export class Broker {
   readonly redis: Redis;
   private readonly queues = new Map<string, Queue>();
   private flowProducer: FlowProducer | undefined;
+  /** Job id → its queue, for jobs this process enqueued or read: a status read then needs one round trip. */
+  private readonly queueHints = new Map<string, string>();
 
   readonly config: CelerityConfig;
 
@@ -34,6 +36,19 @@ export class Broker {
       this.queues.set(name, queue);
     }
     return queue;
+  }
+
+  /**
+   * Remembers which queue holds a job. Only a hint: ids are unique across
+   * queues and a job never changes queue, but it may have been removed since.
+   */
+  hintQueue(id: string, queue: string): void {
+    if (this.queueHints.size >= 10_000) this.queueHints.delete(this.queueHints.keys().next().value!);
+    this.queueHints.set(id, queue);
+  }
+
+  queueHint(id: string): string | undefined {
+    return this.queueHints.get(id);
   }
 
   /** Adds workflows (trees of jobs) atomically; on the same connection. */

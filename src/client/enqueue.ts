@@ -64,11 +64,15 @@ export type TaskRoute = Pick<Task, 'name' | 'queue' | 'retries'> & Partial<Pick<
  * BrokerUnavailableError and leaves nothing behind (the add is one script).
  */
 export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknown, options: EnqueueOptions = {}): Promise<Enqueued> {
-  const parsedOptions = enqueueOptionsSchema.safeParse(options);
-  if (!parsedOptions.success) {
-    throw new InvalidOptionsError(zodIssues(parsedOptions.error).map((i) => ({ ...i, path: `options.${i.path}`.replace(/\.$/, '') })));
+  let opts: z.output<typeof enqueueOptionsSchema> = {};
+  // Most calls pass no options: nothing to check (the schema costs more than the add's own work).
+  if (hasOwnKeys(options)) {
+    const parsedOptions = enqueueOptionsSchema.safeParse(options);
+    if (!parsedOptions.success) {
+      throw new InvalidOptionsError(zodIssues(parsedOptions.error).map((i) => ({ ...i, path: `options.${i.path}`.replace(/\.$/, '') })));
+    }
+    opts = parsedOptions.data;
   }
-  const opts = parsedOptions.data;
   // Validate, but store the input as given: the worker parses it again, so
   // defaults and transforms are applied once, with the worker's schema.
   if (route.inputSchema) parseInput(route as Task, input);
@@ -94,11 +98,19 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(route.name, data, jobOptions));
   // For a duplicate, BullMQ adds nothing and answers with the earlier job's id.
   const created = job.id === id;
+  broker.hintQueue(job.id!, queue);
   if (!created && digest) {
     const earlier = await viaBroker(broker.redis, () => Job.fromId(broker.queue(queue), job.id!));
     if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(opts.idempotencyKey!, job.id!);
   }
   return { id: job.id!, task: route.name, queue, created };
+}
+
+function hasOwnKeys(o: object | null | undefined): boolean {
+  if (o === null || o === undefined) return false;
+  if (typeof o !== 'object') return true; // not an object: let the schema say so
+  for (const _ in o) return true;
+  return false;
 }
 
 /** The options every Celerity job gets: its attempts, the task's backoff policy, result retention. */

@@ -23,6 +23,14 @@ export async function readJob(broker: Broker, store: JobStore, queues: readonly 
 }
 
 async function readLive(broker: Broker, queues: readonly string[], id: string): Promise<JobRecord | null> {
+  // Polls usually repeat: when this process knows the job's queue, hash,
+  // state and attempt log are read in one round trip (auto-pipelined).
+  const hinted = broker.queueHint(id);
+  if (hinted && queues.includes(hinted)) {
+    const queue = broker.queue(hinted);
+    const [job, state, logs] = await viaBroker(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), queue.getJobLogs(id)]));
+    if (job) return liveRecord(broker, hinted, job, state, logs.logs);
+  }
   // Ids are unique across queues, so at most one queue holds the job; asking
   // all of them at once costs one round trip.
   const [marker, ...found] = await viaBroker(broker.redis, () =>
@@ -34,17 +42,22 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
     const record = marker ? (JSON.parse(marker as string) as CancelMarker).record : undefined;
     return record ?? null;
   }
-  let job = found[index] as Job;
-  const queue = broker.queue(queues[index]!);
-  const [state, logs] = await viaBroker(broker.redis, () => Promise.all([job.getState(), queue.getJobLogs(id)]));
+  const queueName = queues[index]!;
+  broker.hintQueue(id, queueName);
+  const queue = broker.queue(queueName);
+  const [state, logs] = await viaBroker(broker.redis, () => Promise.all([queue.getJobState(id), queue.getJobLogs(id)]));
+  return liveRecord(broker, queueName, found[index] as Job, state, logs.logs);
+}
+
+async function liveRecord(broker: Broker, queueName: string, job: Job, state: string, logs: string[]): Promise<JobRecord | null> {
   // The hash was read before the state: if the job finished in between, the
   // hash lacks the outcome; read it again (only in that race).
   if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
-    job = (await viaBroker(broker.redis, () => Job.fromId(broker.queue(queues[index]!), id))) ?? job;
+    job = (await viaBroker(broker.redis, () => Job.fromId(broker.queue(queueName), job.id!))) ?? job;
   }
   const status = statusFromState(state, job.attemptsMade);
   if (!status) return null;
-  const record = recordFromJob(job, queues[index]!, status);
-  record.attemptHistory = attemptHistory(record, logs.logs);
+  const record = recordFromJob(job, queueName, status);
+  record.attemptHistory = attemptHistory(record, logs);
   return record;
 }
