@@ -197,10 +197,13 @@ export class App {
   async startRecorder(queues: string[] = this.queueNames()): Promise<Recorder> {
     const store = await this.openStore();
     const redis = createRedis(this.config.brokerUrl, 'worker');
+    // Its own queues, on an auto-pipelined connection: a batch's hash reads
+    // go out in one write, and they do not queue behind the API's commands.
+    const reads = new Broker(this.config, { autoPipelining: true });
     const recorder = new Recorder({
       redis,
       store,
-      queues: queues.map((q) => this.broker.queue(q)),
+      queues: queues.map((q) => reads.queue(q)),
       prefix: this.config.prefix,
       logger: this.logger,
       batchSize: this.config.recorderBatch,
@@ -211,6 +214,7 @@ export class App {
     recorder.stop = async () => {
       await stop();
       redis.disconnect();
+      await reads.close();
     };
     return recorder;
   }

@@ -16,9 +16,9 @@ export class Broker {
 
   readonly config: CelerityConfig;
 
-  constructor(config: CelerityConfig) {
+  constructor(config: CelerityConfig, opts: { autoPipelining?: boolean } = {}) {
     this.config = config;
-    this.redis = createRedis(config.brokerUrl, 'producer');
+    this.redis = createRedis(config.brokerUrl, 'producer', opts);
   }
 
   /** The BullMQ queue behind a routing queue name; created on first use. */
@@ -58,6 +58,14 @@ export class Broker {
       this.flowProducer.on('error', () => {});
     }
     return this.flowProducer;
+  }
+
+  /**
+   * A job's log rows (Celerity's failed-attempt rows). One LRANGE: BullMQ's
+   * getJobLogs wraps it in a MULTI with LLEN, which costs a Pipeline.
+   */
+  jobLogs(queue: string, id: string): Promise<string[]> {
+    return this.redis.lrange(`${this.config.prefix}:${queue}:${id}:logs`, 0, -1);
   }
 
   /** Waits for Redis; rejects with BrokerUnavailableError after `timeoutMs`. */

@@ -8,13 +8,17 @@ import { BrokerUnavailableError } from '../errors.ts';
  *   half-done behind the caller's back;
  * - `worker` waits and reconnects forever, as BullMQ requires for workers
  *   (`maxRetriesPerRequest: null`).
+ *
+ * Auto-pipelining sends the commands issued in one tick in one socket write,
+ * but ioredis builds a Pipeline for each such write and copies every command
+ * BullMQ defined on the connection (its ~50 scripts) into it. That pays off
+ * only when a tick carries many commands (a recorder batch's reads); the
+ * API's few commands per request are cheaper sent as they come.
  */
-export function createRedis(url: string, role: 'producer' | 'worker'): Redis {
+export function createRedis(url: string, role: 'producer' | 'worker', opts: { autoPipelining?: boolean } = {}): Redis {
   const options: RedisOptions =
     role === 'producer'
-      ? // Auto-pipelining sends the commands issued in one tick (concurrent
-        // enqueues, a recorder batch's reads) in one socket write.
-        { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000, enableAutoPipelining: true }
+      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000, enableAutoPipelining: opts.autoPipelining ?? false }
       : { maxRetriesPerRequest: null, enableReadyCheck: true, connectTimeout: 5_000 };
   const redis = new Redis(url, {
     ...options,

@@ -28,8 +28,8 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const hinted = broker.queueHint(id);
   if (hinted && queues.includes(hinted)) {
     const queue = broker.queue(hinted);
-    const [job, state, logs] = await viaBroker(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), queue.getJobLogs(id)]));
-    if (job) return liveRecord(broker, hinted, job, state, logs.logs);
+    const [job, state, logs] = await viaBroker(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id)]));
+    if (job) return liveRecord(broker, hinted, job, state, logs);
   }
   // Ids are unique across queues, so at most one queue holds the job; asking
   // all of them at once costs one round trip.
@@ -45,8 +45,8 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const queueName = queues[index]!;
   broker.hintQueue(id, queueName);
   const queue = broker.queue(queueName);
-  const [state, logs] = await viaBroker(broker.redis, () => Promise.all([queue.getJobState(id), queue.getJobLogs(id)]));
-  return liveRecord(broker, queueName, found[index] as Job, state, logs.logs);
+  const [state, logs] = await viaBroker(broker.redis, () => Promise.all([queue.getJobState(id), broker.jobLogs(queueName, id)]));
+  return liveRecord(broker, queueName, found[index] as Job, state, logs);
 }
 
 async function liveRecord(broker: Broker, queueName: string, job: Job, state: string, logs: string[]): Promise<JobRecord | null> {
