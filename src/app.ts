@@ -13,6 +13,7 @@ import { Recorder } from './store/recorder.ts';
 import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
 import type { Task, TaskInput, TaskResult } from './task.ts';
 import { Worker } from './worker/worker.ts';
+import { Lifecycle, type LifecycleEvent, type LifecycleHook } from './worker/lifecycle.ts';
 import { submitWorkflow, type WorkflowOptions } from './workflows/submit.ts';
 import { withSteps } from './workflows/steps.ts';
 import type { WorkflowDefinition, WorkflowNode } from './workflows/workflow.ts';
@@ -59,6 +60,8 @@ export class App {
   readonly logger: Logger;
   /** See {@link AppOptions.module}. */
   moduleUrl: string | undefined;
+  /** Job hooks; see {@link App.on}. */
+  readonly lifecycle: Lifecycle;
   private readonly dbSchema: string | undefined;
   private brokerInstance: Broker | undefined;
   private storeInstance: JobStore | undefined;
@@ -68,6 +71,7 @@ export class App {
     this.config = isConfig(opts.config) ? opts.config : loadConfig({ flags: opts.config ?? {} });
     this.logger = opts.logger ?? createLogger(this.config.logLevel);
     this.dbSchema = opts.dbSchema;
+    this.lifecycle = new Lifecycle(this.logger);
     this.moduleUrl = opts.module;
     const tasks = new Map<string, Task>();
     for (const task of opts.tasks) {
@@ -81,6 +85,20 @@ export class App {
       workflows.set(wf.name, wf);
     }
     this.workflows = workflows;
+  }
+
+  /**
+   * Runs `fn` on a job event in the worker process that runs the job, like
+   * Celery's signals: `job:started` when an attempt starts, then one of
+   * `job:completed`, `job:retrying` (another attempt will follow),
+   * `job:failed` (no attempt left) or `job:cancelled`. A hook cannot fail or
+   * delay the job: it runs after the fact, and what it throws is logged.
+   * Returns a function that removes the hook.
+   *
+   * @example app.on('job:failed', ({ jobId, task, error }) => alerts.send(`${task} ${jobId}: ${error?.message}`));
+   */
+  on(event: LifecycleEvent, fn: LifecycleHook): () => void {
+    return this.lifecycle.on(event, fn);
   }
 
   get broker(): Broker {
@@ -144,13 +162,15 @@ export class App {
   }
 
   private async enqueueWorkflow(wf: WorkflowDefinition, input: unknown, options: EnqueueOptions): Promise<JobHandle> {
-    const unsupported = Object.keys(options).filter((k) => k !== 'tenant' && (options as Record<string, unknown>)[k] !== undefined);
+    const unsupported = Object.keys(options).filter((k) => k !== 'tenant' && k !== 'traceId' && (options as Record<string, unknown>)[k] !== undefined);
     if (unsupported.length > 0) {
       throw new InvalidOptionsError(unsupported.map((k) => ({ path: `options.${k}`, message: `not supported for the workflow "${wf.name}"` })));
     }
     const parsed = parseInput({ name: wf.name, inputSchema: wf.inputSchema }, input);
     const node = wf.build(parsed);
-    return this.handle(await submitWorkflow(this.broker, this.tasks, { node, name: wf.name, queue: wf.queue, input }, options.tenant ? { tenant: options.tenant } : {}));
+    return this.handle(
+      await submitWorkflow(this.broker, this.tasks, { node, name: wf.name, queue: wf.queue, input }, { ...(options.tenant ? { tenant: options.tenant } : {}), ...(options.traceId ? { traceId: options.traceId } : {}) }),
+    );
   }
 
   /** The job's record: live from Redis, or from the SQL history; a workflow's with its steps. */
@@ -237,6 +257,7 @@ export class App {
       maxTasksPerChild: this.config.maxTasksPerChild,
       maxMemoryPerChild: this.config.maxMemoryPerChild,
       uploadDir: this.config.uploadDir,
+      lifecycle: this.lifecycle,
     });
   }
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 
 // Crockford base32: sortable as plain strings, no ambiguous letters.
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
@@ -54,4 +54,14 @@ const JOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 /** Caller-supplied ids: BullMQ forbids ':' and pure integers, we also keep them URL-safe. */
 export function isValidJobId(id: string): boolean {
   return JOB_ID.test(id) && !/^\d+$/.test(id);
+}
+
+const TRACE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/**
+ * The trace id of a request: the caller's `X-Request-Id` when it is a sane
+ * token (it ends up in logs and job envelopes), else a fresh random one.
+ */
+export function traceIdOf(header: string | string[] | undefined): string {
+  return typeof header === 'string' && TRACE_ID.test(header) ? header : randomUUID().replaceAll('-', '');
 }

@@ -10,3 +10,4 @@ export { Recorder } from './store/recorder.ts';
 export { buildServer, type ServerOptions } from './api/server.ts';
 export { chain, chord, defineWorkflow, group, step, type WorkflowDefinition, type WorkflowNode } from './workflows/workflow.ts';
 export { uploadRefSchema, type UploadRef } from './uploads/upload-ref.ts';
+export type { JobEventInfo, LifecycleEvent, LifecycleHook } from './worker/lifecycle.ts';

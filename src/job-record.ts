@@ -79,6 +79,8 @@ export interface JobEnvelope {
   limits?: { soft?: number; hard?: number };
   /** Digest of task and input when enqueued with an idempotency key. */
   digest?: string;
+  /** Correlation id of the request that submitted the job (X-Request-Id); carried into the worker's logs. */
+  trace?: string;
   /** A workflow job's wiring: where its input comes from (src/workflows). */
   flow?: FlowWiring;
   /** On a workflow's root only: its steps. */

@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import type { App } from '../app.ts';
+import { traceIdOf } from '../ids.ts';
 import { errorHandlerPlugin, errorSchema } from './errors.ts';
 import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -26,6 +27,11 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
   const server = Fastify({
     loggerInstance: opts.logger === false ? undefined : (opts.logger ?? app.logger),
     bodyLimit: opts.bodyLimit ?? app.config.bodyLimit,
+    // A caller's X-Request-Id (else a fresh id) is the trace id: on every log
+    // line of the request, in the job's envelope, and on the worker's lines.
+    requestIdHeader: false,
+    requestIdLogLabel: 'trace_id',
+    genReqId: (req) => traceIdOf(req.headers['x-request-id']),
     ajv: {
       // Unknown fields are reported, not silently dropped; query strings are coerced.
       customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: true },
@@ -44,6 +50,9 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
   server.addSchema(errorSchema);
   server.addSchema(jobViewSchema);
   errorHandlerPlugin(server);
+  server.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
 
   await server.register(healthRoutes, { app });
   await server.register(taskRoutes, { app });

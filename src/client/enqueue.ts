@@ -29,6 +29,8 @@ export interface EnqueueOptions {
    * input throws IdempotencyConflictError.
    */
   idempotencyKey?: string;
+  /** Correlation id for the job's log lines (the API passes the request's X-Request-Id). */
+  traceId?: string;
 }
 
 export const enqueueOptionsSchema = z
@@ -44,6 +46,7 @@ export const enqueueOptionsSchema = z
       .refine((l) => l.soft === undefined || l.hard === undefined || l.soft < l.hard, 'soft must be lower than hard')
       .optional(),
     idempotencyKey: z.string().min(1).max(200).optional(),
+    traceId: z.string().min(1).max(200).optional(),
   })
   .strict();
 
@@ -94,6 +97,7 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
     ...(opts.tenant ? { tenant: opts.tenant } : {}),
     ...(opts.timeLimits ? { limits: opts.timeLimits } : {}),
     ...(digest ? { digest } : {}),
+    ...(opts.traceId ? { trace: opts.traceId } : {}),
   };
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(route.name, data, jobOptions));
   // For a duplicate, BullMQ adds nothing and answers with the earlier job's id.

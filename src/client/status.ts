@@ -1,6 +1,6 @@
 import { Job } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
-import { viaBroker } from '../broker/connection.ts';
+import { inOneWrite, viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError } from '../errors.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
 import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
@@ -28,13 +28,15 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const hinted = broker.queueHint(id);
   if (hinted && queues.includes(hinted)) {
     const queue = broker.queue(hinted);
-    const [job, state, logs] = await viaBroker(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id)]));
+    const [job, state, logs] = await viaBroker(broker.redis, () =>
+      inOneWrite(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id)])),
+    );
     if (job) return liveRecord(broker, hinted, job, state, logs);
   }
   // Ids are unique across queues, so at most one queue holds the job; asking
   // all of them at once costs one round trip.
   const [marker, ...found] = await viaBroker(broker.redis, () =>
-    Promise.all([broker.redis.get(keys.cancel(broker.config.prefix, id)), ...queues.map((q) => Job.fromId(broker.queue(q), id))]),
+    inOneWrite(broker.redis, () => Promise.all([broker.redis.get(keys.cancel(broker.config.prefix, id)), ...queues.map((q) => Job.fromId(broker.queue(q), id))])),
   );
   const index = found.findIndex(Boolean);
   if (index < 0) {
@@ -45,7 +47,7 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const queueName = queues[index]!;
   broker.hintQueue(id, queueName);
   const queue = broker.queue(queueName);
-  const [state, logs] = await viaBroker(broker.redis, () => Promise.all([queue.getJobState(id), broker.jobLogs(queueName, id)]));
+  const [state, logs] = await viaBroker(broker.redis, () => inOneWrite(broker.redis, () => Promise.all([queue.getJobState(id), broker.jobLogs(queueName, id)])));
   return liveRecord(broker, queueName, found[index] as Job, state, logs);
 }
 

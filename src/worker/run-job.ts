@@ -51,8 +51,8 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   const attempt = Math.max(job.attemptsStarted ?? 0, (job.attemptsMade ?? 0) + 1);
   // The job-bound logger is made on first use: most jobs never log.
   let childLog: Logger | undefined;
-  const log = () => (childLog ??= opts.log.child({ job_id: job.id, task: job.name, attempt, queue }));
-  const debug = opts.log.isLevelEnabled('debug');
+  const log = () => (childLog ??= opts.log.child({ job_id: job.id, task: job.name, attempt, queue, trace_id: (job.data as JobEnvelope | undefined)?.trace ?? null }));
+  const info = opts.log.isLevelEnabled('info');
   const startedAt = job.processedOn ?? Date.now();
   const controller = new AbortController();
   const timers: NodeJS.Timeout[] = [];
@@ -127,11 +127,11 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       };
       execution = Promise.resolve().then(() => task.handler(input, ctx));
     }
-    if (debug) log().debug('job started');
+    if (info) log().info('job started');
     const result = await Promise.race([execution, endedEarly]);
     // The final snapshot must land before the job is marked completed.
     await progress.settled();
-    if (debug) log().debug('job completed');
+    if (info) log().info({ ms: Date.now() - startedAt }, 'job completed');
     return result === undefined ? null : result;
   } catch (caught) {
     await progress?.settled();

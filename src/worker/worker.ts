@@ -8,6 +8,9 @@ import { CancelWatcher } from './cancel-watcher.ts';
 import { ThreadPool } from './isolation/thread-pool.ts';
 import type { TimeLimits } from './limits.ts';
 import { runJob } from './run-job.ts';
+import { UnrecoverableError } from 'bullmq';
+import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
+import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
 
 export interface WorkerOptions {
   brokerUrl: string;
@@ -29,6 +32,8 @@ export interface WorkerOptions {
   maxMemoryPerChild?: number | undefined;
   /** Upload directory (`CELERITY_UPLOAD_DIR`): a job's uploaded file is removed from it when the job ends. */
   uploadDir?: string | undefined;
+  /** The app's job hooks (`app.on`), told of each attempt's start and end. */
+  lifecycle?: Lifecycle | undefined;
 }
 
 /** The reason handed to running handlers when a shutdown's grace period ends. */
@@ -99,7 +104,8 @@ export class Worker {
         // finishedOn is set only when BullMQ fails the job for good (no
         // attempts left, or UnrecoverableError); a retried attempt keeps it unset.
         if (job && job.finishedOn) {
-          logger.warn({ job_id: job.id, task: job.name, queue, error: { type: err.name, message: err.message } }, 'job failed');
+          const trace_id = (job.data as JobEnvelope | undefined)?.trace ?? null;
+          logger.warn({ job_id: job.id, task: job.name, queue, trace_id, error: { type: errorTypeFromStack(err.stack), message: err.message } }, 'job failed');
           this.releaseUploadOf(job);
         }
       });
@@ -127,8 +133,11 @@ export class Worker {
     const abort = (reason: Error) => controller.abort(reason);
     this.running.set(job.id!, { job, token, abort });
     const untrack = this.cancels.track(job.id!, abort);
+    const lifecycle = this.opts.lifecycle;
+    const event = lifecycle?.active ? eventInfo(job, queue) : undefined;
+    if (event) lifecycle!.emit('job:started', event);
     try {
-      return await runJob(job, {
+      const result = await runJob(job, {
         task: this.opts.tasks.get(job.name),
         queue,
         log: this.opts.logger,
@@ -138,6 +147,14 @@ export class Worker {
         pool: this.pool,
         uploadDir: this.opts.uploadDir,
       });
+      if (event) lifecycle!.emit('job:completed', { ...event, finishedAt: Date.now(), result });
+      return result;
+    } catch (err) {
+      if (event) {
+        const outcome = attemptOutcome(err as Error, event, controller.signal);
+        if (outcome) lifecycle!.emit(outcome, { ...event, finishedAt: Date.now(), error: { type: errorTypeFromStack((err as Error).stack), message: (err as Error).message } });
+      }
+      throw err;
     } finally {
       untrack();
       this.running.delete(job.id!);
@@ -182,4 +199,28 @@ export class Worker {
     await this.cancels.close();
     this.connection.disconnect();
   }
+}
+
+/** The hook payload of a job's attempt; null for a workflow's internal collect jobs, which run no task. */
+function eventInfo(job: Job, queue: string): JobEventInfo | undefined {
+  const envelope = (job.data ?? {}) as JobEnvelope;
+  if (envelope.flow?.collect) return undefined;
+  return {
+    jobId: job.id!,
+    task: job.name,
+    queue,
+    tenant: envelope.tenant ?? null,
+    attempt: Math.max(job.attemptsStarted ?? 0, (job.attemptsMade ?? 0) + 1),
+    maxAttempts: job.opts.attempts ?? 1,
+    traceId: envelope.trace ?? null,
+    enqueuedAt: job.timestamp,
+    startedAt: job.processedOn ?? Date.now(),
+  };
+}
+
+/** What an attempt's error means for hooks; null when a shutdown handed the job back (it will run again). */
+function attemptOutcome(err: Error, event: JobEventInfo, signal: AbortSignal): LifecycleEvent | null {
+  if (signal.aborted && (signal.reason as Error | undefined)?.name === 'WorkerShutdown') return null;
+  if (errorTypeFromStack(err.stack) === 'JobCancelled') return 'job:cancelled';
+  return err instanceof UnrecoverableError || event.attempt >= event.maxAttempts ? 'job:failed' : 'job:retrying';
 }

@@ -38,6 +38,7 @@ export interface CompileOptions {
   /** The root's input: a defined workflow's validated input, or null. */
   rootInput: unknown;
   tenant: string | undefined;
+  traceId?: string | undefined;
   /** Resolves a step's task (object or name) to the app's definition. */
   resolve: (task: Task | string) => Task;
   /** BullMQ options of a job of `task` (attempts, backoff, retention). */
@@ -58,6 +59,7 @@ export function compileWorkflow(node: WorkflowNode, opts: CompileOptions): { flo
   const envelope = (input: unknown, flow?: FlowWiring): JobEnvelope => ({
     input,
     ...(opts.tenant ? { tenant: opts.tenant } : {}),
+    ...(opts.traceId ? { trace: opts.traceId } : {}),
     ...(flow ? { flow } : {}),
   });
   const childOpts = (task: Pick<Task, 'retries'>, id: string): JobsOptions => ({

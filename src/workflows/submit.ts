@@ -9,6 +9,8 @@ import type { WorkflowNode } from './workflow.ts';
 
 export interface WorkflowOptions {
   tenant?: string;
+  /** Correlation id carried by every step into the workers' logs. */
+  traceId?: string;
 }
 
 export interface SubmitWorkflow {
@@ -40,6 +42,7 @@ export async function submitWorkflow(broker: Broker, tasks: ReadonlyMap<string, 
     rootQueue: queue,
     rootInput: wf.input ?? null,
     tenant: options.tenant,
+    traceId: options.traceId,
     resolve: (task) => {
       const found = typeof task === 'string' ? tasks.get(task) : task;
       if (!found) throw new UnknownTaskError(task as string, [...tasks.keys()]);

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
 import { UnknownHookError } from '../../errors.ts';
+import { sendAccepted, submittedResponseSchema } from './jobs.ts';
 
 interface HookHeaders {
   'idempotency-key'?: string;
@@ -36,11 +37,7 @@ export async function hookRoutes(server: FastifyInstance, { app }: { app: App })
         },
         body: { type: 'object', description: "The task's input (checked against its schema)." },
         response: {
-          202: {
-            type: 'object',
-            properties: { job_id: { type: 'string' }, status: { type: 'string' }, status_url: { type: 'string' } },
-            required: ['job_id', 'status', 'status_url'],
-          },
+          202: submittedResponseSchema,
           '4xx': { $ref: 'Error#' },
           503: { $ref: 'Error#' },
         },
@@ -54,15 +51,9 @@ export async function hookRoutes(server: FastifyInstance, { app }: { app: App })
       const options: EnqueueOptions = {
         ...(delivery ? { idempotencyKey: `hook:${task}:${delivery}` } : {}),
         ...(h['x-tenant-id'] ? { tenant: h['x-tenant-id'] } : {}),
+        traceId: request.id,
       };
-      const handle = await app.enqueueByName(task, request.body, options);
-      const statusUrl = `/v1/jobs/${handle.id}`;
-      let status = 'queued';
-      if (!handle.created) {
-        reply.header('idempotent-replayed', 'true');
-        status = (await handle.status())?.status ?? 'queued';
-      }
-      return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
+      return sendAccepted(request, reply, await app.enqueueByName(task, request.body, options));
     },
   );
 }

@@ -1,5 +1,5 @@
-import type { FastifyInstance } from 'fastify';
-import type { App } from '../../app.ts';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { App, JobHandle } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
 import { JobNotFoundError } from '../../errors.ts';
 import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
@@ -63,6 +63,22 @@ export const submittedResponseSchema = {
  * The API's options as enqueue options. The `Idempotency-Key` header, when
  * given, wins over `options.idempotency_key`.
  */
+/**
+ * The 202 of every route that submits a job: its id, status and status URL
+ * (`Location` too). An idempotent replay says so in a header and reports the
+ * earlier job's current status. Logs the submission with the request's trace id.
+ */
+export async function sendAccepted(request: FastifyRequest, reply: FastifyReply, handle: JobHandle): Promise<FastifyReply> {
+  const statusUrl = `/v1/jobs/${handle.id}`;
+  let status = 'queued';
+  if (!handle.created) {
+    reply.header('idempotent-replayed', 'true');
+    status = (await handle.status())?.status ?? 'queued';
+  }
+  request.log.info({ job_id: handle.id, task: handle.task, queue: handle.queue, replayed: !handle.created }, 'job submitted');
+  return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
+}
+
 export function toEnqueueOptions(options: SubmitOptions = {}, idempotencyKeyHeader?: string): EnqueueOptions {
   const idempotencyKey = idempotencyKeyHeader ?? options.idempotency_key;
   return {
@@ -110,15 +126,9 @@ const submitSchema = {
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema }, async (request, reply) => {
     const { task, input, options = {} } = request.body;
-    const enqueueOptions = toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined);
+    const enqueueOptions = { ...toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined), traceId: request.id };
     const handle = await app.enqueueByName(task, input, enqueueOptions);
-    const statusUrl = `/v1/jobs/${handle.id}`;
-    let status = 'queued';
-    if (!handle.created) {
-      reply.header('idempotent-replayed', 'true');
-      status = (await handle.status())?.status ?? 'queued';
-    }
-    return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
+    return sendAccepted(request, reply, handle);
   });
 
   server.get<{ Params: { id: string } }>(

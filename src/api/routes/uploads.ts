@@ -115,7 +115,7 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
       try {
         const { task, input, options } = form;
         const contentType = await checkContentType(saved.path, form.declaredType, task.accepts, saved.filename);
-        const enqueueOptions = toEnqueueOptions(options, header);
+        const enqueueOptions = { ...toEnqueueOptions(options, header), traceId: request.id };
         if (enqueueOptions.delay !== undefined && enqueueOptions.delay >= uploadTtl * 1000) {
           throw new InvalidOptionsError([{ path: 'options.delay', message: `must be shorter than CELERITY_UPLOAD_TTL (${uploadTtl} s), or the file would be removed before the job runs` }]);
         }
@@ -143,6 +143,7 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
             await releaseUpload(uploadDir, saved.upload_id);
           }
         }
+        request.log.info({ job_id: handle.id, task: handle.task, queue: handle.queue, upload_id: saved.upload_id, replayed: !handle.created }, 'job submitted');
         return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
       } catch (err) {
         if (ownsDir) await releaseUpload(uploadDir, saved.upload_id);
