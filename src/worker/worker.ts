@@ -161,6 +161,28 @@ export class Worker {
     }
   }
 
+  /** Ids of the jobs this process is running now. */
+  activeJobIds(): string[] {
+    return [...this.running.keys()];
+  }
+
+  /** The queues this worker consumes and its concurrency per queue. */
+  get queues(): readonly string[] {
+    return this.opts.queues;
+  }
+
+  get concurrency(): number {
+    return this.opts.concurrency;
+  }
+
+  /**
+   * Whether this worker is taking jobs: every BullMQ worker running and not
+   * closing, and the connection up. Readiness probes use it.
+   */
+  isFetching(): boolean {
+    return this.workers.length > 0 && this.connection.status === 'ready' && this.workers.every((w) => w.isRunning() && !w.closing);
+  }
+
   /** Resolves when every BullMQ worker is connected and fetching. */
   async ready(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.waitUntilReady()));
