@@ -16,6 +16,9 @@ import { Worker } from './worker/worker.ts';
 import { Lifecycle, type LifecycleEvent, type LifecycleHook } from './worker/lifecycle.ts';
 import { submitWorkflow, type WorkflowOptions } from './workflows/submit.ts';
 import { withSteps } from './workflows/steps.ts';
+import { resolveSchedules, type ResolvedSchedule, type Schedule } from './schedules/schedule.ts';
+import { syncSchedules, type ScheduleSync } from './schedules/sync.ts';
+import { maintenanceSchedules, maintenanceTasks } from './schedules/maintenance.ts';
 import type { WorkflowDefinition, WorkflowNode } from './workflows/workflow.ts';
 
 export interface AppOptions {
@@ -33,6 +36,17 @@ export interface AppOptions {
    * handler. The CLI sets it from `--app`.
    */
   module?: string;
+  /**
+   * Periodic tasks (`schedule(task, { every } | { cron, tz? }, input?)`).
+   * Workers upsert them on start (`app.startSchedules()`); each tick runs once.
+   */
+  schedules?: Schedule[];
+  /**
+   * The built-in maintenance tasks and their schedules, on the queue
+   * `celerity`: `celerity.purge` hourly, `celerity.uploads.sweep` hourly,
+   * `celerity.stuck` every 5 minutes. Default true.
+   */
+  maintenance?: boolean;
 }
 
 /** A job as returned by enqueue: its id, plus helpers to read and await it. */
@@ -62,6 +76,10 @@ export class App {
   moduleUrl: string | undefined;
   /** Job hooks; see {@link App.on}. */
   readonly lifecycle: Lifecycle;
+  /** The app's schedules, the maintenance ones included; see {@link App.startSchedules}. */
+  readonly schedules: readonly ResolvedSchedule[];
+  /** Built-in tasks (maintenance): run by workers, not listed with the app's tasks. */
+  readonly builtinTasks: ReadonlyMap<string, Task>;
   private readonly dbSchema: string | undefined;
   private brokerInstance: Broker | undefined;
   private storeInstance: JobStore | undefined;
@@ -85,6 +103,10 @@ export class App {
       workflows.set(wf.name, wf);
     }
     this.workflows = workflows;
+    const builtins = opts.maintenance === false ? [] : maintenanceTasks(this);
+    this.builtinTasks = new Map(builtins.map((t) => [t.name, t]));
+    const runnable = new Map([...tasks, ...this.builtinTasks]);
+    this.schedules = resolveSchedules([...(opts.schedules ?? []), ...(builtins.length > 0 ? maintenanceSchedules() : [])], runnable);
   }
 
   /**
@@ -122,7 +144,7 @@ export class App {
 
   /** Every routing queue of the app's tasks and workflows. */
   queueNames(): string[] {
-    return [...new Set([...[...this.tasks.values()].map((t) => t.queue), ...[...this.workflows.values()].map((w) => w.queue)])].sort();
+    return [...new Set([...[...this.tasks.values(), ...this.builtinTasks.values()].map((t) => t.queue), ...[...this.workflows.values()].map((w) => w.queue)])].sort();
   }
 
   task(name: string): Task | undefined {
@@ -143,7 +165,7 @@ export class App {
   async enqueueByName(name: string, input: unknown, options: EnqueueOptions = {}): Promise<JobHandle> {
     const wf = this.workflows.get(name);
     if (wf) return this.enqueueWorkflow(wf, input, options);
-    const task = this.tasks.get(name);
+    const task = this.tasks.get(name) ?? this.builtinTasks.get(name);
     if (task) return this.handle(await enqueueJob(this.broker, task, input, options));
     if (!options.queue) {
       if (this.tasks.size > 0) throw new UnknownTaskError(name, [...this.tasks.keys()]);
@@ -246,7 +268,7 @@ export class App {
       prefix: this.config.prefix,
       queues: opts.queues ?? this.config.queues ?? this.queueNames(),
       concurrency: opts.concurrency ?? this.config.concurrency,
-      tasks: this.tasks,
+      tasks: this.builtinTasks.size > 0 ? new Map([...this.tasks, ...this.builtinTasks]) : this.tasks,
       logger: this.logger,
       appModule: this.moduleUrl,
       defaultLimits: { soft: this.config.softTimeLimit, hard: this.config.hardTimeLimit },
@@ -254,11 +276,21 @@ export class App {
       lockDuration: this.config.lockDuration,
       stalledInterval: this.config.stalledInterval,
       maxStalled: this.config.maxStalled,
+      heartbeatMs: this.config.heartbeatInterval,
       maxTasksPerChild: this.config.maxTasksPerChild,
       maxMemoryPerChild: this.config.maxMemoryPerChild,
       uploadDir: this.config.uploadDir,
       lifecycle: this.lifecycle,
     });
+  }
+
+  /**
+   * Creates, updates or removes the app's job schedulers in Redis to match
+   * its schedules (see {@link syncSchedules}). `celerity worker` and
+   * `celerity dev` call it on start; any number of processes may.
+   */
+  async startSchedules(): Promise<ScheduleSync> {
+    return syncSchedules(this.broker, this.schedules, this.queueNames(), this.logger);
   }
 
   async close(): Promise<void> {

@@ -23,6 +23,7 @@ export const OPTIONS = {
   shutdownGrace: { env: 'CELERITY_SHUTDOWN_GRACE', flag: '--shutdown-grace', doc: 'Ms a stopping worker lets running jobs finish; jobs still running then go back to their queue without losing an attempt.', default: '30000' },
   lockDuration: { env: 'CELERITY_LOCK_DURATION', flag: '--lock-duration', doc: 'Ms a worker\'s lock on a running job lasts (renewed at half-time). A job whose worker died runs again within about lock duration + stalled interval.', default: '30000' },
   stalledInterval: { env: 'CELERITY_STALLED_INTERVAL', flag: '--stalled-interval', doc: 'Ms between checks for jobs whose worker died (expired locks).', default: '30000' },
+  heartbeatInterval: { env: 'CELERITY_HEARTBEAT_INTERVAL', flag: '--heartbeat-interval', doc: 'Ms between a worker\'s heartbeats to the worker registry (`celerity inspect`, `GET /v1/workers`). A worker that stops beating (killed, frozen) disappears from it within 3 × this interval.', default: '5000' },
   maxStalled: { env: 'CELERITY_MAX_STALLED', flag: '--max-stalled', doc: 'Times a job may lose its worker (crash) and be run again before it fails.', default: '5' },
   maxTasksPerChild: { env: 'CELERITY_MAX_TASKS_PER_CHILD', flag: '--max-tasks-per-child', doc: 'An isolation thread is replaced after this many jobs.', default: '(none)' },
   maxMemoryPerChild: { env: 'CELERITY_MAX_MEMORY_PER_CHILD', flag: '--max-memory-per-child', doc: 'An isolation thread whose heap exceeds this many MB after a job is replaced.', default: '(none)' },
@@ -36,6 +37,8 @@ export const OPTIONS = {
   uploadDir: { env: 'CELERITY_UPLOAD_DIR', flag: '--upload-dir', doc: 'Directory of the files received by `POST /v1/uploads`, until their job ends. The API and the workers must share it (same path on shared storage).', default: './.celerity/uploads' },
   uploadMaxBytes: { env: 'CELERITY_UPLOAD_MAX_BYTES', flag: '--upload-max-bytes', doc: 'Largest accepted upload in bytes; a bigger file is refused with 413.', default: '104857600' },
   uploadTtl: { env: 'CELERITY_UPLOAD_TTL', flag: '--upload-ttl', doc: 'Seconds an orphan upload (its job gone without removing it) is kept before the API\'s janitor removes it. Must exceed the longest time a job waits and runs.', default: '86400' },
+  historyRetention: { env: 'CELERITY_HISTORY_RETENTION', flag: '--history-retention', doc: 'Days the SQL history keeps a finished job before the `celerity.purge` maintenance task deletes it; 0 keeps it for ever.', default: '30' },
+  healthPort: { env: 'CELERITY_HEALTH_PORT', flag: '--health-port', doc: 'Port on which `celerity worker` serves `/healthz`, `/readyz` and `/metrics` (for probes and Prometheus). Unset: no such server.', default: '(unset)' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -60,6 +63,7 @@ const schema = z.object({
   lockDuration: positiveInt.min(1000),
   stalledInterval: positiveInt.min(500),
   maxStalled: z.coerce.number().int().min(0),
+  heartbeatInterval: positiveInt.min(100).max(600_000),
   maxTasksPerChild: positiveInt.optional(),
   maxMemoryPerChild: positiveInt.optional(),
   idempotencyTtl: positiveInt,
@@ -75,6 +79,8 @@ const schema = z.object({
   uploadDir: z.string().min(1),
   uploadMaxBytes: positiveInt,
   uploadTtl: positiveInt,
+  historyRetention: z.coerce.number().int().min(0),
+  healthPort: z.coerce.number().int().min(1).max(65535).optional(),
 });
 
 export type CelerityConfig = z.output<typeof schema>;

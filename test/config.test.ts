@@ -83,6 +83,7 @@ describe('loadConfig', () => {
         CELERITY_UPLOAD_DIR: '/srv/shared/uploads',
         CELERITY_UPLOAD_MAX_BYTES: '1000',
         CELERITY_UPLOAD_TTL: '60',
+        CELERITY_HEALTH_PORT: '9090',
       },
     });
     expect(config).toEqual({
@@ -115,6 +116,7 @@ describe('loadConfig', () => {
       uploadDir: '/srv/shared/uploads',
       uploadMaxBytes: 1000,
       uploadTtl: 60,
+      healthPort: 9090,
     });
   });
 
@@ -170,6 +172,7 @@ describe('loadConfig', () => {
     ['recorderBatch', '0', /.+/],
     ['uploadMaxBytes', '0', /.+/],
     ['uploadTtl', 'forever', /.+/],
+    ['healthPort', '0', /.+/],
   ];
 
   it.each(bad)('a bad %s throws a ConfigError naming its variable and flag', (name, value, reason) => {

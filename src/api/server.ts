@@ -8,6 +8,7 @@ import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
 import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { opsRoutes } from './routes/ops.ts';
 import { searchRoutes } from './routes/search.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { uploadRoutes } from './routes/uploads.ts';
@@ -60,6 +61,7 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
   await server.register(searchRoutes, { app });
   await server.register(hookRoutes, { app });
   await server.register(uploadRoutes, { app });
+  await server.register(opsRoutes, { app });
   server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
 
   // Migrations run before the first request, not on it.

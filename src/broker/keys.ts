@@ -9,6 +9,10 @@ export const keys = {
   cancelChannel: (prefix: string) => `${prefix}:celerity:cancel`,
   /** Idempotency key → `<job id> <input digest>`. */
   idempotency: (prefix: string, key: string) => `${prefix}:celerity:idem:${key}`,
+  /** A live worker's registry entry (JSON), expiring 3 heartbeats after its last one. */
+  worker: (prefix: string, workerId: string) => `${prefix}:celerity:worker:${workerId}`,
+  /** Sorted set of worker ids scored by last heartbeat (ms): the index readers walk instead of SCAN. */
+  workers: (prefix: string) => `${prefix}:celerity:workers`,
 };
 
 /** What the cancel key holds. */

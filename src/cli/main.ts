@@ -6,9 +6,13 @@ import { loadConfig, OPTIONS, type OptionName } from '../config.ts';
 import { ConfigError } from '../errors.ts';
 import type { Recorder } from '../store/recorder.ts';
 import type { Worker } from '../worker/worker.ts';
+import { HealthServer } from '../worker/health-server.ts';
+import { appMetrics } from '../ops/metrics.ts';
 import { CliError } from './cli-error.ts';
 import { ensureDevRedis, type PrivateRedis } from './dev-redis.ts';
+import { registerInspect } from './inspect.ts';
 import { loadApp } from './load-app.ts';
+import { startSchedulesInBackground } from '../schedules/sync.ts';
 
 type Flags = Partial<Record<OptionName, string>> & { app: string };
 
@@ -22,12 +26,13 @@ function withConfig(cmd: Command, names: OptionName[]): Command {
   return cmd.requiredOption('--app <module>', 'module exporting the app (default export or `app`)');
 }
 
-const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch', 'recorderClaimIdle', 'uploadDir'];
+const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch', 'recorderClaimIdle', 'uploadDir', 'uploadTtl'];
 const WORKER: OptionName[] = [
   'queues', 'concurrency', 'softTimeLimit', 'hardTimeLimit', 'cancelGrace', 'shutdownGrace',
-  'lockDuration', 'stalledInterval', 'maxStalled', 'maxTasksPerChild', 'maxMemoryPerChild',
+  'lockDuration', 'stalledInterval', 'maxStalled', 'maxTasksPerChild', 'maxMemoryPerChild', 'heartbeatInterval',
+  'historyRetention',
 ];
-const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes', 'uploadTtl'];
+const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes'];
 
 /**
  * Flags become environment variables before the app module is imported, so
@@ -50,6 +55,7 @@ interface Running {
   recorder?: Recorder;
   server?: FastifyInstance;
   redis?: PrivateRedis | null;
+  health?: HealthServer;
 }
 
 /** How long a stopping process may take beyond its shutdown grace (closing connections, flushing the recorder). */
@@ -80,6 +86,8 @@ function onShutdown(running: Running): void {
     try {
       await running.server?.close();
       await running.worker?.close(running.app.config.shutdownGrace);
+      // After the worker: liveness holds while running jobs finish.
+      await running.health?.close();
       await running.recorder?.stop();
       await running.app.close();
       await running.redis?.stop();
@@ -93,7 +101,8 @@ function onShutdown(running: Running): void {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-async function startWorker(app: App): Promise<Pick<Running, 'worker' | 'recorder'>> {
+/** Starts the worker and its recorder; `metrics`: this process serves `/metrics`, so the worker's jobs are counted. */
+async function startWorker(app: App, metrics = false): Promise<Pick<Running, 'worker' | 'recorder'>> {
   const queues = app.config.queues ?? app.queueNames();
   const unknown = queues.filter((q) => !app.queueNames().includes(q));
   if (unknown.length > 0) {
@@ -101,7 +110,10 @@ async function startWorker(app: App): Promise<Pick<Running, 'worker' | 'recorder
   }
   const recorder = await app.startRecorder(app.queueNames());
   const worker = app.createWorker({ queues });
+  if (metrics) appMetrics(app).trackWorker(worker);
   worker.start();
+  // Every worker declares the app's schedules: BullMQ makes each tick one job however many do.
+  startSchedulesInBackground(app);
   return { worker, recorder };
 }
 
@@ -122,11 +134,27 @@ const program = new Command()
   .description('Background jobs for TypeScript: workers, the job API and dev mode.')
   .showHelpAfterError(false);
 
-withConfig(program.command('worker').description('Run the app\'s tasks from their queues.'), [...COMMON, ...WORKER]).action(async (flags: Flags) => {
+withConfig(program.command('worker').description('Run the app\'s tasks from their queues.'), [...COMMON, ...WORKER, 'healthPort']).action(async (flags: Flags) => {
   const app = await prepare(flags);
-  const running: Running = { app, ...(await startWorker(app)) };
+  // Listening before the worker starts: a port in use stops start-up before any job is taken.
+  const health = app.config.healthPort === undefined ? undefined : await startHealth(app, app.config.healthPort);
+  const running: Running = { app, ...(await startWorker(app, health !== undefined)), ...(health ? { health } : {}) };
+  if (health && running.worker) health.attach(running.worker);
   onShutdown(running);
 });
+
+async function startHealth(app: App, port: number): Promise<HealthServer> {
+  const health = new HealthServer({ app });
+  try {
+    await health.listen(port, app.config.host);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new CliError(`Health port ${port} is in use: set CELERITY_HEALTH_PORT or --health-port.`, 1);
+    throw err;
+  }
+  app.logger.info({ port }, 'health server listening (/healthz, /readyz, /metrics)');
+  return health;
+}
 
 withConfig(program.command('serve').description('Serve the HTTP job API.'), [...COMMON, ...SERVER]).action(async (flags: Flags) => {
   const app = await prepare(flags);
@@ -150,7 +178,7 @@ withConfig(program.command('dev').description('API and worker in one process, fo
     }
     const app = await prepare(flags);
     await app.openStore();
-    const worker = await startWorker(app);
+    const worker = await startWorker(app, true);
     const running: Running = { app, redis, ...worker, ...(await startServer(app)) };
     onShutdown(running);
     const base = `http://localhost:${app.config.port}`;
@@ -161,6 +189,8 @@ withConfig(program.command('dev').description('API and worker in one process, fo
     console.log(`Then:  curl ${base}/v1/jobs/<job_id>\n`);
   },
 );
+
+registerInspect(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import { Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
+import { MetricsTime, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
@@ -8,6 +8,7 @@ import { CancelWatcher } from './cancel-watcher.ts';
 import { ThreadPool } from './isolation/thread-pool.ts';
 import type { TimeLimits } from './limits.ts';
 import { runJob } from './run-job.ts';
+import { WorkerRegistry, type ActiveJob } from './registry.ts';
 import { UnrecoverableError } from 'bullmq';
 import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
@@ -34,6 +35,8 @@ export interface WorkerOptions {
   uploadDir?: string | undefined;
   /** The app's job hooks (`app.on`), told of each attempt's start and end. */
   lifecycle?: Lifecycle | undefined;
+  /** Heartbeat interval of the worker registry in ms (`CELERITY_HEARTBEAT_INTERVAL`); default 5000. */
+  heartbeatMs?: number;
 }
 
 /** The reason handed to running handlers when a shutdown's grace period ends. */
@@ -63,6 +66,8 @@ export class Worker {
   private readonly running = new Map<string, Running>();
   private readonly pool: ThreadPool | undefined;
   private readonly cancels: CancelWatcher;
+  private registry: WorkerRegistry | undefined;
+  private firstBeat: Promise<void> | undefined;
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
@@ -90,6 +95,8 @@ export class Worker {
         lockDuration: this.opts.lockDuration ?? 30_000,
         stalledInterval: this.opts.stalledInterval ?? 30_000,
         maxStalledCount: this.opts.maxStalled ?? 5,
+        // Per-minute completed/failed counts kept by BullMQ (a day of them): `inspect queues` and GET /v1/queues read them.
+        metrics: { maxDataPoints: MetricsTime.ONE_HOUR * 24 },
         settings: {
           // Jobs carry `backoff: {type: 'celerity'}`; the policy itself is
           // the task's, so a redeployed worker applies the current one.
@@ -113,7 +120,15 @@ export class Worker {
       void worker.run().catch((err) => logger.error({ err, queue }, 'worker stopped'));
       this.workers.push(worker);
     }
-    logger.info({ queues: this.opts.queues, concurrency: this.opts.concurrency }, 'worker started');
+    this.registry = new WorkerRegistry({
+      redis: this.connection,
+      prefix: this.opts.prefix,
+      beatMs: this.opts.heartbeatMs ?? 5_000,
+      logger,
+      state: () => ({ queues: this.opts.queues, concurrency: this.opts.concurrency, active: this.activeJobs() }),
+    });
+    this.firstBeat = this.registry.start();
+    logger.info({ queues: this.opts.queues, concurrency: this.opts.concurrency, worker_id: this.registry.id }, 'worker started');
   }
 
   /**
@@ -161,6 +176,16 @@ export class Worker {
     }
   }
 
+  /** The jobs this process is running now, with their task and queue. */
+  activeJobs(): ActiveJob[] {
+    return [...this.running.entries()].map(([id, r]) => ({ id, task: r.job.name, queue: r.job.queueName }));
+  }
+
+  /** This worker's id in the registry (`<host>:<pid>:<random>`), once started. */
+  get id(): string | undefined {
+    return this.registry?.id;
+  }
+
   /** Ids of the jobs this process is running now. */
   activeJobIds(): string[] {
     return [...this.running.keys()];
@@ -185,7 +210,7 @@ export class Worker {
 
   /** Resolves when every BullMQ worker is connected and fetching. */
   async ready(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+    await Promise.all([...this.workers.map((w) => w.waitUntilReady()), this.firstBeat]);
   }
 
   /**
@@ -195,6 +220,8 @@ export class Worker {
    * so another worker runs them from the start.
    */
   async close(graceMs = Infinity): Promise<void> {
+    // Leaves the registry at once: a draining worker takes no new jobs.
+    const unregistered = this.registry?.stop();
     const closing = Promise.all(this.workers.map((w) => w.close()));
     const timedOut =
       graceMs === Infinity
@@ -219,6 +246,7 @@ export class Worker {
     }
     await this.pool?.close();
     await this.cancels.close();
+    await unregistered;
     this.connection.disconnect();
   }
 }

@@ -1,10 +1,21 @@
 import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
+import { appMetrics } from '../../ops/metrics.ts';
+import { notReadyMessage, probeRedis, probeStore } from '../../ops/readiness.ts';
+import { body } from '../errors.ts';
+
+const dependencyStates = {
+  redis: { type: 'string', enum: ['up', 'down'] },
+  store: { type: 'string', enum: ['up', 'down'] },
+} as const;
 
 /**
  * `/healthz`: the process is alive (always 200), with the state of Redis and
- * SQL for whoever looks. Readiness probes that fail on a dependency arrive
- * with the operations work (`/readyz`).
+ * SQL for whoever looks; a liveness probe, so a dependency being down never
+ * fails it (restarting the API would not bring Redis back).
+ * `/readyz`: Redis and SQL both answer a round trip, else 503 naming which;
+ * a readiness probe, which takes the API out of its load balancer meanwhile.
+ * `/metrics`: Prometheus exposition of the app's metrics.
  */
 export async function healthRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.get(
@@ -32,6 +43,40 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
         () => 'down' as const,
       );
       return { status: redis === 'up' && store === 'up' ? 'ok' : 'degraded', redis, store };
+    },
+  );
+  server.get(
+    '/readyz',
+    {
+      schema: {
+        summary: 'Readiness: 200 when Redis and SQL both answer, else 503 naming which is down',
+        tags: ['health'],
+        response: {
+          200: {
+            type: 'object',
+            properties: { status: { type: 'string', enum: ['ready'] }, ...dependencyStates },
+          },
+          503: { $ref: 'Error#' },
+        },
+      },
+    },
+    async (_request, reply) => {
+      const [redis, store] = await Promise.all([probeRedis(app), probeStore(app)]);
+      if (redis === 'up' && store === 'up') return { status: 'ready' as const, redis, store };
+      const down = [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])];
+      return reply.status(503).send(body('not_ready', notReadyMessage(down), { redis, store }));
+    },
+  );
+
+  // Created now, not on the first scrape, so that the jobs a worker of this
+  // app runs before then are counted (the hooks subscribe at creation).
+  const metrics = appMetrics(app);
+  server.get(
+    '/metrics',
+    { schema: { summary: 'Prometheus metrics (text format 0.0.4)', tags: ['health'], hide: true } },
+    async (_request, reply) => {
+      const text = await metrics.render();
+      return reply.type(metrics.contentType).send(text);
     },
   );
 }
