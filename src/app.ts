@@ -4,7 +4,7 @@ import { enqueueJob, type Enqueued, type EnqueueOptions } from './client/enqueue
 import { readJob } from './client/status.ts';
 import { cancelJob, type CancelOutcome } from './client/cancel.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
-import { InvalidOptionsError, TaskDefinitionError, UnknownTaskError } from './errors.ts';
+import { InvalidOptionsError, JobFinishedError, JobNotFoundError, TaskDefinitionError, UnknownTaskError } from './errors.ts';
 import { parseInput } from './task.ts';
 import { TERMINAL_STATUSES, type JobRecord } from './job-record.ts';
 import { createLogger } from './logger.ts';
@@ -225,10 +225,34 @@ export class App {
    * Cancels a job from any process: a queued or delayed job is removed at
    * once (`cancelled`); a running one is told to stop wherever it runs
    * (`cancelling`, then `cancelled`). Cancelling twice is harmless; a
-   * finished job throws JobFinishedError.
+   * finished job throws JobFinishedError. Cancelling a workflow's root
+   * cancels its unfinished steps first (queued ones removed, running ones
+   * stopped); the workflow then reads `cancelled`.
    */
   async cancel(id: string): Promise<CancelOutcome> {
-    return cancelJob(this.broker, await this.openStore(), this.queueNames(), id);
+    const store = await this.openStore();
+    const queues = this.queueNames();
+    const root = await readJob(this.broker, store, queues, id);
+    if (root?.workflow && !TERMINAL_STATUSES.has(root.status)) {
+      // Leaves first: a step removed before its parent would let the parent run.
+      const steps = await Promise.all(root.workflow.steps.map((s) => readJob(this.broker, store, queues, s.id)));
+      let running = false;
+      for (const step of steps) {
+        if (!step || TERMINAL_STATUSES.has(step.status)) continue;
+        const outcome = await cancelJob(this.broker, store, queues, step.id).catch((err: unknown) => {
+          // A step that finished meanwhile is not a failure of the cancel.
+          if (err instanceof JobFinishedError || err instanceof JobNotFoundError) return 'cancelled' as const;
+          throw err;
+        });
+        running ||= outcome === 'cancelling';
+      }
+      const own = await cancelJob(this.broker, store, queues, id).catch((err: unknown) => {
+        if (err instanceof JobFinishedError) return 'cancelled' as const;
+        throw err;
+      });
+      return running ? 'cancelling' : own;
+    }
+    return cancelJob(this.broker, store, queues, id);
   }
 
   async listJobs(filter: ListFilter): Promise<JobPage> {

@@ -95,6 +95,20 @@ describe.each(stores)('workflows (%s)', (kind) => {
     expect(record.steps!.map((s) => s.status)).toEqual(['completed', 'failed', 'failed']);
   });
 
+  it('cancelling the root cancels the running and the waiting steps', async () => {
+    const d = definitions();
+    const slow = defineTask({ name: 'wf.slow', input: z.object({}), handler: (_i, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))) });
+    const app = await openTestApp(kind, { tasks: [...d.tasks, slow] });
+    await startWorker(app, { concurrency: 2 });
+    const handle = await app.workflow(chord([step(slow, {}), step(d.add, { a: 1, b: 1 }), step(slow, {})], step(d.sum, { label: 'never' }, { resultAs: 'values' })));
+    await waitFor(async () => ((await app.getJob(handle.id))!.steps!.filter((s) => s.status === 'started').length === 2 ? true : null));
+    expect(await app.cancel(handle.id)).toBe('cancelling');
+    const done = await handle.wait({ timeoutMs: 15_000 });
+    expect(done.status).toBe('cancelled');
+    const record = (await app.getJob(handle.id))!;
+    expect(record.steps!.map((s) => s.status)).toEqual(['cancelled', 'completed', 'cancelled', expect.stringMatching(/^(cancelled|failed)$/)]);
+  });
+
   it('refuses a workflow with a bad step input or an unknown task, writing nothing', async () => {
     const d = definitions();
     const app = await openTestApp(kind, d);
