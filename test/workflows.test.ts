@@ -157,16 +157,16 @@ describe('workflow view', () => {
   };
   const rec = (id: string, status: JobRecord['status'], extra: Partial<JobRecord> = {}): JobRecord => ({ ...root, id, task: 'wf.double', status, ...extra });
   const infos = [
-    { id: 'r.1', task: 'wf.double', queue: 'default', stage: 'parsing' },
-    { id: 'r.2', task: 'wf.double', queue: 'default', stage: 'parsing' },
-    { id: 'r.3', task: 'wf.double', queue: 'default', stage: 'parsing' },
+    { id: 'r.1', task: 'wf.double', queue: 'default', stage: 'parsing', unit: 'documents' },
+    { id: 'r.2', task: 'wf.double', queue: 'default', stage: 'parsing', unit: 'documents' },
+    { id: 'r.3', task: 'wf.double', queue: 'default', stage: 'parsing', unit: 'documents' },
     { id: 'r.4', task: 'wf.sum', queue: 'default', stage: 'validating' },
   ];
 
   it('counts the current stage while no step reports its own progress', () => {
     const view = withSteps(root, infos, [rec('r.1', 'completed'), rec('r.2', 'completed'), rec('r.3', 'started'), rec('r.4', 'queued')]);
     expect(view.status).toBe('started');
-    expect(view.progress).toMatchObject({ stage: 'parsing', completed: 2, total: 3 });
+    expect(view.progress).toMatchObject({ stage: 'parsing', completed: 2, total: 3, message: 'parsing 2/3 documents' });
   });
 
   it("shows a running step's own stage progress", () => {

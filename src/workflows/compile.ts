@@ -22,6 +22,7 @@ export interface StepInfo {
   task: string;
   queue: string;
   stage?: string;
+  unit?: string;
 }
 
 /** Kept in the root job's envelope: what GET /v1/jobs/:id shows as the workflow's steps. */
@@ -85,7 +86,7 @@ export function compileWorkflow(node: WorkflowNode, opts: CompileOptions): { flo
       throw new InvalidInputError(task.name, [{ path: 'input', message: `${position}: resultAs needs an object input` }]);
     }
     const id = nextId();
-    steps.push({ id, task: task.name, queue: task.queue, ...(s.stage ? { stage: s.stage } : {}) });
+    steps.push({ id, task: task.name, queue: task.queue, ...(s.stage ? { stage: s.stage } : {}), ...(s.unit ? { unit: s.unit } : {}) });
     return {
       name: task.name,
       queueName: task.queue,

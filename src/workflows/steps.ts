@@ -46,7 +46,8 @@ export function withSteps(root: JobRecord, infos: readonly StepInfo[] | undefine
       };
     }
   }
-  if (out.status === 'started' && !out.progress) out.progress = stepsProgress(steps);
+  const units = new Map((infos ?? []).filter((i) => i.unit).map((i) => [i.id, i.unit!]));
+  if (out.status === 'started' && !out.progress) out.progress = stepsProgress(steps, units);
   return out;
 }
 
@@ -60,7 +61,7 @@ function rootCause(steps: StepRecord[]): number {
   return own >= 0 ? own : steps.findIndex((s) => s.status === 'failed' || s.status === 'cancelled');
 }
 
-function stepsProgress(steps: StepRecord[]): ProgressUpdate {
+function stepsProgress(steps: StepRecord[], infoUnit: ReadonlyMap<string, string>): ProgressUpdate {
   const running = steps.filter((s) => s.status === 'started' && s.progress);
   const current = steps.find((s) => s.status !== 'completed');
   const stage = current?.stage ?? null;
@@ -72,7 +73,8 @@ function stepsProgress(steps: StepRecord[]): ProgressUpdate {
     total: inStage.length,
     percent: Math.round((100 * steps.filter((s) => s.status === 'completed').length) / Math.max(1, steps.length)),
   };
-  base.message = `${base.stage} ${completed}/${inStage.length}`;
+  const unit = current ? infoUnit.get(current.id) : undefined;
+  base.message = `${base.stage} ${completed}/${inStage.length}${unit ? ` ${unit}` : ''}`;
   // A single running step that reports its own stage ("validating 3/12") says more than counts.
   if (running.length === 1 && running[0]!.progress?.stage) return { ...base, ...running[0]!.progress };
   return base;

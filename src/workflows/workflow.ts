@@ -25,6 +25,8 @@ export interface Step {
   readonly resultAs: string | undefined;
   /** A label for progress views ("parsing", "validating"). */
   readonly stage: string | undefined;
+  /** What the steps of a stage count, for the progress message ("parsing 2/5 documents"). */
+  readonly unit: string | undefined;
 }
 
 export interface Chain {
@@ -49,8 +51,8 @@ export interface Chord {
 export type WorkflowNode = Step | Chain | Group | Chord;
 
 /** A step: `step(task, input)`; a step after another gets the previous result as input (see `resultAs`). */
-export function step<T extends Task<any, any>>(task: T | string, input?: unknown, opts: { resultAs?: string; stage?: string } = {}): Step {
-  return { kind: 'step', task, input, resultAs: opts.resultAs, stage: opts.stage };
+export function step<T extends Task<any, any>>(task: T | string, input?: unknown, opts: { resultAs?: string; stage?: string; unit?: string } = {}): Step {
+  return { kind: 'step', task, input, resultAs: opts.resultAs, stage: opts.stage, unit: opts.unit };
 }
 
 /** Runs nodes one after the other, each result becoming the next node's input. */

@@ -104,7 +104,7 @@ export function assessmentTasks(deps: { store: () => Promise<JobStore>; validato
     }),
     build: ({ documents, criteria }) =>
       chord(
-        documents.map((d) => step(parse, d, { stage: 'parsing' })),
+        documents.map((d) => step(parse, d, { stage: 'parsing', unit: 'documents' })),
         step(evaluate, { criteria }, { resultAs: 'documents', stage: 'validating' }),
       ),
   });
