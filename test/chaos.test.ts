@@ -1,3 +1,4 @@
+import { seededRandom } from '../src/seeded-random.ts';
 import { Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import type { JobRecord } from '../src/job-record.ts';
@@ -43,17 +44,6 @@ function intEnv(name: string, fallback: number): number {
   return n;
 }
 
-/** mulberry32: a small seeded PRNG, so that a seed replays the same run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Spec {
   id: number;
@@ -63,7 +53,7 @@ interface Spec {
 
 describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} store, seed ${SEED})`, () => {
   it('ends every job in exactly one terminal state, the same in Redis and SQL, and loses none', async () => {
-    const random = rng(SEED);
+    const random = seededRandom(SEED);
     const startedAt = Date.now();
     const app = await openTestApp(STORE, tasks);
     const queue = app.broker.queue(relChaos.queue);

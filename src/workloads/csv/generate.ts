@@ -4,6 +4,7 @@
  * record's index is not its line), and optionally bad rows at known
  * positions whose line numbers are reported.
  */
+import { seededRandom } from '../../seeded-random.ts';
 import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -82,17 +83,6 @@ const CHUNK = 64 * 1024;
 const EPOCH_2020 = Date.UTC(2020, 0, 1);
 const FOUR_YEARS_S = 4 * 365 * 24 * 3600;
 
-/** mulberry32: small, fast, and the same sequence everywhere for a seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function badIndexes(rows: number, bad: number | readonly number[] | undefined, random: () => number): Map<number, BadKind> {
   const picked = new Set<number>();
@@ -117,7 +107,7 @@ function countLineBreaks(text: string): number {
 }
 
 function* chunks(opts: GenerateJiraOptions, info: GeneratedCsv): Generator<string> {
-  const random = prng(opts.seed ?? 1);
+  const random = seededRandom(opts.seed ?? 1);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
   const bad = badIndexes(opts.rows, opts.badRows, random);
   let out = `${(opts.jiraHeaders ? JIRA_HEADER : HEADER).join(',')}\n`;
