@@ -1,0 +1,189 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { App } from '../app.ts';
+import type { JobEventInfo, LifecycleEvent } from '../worker/lifecycle.ts';
+import type { Worker } from '../worker/worker.ts';
+import { withTimeout } from './readiness.ts';
+
+/** The `status` label of `celerity_jobs_total` and `celerity_job_duration_seconds`: how an attempt ended. */
+export type AttemptStatus = 'completed' | 'failed' | 'retrying' | 'cancelled';
+
+/** The BullMQ states `celerity_queue_depth` reports, as its `state` label. */
+export const QUEUE_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children', 'completed', 'failed'] as const;
+
+/** How long a scrape waits for the queue counts before serving the last ones it has. */
+export const QUEUE_DEPTH_TIMEOUT_MS = 1_000;
+
+// From 5 ms to 10 min: most tasks are short, but imports and ingestions run minutes.
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+// Waits reach further than runs: a backlog or a long delay queues jobs for an hour.
+const WAIT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
+
+const OUTCOMES: [LifecycleEvent, AttemptStatus][] = [
+  ['job:completed', 'completed'],
+  ['job:failed', 'failed'],
+  ['job:retrying', 'retrying'],
+  ['job:cancelled', 'cancelled'],
+];
+
+/**
+ * The Prometheus metrics of one app: job counters and histograms fed by the
+ * app's job hooks (so they count the jobs this process runs), the active
+ * jobs of the workers registered with {@link Metrics.trackWorker}, and the
+ * depth of the app's queues read from Redis at scrape time.
+ *
+ * Every label value is a task, queue, status or state name: bounded, never
+ * a job id or a tenant.
+ */
+export class Metrics {
+  /** This app's metrics; {@link Metrics.render} adds the process defaults. */
+  readonly registry: Registry;
+  private readonly app: App;
+  private readonly workers = new Set<Worker>();
+
+  constructor(app: App) {
+    this.app = app;
+    // One registry per app, not prom-client's global one: a process (a test
+    // run) may create many apps, and a name registers once per registry.
+    this.registry = new Registry();
+    const registers = [this.registry];
+
+    const jobs = new Counter({
+      name: 'celerity_jobs_total',
+      help: 'Attempts ended in this process, by task, queue and how they ended (completed, failed, retrying, cancelled).',
+      labelNames: ['task', 'queue', 'status'] as const,
+      registers,
+    });
+    const duration = new Histogram({
+      name: 'celerity_job_duration_seconds',
+      help: 'Run time of an attempt, from its start to its end, by task, queue and how it ended.',
+      labelNames: ['task', 'queue', 'status'] as const,
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    const wait = new Histogram({
+      name: 'celerity_job_wait_seconds',
+      help: 'Time from enqueue to the start of the first attempt (a requested delay included), by task and queue.',
+      labelNames: ['task', 'queue'] as const,
+      buckets: WAIT_BUCKETS,
+      registers,
+    });
+    const retries = new Counter({
+      name: 'celerity_retries_total',
+      help: 'Failed attempts that will be retried, by task and queue.',
+      labelNames: ['task', 'queue'] as const,
+      registers,
+    });
+    const active = new Gauge({
+      name: 'celerity_worker_active_jobs',
+      help: 'Jobs running now in this process\'s workers.',
+      registers,
+      collect: () => {
+        let running = 0;
+        for (const worker of this.workers) running += worker.activeJobIds().length;
+        active.set(running);
+      },
+    });
+    const depth: Gauge<'queue' | 'state'> = new Gauge({
+      name: 'celerity_queue_depth',
+      help: 'Jobs in each of the app\'s queues, by BullMQ state, read from Redis at scrape time.',
+      labelNames: ['queue', 'state'] as const,
+      registers,
+      collect: (): Promise<void> => this.readQueueDepth(depth),
+    });
+
+    app.on('job:started', (info) => {
+      // Only the first attempt: a retry's enqueue time is the job's, so its
+      // "wait" would include the earlier attempts and their backoff.
+      if (info.attempt === 1) wait.observe(labels(info), Math.max(0, info.startedAt - info.enqueuedAt) / 1000);
+    });
+    for (const [event, status] of OUTCOMES) {
+      app.on(event, (info) => {
+        jobs.inc({ ...labels(info), status });
+        duration.observe({ ...labels(info), status }, Math.max(0, (info.finishedAt ?? Date.now()) - info.startedAt) / 1000);
+        if (status === 'retrying') retries.inc(labels(info));
+      });
+    }
+  }
+
+  /** Counts `worker`'s running jobs in `celerity_worker_active_jobs` (and its queues in the depth); returns the undo. */
+  trackWorker(worker: Worker): () => void {
+    this.workers.add(worker);
+    return () => this.workers.delete(worker);
+  }
+
+  /** The Content-Type of {@link Metrics.render}'s text (Prometheus text format 0.0.4). */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The exposition: the process defaults (CPU, memory, event loop, GC), then this app's metrics. */
+  async render(): Promise<string> {
+    const [process, app] = await Promise.all([processRegistry().metrics(), this.registry.metrics()]);
+    return `${process}\n${app}`;
+  }
+
+  /**
+   * Sets the depth gauges from BullMQ's counts. A queue that does not answer
+   * in time (Redis down or slow) keeps its last values, or none: a scrape
+   * must never fail or hang because of Redis.
+   */
+  private async readQueueDepth(gauge: Gauge<'queue' | 'state'>): Promise<void> {
+    const queues = new Set([...this.app.queueNames(), ...(this.app.config.queues ?? [])]);
+    for (const worker of this.workers) for (const q of worker.queues) queues.add(q);
+    if (queues.size === 0) return;
+    const broker = this.app.broker;
+    await Promise.all(
+      [...queues].map(async (name) => {
+        try {
+          const counts = await withTimeout(
+            (async () => {
+              // A connection still opening (the first scrape of a process) is
+              // worth waiting for; one that is reconnecting fails at once.
+              if (broker.redis.status === 'wait' || broker.redis.status === 'connecting') await broker.ready(QUEUE_DEPTH_TIMEOUT_MS);
+              return broker.queue(name).getJobCounts(...QUEUE_STATES);
+            })(),
+            QUEUE_DEPTH_TIMEOUT_MS,
+            'Redis',
+          );
+          for (const state of QUEUE_STATES) gauge.set({ queue: name, state }, counts[state] ?? 0);
+        } catch {
+          // Stale (or absent) depth; the scrape goes on.
+        }
+      }),
+    );
+  }
+}
+
+function labels(info: JobEventInfo): { task: string; queue: string } {
+  return { task: info.task, queue: info.queue };
+}
+
+const byApp = new WeakMap<App, Metrics>();
+
+/**
+ * The app's metrics, created (and subscribed to its job hooks) on first use:
+ * call it before the app's workers run jobs so that none goes uncounted.
+ */
+export function appMetrics(app: App): Metrics {
+  let metrics = byApp.get(app);
+  if (!metrics) {
+    metrics = new Metrics(app);
+    byApp.set(app, metrics);
+  }
+  return metrics;
+}
+
+let processMetrics: Registry | undefined;
+
+/**
+ * prom-client's default metrics describe the process, not an app, and each
+ * collection installs its own GC observer: collected once per process and
+ * shared by every app's exposition.
+ */
+function processRegistry(): Registry {
+  if (!processMetrics) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics });
+  }
+  return processMetrics;
+}
