@@ -11,3 +11,6 @@ export { buildServer, type ServerOptions } from './api/server.ts';
 export { chain, chord, defineWorkflow, group, step, type WorkflowDefinition, type WorkflowNode } from './workflows/workflow.ts';
 export { uploadRefSchema, type UploadRef } from './uploads/upload-ref.ts';
 export type { JobEventInfo, LifecycleEvent, LifecycleHook } from './worker/lifecycle.ts';
+export { schedule, type Schedule, type When } from './schedules/schedule.ts';
+export { MAINTENANCE_QUEUE, MAINTENANCE_TASKS, type StuckJob } from './schedules/maintenance.ts';
+export type { ScheduleSync } from './schedules/sync.ts';

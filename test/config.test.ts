@@ -32,12 +32,14 @@ describe('loadConfig', () => {
       shutdownGrace: 30000,
       lockDuration: 30000,
       stalledInterval: 30000,
+      heartbeatInterval: 5000,
       maxStalled: 5,
       idempotencyTtl: 86400,
       recorderClaimIdle: 30000,
       uploadDir: './.celerity/uploads',
       uploadMaxBytes: 104857600,
       uploadTtl: 86400,
+      historyRetention: 30,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -76,6 +78,7 @@ describe('loadConfig', () => {
         CELERITY_LOCK_DURATION: '5000',
         CELERITY_STALLED_INTERVAL: '2000',
         CELERITY_MAX_STALLED: '1',
+        CELERITY_HEARTBEAT_INTERVAL: '250',
         CELERITY_MAX_TASKS_PER_CHILD: '100',
         CELERITY_MAX_MEMORY_PER_CHILD: '512',
         CELERITY_IDEMPOTENCY_TTL: '600',
@@ -83,6 +86,7 @@ describe('loadConfig', () => {
         CELERITY_UPLOAD_DIR: '/srv/shared/uploads',
         CELERITY_UPLOAD_MAX_BYTES: '1000',
         CELERITY_UPLOAD_TTL: '60',
+        CELERITY_HISTORY_RETENTION: '0',
         CELERITY_HEALTH_PORT: '9090',
       },
     });
@@ -108,6 +112,7 @@ describe('loadConfig', () => {
       shutdownGrace: 15000,
       lockDuration: 5000,
       stalledInterval: 2000,
+      heartbeatInterval: 250,
       maxStalled: 1,
       maxTasksPerChild: 100,
       maxMemoryPerChild: 512,
@@ -116,6 +121,7 @@ describe('loadConfig', () => {
       uploadDir: '/srv/shared/uploads',
       uploadMaxBytes: 1000,
       uploadTtl: 60,
+      historyRetention: 0,
       healthPort: 9090,
     });
   });
@@ -172,6 +178,8 @@ describe('loadConfig', () => {
     ['recorderBatch', '0', /.+/],
     ['uploadMaxBytes', '0', /.+/],
     ['uploadTtl', 'forever', /.+/],
+    ['historyRetention', '-1', /.+/],
+    ['historyRetention', '1.5', /.+/],
     ['healthPort', '0', /.+/],
   ];
 
