@@ -12,7 +12,7 @@ import { pdfIngestTask } from '../src/workloads/documents/ingest-task.ts';
 import { extractPdfPages, InvalidPdfError } from '../src/workloads/documents/pdf-text.ts';
 import { readDocument, readDocumentPages, searchChunks, toFts5Query } from '../src/workloads/documents/search-index.ts';
 import { makePdf } from './fixtures/make-pdf.ts';
-import { onCleanup, openTestApp, stageUpload, startWorker, stores, useCleanup, type StoreKind } from './helpers.ts';
+import { onCleanup, openTestApp, stageUpload, startWorker, waitFor, stores, useCleanup, type StoreKind } from './helpers.ts';
 
 useCleanup();
 
@@ -151,7 +151,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     for (const query of ['q=x&limit=0', 'q=x&limit=101', 'q=x&other=1']) expect((await get(query)).statusCode, query).toBe(400);
 
     // The worker removed the upload when the job ended.
-    expect(existsSync(file.path)).toBe(false);
+    await waitFor(() => !existsSync(file.path));
     // A retried attempt of the same job replaces the document.
     const ctx: TaskContext = { jobId: handle.id, task: task.name, queue: task.queue, tenant: null, attempt: 2, maxAttempts: 4, signal: new AbortController().signal, progress: async () => {}, log: app.logger };
     const again = await task.handler({ file: stageUpload(app, 'report.pdf', bytes, 'application/pdf') }, ctx);
