@@ -7,7 +7,7 @@ import { buildServer } from '../src/api/server.ts';
 import { createApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { defineTask } from '../src/task.ts';
-import { openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor, onCleanup } from './helpers.ts';
+import { openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor, onCleanup, sleep } from './helpers.ts';
 
 useCleanup();
 
@@ -85,8 +85,16 @@ describe.each(stores)('HTTP API (%s store)', (kind) => {
     await startRecorder(app);
     const api = await server(app);
     const ids: string[] = [];
-    for (let i = 0; i < 7; i++) ids.push((await api.inject({ method: 'POST', url: '/v1/jobs', payload: { task: 'math.add', input: { a: i, b: 1 } } })).json().job_id);
+    // Caller-chosen ids sort anywhere; the list follows creation time.
+    const custom = (i: number) => (i === 2 ? { options: { job_id: 'zzz-first-by-id' } } : i === 5 ? { options: { job_id: '000-last-by-id' } } : {});
+    for (let i = 0; i < 7; i++) {
+      ids.push((await api.inject({ method: 'POST', url: '/v1/jobs', payload: { task: 'math.add', input: { a: i, b: 1 }, ...custom(i) } })).json().job_id);
+      await sleep(2); // distinct creation times
+    }
     await waitFor(async () => ((await app.listJobs({ limit: 100 })).jobs.length === 7 ? true : undefined));
+    const bad = await api.inject({ url: '/v1/jobs?cursor=not-a-cursor' });
+    expect(bad.statusCode).toBe(422);
+    expect(bad.json().error.details.issues[0].path).toBe('cursor');
     const seen: string[] = [];
     let cursor: string | null = null;
     do {

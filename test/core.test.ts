@@ -295,7 +295,6 @@ describe.each(stores)('core (%s store)', (kind) => {
       const page = await app.listJobs({ limit: 3, ...(cursor ? { cursor } : {}) });
       pages.push(page.jobs.map((j) => j.id));
       if (!page.nextCursor) break;
-      expect(page.nextCursor).toBe(page.jobs[page.jobs.length - 1]!.id);
       cursor = page.nextCursor;
     }
     expect(pages.map((p) => p.length)).toEqual([3, 3, 1]);

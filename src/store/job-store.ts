@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
-import { StoreUnavailableError } from '../errors.ts';
+import { InvalidOptionsError, StoreUnavailableError } from '../errors.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { migrateToLatest } from './migrations.ts';
 import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyUpdate } from './batch-upsert.ts';
@@ -131,15 +131,23 @@ export class JobStore {
       .sort((a, b) => n(a.id) - n(b.id));
   }
 
+  /**
+   * Newest first by creation time (ids are time-ordered only when Celerity
+   * makes them), then by id. The cursor is opaque: the last row's position.
+   */
   async list(filter: ListFilter): Promise<JobPage> {
-    let q = this.db.selectFrom('jobs').selectAll().orderBy('id', 'desc').limit(filter.limit + 1);
+    let q = this.db.selectFrom('jobs').selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit + 1);
     if (filter.status) q = q.where('status', '=', filter.status);
     if (filter.task) q = q.where('task', '=', filter.task);
     if (filter.tenant) q = q.where('tenant', '=', filter.tenant);
-    if (filter.cursor) q = q.where('id', '<', filter.cursor);
+    if (filter.cursor) {
+      const [createdAt, id] = decodeCursor(filter.cursor);
+      q = q.where((eb) => eb.or([eb('created_at', '<', createdAt), eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)])]));
+    }
     const rows = await this.guard(() => q.execute());
     const page = rows.slice(0, filter.limit).map(fromRow);
-    return { jobs: page, nextCursor: rows.length > filter.limit ? page[page.length - 1]!.id : null };
+    const last = page[page.length - 1];
+    return { jobs: page, nextCursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null };
   }
 
   async ping(): Promise<void> {
@@ -210,4 +218,18 @@ function fromRow(row: JobsTable): JobRecord {
   };
   record.attemptHistory = (parse(row.attempt_history) as AttemptRecord[] | null) ?? attemptHistory(record, []);
   return record;
+}
+
+function encodeCursor(createdAt: number, id: string): string {
+  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [number, string] {
+  try {
+    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === 'string') return [value[0], value[1]];
+  } catch {
+    // fall through
+  }
+  throw new InvalidOptionsError([{ path: 'cursor', message: 'is not a next_cursor this API gave out' }]);
 }

@@ -3,6 +3,7 @@ import type { Dialect } from './db.ts';
 import { migration as imports } from './migrations/0003_imports.ts';
 import { migration as documents } from './migrations/0004_documents.ts';
 import { migration as ticketEnhancements } from './migrations/0005_ticket_enhancements.ts';
+import { migration as listOrder } from './migrations/0006_list_order.ts';
 
 /**
  * Migrations live in code, in order, so that they ship inside the package.
@@ -56,6 +57,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
     '0003_imports': imports(dialect),
     '0004_documents': documents(dialect),
     '0005_ticket_enhancements': ticketEnhancements(dialect),
+    '0006_list_order': listOrder(),
   };
 }
 
