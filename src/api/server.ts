@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import type { App } from '../app.ts';
@@ -31,7 +31,7 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
     // A caller's X-Request-Id (else a fresh id) is the trace id: on every log
     // line of the request, in the job's envelope, and on the worker's lines.
     requestIdHeader: false,
-    requestIdLogLabel: 'trace_id',
+    logController: new LogController({ requestIdLogLabel: 'trace_id' }),
     genReqId: (req) => traceIdOf(req.headers['x-request-id']),
     ajv: {
       // Unknown fields are reported, not silently dropped; query strings are coerced.
