@@ -1,3 +1,4 @@
+import { stableJson } from '../stable-json.ts';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
 import { Job, type JobsOptions } from 'bullmq';
@@ -133,14 +134,3 @@ export function inputDigest(task: string, input: unknown): string {
   return createHash('sha256').update(task).update('\0').update(stableJson(input)).digest('base64url');
 }
 
-/** JSON with object keys sorted, so that key order does not change the digest. */
-function stableJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}

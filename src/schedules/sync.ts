@@ -1,3 +1,4 @@
+import { stableJson } from '../stable-json.ts';
 import type { JobSchedulerJson, JobsOptions, RepeatOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Broker } from '../broker/broker.ts';
@@ -100,16 +101,6 @@ function pick(opts: JobsOptions): unknown {
   return { attempts: opts.attempts, backoff: opts.backoff, removeOnComplete: opts.removeOnComplete, removeOnFail: opts.removeOnFail };
 }
 
-function stableJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
 
 /**
  * Runs `app.startSchedules()` and, while Redis is unreachable, tries again
