@@ -95,6 +95,15 @@ describe.each(stores)('workflows (%s)', (kind) => {
     expect(record.steps!.map((s) => s.status)).toEqual(['completed', 'failed', 'failed']);
   });
 
+  it("runs in an app whose tasks are all on another queue than 'default'", async () => {
+    const inc = defineTask({ name: 'wf.inc', queue: 'media', input: z.number(), handler: (n) => n + 1 });
+    const app = await openTestApp(kind, [inc]);
+    await startWorker(app);
+    const handle = await app.workflow(chain(step(inc, 1), step(inc), step(inc)));
+    expect(handle.queue).toBe('media');
+    expect((await handle.wait({ timeoutMs: 15_000 })).result).toBe(4);
+  });
+
   it('cancelling the root cancels the running and the waiting steps', async () => {
     const d = definitions();
     const slow = defineTask({ name: 'wf.slow', input: z.object({}), handler: (_i, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))) });

@@ -35,7 +35,8 @@ export interface CompileOptions {
   rootId: string;
   /** The root job's task name: a defined workflow's name, or `workflow.<kind>`. */
   rootName: string;
-  rootQueue: string;
+  /** Queue of the root job; default the queue of the job it waits on, which workers of the app consume. */
+  rootQueue: string | undefined;
   /** The root's input: a defined workflow's validated input, or null. */
   rootInput: unknown;
   tenant: string | undefined;
@@ -130,7 +131,7 @@ export function compileWorkflow(node: WorkflowNode, opts: CompileOptions): { flo
   };
   const flow: FlowJob = {
     name: opts.rootName,
-    queueName: opts.rootQueue,
+    queueName: opts.rootQueue ?? top.queueName,
     data: rootEnvelope,
     opts: { ...opts.jobOptions({ retries: 2 }), jobId: opts.rootId },
     children: [top],

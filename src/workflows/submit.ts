@@ -17,7 +17,7 @@ export interface SubmitWorkflow {
   node: WorkflowNode;
   /** The root's task name: a defined workflow's name, else `workflow.<kind>`. */
   name?: string;
-  /** Queue of the root job. Default `default`. */
+  /** Queue of the root job. Default: the queue of the last step's task. */
   queue?: string;
   /** A defined workflow's (validated) input, kept as the root's input. */
   input?: unknown;
@@ -35,11 +35,10 @@ export async function submitWorkflow(broker: Broker, tasks: ReadonlyMap<string, 
   }
   const rootId = newJobId();
   const name = wf.name ?? `workflow.${wf.node.kind === 'step' ? 'chain' : wf.node.kind}`;
-  const queue = wf.queue ?? 'default';
   const { flow } = compileWorkflow(wf.node, {
     rootId,
     rootName: name,
-    rootQueue: queue,
+    rootQueue: wf.queue,
     rootInput: wf.input ?? null,
     tenant: options.tenant,
     traceId: options.traceId,
@@ -51,5 +50,5 @@ export async function submitWorkflow(broker: Broker, tasks: ReadonlyMap<string, 
     jobOptions: (task) => baseJobOptions(broker, task),
   });
   await viaBroker(broker.redis, () => broker.flows.add(flow));
-  return { id: rootId, task: name, queue, created: true };
+  return { id: rootId, task: name, queue: flow.queueName, created: true };
 }
