@@ -79,7 +79,7 @@ export class Metrics {
       registers,
       collect: () => {
         let running = 0;
-        for (const worker of this.workers) running += worker.activeJobIds().length;
+        for (const worker of this.workers) running += worker.activeCount;
         active.set(running);
       },
     });

@@ -1,4 +1,4 @@
-import { MetricsTime, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
+import { MetricsTime, UnrecoverableError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
@@ -9,7 +9,6 @@ import { ThreadPool } from './isolation/thread-pool.ts';
 import type { TimeLimits } from './limits.ts';
 import { runJob } from './run-job.ts';
 import { WorkerRegistry, type ActiveJob } from './registry.ts';
-import { UnrecoverableError } from 'bullmq';
 import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
 
@@ -186,9 +185,9 @@ export class Worker {
     return this.registry?.id;
   }
 
-  /** Ids of the jobs this process is running now. */
-  activeJobIds(): string[] {
-    return [...this.running.keys()];
+  /** How many jobs this process is running now. */
+  get activeCount(): number {
+    return this.running.size;
   }
 
   /** The queues this worker consumes and its concurrency per queue. */
