@@ -24,7 +24,7 @@ export async function readJob(broker: Broker, store: JobStore, queues: readonly 
 
 async function readLive(broker: Broker, queues: readonly string[], id: string): Promise<JobRecord | null> {
   // Polls usually repeat: when this process knows the job's queue, hash,
-  // state and attempt log are read in one round trip (auto-pipelined).
+  // state and attempt log are read in one round trip and one socket write.
   const hinted = broker.queueHint(id);
   if (hinted && queues.includes(hinted)) {
     const queue = broker.queue(hinted);
