@@ -1,5 +1,5 @@
 import type SQLite from 'better-sqlite3';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type { Database, JobsTable } from './db.ts';
 
 /**
@@ -64,23 +64,27 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
   started_at: 'bigint', finished_at: 'bigint', attempt_history: 'text', updated_at: 'bigint', event_seq: 'text',
 };
 
+const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
+
 /**
- * PostgreSQL: one `INSERT … SELECT FROM unnest(…)` per kind of row, with one
- * array parameter per column, whatever the number of rows.
+ * PostgreSQL: one `INSERT … SELECT FROM json_to_recordset($1)` per kind of
+ * row, the whole batch as one JSON parameter. JSON.stringify is native; pg's
+ * escaping of one text array per column ran in JavaScript, on the event loop
+ * the recorder shares with the API or the worker, for every value.
  */
 export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
-  const statement = (batch: JobsTable[], onConflict: string) => {
-    const arrays = COLUMNS.map((c) => batch.map((row) => row[c]));
-    const unnest = sql.join(COLUMNS.map((c, i) => sql`${arrays[i]}::${sql.raw(PG_TYPES[c])}[]`));
-    return sql`INSERT INTO jobs (${sql.raw(COLUMNS.join(', '))}) SELECT * FROM unnest(${unnest}) ON CONFLICT (id) DO UPDATE SET ${sql.raw(onConflict)}`;
-  };
+  const statement = (batch: JobsTable[], onConflict: string) =>
+    CompiledQuery.raw(
+      `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${onConflict}`,
+      [JSON.stringify(batch)],
+    );
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
   for (let attempt = 1; ; attempt++) {
     try {
       await db.transaction().execute(async (trx: Transaction<Database>) => {
-        if (full.length > 0) await statement(full, FULL_UPDATE).execute(trx);
-        if (progress.length > 0) await statement(progress, PROGRESS_UPDATE).execute(trx);
+        if (full.length > 0) await trx.executeQuery(statement(full, FULL_UPDATE));
+        if (progress.length > 0) await trx.executeQuery(statement(progress, PROGRESS_UPDATE));
       });
       return;
     } catch (err) {
@@ -129,22 +133,22 @@ export function sqliteHappyUpdates(db: SQLite.Database): (updates: HappyUpdate[]
   });
 }
 
-/** PostgreSQL: one `UPDATE … FROM unnest(…)` for the batch; returns the ids it moved. */
+const HAPPY_PG = `UPDATE jobs AS j SET status = v.status, attempts = 1, started_at = COALESCE(v."startedAt", j.started_at),
+    finished_at = v."finishedAt", result = v.result, progress = COALESCE(v.progress, j.progress), error_type = NULL,
+    error_message = NULL, error_stack = NULL, attempt_history = NULL, updated_at = v."updatedAt", event_seq = v.seq
+  FROM json_to_recordset($1::json) AS v(id text, status text, "startedAt" bigint, "finishedAt" bigint, result text,
+    progress text, "updatedAt" bigint, seq text, "expectStatus" text, "expectAttempts" int)
+  WHERE j.id = v.id AND j.event_seq < v.seq AND j.status = v."expectStatus" AND j.attempts = v."expectAttempts"
+  RETURNING j.id`;
+
+/** PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch; returns the ids it moved. */
 export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<Set<string>> {
+  // Sorted: concurrent recorders lock rows in the same order.
   const sorted = [...updates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const col = <K extends keyof HappyUpdate>(k: K) => sorted.map((u) => u[k]);
-  const query = sql<{ id: string }>`UPDATE jobs AS j SET status = v.status, attempts = 1, started_at = COALESCE(v.started_at, j.started_at),
-      finished_at = v.finished_at, result = v.result, progress = COALESCE(v.progress, j.progress), error_type = NULL,
-      error_message = NULL, error_stack = NULL, attempt_history = NULL, updated_at = v.updated_at, event_seq = v.seq
-    FROM unnest(${col('id')}::text[], ${col('status')}::text[], ${col('startedAt')}::bigint[], ${col('finishedAt')}::bigint[],
-      ${col('result')}::text[], ${col('progress')}::text[], ${col('updatedAt')}::bigint[], ${col('seq')}::text[],
-      ${col('expectStatus')}::text[], ${col('expectAttempts')}::int[])
-      AS v(id, status, started_at, finished_at, result, progress, updated_at, seq, expect_status, expect_attempts)
-    WHERE j.id = v.id AND j.event_seq < v.seq AND j.status = v.expect_status AND j.attempts = v.expect_attempts
-    RETURNING j.id`;
+  const query = CompiledQuery.raw(HAPPY_PG, [JSON.stringify(sorted)]);
   for (let attempt = 1; ; attempt++) {
     try {
-      const { rows } = await query.execute(db);
+      const { rows } = await db.executeQuery<{ id: string }>(query);
       return new Set(rows.map((r) => r.id));
     } catch (err) {
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
