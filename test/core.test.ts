@@ -277,6 +277,22 @@ describe.each(stores)('core (%s store)', (kind) => {
     expect((await app.listJobs({ tenant: 'acme', status: 'completed', limit: 100 })).jobs).toEqual([]);
   });
 
+  it('records a failure whose message holds a NUL byte (PostgreSQL text cannot), and the jobs batched with it', async () => {
+    const t = tasks();
+    const nul = defineTask({ name: 'demo.nul', input: z.object({}), retries: 0, handler: (): never => {
+      throw new Error('binary \u0000 inside');
+    } });
+    const app = await openTestApp(kind, [nul, t.add]);
+    await startRecorder(app);
+    await startWorker(app);
+    const bad = await app.enqueue(nul, {});
+    const good = await app.enqueue(t.add, { a: 1, b: 2 });
+    await bad.wait();
+    const record = await sqlRecord(app, bad.id, 'failed');
+    expect(record.error!.message).toMatch(kind === 'postgres' ? /^binary \uFFFD inside$/ : /^binary \u0000 inside$/);
+    await sqlRecord(app, good.id, 'completed');
+  });
+
   it('listJobs pages with a cursor, returning every job exactly once, newest first', async () => {
     const t = tasks();
     const app = await openTestApp(kind, Object.values(t));

@@ -127,6 +127,15 @@ describe.each(stores)('csv import (%s store)', (kind) => {
     expect(stored.some((r) => /,/.test(r.description) && /"/.test(r.description) && /\n/.test(r.description))).toBe(true);
   });
 
+  it('stores a field holding a NUL byte (as U+FFFD on PostgreSQL, whose text cannot hold it) with the rest of its batch', async () => {
+    const { store } = await appFor(kind);
+    const path = join(tempDir(), 'nul.csv');
+    writeFileSync(path, ['Issue key,Summary,Status,Assignee,Created,Description', 'CEL-1,A,Done,,2024-01-01,bin\u0000ary', 'CEL-2,B,Done,,2024-01-02,plain'].join('\n'));
+    expect(await run(store, 'job-nul', path)).toMatchObject({ records_imported: 2, records_failed: 0 });
+    const rows = await listImported(store, 'job-nul');
+    expect(rows.map((r) => r.description)).toEqual([kind === 'postgres' ? 'bin\uFFFDary' : 'bin\u0000ary', 'plain']);
+  });
+
   it('keeps the first 100 bad rows and counts them all', async () => {
     const { store } = await appFor(kind);
     const path = join(tempDir(), 'bad.csv');

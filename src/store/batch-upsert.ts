@@ -1,5 +1,6 @@
 import type SQLite from 'better-sqlite3';
 import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { pgJson } from './pg-json.ts';
 import type { Database, JobsTable } from './db.ts';
 
 /**
@@ -76,7 +77,7 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
   const statement = (batch: JobsTable[], onConflict: string) =>
     CompiledQuery.raw(
       `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${onConflict}`,
-      [JSON.stringify(batch)],
+      [pgJson(batch)],
     );
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
@@ -145,7 +146,7 @@ const HAPPY_PG = `UPDATE jobs AS j SET status = v.status, attempts = 1, started_
 export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<Set<string>> {
   // Sorted: concurrent recorders lock rows in the same order.
   const sorted = [...updates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const query = CompiledQuery.raw(HAPPY_PG, [JSON.stringify(sorted)]);
+  const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted)]);
   for (let attempt = 1; ; attempt++) {
     try {
       const { rows } = await db.executeQuery<{ id: string }>(query);

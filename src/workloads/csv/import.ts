@@ -15,6 +15,7 @@
  * batches ahead, and while those are pending nothing more is read from the
  * file.
  */
+import { pgJson } from '../../store/pg-json.ts';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -499,7 +500,7 @@ export function sqlRowWriter<T>(target: SqlTarget, spec: TableSpec<T>, jobId: st
           for (let c = 0; c < keys.length; c++) record[keys[c]!] = values[c];
           records[r] = record;
         }
-        await target.db.executeQuery(CompiledQuery.raw(text, [jobId, JSON.stringify(records)]));
+        await target.db.executeQuery(CompiledQuery.raw(text, [jobId, pgJson(records)]));
       },
     };
   }
