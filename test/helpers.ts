@@ -28,6 +28,7 @@ import type { Task } from '../src/task.ts';
 import { newJobId } from '../src/ids.ts';
 import type { UploadRef } from '../src/uploads/upload-ref.ts';
 import type { Worker } from '../src/worker/worker.ts';
+import { deleteRedisKeys as deleteKeysUnder } from '../src/cli/dev-redis.ts';
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
@@ -211,23 +212,9 @@ export function testRedis(url: string = TEST_REDIS_URL): Redis {
   return redis;
 }
 
-/** Deletes every Redis key starting with `<prefix>:` (SCAN + DEL). */
-export async function deleteRedisKeys(prefix: string, url: string = TEST_REDIS_URL): Promise<number> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => {});
-  let deleted = 0;
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${escapeGlob(prefix)}:*`, 'COUNT', 1000);
-      if (keys.length > 0) deleted += await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-  return deleted;
+/** Deletes every Redis key starting with `<prefix>:`. */
+export function deleteRedisKeys(prefix: string, url: string = TEST_REDIS_URL): Promise<number> {
+  return deleteKeysUnder(url, prefix);
 }
 
 /** Drops a PostgreSQL schema and everything in it. */
@@ -242,9 +229,6 @@ export async function dropSchema(schema: string, url: string = TEST_DATABASE_URL
   }
 }
 
-function escapeGlob(s: string): string {
-  return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
-}
 
 // ---------------------------------------------------------------------------
 // Waiting

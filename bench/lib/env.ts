@@ -7,12 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createApp, type App } from '../../src/app.ts';
 import { loadConfig, OPTIONS } from '../../src/config.ts';
 import type { Task } from '../../src/task.ts';
 import { noop } from '../apps/tasks.ts';
+import { deleteRedisKeys } from '../../src/cli/dev-redis.ts';
 import { memoryLogger, summariseLogs } from './logs.ts';
 import type { Scope } from './scope.ts';
 import type { ScenarioContext } from './types.ts';
@@ -101,25 +101,6 @@ export function cleanEnv(): NodeJS.ProcessEnv {
   for (const meta of Object.values(OPTIONS)) delete env[meta.env];
   for (const name of Object.keys(env)) if (name.startsWith('CELERITY_') || name.startsWith('BENCH_')) delete env[name];
   return env;
-}
-
-/** Deletes every key starting with `<prefix>:`. */
-export async function deleteRedisKeys(url: string, prefix: string): Promise<number> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => {});
-  let deleted = 0;
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-  return deleted;
 }
 
 export async function dropSchema(url: string, schema: string): Promise<void> {
