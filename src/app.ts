@@ -81,6 +81,7 @@ export class App {
   /** Built-in tasks (maintenance): run by workers, not listed with the app's tasks. */
   readonly builtinTasks: ReadonlyMap<string, Task>;
   private readonly dbSchema: string | undefined;
+  private queues: string[] | undefined;
   private brokerInstance: Broker | undefined;
   private storeInstance: JobStore | undefined;
   private storeReady: Promise<void> | undefined;
@@ -142,9 +143,11 @@ export class App {
     return this.store;
   }
 
-  /** Every routing queue of the app's tasks and workflows. */
+  /** Every routing queue of the app's tasks and workflows (a copy: callers may change it). */
   queueNames(): string[] {
-    return [...new Set([...[...this.tasks.values(), ...this.builtinTasks.values()].map((t) => t.queue), ...[...this.workflows.values()].map((w) => w.queue)])].sort();
+    // Fixed once the app is built, and read on every status poll.
+    this.queues ??= [...new Set([...[...this.tasks.values(), ...this.builtinTasks.values()].map((t) => t.queue), ...[...this.workflows.values()].map((w) => w.queue)])].sort();
+    return [...this.queues];
   }
 
   task(name: string): Task | undefined {

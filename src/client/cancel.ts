@@ -47,7 +47,7 @@ export async function cancelJob(broker: Broker, store: JobStore, queues: readonl
   let record: JobRecord | undefined;
   if (queued) {
     record = { ...recordFromJob(job, queue, 'cancelled'), finishedAt: marker.requestedAt };
-    const { logs } = await viaBroker(redis, () => broker.queue(queue).getJobLogs(id));
+    const logs = await viaBroker(redis, () => broker.jobLogs(queue, id));
     record.attemptHistory = attemptHistory(record, logs);
   }
   await viaBroker(redis, () => redis.set(markerKey, JSON.stringify(record ? { ...marker, record } : marker), 'EX', ttl));
