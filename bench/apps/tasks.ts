@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTask } from '../../src/task.ts';
+import { defineTask } from '../../packages/celerity/src/task.ts';
 
 /** The benchmark's job: validates an empty object and does nothing. */
 export const noop = defineTask({

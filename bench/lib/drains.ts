@@ -17,7 +17,7 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
-import type { App } from '../../src/app.ts';
+import type { App } from '../../packages/celerity/src/app.ts';
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
 import { cpuSnapshot, cpuUse, type CpuUse } from './cpu.ts';
 import { cleanEnv, openApp, redisPrefix, storeEnv, type StoreKind } from './env.ts';

@@ -152,9 +152,9 @@ function watched(ctx: ScenarioContext, scope: Scope, name: string, args: string[
   return proc;
 }
 
-/** `node bin/celerity.js <command> --app bench/apps/noop-app.ts` with `env`. */
+/** `node packages/celerity/bin/celerity.js <command> --app bench/apps/noop-app.ts` with `env`. */
 export function celerity(ctx: ScenarioContext, scope: Scope, name: string, command: 'worker' | 'serve', env: NodeJS.ProcessEnv): Proc {
-  return watched(ctx, scope, name, ['bin/celerity.js', command, '--app', 'bench/apps/noop-app.ts'], { env });
+  return watched(ctx, scope, name, ['packages/celerity/bin/celerity.js', command, '--app', 'bench/apps/noop-app.ts'], { env });
 }
 
 /** A raw BullMQ worker process (bench/workers/raw-worker.ts). */
@@ -162,4 +162,4 @@ export function rawWorker(ctx: ScenarioContext, scope: Scope, name: string, env:
   return watched(ctx, scope, name, ['--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true });
 }
 
-export { freePort } from '../../src/cli/dev-redis.ts';
+export { freePort } from '../../packages/celerity/src/cli/dev-redis.ts';

@@ -13,7 +13,7 @@
 import { Queue, Worker as BullWorker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import { defineTask } from '../../src/task.ts';
+import { defineTask } from '../../packages/celerity/src/task.ts';
 import { openApp, redisPrefix, storeEnv } from '../lib/env.ts';
 import { now, percentile, pollUntil, ratio, round, sleep } from '../lib/measure.ts';
 import { withScope } from '../lib/scope.ts';

@@ -8,11 +8,12 @@
  * (`thread` or `main`), and the store's own variables (DATABASE_URL,
  * CELERITY_DB_SCHEMA, CELERITY_SQLITE_PATH).
  */
-import { loadConfig } from '../../src/config.ts';
-import { JobStore } from '../../src/store/job-store.ts';
-import { importCsv, sqlRowWriter } from '../../src/workloads/csv/import.ts';
-import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable } from '../../src/workloads/csv/jira.ts';
-import { countImported } from '../../src/workloads/csv/task.ts';
+import { loadConfig } from '../../packages/celerity/src/config.ts';
+import { JobStore } from '../../packages/celerity/src/store/job-store.ts';
+import { importCsv, sqlRowWriter } from '../../examples/documents/src/csv/import.ts';
+import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable } from '../../examples/documents/src/csv/jira.ts';
+import { countImported } from '../../examples/documents/src/csv/task.ts';
+import { documentsTables } from '../../examples/documents/src/tables.ts';
 
 const path = process.env.BENCH_CSV_PATH;
 if (!path) {
@@ -23,22 +24,23 @@ const config = loadConfig({ env: process.env });
 const store = new JobStore({
   databaseUrl: config.databaseUrl,
   sqlitePath: config.sqlitePath,
-  ...(config.databaseSchema ? { schema: config.databaseSchema } : {}),
+  schema: config.databaseSchema,
 });
 await store.migrate();
+const tables = await store.tables(documentsTables);
 const rssBefore = process.memoryUsage().rss;
 const jobId = 'bench-csv';
 const summary = await importCsv({
   path,
   schema: jiraRowSchema,
   headerAliases: JIRA_HEADER_ALIASES,
-  writer: sqlRowWriter(store, jiraTable, jobId),
+  writer: sqlRowWriter(tables, jiraTable, jobId),
   batchSize: Number(process.env.BENCH_CSV_BATCH ?? '1000'),
   parseIn: process.env.BENCH_CSV_PARSE === 'main' ? 'main' : 'thread',
 });
 // maxRSS is in KiB: the process's peak, import included.
 const peakRss = process.resourceUsage().maxRSS * 1024;
-const stored = await countImported(store, jobId);
+const stored = await countImported(tables, jobId);
 await store.close();
 console.log(
   JSON.stringify({

@@ -1,9 +1,11 @@
-import { createApp, type App } from '../../src/index.ts';
-import { assessmentTasks } from '../../src/workloads/assessment/pipeline.ts';
-import { csvImportTask } from '../../src/workloads/csv/task.ts';
-import { pdfIngestTask } from '../../src/workloads/documents/ingest-task.ts';
-import { ticketEnhanceTask } from '../../src/workloads/tickets/task.ts';
-import { add, fail, flaky, progress, sleepTask, spin } from '../quickstart/tasks.ts';
+import { createApp, type App } from 'celerity';
+import { add, fail, flaky, progress, sleepTask, spin } from 'celerity-example-quickstart/tasks';
+import { assessmentTasks } from './src/assessment/pipeline.ts';
+import { csvImportTask } from './src/csv/task.ts';
+import { pdfIngestTask } from './src/documents/ingest-task.ts';
+import { searchRoutes } from './src/search-routes.ts';
+import { documentsTables } from './src/tables.ts';
+import { ticketEnhanceTask } from './src/tickets/task.ts';
 
 /**
  * The documents app, what `npm start` runs: the real workloads beside the
@@ -13,12 +15,14 @@ import { add, fail, flaky, progress, sleepTask, spin } from '../quickstart/tasks
  * - `assessment.validate` (a workflow on queue `assessment`): documents
  *   checked against criteria, with evidence.
  * - `ticket.enhance` (queue `tickets`): tickets arriving by webhook.
- * See "Try it" in the README for a curl line for each. Separate processes:
+ * Its tables come through `defineTables` (src/tables.ts), `GET /v1/search`
+ * through the app's `routes`. See "Try it" in the README for a curl line for
+ * each. Separate processes:
  *   celerity serve  --app examples/documents/app.ts
  *   celerity worker --app examples/documents/app.ts --queues imports,documents
  */
-// The tasks reach the app's store lazily, once the app below exists.
-const store = () => app.openStore();
+// The tasks reach their tables lazily, once the app below exists and has started.
+const store = () => app.tables(documentsTables);
 const assessment = assessmentTasks({ store });
 
 export const app: App = createApp({
@@ -31,6 +35,8 @@ export const app: App = createApp({
     ticketEnhanceTask({ store }),
   ],
   workflows: [assessment.validate],
+  tables: [documentsTables],
+  routes: [searchRoutes],
   module: import.meta.url,
 });
 export default app;

@@ -6,8 +6,8 @@
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeJiraCsv } from '../../src/workloads/csv/generate.ts';
-import { writePdf } from '../../test/fixtures/make-pdf.ts';
+import { writeJiraCsv } from './src/csv/generate.ts';
+import { writePdf } from './test/make-pdf.ts';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), 'samples');
 

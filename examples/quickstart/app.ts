@@ -1,4 +1,4 @@
-import { createApp } from '../../src/index.ts';
+import { createApp } from 'celerity';
 import { add, fail, flaky, progress, sleepTask, spin } from './tasks.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { defineTask } from '../../src/index.ts';
+import { defineTask } from 'celerity';
 
 /** `{a, b}` → `{sum}`: the smallest useful task. */
 export const add = defineTask({

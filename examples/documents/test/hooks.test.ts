@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { buildServer } from 'celerity';
+import { ticketEnhanceTask, ticketHistory } from '../src/tickets/task.ts';
+import { enhanceTicket } from '../src/tickets/enhance.ts';
+import type { App } from 'celerity';
+import { openTestApp, startWorker, stores, useCleanup, waitFor } from '../../../packages/celerity/test/helpers.ts';
+import { documentsTables } from '../src/tables.ts';
+
+useCleanup();
+
+describe.each(stores)('webhook intake and ticket.enhance (%s)', (kind) => {
+  async function setup() {
+    let app!: App;
+    const task = ticketEnhanceTask({ store: () => app.tables(documentsTables) });
+    app = await openTestApp(kind, { tasks: [task], tables: [documentsTables] });
+    const server = await buildServer(app, { logger: false });
+    return { app, server };
+  }
+
+  it('validates the payload, enqueues it, and records pending → completed', async () => {
+    const { app, server } = await setup();
+    const payload = { ticket_id: 'SUP-1', tenant_id: 'acme', priority: 'low', description: 'Checkout is down for all users since 10:00, HTTP 503 on https://shop.acme.test/cart. Please help ASAP.' };
+    const res = await server.inject({ method: 'POST', url: '/v1/hooks/ticket.enhance', payload, headers: { 'x-delivery-id': 'd-1', 'x-tenant-id': 'acme' } });
+    expect(res.statusCode).toBe(202);
+    const id = res.json().job_id as string;
+    // The sender retries the delivery: same job.
+    const again = await server.inject({ method: 'POST', url: '/v1/hooks/ticket.enhance', payload, headers: { 'x-delivery-id': 'd-1' } });
+    expect(again.json().job_id).toBe(id);
+    await startWorker(app);
+    const view = await waitFor(async () => {
+      const v = (await server.inject({ url: `/v1/jobs/${id}` })).json();
+      return v.status === 'completed' ? v : null;
+    });
+    expect(view.tenant).toBe('acme');
+    expect(view.result).toMatchObject({ category: 'outage', suggested_priority: 'urgent', escalate: true });
+    expect(view.result.mentions.urls).toEqual(['https://shop.acme.test/cart']);
+    const history = await ticketHistory(await app.tables(documentsTables), 'acme', 'SUP-1');
+    expect(history).toHaveLength(1);
+    expect(history[0]).toMatchObject({ job_id: id, status: 'completed', attempts: 1 });
+    expect(JSON.parse(history[0]!.enhancement!)).toMatchObject({ category: 'outage' });
+    await server.close();
+  });
+
+  it('answers 4xx naming the field, and enqueues nothing', async () => {
+    const { app, server } = await setup();
+    const bad = await server.inject({ method: 'POST', url: '/v1/hooks/ticket.enhance', payload: { ticket_id: 'SUP-2', tenant_id: 'acme', description: 'x', priority: 'whenever' } });
+    expect(bad.statusCode).toBe(422);
+    expect(bad.json().error.code).toBe('invalid_input');
+    expect(JSON.stringify(bad.json().error.details)).toContain('priority');
+    const unknown = await server.inject({ method: 'POST', url: '/v1/hooks/nope', payload: {} });
+    expect(unknown.statusCode).toBe(404);
+    expect(unknown.json().error.code).toBe('unknown_task');
+    const notJson = await server.inject({ method: 'POST', url: '/v1/hooks/ticket.enhance', payload: '[1,2]', headers: { 'content-type': 'application/json' } });
+    expect(notJson.statusCode).toBe(400);
+    const counts = await app.broker.queue('tickets').getJobCounts();
+    expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(0);
+    await server.close();
+  });
+});
+
+describe('enhanceTicket', () => {
+  it('finds category, mentions and escalation', () => {
+    const e = enhanceTicket({ ticket_id: 't', tenant_id: 'a', priority: 'high', description: 'Invoice INV-2041 was charged twice to jane@acme.test. Refund please.' });
+    expect(e).toMatchObject({ category: 'billing', suggested_priority: 'medium', escalate: false });
+    expect(e.mentions.emails).toEqual(['jane@acme.test']);
+    expect(e.mentions.error_codes).toContain('INV-2041');
+    expect(e.summary).toBe('Invoice INV-2041 was charged twice to jane@acme.test.');
+  });
+});

@@ -1,0 +1,165 @@
+/**
+ * Typed errors with stable codes. The code is part of the public contract:
+ * the HTTP API puts it in `{"error": {"code"}}` and callers may switch on it.
+ */
+
+/** One field that failed validation, addressed by its path in the input. */
+export interface FieldIssue {
+  /** Dotted path of the field, e.g. `input.items.2.qty`; empty for the root. */
+  path: string;
+  message: string;
+}
+
+export abstract class CelerityError extends Error {
+  /** Stable, machine-readable code. */
+  abstract readonly code: string;
+  /** HTTP status the API answers with when this error escapes a route. */
+  readonly httpStatus: number = 500;
+  readonly details: unknown;
+
+  constructor(message: string, details?: unknown, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.details = details;
+  }
+}
+
+/** Input failed the task's schema. Nothing was enqueued. */
+export class InvalidInputError extends CelerityError {
+  readonly code = 'invalid_input';
+  override readonly httpStatus = 422;
+  declare readonly details: { task: string; issues: FieldIssue[] };
+
+  constructor(task: string, issues: FieldIssue[]) {
+    const list = issues.map((i) => `${i.path || '(root)'}: ${i.message}`).join('; ');
+    super(`Invalid input for task "${task}": ${list}`, { task, issues });
+  }
+}
+
+/** No task of that name is registered in the app. */
+export class UnknownTaskError extends CelerityError {
+  readonly code = 'unknown_task';
+  // 422, not 404: the route exists, the request names a task that does not.
+  override readonly httpStatus = 422;
+
+  constructor(task: string, known: string[]) {
+    super(`Unknown task "${task}"`, { task, known });
+  }
+}
+
+export class JobNotFoundError extends CelerityError {
+  readonly code = 'job_not_found';
+  override readonly httpStatus = 404;
+
+  constructor(jobId: string) {
+    super(`No job with id "${jobId}"`, { job_id: jobId });
+  }
+}
+
+/** Redis could not be reached; the operation did not happen. */
+export class BrokerUnavailableError extends CelerityError {
+  readonly code = 'broker_unavailable';
+  override readonly httpStatus = 503;
+
+  constructor(cause: unknown) {
+    super(`The broker (Redis) is unreachable: ${errorMessage(cause)}`, undefined, { cause });
+  }
+}
+
+/** The SQL job store could not be reached. */
+export class StoreUnavailableError extends CelerityError {
+  readonly code = 'store_unavailable';
+  override readonly httpStatus = 503;
+
+  constructor(cause: unknown) {
+    super(`The job store (SQL) is unreachable: ${errorMessage(cause)}`, undefined, { cause });
+  }
+}
+
+/** A configuration value is invalid. Start-up stops with one line naming it. */
+export class ConfigError extends CelerityError {
+  readonly code = 'invalid_config';
+
+  constructor(option: string, message: string) {
+    super(`Invalid configuration ${option}: ${message}`, { option });
+  }
+}
+
+/**
+ * The store cannot start: the database is missing or unreachable, the
+ * credentials are refused, a table clashes, or a driver is missing. The
+ * message is one line naming the setting and the fix; the CLI prints it and
+ * exits non-zero.
+ */
+export class StoreSetupError extends CelerityError {
+  readonly code = 'store_setup';
+  override readonly httpStatus = 503;
+  /** `clash`: a table of the same name exists (a race looks alike, so it is retried first). */
+  declare readonly details: { setting: string; fix: string; clash: boolean };
+
+  constructor(setting: string, problem: string, fix: string, options?: ErrorOptions, clash = false) {
+    super(`${setting}: ${problem}; ${fix}`, { setting, fix, clash }, options);
+  }
+}
+
+/** A task definition or option is malformed (a programming error). */
+export class TaskDefinitionError extends CelerityError {
+  readonly code = 'invalid_task_definition';
+}
+
+/**
+ * Throw from a handler to fail the job at once, without the remaining retries.
+ * Invalid input fails this way too.
+ */
+export class NonRetryableError extends Error {
+  readonly code: string = 'non_retryable';
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Enqueue options are malformed (bad delay, priority, job id...). Nothing was enqueued. */
+export class InvalidOptionsError extends CelerityError {
+  readonly code = 'invalid_options';
+  override readonly httpStatus = 422;
+  declare readonly details: { issues: FieldIssue[] };
+
+  constructor(issues: FieldIssue[]) {
+    super(`Invalid options: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
+  }
+}
+
+/** The job already finished (completed or failed); it cannot be cancelled. */
+export class JobFinishedError extends CelerityError {
+  readonly code = 'job_finished';
+  override readonly httpStatus = 409;
+
+  constructor(jobId: string, status: string) {
+    super(`Job "${jobId}" already ${status}; only queued or running jobs can be cancelled`, { job_id: jobId, status });
+  }
+}
+
+/** An idempotency key was reused with another task or input within its TTL. Nothing was enqueued. */
+export class IdempotencyConflictError extends CelerityError {
+  readonly code = 'idempotency_conflict';
+  override readonly httpStatus = 409;
+
+  constructor(key: string, jobId: string) {
+    super(`Idempotency key "${key}" was already used for job "${jobId}" with a different task or input`, { idempotency_key: key, job_id: jobId });
+  }
+}
+
+/** A webhook names a task the app does not define (the task is in the path, so 404). */
+export class UnknownHookError extends CelerityError {
+  readonly code = 'unknown_task';
+  override readonly httpStatus = 404;
+
+  constructor(task: string) {
+    super(`No task named "${task}" takes webhooks here`, { task });
+  }
+}

@@ -1,0 +1,158 @@
+import type { SqliteDatabase, SqliteStatement } from './sqlite-driver.ts';
+import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { pgJson } from './pg-json.ts';
+import type { Database, JobsTable } from './db.ts';
+
+/**
+ * The recorder's writes: many rows per transaction, on the hot path of the
+ * history, so they skip the query builder. Kysely compiling a 1,000-row
+ * insert costs more CPU than the database spends on it.
+ *
+ * A row is inserted, or updated only when it is newer (`event_seq`) than the
+ * stored one: replays and overlapping batches never move a job backwards.
+ * Progress-only rows refresh just the progress snapshot.
+ */
+
+const COLUMNS = [
+  'id', 'task', 'queue', 'tenant', 'status', 'attempts', 'max_attempts', 'input', 'result', 'error_type', 'error_message',
+  'error_stack', 'progress', 'created_at', 'started_at', 'finished_at', 'attempt_history', 'updated_at', 'event_seq',
+] as const satisfies readonly (keyof JobsTable)[];
+
+const FULL_UPDATE = `status = excluded.status, attempts = excluded.attempts, max_attempts = excluded.max_attempts,
+  result = excluded.result, error_type = excluded.error_type, error_message = excluded.error_message,
+  error_stack = excluded.error_stack, progress = COALESCE(excluded.progress, jobs.progress),
+  attempt_history = excluded.attempt_history, started_at = excluded.started_at, finished_at = excluded.finished_at,
+  updated_at = excluded.updated_at, event_seq = excluded.event_seq
+  WHERE excluded.event_seq > jobs.event_seq`;
+
+const PROGRESS_UPDATE = `progress = excluded.progress, updated_at = excluded.updated_at`;
+
+/** Several states of one job in one statement would conflict with each other: keep the newest. */
+function newestPerId(rows: JobsTable[]): JobsTable[] {
+  const byId = new Map<string, JobsTable>();
+  for (const row of rows) {
+    const seen = byId.get(row.id);
+    if (!seen || row.event_seq > seen.event_seq) byId.set(row.id, row);
+  }
+  // Sorted: concurrent recorders then lock rows in the same order and cannot deadlock.
+  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** SQLite: prepared statements in one synchronous transaction. */
+export class SqliteBatchUpsert {
+  private readonly full: SqliteStatement;
+  private readonly progress: SqliteStatement;
+  private readonly run: (rows: JobsTable[], progressRows: JobsTable[]) => void;
+
+  constructor(db: SqliteDatabase) {
+    const insert = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO UPDATE SET `;
+    this.full = db.prepare(insert + FULL_UPDATE);
+    this.progress = db.prepare(insert + PROGRESS_UPDATE);
+    this.run = db.transaction((rows: JobsTable[], progressRows: JobsTable[]) => {
+      for (const row of rows) this.full.run(COLUMNS.map((c) => row[c]));
+      for (const row of progressRows) this.progress.run(COLUMNS.map((c) => row[c]));
+    });
+  }
+
+  write(rows: JobsTable[], progressRows: JobsTable[]): void {
+    this.run(newestPerId(rows), newestPerId(progressRows));
+  }
+}
+
+const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
+  id: 'text', task: 'text', queue: 'text', tenant: 'text', status: 'text', attempts: 'int', max_attempts: 'int', input: 'text',
+  result: 'text', error_type: 'text', error_message: 'text', error_stack: 'text', progress: 'text', created_at: 'bigint',
+  started_at: 'bigint', finished_at: 'bigint', attempt_history: 'text', updated_at: 'bigint', event_seq: 'text',
+};
+
+const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
+
+/**
+ * PostgreSQL: one `INSERT … SELECT FROM json_to_recordset($1)` per kind of
+ * row, the whole batch as one JSON parameter. JSON.stringify is native; pg's
+ * escaping of one text array per column ran in JavaScript, on the event loop
+ * the recorder shares with the API or the worker, for every value.
+ */
+export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
+  const statement = (batch: JobsTable[], onConflict: string) =>
+    CompiledQuery.raw(
+      `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${onConflict}`,
+      [pgJson(batch)],
+    );
+  const full = newestPerId(rows);
+  const progress = newestPerId(progressRows);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await db.transaction().execute(async (trx: Transaction<Database>) => {
+        if (full.length > 0) await trx.executeQuery(statement(full, FULL_UPDATE));
+        if (progress.length > 0) await trx.executeQuery(statement(progress, PROGRESS_UPDATE));
+      });
+      return;
+    } catch (err) {
+      // Sorted rows make deadlocks unlikely; one that still happens is retried at once.
+      if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
+    }
+  }
+}
+
+/**
+ * A job moved forward on the happy path (started, completed) from its events
+ * alone, without reading its hash. Applied only if the row is exactly where
+ * the events say it was (`expect*`) and older; otherwise the recorder falls
+ * back to a full write from the hash.
+ */
+export interface HappyUpdate {
+  id: string;
+  seq: string;
+  status: 'started' | 'completed';
+  expectStatus: 'queued' | 'started';
+  expectAttempts: 0 | 1;
+  /** Null keeps the stored value. */
+  startedAt: number | null;
+  finishedAt: number | null;
+  /** JSON text, as BullMQ stored it. */
+  result: string | null;
+  /** JSON text; null keeps the stored snapshot. */
+  progress: string | null;
+  updatedAt: number;
+}
+
+const HAPPY_SET = `status = ?, attempts = 1, started_at = COALESCE(?, started_at), finished_at = ?, result = ?,
+  progress = COALESCE(?, progress), error_type = NULL, error_message = NULL, error_stack = NULL,
+  attempt_history = NULL, updated_at = ?, event_seq = ?`;
+
+/** SQLite: one prepared UPDATE per job in one transaction; returns the ids it moved. */
+export function sqliteHappyUpdates(db: SqliteDatabase): (updates: HappyUpdate[]) => Set<string> {
+  const statement = db.prepare(`UPDATE jobs SET ${HAPPY_SET} WHERE id = ? AND event_seq < ? AND status = ? AND attempts = ?`);
+  return db.transaction((updates: HappyUpdate[]) => {
+    const moved = new Set<string>();
+    for (const u of updates) {
+      const { changes } = statement.run(u.status, u.startedAt, u.finishedAt, u.result, u.progress, u.updatedAt, u.seq, u.id, u.seq, u.expectStatus, u.expectAttempts);
+      if (changes === 1) moved.add(u.id);
+    }
+    return moved;
+  });
+}
+
+const HAPPY_PG = `UPDATE jobs AS j SET status = v.status, attempts = 1, started_at = COALESCE(v."startedAt", j.started_at),
+    finished_at = v."finishedAt", result = v.result, progress = COALESCE(v.progress, j.progress), error_type = NULL,
+    error_message = NULL, error_stack = NULL, attempt_history = NULL, updated_at = v."updatedAt", event_seq = v.seq
+  FROM json_to_recordset($1::json) AS v(id text, status text, "startedAt" bigint, "finishedAt" bigint, result text,
+    progress text, "updatedAt" bigint, seq text, "expectStatus" text, "expectAttempts" int)
+  WHERE j.id = v.id AND j.event_seq < v.seq AND j.status = v."expectStatus" AND j.attempts = v."expectAttempts"
+  RETURNING j.id`;
+
+/** PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch; returns the ids it moved. */
+export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<Set<string>> {
+  // Sorted: concurrent recorders lock rows in the same order.
+  const sorted = [...updates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted)]);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { rows } = await db.executeQuery<{ id: string }>(query);
+      return new Set(rows.map((r) => r.id));
+    } catch (err) {
+      if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
+    }
+  }
+}

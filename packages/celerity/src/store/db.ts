@@ -1,0 +1,66 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import { postgresPool } from './pg-pool.ts';
+import { openSqlite, type SqliteDatabase } from './sqlite-driver.ts';
+
+/** Columns of the `jobs` table. Times are epoch milliseconds; JSON is stored as text. */
+export interface JobsTable {
+  id: string;
+  task: string;
+  queue: string;
+  tenant: string | null;
+  status: string;
+  attempts: number;
+  max_attempts: number;
+  input: string | null;
+  result: string | null;
+  error_type: string | null;
+  error_message: string | null;
+  error_stack: string | null;
+  progress: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
+  /** JSON array of AttemptRecord; null for a job with a single attempt. */
+  attempt_history: string | null;
+  /** Position of the last applied event (zero-padded stream id); guards against reordering. */
+  event_seq: string;
+}
+
+export interface Database {
+  jobs: JobsTable;
+}
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface DbHandle {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** The better-sqlite3 connection behind `db`, for the recorder's prepared statements. */
+  sqlite?: SqliteDatabase;
+}
+
+export interface DbOptions {
+  databaseUrl?: string | undefined;
+  sqlitePath: string;
+  /** PostgreSQL schema of Celerity's tables (created if missing); default `celerity`. */
+  schema?: string | undefined;
+}
+
+export function createDb(opts: DbOptions): DbHandle {
+  if (opts.databaseUrl) {
+    const pool = postgresPool(opts.databaseUrl, opts.schema ?? 'celerity');
+    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+  }
+  if (opts.sqlitePath !== ':memory:') mkdirSync(dirname(opts.sqlitePath), { recursive: true });
+  const sqlite = openSqlite(opts.sqlitePath);
+  // WAL lets the API read while a worker's recorder writes; busy_timeout lets
+  // several processes share the file. NORMAL sync is durable across process
+  // crashes (only power loss can drop the last transaction).
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = NORMAL');
+  sqlite.pragma('busy_timeout = 10000');
+  return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite as never }) }), dialect: 'sqlite', sqlite };
+}

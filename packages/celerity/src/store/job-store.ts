@@ -1,0 +1,272 @@
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
+import { InvalidOptionsError, StoreUnavailableError } from '../errors.ts';
+import { postgresPool } from './pg-pool.ts';
+import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
+import { coreMigrations, migrate } from './migrations.ts';
+import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyUpdate } from './batch-upsert.ts';
+import type { SqliteDatabase } from './sqlite-driver.ts';
+import { setupError } from './setup-errors.ts';
+import type { TableHandle, TableSet } from './tables.ts';
+
+/** A row to write: a record plus the event position it reflects. */
+export interface RecordedState {
+  record: JobRecord;
+  /** Zero-padded event stream id; a row only moves forward in this order. */
+  eventSeq: string;
+}
+
+export interface ListFilter {
+  status?: JobStatus | undefined;
+  task?: string | undefined;
+  tenant?: string | undefined;
+  limit: number;
+  /** Id of the last job of the previous page; the list runs newest first. */
+  cursor?: string | undefined;
+}
+
+export interface JobPage {
+  jobs: JobRecord[];
+  nextCursor: string | null;
+}
+
+/**
+ * The durable job history in SQL. Only the recorder writes it (in batches);
+ * the API reads it for lists and for jobs Redis has let go of.
+ */
+export class JobStore {
+  readonly db: Kysely<Database>;
+  readonly dialect: Dialect;
+
+  /** PostgreSQL schema of Celerity's tables (unused on SQLite). */
+  readonly schema: string;
+  /**
+   * The better-sqlite3 connection behind `db` on SQLite. Code that writes
+   * several statements atomically must use its synchronous `transaction()`:
+   * an async Kysely transaction stays open across awaits, and the recorder's
+   * synchronous batches on this same connection would land inside it.
+   */
+  readonly sqlite: SqliteDatabase | undefined;
+  private readonly databaseUrl: string | undefined;
+  private upsert: SqliteBatchUpsert | undefined;
+  private happySqlite: ((updates: HappyUpdate[]) => Set<string>) | undefined;
+  private readonly tableSets = new Map<TableSet, Promise<TableHandle>>();
+  private readonly extraPools: Kysely<any>[] = [];
+
+  /** Opens the connection (lazily on PostgreSQL); throws a one-line StoreSetupError when SQLite cannot open. */
+  constructor(opts: DbOptions) {
+    const handle = createDb(opts);
+    this.db = handle.db;
+    this.dialect = handle.dialect;
+    this.schema = opts.schema ?? 'celerity';
+    this.databaseUrl = opts.databaseUrl;
+    this.sqlite = handle.sqlite;
+  }
+
+  /** Prepared once the table exists (statements are compiled against it). */
+  private get sqliteUpsert(): SqliteBatchUpsert | undefined {
+    if (this.sqlite) this.upsert ??= new SqliteBatchUpsert(this.sqlite);
+    return this.upsert;
+  }
+
+  /** Creates Celerity's schema and brings its tables to the latest version. */
+  async migrate(): Promise<void> {
+    await migrate(this.db, coreMigrations(this.dialect), {
+      name: 'celerity',
+      schema: this.dialect === 'postgres' ? this.schema : undefined,
+      schemaSetting: 'CELERITY_DB_SCHEMA',
+    });
+  }
+
+  /**
+   * A handle on an app's table set (see `defineTables`), its migrations run
+   * once per store. On PostgreSQL the set gets a small pool of its own whose
+   * search_path is the set's schema; on SQLite it shares this connection.
+   */
+  tables(set: TableSet): Promise<TableHandle> {
+    let handle = this.tableSets.get(set);
+    if (!handle) {
+      handle = this.openTables(set);
+      this.tableSets.set(set, handle);
+      // A failed migration may succeed later (the database came back).
+      handle.catch(() => this.tableSets.delete(set));
+    }
+    return handle;
+  }
+
+  private async openTables(set: TableSet): Promise<TableHandle> {
+    if (this.dialect === 'sqlite') {
+      await migrate(this.db, set.migrations('sqlite'), { name: set.name, schema: undefined, schemaSetting: 'CELERITY_SQLITE_PATH' });
+      return { db: this.db, dialect: 'sqlite', sqlite: this.sqlite };
+    }
+    const schema = set.schema ?? `${this.schema}_${set.name}`;
+    const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: postgresPool(this.databaseUrl!, schema, 4) }) });
+    this.extraPools.push(db);
+    await migrate(db, set.migrations('postgres'), { name: set.name, schema, schemaSetting: `the schema of the table set "${set.name}"` });
+    return { db, dialect: 'postgres', sqlite: undefined };
+  }
+
+  /**
+   * Writes states in one transaction. A row is inserted, or updated only when
+   * the incoming state is newer (by event position) than the stored one, so
+   * that replays after a crash and out-of-order batches are harmless.
+   * `progressOnly` states refresh just the progress snapshot.
+   */
+  async write(states: RecordedState[], progressOnly: RecordedState[] = []): Promise<void> {
+    if (states.length === 0 && progressOnly.length === 0) return;
+    const now = Date.now();
+    const rows = states.map((s) => toRow(s, now));
+    const progressRows = progressOnly.map((s) => toRow(s, now));
+    if (this.sqliteUpsert) this.sqliteUpsert.write(rows, progressRows);
+    else await postgresBatchUpsert(this.db, rows, progressRows);
+  }
+
+  /**
+   * Moves happy-path jobs forward from their events alone (see
+   * {@link HappyUpdate}); returns the ids it moved. The others need a full
+   * write.
+   */
+  async advance(updates: HappyUpdate[]): Promise<Set<string>> {
+    if (updates.length === 0) return new Set();
+    if (this.sqlite) {
+      this.happySqlite ??= sqliteHappyUpdates(this.sqlite);
+      return this.happySqlite(updates);
+    }
+    return postgresHappyUpdates(this.db, updates);
+  }
+
+  async get(id: string): Promise<JobRecord | null> {
+    const row = await this.guard(() => this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst());
+    return row ? fromRow(row) : null;
+  }
+
+  /**
+   * The steps of a workflow, whose ids are `<root>.<n>`: a range scan on the
+   * primary key ('/' sorts right after '.'), in step order.
+   */
+  async workflowSteps(rootId: string): Promise<JobRecord[]> {
+    const rows = await this.guard(() =>
+      this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute(),
+    );
+    const n = (id: string) => Number(id.slice(rootId.length + 1));
+    return rows
+      .filter((r) => Number.isInteger(n(r.id)))
+      .map(fromRow)
+      .sort((a, b) => n(a.id) - n(b.id));
+  }
+
+  /**
+   * Newest first by creation time (ids are time-ordered only when Celerity
+   * makes them), then by id. The cursor is opaque: the last row's position.
+   */
+  async list(filter: ListFilter): Promise<JobPage> {
+    let q = this.db.selectFrom('jobs').selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit + 1);
+    if (filter.status) q = q.where('status', '=', filter.status);
+    if (filter.task) q = q.where('task', '=', filter.task);
+    if (filter.tenant) q = q.where('tenant', '=', filter.tenant);
+    if (filter.cursor) {
+      const [createdAt, id] = decodeCursor(filter.cursor);
+      q = q.where((eb) => eb.or([eb('created_at', '<', createdAt), eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)])]));
+    }
+    const rows = await this.guard(() => q.execute());
+    const page = rows.slice(0, filter.limit).map(fromRow);
+    const last = page[page.length - 1];
+    return { jobs: page, nextCursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null };
+  }
+
+  async ping(): Promise<void> {
+    await this.guard(() => sql`select 1`.execute(this.db));
+  }
+
+  /**
+   * Checks that the database answers, as start-up does before serving: a
+   * problem the user must fix comes out as a one-line StoreSetupError.
+   */
+  async check(): Promise<void> {
+    try {
+      await sql`select 1`.execute(this.db);
+    } catch (err) {
+      throw setupError(err) ?? new StoreUnavailableError(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.extraPools.map((db) => db.destroy()));
+    await this.db.destroy();
+  }
+
+  private async guard<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      throw new StoreUnavailableError(err);
+    }
+  }
+}
+
+function json(value: unknown): string | null {
+  return value === undefined || value === null ? null : JSON.stringify(value);
+}
+
+function parse(text: string | null): unknown {
+  return text === null ? null : JSON.parse(text);
+}
+
+function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
+  return {
+    id: r.id,
+    task: r.task,
+    queue: r.queue,
+    tenant: r.tenant,
+    status: r.status,
+    attempts: r.attempts,
+    max_attempts: r.maxAttempts,
+    input: json(r.input),
+    result: json(r.result),
+    error_type: r.error?.type ?? null,
+    error_message: r.error?.message ?? null,
+    error_stack: r.error?.stack ?? null,
+    progress: json(r.progress),
+    created_at: r.createdAt,
+    started_at: r.startedAt,
+    finished_at: r.finishedAt,
+    attempt_history: json(r.attemptHistory),
+    updated_at: now,
+    event_seq: eventSeq,
+  };
+}
+
+function fromRow(row: JobsTable): JobRecord {
+  const record: JobRecord = {
+    id: row.id,
+    task: row.task,
+    queue: row.queue,
+    tenant: row.tenant,
+    status: row.status as JobStatus,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    input: parse(row.input),
+    result: parse(row.result),
+    error: row.error_message !== null ? { type: row.error_type ?? 'Error', message: row.error_message, stack: row.error_stack } : null,
+    progress: parse(row.progress) as JobRecord['progress'],
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+  };
+  record.attemptHistory = (parse(row.attempt_history) as AttemptRecord[] | null) ?? attemptHistory(record, []);
+  return record;
+}
+
+function encodeCursor(createdAt: number, id: string): string {
+  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [number, string] {
+  try {
+    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === 'string') return [value[0], value[1]];
+  } catch {
+    // fall through
+  }
+  throw new InvalidOptionsError([{ path: 'cursor', message: 'is not a next_cursor this API gave out' }]);
+}

@@ -1,0 +1,112 @@
+import { Kysely, Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
+import type { Dialect } from './db.ts';
+import { migration as listOrder } from './migrations/0003_list_order.ts';
+import { setupError } from './setup-errors.ts';
+
+/**
+ * Celerity's own migrations, in code so that they ship inside the package,
+ * versioned apart from any app's table set (see `defineTables`). Never edit
+ * one that has been released: add the next.
+ */
+export function coreMigrations(dialect: Dialect): Record<string, Migration> {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer';
+  return {
+    '0001_jobs': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('jobs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('task', 'text', (c) => c.notNull())
+          .addColumn('queue', 'text', (c) => c.notNull())
+          .addColumn('tenant', 'text')
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('max_attempts', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('input', 'text')
+          .addColumn('result', 'text')
+          .addColumn('error_type', 'text')
+          .addColumn('error_message', 'text')
+          .addColumn('error_stack', 'text')
+          .addColumn('progress', 'text')
+          .addColumn('created_at', sql.raw(bigint), (c) => c.notNull())
+          .addColumn('started_at', sql.raw(bigint))
+          .addColumn('finished_at', sql.raw(bigint))
+          .addColumn('updated_at', sql.raw(bigint), (c) => c.notNull())
+          .addColumn('event_seq', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('jobs_status_id').on('jobs').columns(['status', 'id']).execute();
+        await db.schema.createIndex('jobs_task_id').on('jobs').columns(['task', 'id']).execute();
+        await db.schema.createIndex('jobs_tenant_id').on('jobs').columns(['tenant', 'id']).execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('jobs').execute();
+      },
+    },
+    '0002_attempt_history': {
+      async up(db: Kysely<any>) {
+        // JSON array of attempts; null means one attempt, told by the row's own times.
+        await db.schema.alterTable('jobs').addColumn('attempt_history', 'text').execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.alterTable('jobs').dropColumn('attempt_history').execute();
+      },
+    },
+    '0003_list_order': listOrder(),
+  };
+}
+
+export interface MigrationTarget {
+  /** Names the history table, `<name>_migrations`. */
+  name: string;
+  /** PostgreSQL schema that holds the tables and their history; created if missing. */
+  schema: string | undefined;
+  /** The setting a user changes to pick another schema, named in a clash. */
+  schemaSetting: string;
+}
+
+/**
+ * Brings one migration history to its latest version. Two processes starting
+ * together on a fresh store may collide (Kysely has no migration lock for
+ * SQLite, and on PostgreSQL two racing `create table if not exists` of its
+ * lock table can still conflict): the loser retries and finds the work done.
+ * Failures a user must fix (no database, refused credentials, a table of the
+ * same name) come out as one-line {@link StoreSetupError}s.
+ */
+export async function migrate(db: Kysely<any>, migrations: Record<string, Migration>, target: MigrationTarget): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      if (target.schema) {
+        // Two processes creating the schema at once: the loser gets a unique violation.
+        await sql`create schema if not exists ${sql.id(target.schema)}`.execute(db).catch((err: { code?: string }) => {
+          if (err.code !== '23505' && err.code !== '42P06') throw err;
+        });
+      }
+      await migrateOnce(db, migrations, target);
+      return;
+    } catch (err) {
+      // A clash can also be a race (two processes creating the same table on
+      // SQLite): only one that outlives the retries is a real clash.
+      const fatal = setupError(err, target);
+      if (fatal && (!fatal.details.clash || attempt >= 5)) throw fatal;
+      if (attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+
+async function migrateOnce(db: Kysely<any>, migrations: Record<string, Migration>, target: MigrationTarget): Promise<void> {
+  const provider: MigrationProvider = { getMigrations: async () => migrations };
+  const migrator = new Migrator({
+    db,
+    provider,
+    migrationTableName: `${target.name}_migrations`,
+    migrationLockTableName: `${target.name}_migrations_lock`,
+    ...(target.schema ? { migrationTableSchema: target.schema } : {}),
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (!error) return;
+  const failed = results?.find((r) => r.status === 'Error');
+  // The driver's error keeps its code (for setupError); the migration's name rides along.
+  if (error instanceof Error && failed) error.message = `migration ${target.name}/${failed.migrationName}: ${error.message}`;
+  throw error;
+}

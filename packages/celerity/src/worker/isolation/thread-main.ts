@@ -1,0 +1,65 @@
+/**
+ * Entry point of an isolation thread: imports the app module, then runs one
+ * job at a time as the parent asks. The parent may terminate this thread at
+ * any moment (hard time limit, cancellation, recycling); nothing here needs
+ * cleaning up when that happens, because all state that matters lives in the
+ * parent and in Redis.
+ */
+import { getHeapStatistics } from 'node:v8';
+import { parentPort, workerData } from 'node:worker_threads';
+import { importApp } from '../../app-module.ts';
+import { NonRetryableError } from '../../errors.ts';
+import { parseInput, type TaskContext } from '../../task.ts';
+import type { FromThread, ToThread, WireError } from './protocol.ts';
+
+const port = parentPort!;
+const { appModule } = workerData as { appModule: string };
+const app = await importApp(appModule);
+let controller = new AbortController();
+
+function send(msg: FromThread): void {
+  port.postMessage(msg);
+}
+
+function toWire(err: unknown): WireError {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return { name: e.name, message: e.message, stack: e.stack, nonRetryable: e instanceof NonRetryableError || ['non_retryable', 'invalid_input'].includes((e as { code?: string }).code ?? '') };
+}
+
+function fromWire(w: WireError): Error {
+  const e = new Error(w.message);
+  e.name = w.name;
+  if (w.stack) e.stack = w.stack;
+  return e;
+}
+
+port.on('message', async (msg: ToThread) => {
+  if (msg.type === 'abort') {
+    controller.abort(fromWire(msg.reason));
+    return;
+  }
+  controller = new AbortController();
+  const log = app.logger.child({ job_id: msg.jobId, task: msg.task, attempt: msg.attempt, queue: msg.queue, isolation: 'thread' });
+  try {
+    const task = app.task(msg.task);
+    if (!task) throw new NonRetryableError(`No task named "${msg.task}" in ${appModule}`);
+    const ctx: TaskContext = {
+      jobId: msg.jobId,
+      task: msg.task,
+      queue: msg.queue,
+      tenant: msg.tenant,
+      attempt: msg.attempt,
+      maxAttempts: msg.maxAttempts,
+      signal: controller.signal,
+      // The parent owns the Redis write and its coalescing.
+      progress: async (update) => send({ type: 'progress', update }),
+      log,
+    };
+    const result = await task.handler(parseInput(task, msg.input), ctx);
+    send({ type: 'done', result: result === undefined ? null : result, heapUsed: getHeapStatistics().used_heap_size });
+  } catch (err) {
+    send({ type: 'failed', error: toWire(err), heapUsed: getHeapStatistics().used_heap_size });
+  }
+});
+
+send({ type: 'ready' });

@@ -1,0 +1,70 @@
+/**
+ * The benchmark instrument itself: `npm run bench -- --quick` runs every
+ * scenario and produces positive numbers. Its speed is not asserted (CI
+ * machines and parallel test files make it meaningless); docs/benchmarks.md
+ * has the numbers of a full run.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, test } from 'vitest';
+import { scenarios } from '../../../bench/scenarios/index.ts';
+import { TEST_DATABASE_URL, TEST_REDIS_URL } from './helpers.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..', '..');
+const dir = mkdtempSync(join(tmpdir(), 'celerity-bench-test-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Counts (answers, rows...) may be 0; every measured number must be positive. */
+const COUNTS = new Set(['non_2xx', 'errors', 'timeouts', 'status_codes', 'requests', 'samples', 'detail']);
+
+function measured(value: unknown, path: string, out: [string, number][]): [string, number][] {
+  if (typeof value === 'number') out.push([path, value]);
+  else if (value && typeof value === 'object') {
+    for (const [key, v] of Object.entries(value)) if (!COUNTS.has(key)) measured(v, `${path}.${key}`, out);
+  }
+  return out;
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('npm', args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    child.on('close', (code) => resolve({ code, output }));
+  });
+}
+
+test('npm run bench -- --quick runs every scenario and measures positive numbers', { timeout: 240_000 }, async () => {
+  const out = join(dir, 'bench.json');
+  const { code, output } = await run(['run', 'bench', '--', '--quick', '--out', out], {
+    ...process.env,
+    BENCH_REDIS_URL: TEST_REDIS_URL,
+    BENCH_DATABASE_URL: TEST_DATABASE_URL,
+  });
+  expect(code, output).toBe(0);
+  const result = JSON.parse(readFileSync(out, 'utf8')) as {
+    mode: string;
+    machine: Record<string, unknown>;
+    scenarios: Record<string, { ok: boolean; results: unknown }>;
+    table: { scenario: string; celerity: number | null; bullmq: number | null; ratio: number | null }[];
+  };
+  expect(result.mode).toBe('quick');
+  expect(result.machine).toMatchObject({ cpus: expect.any(Number), node: process.version, redis: expect.any(String), postgres: expect.any(String) });
+  expect(Object.keys(result.scenarios).sort()).toEqual(scenarios.map((s) => s.name).sort());
+  for (const { name } of scenarios) {
+    const scenario = result.scenarios[name]!;
+    expect(scenario.ok, `${name} failed`).toBe(true);
+    const numbers = measured(scenario.results, name, []);
+    expect(numbers.length, `${name} measured nothing`).toBeGreaterThan(0);
+    for (const [path, value] of numbers) expect(value, path).toBeGreaterThan(0);
+    const rows = result.table.filter((r) => r.scenario === name);
+    expect(rows.length, `${name} has no table rows`).toBeGreaterThan(0);
+    for (const row of rows) {
+      expect(row.celerity).toBeGreaterThan(0);
+      if (row.bullmq !== null) expect(row.ratio).toBeGreaterThan(0);
+    }
+  }
+});

@@ -1,0 +1,203 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig, OPTIONS, type OptionName } from '../src/config.ts';
+import { ConfigError } from '../src/errors.ts';
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError, nothing was thrown');
+}
+
+describe('loadConfig', () => {
+  it('uses the documented defaults with an empty environment', () => {
+    const config = loadConfig({ env: {} });
+    expect(config).toEqual({
+      redisUrl: 'redis://127.0.0.1:6379',
+      brokerUrl: 'redis://127.0.0.1:6379',
+      prefix: 'celerity',
+      databaseSchema: 'celerity',
+      sqlitePath: './.celerity/celerity.db',
+      resultTtl: 3600,
+      port: 8080,
+      host: '0.0.0.0',
+      concurrency: 10,
+      logLevel: 'info',
+      bodyLimit: 1048576,
+      eventsMaxLen: 1000000,
+      recorderBatch: 2000,
+      cancelGrace: 5000,
+      shutdownGrace: 30000,
+      lockDuration: 30000,
+      stalledInterval: 30000,
+      heartbeatInterval: 5000,
+      maxStalled: 5,
+      idempotencyTtl: 86400,
+      recorderClaimIdle: 30000,
+      uploadDir: './.celerity/uploads',
+      uploadMaxBytes: 104857600,
+      uploadTtl: 86400,
+      historyRetention: 30,
+    });
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.queues).toBeUndefined();
+  });
+
+  it('every concrete default in OPTIONS passes validation as is', () => {
+    const config = loadConfig({ env: {} }) as Record<string, unknown>;
+    for (const [name, meta] of Object.entries(OPTIONS)) {
+      if (meta.default.startsWith('(')) continue;
+      expect(String(config[name]), name).toBe(meta.default);
+    }
+  });
+
+  it('reads every option from its environment variable and coerces numbers', () => {
+    const config = loadConfig({
+      env: {
+        REDIS_URL: 'redis://cache:6380/2',
+        CELERITY_BROKER_URL: 'rediss://broker:6390',
+        CELERITY_PREFIX: '{jobs}',
+        DATABASE_URL: 'postgresql://u:p@db/celerity',
+        CELERITY_SQLITE_PATH: '/var/lib/c.db',
+        CELERITY_RESULT_TTL: '60',
+        PORT: '0',
+        HOST: '127.0.0.1',
+        CELERITY_CONCURRENCY: '3',
+        CELERITY_QUEUES: ' emails, ,reports ',
+        LOG_LEVEL: 'debug',
+        CELERITY_BODY_LIMIT: '2048',
+        CELERITY_EVENTS_MAX_LEN: '5000',
+        CELERITY_RECORDER_BATCH: '10',
+        CELERITY_DB_SCHEMA: 'jobs',
+        CELERITY_SOFT_TIME_LIMIT: '1000',
+        CELERITY_HARD_TIME_LIMIT: '2000',
+        CELERITY_CANCEL_GRACE: '0',
+        CELERITY_SHUTDOWN_GRACE: '15000',
+        CELERITY_LOCK_DURATION: '5000',
+        CELERITY_STALLED_INTERVAL: '2000',
+        CELERITY_MAX_STALLED: '1',
+        CELERITY_HEARTBEAT_INTERVAL: '250',
+        CELERITY_MAX_TASKS_PER_CHILD: '100',
+        CELERITY_MAX_MEMORY_PER_CHILD: '512',
+        CELERITY_IDEMPOTENCY_TTL: '600',
+        CELERITY_RECORDER_CLAIM_IDLE: '5000',
+        CELERITY_UPLOAD_DIR: '/srv/shared/uploads',
+        CELERITY_UPLOAD_MAX_BYTES: '1000',
+        CELERITY_UPLOAD_TTL: '60',
+        CELERITY_HISTORY_RETENTION: '0',
+        CELERITY_HEALTH_PORT: '9090',
+      },
+    });
+    expect(config).toEqual({
+      redisUrl: 'redis://cache:6380/2',
+      brokerUrl: 'rediss://broker:6390',
+      prefix: '{jobs}',
+      databaseUrl: 'postgresql://u:p@db/celerity',
+      sqlitePath: '/var/lib/c.db',
+      resultTtl: 60,
+      port: 0,
+      host: '127.0.0.1',
+      concurrency: 3,
+      queues: ['emails', 'reports'],
+      logLevel: 'debug',
+      bodyLimit: 2048,
+      eventsMaxLen: 5000,
+      recorderBatch: 10,
+      databaseSchema: 'jobs',
+      softTimeLimit: 1000,
+      hardTimeLimit: 2000,
+      cancelGrace: 0,
+      shutdownGrace: 15000,
+      lockDuration: 5000,
+      stalledInterval: 2000,
+      heartbeatInterval: 250,
+      maxStalled: 1,
+      maxTasksPerChild: 100,
+      maxMemoryPerChild: 512,
+      idempotencyTtl: 600,
+      recorderClaimIdle: 5000,
+      uploadDir: '/srv/shared/uploads',
+      uploadMaxBytes: 1000,
+      uploadTtl: 60,
+      historyRetention: 0,
+      healthPort: 9090,
+    });
+  });
+
+  it('refuses a soft time limit at or above the hard one, naming the soft one', () => {
+    const err = configError(() => loadConfig({ env: { CELERITY_SOFT_TIME_LIMIT: '2000', CELERITY_HARD_TIME_LIMIT: '2000' } }));
+    expect(err.message).toMatch(/^Invalid configuration CELERITY_SOFT_TIME_LIMIT \(--soft-time-limit\): must be lower than CELERITY_HARD_TIME_LIMIT/);
+  });
+
+  it('CELERITY_BROKER_URL falls back to REDIS_URL', () => {
+    expect(loadConfig({ env: { REDIS_URL: 'redis://elsewhere:7000' } }).brokerUrl).toBe('redis://elsewhere:7000');
+    expect(loadConfig({ flags: { redisUrl: 'redis://flagged:7001' }, env: {} }).brokerUrl).toBe('redis://flagged:7001');
+    // An explicit broker URL wins over the fallback.
+    const both = loadConfig({ env: { REDIS_URL: 'redis://a:1', CELERITY_BROKER_URL: 'redis://b:2' } });
+    expect(both.redisUrl).toBe('redis://a:1');
+    expect(both.brokerUrl).toBe('redis://b:2');
+  });
+
+  it('treats an empty environment variable as unset', () => {
+    const config = loadConfig({ env: { DATABASE_URL: '', CELERITY_PREFIX: '', PORT: '' } });
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.prefix).toBe('celerity');
+    expect(config.port).toBe(8080);
+  });
+
+  it('flags override the environment', () => {
+    const config = loadConfig({
+      env: { CELERITY_PREFIX: 'fromenv', PORT: '9000', LOG_LEVEL: 'debug', REDIS_URL: 'redis://env:1' },
+      flags: { prefix: 'fromflag', port: 9100, redisUrl: 'redis://flag:2' },
+    });
+    expect(config.prefix).toBe('fromflag');
+    expect(config.port).toBe(9100);
+    expect(config.redisUrl).toBe('redis://flag:2');
+    expect(config.brokerUrl).toBe('redis://flag:2');
+    // Options without a flag still come from the environment.
+    expect(config.logLevel).toBe('debug');
+  });
+
+  it('an undefined flag does not hide the environment value', () => {
+    const config = loadConfig({ env: { CELERITY_PREFIX: 'fromenv' }, flags: { prefix: undefined } });
+    expect(config.prefix).toBe('fromenv');
+  });
+
+  const bad: [OptionName, string, RegExp][] = [
+    ['redisUrl', 'http://localhost:6379', /redis:\/\//],
+    ['brokerUrl', 'localhost:6379', /redis:\/\//],
+    ['prefix', 'has:colon', /colon/],
+    ['databaseUrl', 'mysql://db/x', /postgres/],
+    ['resultTtl', '-5', /.+/],
+    ['port', '70000', /.+/],
+    ['concurrency', 'lots', /.+/],
+    ['logLevel', 'verbose', /.+/],
+    ['eventsMaxLen', '10', /.+/],
+    ['recorderBatch', '0', /.+/],
+    ['uploadMaxBytes', '0', /.+/],
+    ['uploadTtl', 'forever', /.+/],
+    ['historyRetention', '-1', /.+/],
+    ['historyRetention', '1.5', /.+/],
+    ['healthPort', '0', /.+/],
+  ];
+
+  it.each(bad)('a bad %s throws a ConfigError naming its variable and flag', (name, value, reason) => {
+    const meta = OPTIONS[name];
+    const err = configError(() => loadConfig({ env: { [meta.env]: value } }));
+    expect(err.code).toBe('invalid_config');
+    expect(err.message).toContain(meta.env);
+    expect(err.message).toContain(meta.flag);
+    expect(err.message).toContain(JSON.stringify(value));
+    expect(err.message).toMatch(reason);
+    expect(err.details).toEqual({ option: `${meta.env} (${meta.flag})` });
+  });
+
+  it('a bad flag value is reported the same way', () => {
+    const err = configError(() => loadConfig({ env: {}, flags: { concurrency: 0 } }));
+    expect(err.message).toContain('CELERITY_CONCURRENCY');
+    expect(err.message).toContain('--concurrency');
+  });
+});
