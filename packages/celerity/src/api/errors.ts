@@ -36,8 +36,10 @@ const FASTIFY_CODES: Record<string, [number, string]> = {
  * Maps every error to `{"error": {code, message, details}}`: Celerity's typed
  * errors keep their code and status; Fastify's parsing and schema errors name
  * the field at fault; anything else is a 500 that is logged, not leaked.
+ * Unknown URLs get a 404 of the same shape unless `notFound` is false (a
+ * host server mounting the API at its root keeps its own 404 handler).
  */
-export function errorHandlerPlugin(app: FastifyInstance): void {
+export function errorHandlerPlugin(app: FastifyInstance, { notFound = true }: { notFound?: boolean } = {}): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof CelerityError) {
       let details = err.details;
@@ -70,6 +72,7 @@ export function errorHandlerPlugin(app: FastifyInstance): void {
     return reply.status(500).send(body('internal_error', 'Internal server error', null));
   });
 
+  if (!notFound) return;
   app.setNotFoundHandler((request, reply) => {
     reply.status(404).send(body('not_found', `No route ${request.method} ${request.url.split('?')[0]}`, null));
   });

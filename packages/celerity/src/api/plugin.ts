@@ -1,0 +1,132 @@
+import AjvCompiler from '@fastify/ajv-compiler';
+import fastifySwagger from '@fastify/swagger';
+import type { FastifyInstance, FastifyPluginAsync, FastifySchema, FastifySchemaCompiler } from 'fastify';
+import type { App } from '../app.ts';
+import { errorHandlerPlugin, errorSchema } from './errors.ts';
+import { jobViewSchema } from './job-view.ts';
+import { healthRoutes } from './routes/health.ts';
+import { hookRoutes } from './routes/hooks.ts';
+import { jobRoutes } from './routes/jobs.ts';
+import { opsRoutes } from './routes/ops.ts';
+import { taskRoutes } from './routes/tasks.ts';
+import { uploadRoutes } from './routes/uploads.ts';
+
+/** Options of {@link celerityApi}, besides Fastify's own `prefix`. */
+export interface CelerityApiOptions {
+  /** The app whose tasks, jobs and routes the API serves. */
+  app: App;
+  /**
+   * Serve an OpenAPI 3.1 document of Celerity's routes (and the app's) at
+   * `<prefix>/openapi.json`. Default false. Leave it off when the host server
+   * registers @fastify/swagger itself: that one already lists these routes,
+   * and the two cannot share a context.
+   */
+  openapi?: boolean;
+  /** Largest request body of the API's routes in bytes; default the app's config (`CELERITY_BODY_LIMIT`). */
+  bodyLimit?: number;
+  /**
+   * Answer unknown URLs under the prefix with a 404 in Celerity's error shape.
+   * Default: true when mounted under a prefix, false at the root (where the
+   * host's 404 handler stays in charge).
+   */
+  notFound?: boolean;
+}
+
+/**
+ * The AJV options Celerity's routes are written for: an unknown field is
+ * reported (Fastify's default silently drops it), query strings are coerced,
+ * defaults are filled in, and every issue is named at once.
+ */
+const AJV_OPTIONS = { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: true } as const;
+
+// One pool per process: it caches a compiler per set of shared schemas, so
+// every context with the same schemas shares one AJV instance.
+const buildValidator = AjvCompiler();
+
+/**
+ * The job API as a Fastify plugin, to mount in a server of your own:
+ *
+ * ```ts
+ * const server = Fastify();
+ * await server.register(celerityApi, { app, prefix: '/jobs-api' });
+ * ```
+ *
+ * Everything it sets up stays inside its own encapsulated context: the
+ * shared schemas (`Error`, `Job`), Celerity's validation (AJV options above),
+ * its error handler and 404 body, JSON-only bodies (no text/plain parser),
+ * the `x-request-id` response header, Celerity's routes and the app's own
+ * (`app.routes`), and the store migration on ready. The host's routes keep
+ * their own validator, error handler and parsers. Listening, logging, request
+ * ids, TLS and authentication are the host server's.
+ */
+export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server, opts) => {
+  const { app } = opts;
+  const bodyLimit = opts.bodyLimit ?? app.config.bodyLimit;
+
+  if (opts.openapi) {
+    if (server.hasDecorator('swagger')) {
+      throw new Error("celerityApi: `openapi: true` while the server already has @fastify/swagger; drop the option, that one lists Celerity's routes too");
+    }
+    await server.register(fastifySwagger, {
+      openapi: { openapi: '3.1.0', info: { title: 'Celerity job API', version: '1' } },
+    });
+  }
+
+  // Per route rather than setValidatorCompiler: a fixed compiler would not see
+  // the schemas that a child context (an app's routes) adds with addSchema,
+  // while `this` here is the context declaring the route, whose schemas are
+  // complete by the time Fastify compiles (at ready).
+  server.addHook('onRoute', function (route) {
+    route.bodyLimit ??= bodyLimit;
+    route.validatorCompiler ??= celerityValidator(this);
+  });
+
+  // JSON only: a text/plain body would otherwise reach the schema as a string
+  // and get a confusing "must be object" instead of a clear 415.
+  server.removeContentTypeParser('text/plain');
+  server.addSchema(errorSchema);
+  server.addSchema(jobViewSchema);
+  errorHandlerPlugin(server, { notFound: opts.notFound ?? server.prefix !== '' });
+  server.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  await server.register(healthRoutes, { app });
+  await server.register(taskRoutes, { app });
+  await server.register(jobRoutes, { app });
+  await server.register(hookRoutes, { app });
+  await server.register(uploadRoutes, { app });
+  await server.register(opsRoutes, { app });
+  // The app's own routes, after Celerity's: they share the error shape and the OpenAPI document.
+  for (const routes of app.routes) await server.register(routes, { app });
+  if (opts.openapi) server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
+
+  // Migrations run before the first request, not on it.
+  server.addHook('onReady', async () => {
+    await app.openStore();
+  });
+};
+
+function celerityValidator(context: FastifyInstance): FastifySchemaCompiler<FastifySchema> {
+  return (route) => {
+    // getSchemas() is typed loosely; what addSchema accepted are JSON schemas.
+    const compile = buildValidator(context.getSchemas() as Parameters<typeof buildValidator>[0], { customOptions: AJV_OPTIONS });
+    // Fastify lower-cases header schemas only for its own compiler; request
+    // header names are lower case, so a schema naming `X-Tenant` must too.
+    const schema = route.httpPart === 'headers' ? lowerCaseHeaderNames(route.schema) : route.schema;
+    return compile({ ...route, schema } as Parameters<typeof compile>[0]);
+  };
+}
+
+function lowerCaseHeaderNames(schema: unknown): unknown {
+  if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return schema;
+  const { properties, required, ...rest } = schema as { properties?: Record<string, unknown>; required?: unknown };
+  const lower = (name: unknown) => (typeof name === 'string' ? name.toLowerCase() : name);
+  return {
+    ...rest,
+    ...(properties !== undefined
+      ? { properties: properties && typeof properties === 'object' ? Object.fromEntries(Object.entries(properties).map(([name, s]) => [lower(name), s])) : properties }
+      : {}),
+    ...(required !== undefined ? { required: Array.isArray(required) ? required.map(lower) : required } : {}),
+  };
+}
