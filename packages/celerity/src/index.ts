@@ -12,6 +12,7 @@ export { defineTables, type TableHandle, type TableSet } from './store/tables.ts
 export type { SqliteDatabase, SqliteStatement } from './store/sqlite-driver.ts';
 
 export { buildServer, type ServerOptions } from './api/server.ts';
+export { celerityApi, type CelerityApiOptions } from './api/plugin.ts';
 export { chain, chord, defineWorkflow, group, step, type WorkflowDefinition, type WorkflowNode } from './workflows/workflow.ts';
 export { uploadRefSchema, type UploadRef } from './uploads/upload-ref.ts';
 export type { JobEventInfo, LifecycleEvent, LifecycleHook } from './worker/lifecycle.ts';
