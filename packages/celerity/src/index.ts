@@ -4,6 +4,8 @@ export { loadConfig, OPTIONS, type CelerityConfig, type RawConfig } from './conf
 export type { EnqueueOptions } from './client/enqueue.ts';
 export type { JobRecord, JobStatus, JobError } from './job-record.ts';
 export * from './errors.ts';
+export { JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './worker/limits.ts';
+export type { RetryOptions } from './task.ts';
 export { Worker } from './worker/worker.ts';
 export { Recorder } from './store/recorder.ts';
 export { JobStore } from './store/job-store.ts';
