@@ -1,7 +1,8 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import { Broker } from './broker/broker.ts';
-import { enqueueJob, type Enqueued, type EnqueueOptions } from './client/enqueue.ts';
+import { enqueueJob, type Enqueued, type EnqueueOptions, type TaskRoute } from './client/enqueue.ts';
+import { enqueueMany, type BulkJob } from './client/enqueue-many.ts';
 import { readJob } from './client/status.ts';
 import { cancelJob, type CancelOutcome } from './client/cancel.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
@@ -88,6 +89,14 @@ export interface JobHandle<R = unknown> {
   status(): Promise<JobRecord & { result: R | null } | null>;
   /** Polls until the job is completed, failed or cancelled. */
   wait(opts?: { timeoutMs?: number; pollMs?: number }): Promise<JobRecord & { result: R | null }>;
+}
+
+/** One job of {@link App.enqueueMany}: a task (object or name), its input, and the options of `enqueue`. */
+export interface EnqueueManyItem {
+  task: Task<any, any> | string;
+  input: unknown;
+  /** As for `enqueue`, except `idempotencyKey`, which bulk calls refuse. */
+  options?: EnqueueOptions;
 }
 
 /**
@@ -267,6 +276,50 @@ export class App {
       throw new InvalidOptionsError([{ path: 'options.queue', message: `task "${name}" is not defined here, so a queue is required` }]);
     }
     return this.handle(await enqueueJob(this.broker, { name, queue: options.queue, retries: undefined as unknown as number }, input, options));
+  }
+
+  /**
+   * Enqueues many jobs in one round trip, across queues, all or nothing
+   * (Celery's `group(...).apply_async()` without the group): every item's
+   * task, input and options are validated first, and one bad item throws
+   * (InvalidInputError, InvalidOptionsError or UnknownTaskError, its paths
+   * under `items.<index>`, e.g. `items.3.input.a`) with nothing enqueued. Then
+   * one BullMQ MULTI adds every job, or none if Redis fails
+   * (BrokerUnavailableError). Items name a task by object or by name, as
+   * `enqueue` and `enqueueByName` do (not a workflow). Idempotency keys are
+   * refused; a `jobId` may not repeat within a call. At most 1,000 items.
+   * Returns one handle per item, in order.
+   *
+   * @example
+   * const handles = await app.enqueueMany(rows.map((row) => ({ task: importRow, input: row })));
+   */
+  async enqueueMany(items: readonly EnqueueManyItem[]): Promise<JobHandle[]> {
+    if (!Array.isArray(items)) throw new InvalidOptionsError([{ path: 'items', message: 'must be an array of { task, input, options? }' }]);
+    const jobs: BulkJob[] = items.map((item: EnqueueManyItem | null | undefined, index) => {
+      const at = `items.${index}`;
+      if (item === null || typeof item !== 'object') throw new InvalidOptionsError([{ path: at, message: 'must be { task, input, options? }' }]);
+      const { task, input, options } = item;
+      if (typeof task === 'string') return { route: this.routeByName(task, options ?? {}, `${at}.task`), input, options };
+      if (task && typeof task === 'object' && typeof task.name === 'string' && typeof task.queue === 'string') return { route: task, input, options };
+      throw new InvalidOptionsError([{ path: `${at}.task`, message: 'must be a task or a task name' }]);
+    });
+    return (await enqueueMany(this.broker, jobs)).map((e) => this.handle(e));
+  }
+
+  /**
+   * Where a bulk item's task name routes: a task this app defines (validated
+   * and routed as defined), else `options.queue` like enqueueByName (the
+   * worker validates). Workflows are flows of their own: not in a bulk call.
+   */
+  private routeByName(name: string, options: EnqueueOptions, path: string): TaskRoute {
+    if (this.workflows.has(name)) throw new InvalidOptionsError([{ path, message: `"${name}" is a workflow; enqueue it with enqueueByName` }]);
+    const task = this.tasks.get(name) ?? this.builtinTasks.get(name);
+    if (task) return task;
+    if (!options.queue) {
+      if (this.tasks.size > 0) throw new UnknownTaskError(name, [...this.tasks.keys()], path);
+      throw new InvalidOptionsError([{ path: path.replace(/task$/, 'options.queue'), message: `task "${name}" is not defined here, so a queue is required` }]);
+    }
+    return { name, queue: options.queue, retries: undefined as unknown as number };
   }
 
   /**

@@ -42,8 +42,9 @@ export class UnknownTaskError extends CelerityError {
   // 422, not 404: the route exists, the request names a task that does not.
   override readonly httpStatus = 422;
 
-  constructor(task: string, known: string[]) {
-    super(`Unknown task "${task}"`, { task, known });
+  /** `path` addresses the task in a bulk call, e.g. `items.3.task`. */
+  constructor(task: string, known: string[], path?: string) {
+    super(`Unknown task "${task}"${path ? ` (${path})` : ''}`, path ? { task, known, path } : { task, known });
   }
 }
 
@@ -117,6 +118,49 @@ export class NonRetryableError extends Error {
     super(message, options);
     this.name = new.target.name;
   }
+}
+
+/**
+ * What `ctx.retry()` throws to end the attempt and ask for another one (like
+ * Celery's `Retry`). Handlers should let it propagate: catching it cancels
+ * the retry. It spends one attempt, is retried whatever the task's `retryOn`
+ * says, and is recorded in the attempt history with the reason as message.
+ */
+export class Retry extends Error {
+  readonly code = 'retry';
+  /** Ms before the next attempt; undefined: the task's backoff decides. */
+  readonly delay: number | undefined;
+  readonly reason: string;
+
+  constructor(reason: string, delay?: number) {
+    super(reason);
+    this.name = 'Retry';
+    this.reason = reason;
+    this.delay = delay;
+  }
+}
+
+/**
+ * `ctx.retry()` was called on the last attempt: the job fails with this
+ * error, whose message carries the retry's reason.
+ */
+export class MaxRetriesExceededError extends NonRetryableError {
+  override readonly code = 'max_retries_exceeded';
+  readonly reason: string;
+
+  constructor(reason: string, attempts: number, options?: ErrorOptions) {
+    super(`retries exhausted after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${reason}`, options);
+    this.reason = reason;
+  }
+}
+
+/**
+ * `ctx.retry()` got a bad delay (not an integer of ms in [0, 2^31)) or
+ * reason. A programming error: the job fails at once, since every attempt
+ * would make it again.
+ */
+export class InvalidRetryError extends NonRetryableError {
+  override readonly code = 'invalid_retry';
 }
 
 export function errorMessage(err: unknown): string {

@@ -2,8 +2,12 @@ export { App, createApp, isApp, type ApiRoutes, type AppOptions, type JobHandle 
 export { defineTask, backoffDelay, type Task, type TaskContext, type TaskDefinition, type TaskInput, type TaskResult, type BackoffPolicy, type ProgressUpdate } from './task.ts';
 export { loadConfig, OPTIONS, type CelerityConfig, type RawConfig } from './config.ts';
 export type { EnqueueOptions } from './client/enqueue.ts';
+export type { EnqueueManyItem } from './app.ts';
+export { MAX_BULK_JOBS } from './client/enqueue-many.ts';
 export type { JobRecord, JobStatus, JobError } from './job-record.ts';
 export * from './errors.ts';
+export { JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './worker/limits.ts';
+export type { RetryOptions } from './task.ts';
 export { Worker } from './worker/worker.ts';
 export { Recorder } from './store/recorder.ts';
 export { JobStore } from './store/job-store.ts';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { InvalidInputError, TaskDefinitionError, type FieldIssue } from './errors.ts';
+import { InvalidInputError, InvalidRetryError, Retry, TaskDefinitionError, type FieldIssue } from './errors.ts';
 import { limitsProblem, type TimeLimits } from './worker/limits.ts';
 
 /** Where a task's handler runs: in the worker's event loop, or in a thread that can be terminated. */
@@ -34,6 +34,48 @@ export interface TaskContext {
   progress(update: ProgressUpdate): Promise<void>;
   /** A pino logger bound to this job (job_id, task, attempt, queue). */
   readonly log: Logger;
+  /**
+   * Ends this attempt and schedules the next one, like Celery's
+   * `self.retry(countdown=…)`: it throws a {@link Retry}, so code after it
+   * does not run (let it propagate; catching it cancels the retry). The retry
+   * spends one of the task's attempts, whatever `retryOn` says; on the last
+   * attempt the job fails with `MaxRetriesExceededError` carrying the reason.
+   * The attempt is recorded as failed with type `Retry` and the reason as its
+   * message, and the job reads `retrying` until the next attempt starts.
+   *
+   * @param options.delay Ms before the next attempt, an integer in
+   *   [0, 2^31); overrides the task's backoff for this retry only. Default:
+   *   the task's backoff. A bad value throws `InvalidRetryError`, which fails
+   *   the job.
+   * @param options.reason Why; shown in the attempt history. Default `retry requested`.
+   *
+   * @example if (res.status === 429) ctx.retry({ delay: 30_000, reason: 'rate limited' });
+   */
+  retry(options?: RetryOptions): never;
+}
+
+/** What {@link TaskContext.retry} takes. */
+export interface RetryOptions {
+  delay?: number;
+  reason?: string;
+}
+
+/** BullMQ delays are setTimeout-bound: 2^31 ms and more would overflow. */
+const MAX_RETRY_DELAY = 2 ** 31;
+
+/**
+ * The body of `ctx.retry`, shared by inline handlers and isolation threads:
+ * validates the options and throws the {@link Retry} the worker turns into a
+ * delayed retry.
+ */
+export function requestRetry(options: RetryOptions = {}): never {
+  if (options === null || typeof options !== 'object') throw new InvalidRetryError('ctx.retry takes { delay?, reason? }');
+  const { delay, reason = 'retry requested' } = options;
+  if (delay !== undefined && !(Number.isInteger(delay) && delay >= 0 && delay < MAX_RETRY_DELAY)) {
+    throw new InvalidRetryError(`ctx.retry: delay must be an integer of ms in [0, 2^31), got ${String(delay)}`);
+  }
+  if (typeof reason !== 'string') throw new InvalidRetryError('ctx.retry: reason must be a string');
+  throw new Retry(reason, delay);
 }
 
 /** Exponential backoff: `min(max, base * 2^(retry-1))`, optionally with full jitter. */

@@ -2,9 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask } from '../src/task.ts';
-import { SoftTimeLimitExceeded } from '../src/worker/limits.ts';
+import { JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded } from '../src/index.ts';
 import { isolatedTasks, spin, whoami } from './fixtures/isolated-app.ts';
-import { openTestApp, startRecorder, startWorker, useCleanup, waitFor } from './helpers.ts';
+import { openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
 
@@ -81,12 +81,12 @@ describe('time limits (inline tasks)', () => {
     expect(done).toMatchObject({ status: 'completed', result: { reason: 'SoftTimeLimitExceeded', isSoft: true } });
   });
 
-  it('a handler stopped by its soft limit fails with TimeLimitExceeded', async () => {
+  it('a handler stopped by its soft limit fails with SoftTimeLimitExceeded', async () => {
     const app = await openTestApp('sqlite', [softIgnored]);
     await startWorker(app);
     const done = await (await app.enqueue(softIgnored, {})).wait({ timeoutMs: 5_000 });
     expect(done.status).toBe('failed');
-    expect(done.error).toMatchObject({ type: 'TimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' });
+    expect(done.error).toMatchObject({ type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' });
   });
 
   it('a hard limit ends a handler that never settles, follows the retry policy, and frees the slot', async () => {
@@ -119,6 +119,59 @@ describe('time limits (inline tasks)', () => {
     expect(retried).toMatchObject({ status: 'completed', result: { attempt: 3 }, attempts: 3 });
     const refused = await (await app.enqueue(picky, { kind: 'type' })).wait({ timeoutMs: 5_000 });
     expect(refused).toMatchObject({ status: 'failed', attempts: 1, error: { type: 'TypeError' } });
+  });
+});
+
+const softThenThrow = defineTask({
+  name: 'lim.soft-then-throw',
+  input: z.object({ rethrow: z.boolean() }),
+  timeLimits: { soft: 100, hard: 5_000 },
+  retries: 1,
+  backoff: { base: 10, max: 10, jitter: 'none' },
+  handler: async ({ rethrow }, ctx) => {
+    await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+    if (rethrow) throw ctx.signal.reason;
+    throw new Error('cleanup failed');
+  },
+});
+
+describe.each(stores)('soft and hard limit error types (%s store)', (kind) => {
+  it('an attempt ended by the soft limit is SoftTimeLimitExceeded in the record, the attempt history and SQL; the hard limit stays TimeLimitExceeded', async () => {
+    const app = await openTestApp(kind, [softThenThrow, hang]);
+    await startWorker(app);
+    await startRecorder(app);
+    for (const rethrow of [true, false]) {
+      const done = await (await app.enqueue(softThenThrow, { rethrow })).wait({ timeoutMs: 5_000 });
+      expect(done, `rethrow ${rethrow}`).toMatchObject({ status: 'failed', attempts: 2, error: { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' } });
+      const live = (await app.getJob(done.id))!;
+      expect(live.attemptHistory!.map((a) => a.error)).toEqual([
+        { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' },
+        { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' },
+      ]);
+      const stored = await waitFor(async () => {
+        const r = await app.store.get(done.id);
+        return r?.status === 'failed' ? r : undefined;
+      });
+      expect(stored.error).toEqual(live.error);
+      expect(stored.attemptHistory).toEqual(live.attemptHistory);
+    }
+    const hard = await (await app.enqueue(hang, {})).wait({ timeoutMs: 5_000 });
+    expect(hard.error?.type).toBe('TimeLimitExceeded');
+    const stored = await waitFor(async () => {
+      const r = await app.store.get(hard.id);
+      return r?.status === 'failed' ? r : undefined;
+    });
+    expect(stored.attemptHistory!.map((a) => a.error?.type)).toEqual(['TimeLimitExceeded', 'TimeLimitExceeded']);
+  });
+});
+
+describe('limit error classes', () => {
+  it('are exported for instanceof; the soft one is a kind of TimeLimitExceeded, with its own code', () => {
+    const soft = new SoftTimeLimitExceeded(100);
+    expect(soft).toBeInstanceOf(TimeLimitExceeded);
+    expect(soft).toMatchObject({ name: 'SoftTimeLimitExceeded', code: 'soft_time_limit_exceeded', limitMs: 100 });
+    expect(new TimeLimitExceeded('x')).toMatchObject({ name: 'TimeLimitExceeded', code: 'time_limit_exceeded' });
+    expect(new JobCancelled()).toMatchObject({ name: 'JobCancelled', code: 'job_cancelled' });
   });
 });
 

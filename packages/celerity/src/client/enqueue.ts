@@ -62,12 +62,25 @@ export interface Enqueued {
 /** What an enqueue needs to know of a task; a full {@link Task} or just a name and a queue. */
 export type TaskRoute = Pick<Task, 'name' | 'queue' | 'retries'> & Partial<Pick<Task, 'inputSchema'>>;
 
+/** A job validated and built for BullMQ, not yet written. */
+export interface PreparedJob {
+  id: string;
+  /** The task name (BullMQ's job name). */
+  name: string;
+  queue: string;
+  data: JobEnvelope;
+  opts: JobsOptions;
+  /** Set when the call carries an idempotency key. */
+  idempotencyKey: string | undefined;
+}
+
 /**
- * Validates input and options, then adds the job to its BullMQ queue. Nothing
- * is written unless both are valid; a Redis failure throws
- * BrokerUnavailableError and leaves nothing behind (the add is one script).
+ * Validates options and input and builds the BullMQ job; writes nothing.
+ * Throws InvalidOptionsError (paths `options.…`) or InvalidInputError (paths
+ * within the input). Shared by `enqueue` and `enqueueMany`, so a job is the
+ * same whichever way it was added.
  */
-export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknown, options: EnqueueOptions = {}): Promise<Enqueued> {
+export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, options: EnqueueOptions = {}): PreparedJob {
   let opts: z.output<typeof enqueueOptionsSchema> = {};
   // Most calls pass no options: nothing to check (the schema costs more than the add's own work).
   if (hasOwnKeys(options)) {
@@ -100,13 +113,25 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
     ...(digest ? { digest } : {}),
     ...(opts.traceId ? { trace: opts.traceId } : {}),
   };
-  const job = await viaBroker(broker.redis, () => broker.queue(queue).add(route.name, data, jobOptions));
+  return { id, name: route.name, queue, data, opts: jobOptions, idempotencyKey: opts.idempotencyKey };
+}
+
+/**
+ * Validates input and options, then adds the job to its BullMQ queue. Nothing
+ * is written unless both are valid; a Redis failure throws
+ * BrokerUnavailableError and leaves nothing behind (the add is one script).
+ */
+export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknown, options: EnqueueOptions = {}): Promise<Enqueued> {
+  const prepared = prepareJob(broker, route, input, options);
+  const { id, queue } = prepared;
+  const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
   // For a duplicate, BullMQ adds nothing and answers with the earlier job's id.
   const created = job.id === id;
   broker.hintQueue(job.id!, queue);
+  const digest = prepared.data.digest;
   if (!created && digest) {
     const earlier = await viaBroker(broker.redis, () => Job.fromId(broker.queue(queue), job.id!));
-    if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(opts.idempotencyKey!, job.id!);
+    if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(prepared.idempotencyKey!, job.id!);
   }
   return { id: job.id!, task: route.name, queue, created };
 }

@@ -1,27 +1,41 @@
 import { NonRetryableError } from '../errors.ts';
 
 /**
- * The reason `ctx.signal` carries when a task's soft time limit passes. The
- * handler may catch it and clean up; the hard limit still applies.
- */
-export class SoftTimeLimitExceeded extends Error {
-  readonly code = 'soft_time_limit_exceeded';
-  constructor(limitMs: number) {
-    super(`soft time limit of ${limitMs} ms exceeded`);
-    this.name = 'SoftTimeLimitExceeded';
-  }
-}
-
-/**
- * An attempt that ran past its time limit. Whether it is retried follows the
- * task's retry policy, like any other error.
+ * An attempt that ran past its hard time limit, and the parent class of
+ * {@link SoftTimeLimitExceeded}. Whether it is retried follows the task's
+ * retry policy, like any other error.
  */
 export class TimeLimitExceeded extends Error {
-  readonly code = 'time_limit_exceeded';
+  readonly code: string = 'time_limit_exceeded';
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'TimeLimitExceeded';
   }
+}
+
+/**
+ * The reason `ctx.signal` carries when a task's soft time limit passes. The
+ * handler may catch it and clean up; the hard limit still applies. An attempt
+ * that fails after it fired is recorded as `SoftTimeLimitExceeded`.
+ *
+ * It extends {@link TimeLimitExceeded} so that `retryOn: [TimeLimitExceeded]`
+ * (written when soft-limit failures were reported as that class) still
+ * retries them; test for this class first to tell the two apart.
+ */
+export class SoftTimeLimitExceeded extends TimeLimitExceeded {
+  override readonly code: string = 'soft_time_limit_exceeded';
+  /** The soft limit that passed, in ms. */
+  readonly limitMs: number;
+  constructor(limitMs: number, options?: ErrorOptions) {
+    super(`soft time limit of ${limitMs} ms exceeded`, options);
+    this.name = 'SoftTimeLimitExceeded';
+    this.limitMs = limitMs;
+  }
+}
+
+/** True for the hard limit's error, not the soft one's (its subclass). */
+export function isHardTimeLimit(error: unknown): error is TimeLimitExceeded {
+  return error instanceof TimeLimitExceeded && !(error instanceof SoftTimeLimitExceeded);
 }
 
 /** A job cancelled while queued or running. Never retried. */

@@ -1,10 +1,10 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { InvalidInputError, NonRetryableError } from '../errors.ts';
+import { InvalidInputError, MaxRetriesExceededError, NonRetryableError, Retry } from '../errors.ts';
 import type { AttemptLogRow, JobEnvelope } from '../job-record.ts';
-import { parseInput, type Task, type TaskContext } from '../task.ts';
+import { parseInput, requestRetry, type Task, type TaskContext } from '../task.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
-import { effectiveLimits, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
+import { effectiveLimits, isHardTimeLimit, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
 import { pipedInput } from '../workflows/piped-input.ts';
 import { assertUploadHandle } from '../uploads/store.ts';
@@ -43,7 +43,9 @@ export interface AttemptOptions {
  *
  * Errors that must not be retried reach BullMQ as `UnrecoverableError` with
  * the original stack, whose first line names the original class for the
- * record.
+ * record. A `ctx.retry()` reaches it as the `Retry` error, whose delay the
+ * worker's backoff strategy returns: BullMQ spends the attempt and delays
+ * the job as for any retried failure.
  */
 export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   const { task, queue } = opts;
@@ -121,6 +123,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
         maxAttempts: job.opts.attempts ?? 1,
         signal: controller.signal,
         progress: (update) => reporter.update(update),
+        retry: requestRetry,
         get log() {
           return log();
         },
@@ -135,7 +138,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     return result === undefined ? null : result;
   } catch (caught) {
     await progress?.settled();
-    const { error, thrown } = classify(caught, controller.signal, task, log());
+    const { error, thrown } = classify(caught, controller.signal, task, job, log());
     // A shutdown that handed the job back already ended this attempt as
     // interrupted (the job is in its queue again, its attempt not spent):
     // it is not a failed attempt, so it leaves no failure row.
@@ -150,23 +153,33 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
 
 /**
  * Decides what an attempt's error means: a cancellation or a time limit wins
- * over whatever the handler threw while being stopped; then the task's
+ * over whatever the handler threw while being stopped (an explicit
+ * `ctx.retry` excepted: it may be the handler's answer to its soft limit);
+ * then `ctx.retry`, retried whatever `retryOn` says; then the task's
  * `retryOn`; then the non-retryable classes.
  */
-function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, log: Logger): { error: Error; thrown: Error } {
+function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, job: Job, log: Logger): { error: Error; thrown: Error } {
   let error = caught instanceof Error ? caught : new Error(String(caught));
   const reason = signal.reason as Error | undefined;
   if (signal.aborted && reason instanceof JobCancelled) error = reason;
-  else if (signal.aborted && reason instanceof SoftTimeLimitExceeded && !(error instanceof TimeLimitExceeded)) {
-    // The handler gave up after its soft limit: the attempt timed out.
-    error = new TimeLimitExceeded(reason.message, { cause: error });
+  else if (signal.aborted && reason instanceof SoftTimeLimitExceeded && !(error instanceof Retry) && !isHardTimeLimit(error) && error !== reason) {
+    // The handler gave up after its soft limit: the soft limit ended it, and
+    // the record says so (the handler's own error stays as the cause).
+    error = new SoftTimeLimitExceeded(reason.limitMs, { cause: error });
+  }
+  if (error instanceof Retry && (job.attemptsMade ?? 0) + 1 >= (job.opts.attempts ?? 1)) {
+    // BullMQ's own test (Job.shouldRetryJob): no attempt is left, so the job
+    // fails. Saying so beats a bare "Retry" as the final error.
+    error = new MaxRetriesExceededError(error.reason, job.opts.attempts ?? 1, { cause: error });
   }
   log.info({ error: { type: error.name, message: error.message } }, 'job attempt failed');
   const retryable =
-    !(error instanceof NonRetryableError) &&
-    !(error instanceof InvalidInputError) &&
-    !(error.name === 'JobCancelled') &&
-    (task?.retryOn ? task.retryOn(error) : true);
+    error instanceof Retry ||
+    (!(error instanceof NonRetryableError) &&
+      !(error instanceof InvalidInputError) &&
+      !(error.name === 'JobCancelled') &&
+      (task?.retryOn ? task.retryOn(error) : true));
+  // The Retry itself reaches BullMQ: the worker's backoff strategy reads its delay.
   if (retryable) return { error, thrown: error };
   const unrecoverable = new UnrecoverableError(error.message);
   unrecoverable.stack = error.stack ?? `${error.name}: ${error.message}`;

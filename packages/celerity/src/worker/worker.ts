@@ -2,6 +2,7 @@ import { MetricsTime, UnrecoverableError, Worker as BullWorker, type Job, type M
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
+import { Retry } from '../errors.ts';
 import { backoffDelay, type Task } from '../task.ts';
 import { releaseUpload, uploadIdOf } from '../uploads/store.ts';
 import { CancelWatcher } from './cancel-watcher.ts';
@@ -99,7 +100,11 @@ export class Worker {
         settings: {
           // Jobs carry `backoff: {type: 'celerity'}`; the policy itself is
           // the task's, so a redeployed worker applies the current one.
-          backoffStrategy: (attemptsMade: number, _type?: string, _err?: Error, job?: MinimalJob) => {
+          backoffStrategy: (attemptsMade: number, _type?: string, err?: Error, job?: MinimalJob) => {
+            // ctx.retry({ delay }): BullMQ has counted the attempt and calls
+            // this only while attempts remain, so the override costs exactly
+            // one attempt, like any retried failure.
+            if (err instanceof Retry && err.delay !== undefined) return err.delay;
             const task = job ? tasks.get(job.name) : undefined;
             return task ? backoffDelay(task.backoff, attemptsMade) : 0;
           },

@@ -6,6 +6,8 @@ export interface WireError {
   message: string;
   stack?: string | undefined;
   nonRetryable: boolean;
+  /** Set for a `ctx.retry()`: the parent rebuilds the Retry, whose delay BullMQ's backoff reads. */
+  retry?: { reason: string; delay: number | undefined } | undefined;
 }
 
 /** Parent → thread. */

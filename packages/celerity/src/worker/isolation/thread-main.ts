@@ -8,8 +8,8 @@
 import { getHeapStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { importApp } from '../../app-module.ts';
-import { NonRetryableError } from '../../errors.ts';
-import { parseInput, type TaskContext } from '../../task.ts';
+import { NonRetryableError, Retry } from '../../errors.ts';
+import { parseInput, requestRetry, type TaskContext } from '../../task.ts';
 import type { FromThread, ToThread, WireError } from './protocol.ts';
 
 const port = parentPort!;
@@ -23,7 +23,13 @@ function send(msg: FromThread): void {
 
 function toWire(err: unknown): WireError {
   const e = err instanceof Error ? err : new Error(String(err));
-  return { name: e.name, message: e.message, stack: e.stack, nonRetryable: e instanceof NonRetryableError || ['non_retryable', 'invalid_input'].includes((e as { code?: string }).code ?? '') };
+  return {
+    name: e.name,
+    message: e.message,
+    stack: e.stack,
+    nonRetryable: e instanceof NonRetryableError || ['non_retryable', 'invalid_input'].includes((e as { code?: string }).code ?? ''),
+    ...(e instanceof Retry ? { retry: { reason: e.reason, delay: e.delay } } : {}),
+  };
 }
 
 function fromWire(w: WireError): Error {
@@ -53,6 +59,7 @@ port.on('message', async (msg: ToThread) => {
       signal: controller.signal,
       // The parent owns the Redis write and its coalescing.
       progress: async (update) => send({ type: 'progress', update }),
+      retry: requestRetry,
       log,
     };
     const result = await task.handler(parseInput(task, msg.input), ctx);
