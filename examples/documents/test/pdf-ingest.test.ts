@@ -155,7 +155,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     // The worker removed the upload when the job ended.
     await waitFor(() => !existsSync(file.path));
     // A retried attempt of the same job replaces the document.
-    const ctx: TaskContext = { jobId: handle.id, task: task.name, queue: task.queue, tenant: null, attempt: 2, maxAttempts: 4, signal: new AbortController().signal, progress: async () => {}, log: app.logger };
+    const ctx: TaskContext = { jobId: handle.id, task: task.name, queue: task.queue, tenant: null, attempt: 2, maxAttempts: 4, signal: new AbortController().signal, progress: async () => {}, log: app.logger, retry: () => { throw new Error('not used here'); } };
     const again = await task.handler({ file: stageUpload(app, 'report.pdf', bytes, 'application/pdf') }, ctx);
     expect(again).toEqual(done.result);
     expect(await chunkCount(store, handle.id)).toBe(chunks);

@@ -66,10 +66,13 @@ describe.each(stores)('celerityApi mounted in a Fastify server of its own (%s st
     const res = await host.inject({ method: 'POST', url: '/jobs-api/v1/jobs', payload: { task: 'math.add', input: { a: 2, b: 3 } } });
     expect(res.statusCode).toBe(202);
     expect(res.headers['x-request-id']).toEqual(expect.any(String));
-    const { job_id } = res.json();
+    const { job_id, status_url } = res.json();
+    // The status URL a client is told to follow carries the prefix.
+    expect(status_url).toBe(`/jobs-api/v1/jobs/${job_id}`);
+    expect(res.headers.location).toBe(status_url);
 
     const job = await waitFor(async () => {
-      const r = (await host.inject({ method: 'GET', url: `/jobs-api/v1/jobs/${job_id}` })).json();
+      const r = (await host.inject({ method: 'GET', url: status_url })).json();
       return r.status === 'completed' ? r : undefined;
     });
     expect(job).toMatchObject({ job_id, task: 'math.add', result: { sum: 5 }, error: null });

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import { StoreSetupError } from '../errors.ts';
 import { postgresPool } from './pg-pool.ts';
 import { openSqlite, type SqliteDatabase } from './sqlite-driver.ts';
 
@@ -54,7 +55,13 @@ export function createDb(opts: DbOptions): DbHandle {
     const pool = postgresPool(opts.databaseUrl, opts.schema ?? 'celerity');
     return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
   }
-  if (opts.sqlitePath !== ':memory:') mkdirSync(dirname(opts.sqlitePath), { recursive: true });
+  if (opts.sqlitePath !== ':memory:') {
+    try {
+      mkdirSync(dirname(opts.sqlitePath), { recursive: true });
+    } catch (err) {
+      throw new StoreSetupError('CELERITY_SQLITE_PATH', `cannot create the directory of ${opts.sqlitePath}: ${(err as Error).message}`, 'point CELERITY_SQLITE_PATH at a writable place', { cause: err });
+    }
+  }
   const sqlite = openSqlite(opts.sqlitePath);
   // WAL lets the API read while a worker's recorder writes; busy_timeout lets
   // several processes share the file. NORMAL sync is durable across process

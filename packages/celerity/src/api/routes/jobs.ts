@@ -69,7 +69,8 @@ export const submittedResponseSchema = {
  * earlier job's current status. Logs the submission with the request's trace id.
  */
 export async function sendAccepted(request: FastifyRequest, reply: FastifyReply, handle: JobHandle): Promise<FastifyReply> {
-  const statusUrl = `/v1/jobs/${handle.id}`;
+  // Under the prefix the API is mounted at (celerityApi), if any.
+  const statusUrl = `${request.server.prefix}/v1/jobs/${encodeURIComponent(handle.id)}`;
   let status = 'queued';
   if (!handle.created) {
     reply.header('idempotent-replayed', 'true');

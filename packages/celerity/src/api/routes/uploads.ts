@@ -132,7 +132,7 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
         }
 
         const handle = await app.enqueueByName(task.name, withFile(saved), enqueueOptions);
-        const statusUrl = `/v1/jobs/${handle.id}`;
+        const statusUrl = `${request.server.prefix}/v1/jobs/${encodeURIComponent(handle.id)}`;
         let status = 'queued';
         if (!handle.created) {
           reply.header('idempotent-replayed', 'true');
