@@ -1,4 +1,4 @@
-import { createApp } from '../../packages/celerity/src/app.ts';
+import { createApp } from 'celerity';
 import { noop } from './tasks.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTask } from '../../packages/celerity/src/task.ts';
+import { defineTask } from 'celerity';
 
 /** The benchmark's job: validates an empty object and does nothing. */
 export const noop = defineTask({

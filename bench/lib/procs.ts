@@ -159,7 +159,7 @@ export function celerity(ctx: ScenarioContext, scope: Scope, name: string, comma
 
 /** A raw BullMQ worker process (bench/workers/raw-worker.ts). */
 export function rawWorker(ctx: ScenarioContext, scope: Scope, name: string, env: NodeJS.ProcessEnv): Proc {
-  return watched(ctx, scope, name, ['--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true });
+  return watched(ctx, scope, name, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true });
 }
 
 export { freePort } from '../../packages/celerity/src/cli/dev-redis.ts';

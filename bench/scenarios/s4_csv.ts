@@ -57,7 +57,7 @@ export const s4Csv: Scenario = {
         const out = await withScope(ctx.scope, async (scope) => {
           const env = storeEnv(ctx, scope, kind);
           ctx.log(`${kind}: importing ${label(size)} rows`);
-          const proc = new Proc(scope, `csv-import-${kind}`, process.execPath, ['--import', 'tsx', 'bench/workers/csv-import.ts'], {
+          const proc = new Proc(scope, `csv-import-${kind}`, process.execPath, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/csv-import.ts'], {
             env: env.childEnv({ BENCH_CSV_PATH: path }),
           });
           const stdout = await proc.result(Math.max(120_000, size / 2));

@@ -26,6 +26,15 @@ describe('celerity CLI', () => {
     expect(fromEnv.stderr.trim()).toMatch(/^celerity: Invalid configuration PORT \(--port\)/);
   });
 
+  it('prints its version', () => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'packages/celerity/package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const res = run([flag]);
+      expect(res.status).toBe(0);
+      expect(res.stdout.trim()).toBe(version);
+    }
+  });
+
   it('says in one line when the app module is missing or is not an app', () => {
     const missing = run(['worker', '--app', 'nope/app.ts']);
     expect(missing.status).toBe(2);

@@ -25,7 +25,7 @@ export interface CsvImportResult {
 
 /**
  * The `csv.import` task, on the `imports` queue. `deps.store` gives the
- * (migrated) job store whose database receives the rows.
+ * handle on the app's (migrated) documents tables, which receive the rows.
  *
  * Bad rows are counted and reported, and do not fail the job; a file that
  * is not a usable CSV (missing columns, broken quoting) fails it at once

@@ -74,7 +74,9 @@ export class JobStore {
     await migrate(this.db, coreMigrations(this.dialect), {
       name: 'celerity',
       schema: this.dialect === 'postgres' ? this.schema : undefined,
-      schemaSetting: 'CELERITY_DB_SCHEMA',
+      clash: this.dialect === 'postgres'
+        ? { setting: 'CELERITY_DB_SCHEMA', fix: 'choose another schema with CELERITY_DB_SCHEMA' }
+        : { setting: 'CELERITY_SQLITE_PATH', fix: 'point CELERITY_SQLITE_PATH at a file of its own' },
     });
   }
 
@@ -96,13 +98,21 @@ export class JobStore {
 
   private async openTables(set: TableSet): Promise<TableHandle> {
     if (this.dialect === 'sqlite') {
-      await migrate(this.db, set.migrations('sqlite'), { name: set.name, schema: undefined, schemaSetting: 'CELERITY_SQLITE_PATH' });
+      await migrate(this.db, set.migrations('sqlite'), {
+        name: set.name,
+        schema: undefined,
+        clash: { setting: `table set "${set.name}"`, fix: 'rename the table in its migration, or point CELERITY_SQLITE_PATH at a file of its own' },
+      });
       return { db: this.db, dialect: 'sqlite', sqlite: this.sqlite };
     }
     const schema = set.schema ?? `${this.schema}_${set.name}`;
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: postgresPool(this.databaseUrl!, schema, 4) }) });
     this.extraPools.push(db);
-    await migrate(db, set.migrations('postgres'), { name: set.name, schema, schemaSetting: `the schema of the table set "${set.name}"` });
+    await migrate(db, set.migrations('postgres'), {
+      name: set.name,
+      schema,
+      clash: { setting: `table set "${set.name}"`, fix: 'give the table set another schema (defineTables({ schema }))' },
+    });
     return { db, dialect: 'postgres', sqlite: undefined };
   }
 

@@ -60,8 +60,8 @@ export interface MigrationTarget {
   name: string;
   /** PostgreSQL schema that holds the tables and their history; created if missing. */
   schema: string | undefined;
-  /** The setting a user changes to pick another schema, named in a clash. */
-  schemaSetting: string;
+  /** What a clash (a table of the same name that is not ours) names: the setting at fault and the fix. */
+  clash: { setting: string; fix: string };
 }
 
 /**

@@ -30,20 +30,14 @@ export function setupError(err: unknown, target?: MigrationTarget): StoreSetupEr
     case '42710':
     case '42P06':
       if (!target) return undefined;
-      return new StoreSetupError(
-        target.schemaSetting,
-        `${message} in schema "${target.schema ?? 'main'}", and it is not Celerity's`,
-        `choose another schema with ${target.schemaSetting}`,
-        { cause: err },
-        true,
-      );
+      return new StoreSetupError(target.clash.setting, `${message} in schema "${target.schema ?? 'main'}", and it is not Celerity's`, target.clash.fix, { cause: err }, true);
     case 'SQLITE_CANTOPEN':
     case 'SQLITE_READONLY':
     case 'SQLITE_NOTADB':
       return new StoreSetupError('CELERITY_SQLITE_PATH', message, 'point CELERITY_SQLITE_PATH at a writable SQLite file', { cause: err });
     case 'SQLITE_ERROR':
       if (/already exists/.test(message) && target) {
-        return new StoreSetupError('CELERITY_SQLITE_PATH', `${message}, and it is not Celerity's`, 'point CELERITY_SQLITE_PATH at a file of its own', { cause: err }, true);
+        return new StoreSetupError(target.clash.setting, `${message}, and it is not Celerity's`, target.clash.fix, { cause: err }, true);
       }
       return undefined;
     default:
