@@ -217,11 +217,7 @@ export function checkDeps(root) {
       owner,
       own,
     );
-    scan(
-      all.filter(isTest),
-      owner,
-      (name) => own(name) || rootDev.has(name),
-    );
+    scan(all.filter(isTest), owner, (name) => own(name) || rootDev.has(name));
   }
 
   // The root's own code: the benchmark, these scripts, root config files.

@@ -39,7 +39,7 @@ function fixture(extra: Record<string, string> = {}): string {
       "import { helper } from './helper.ts';",
       '// A comment is not an import: ',
       "// import nope from 'left-pad';",
-      "const doc = \"import x from 'left-pad'\";",
+      'const doc = "import x from \'left-pad\'";',
       'export async function load() {',
       "  const { register } = await import('tsx/esm/api');",
       '  return { register, readFileSync, path, helper, doc };',
@@ -47,7 +47,7 @@ function fixture(extra: Record<string, string> = {}): string {
       "export type Server = FastifyInstance & import('./helper.ts').Helper;",
       '',
     ].join('\n'),
-    'packages/celerity/src/helper.ts': "export const helper = 1;\nexport type Helper = { h: 1 };\n",
+    'packages/celerity/src/helper.ts': 'export const helper = 1;\nexport type Helper = { h: 1 };\n',
     'packages/celerity/src/db.ts': [
       "import { createRequire } from 'node:module';",
       "import pg from 'pg';",

@@ -279,9 +279,14 @@ describe.each(stores)('core (%s store)', (kind) => {
 
   it('records a failure whose message holds a NUL byte (PostgreSQL text cannot), and the jobs batched with it', async () => {
     const t = tasks();
-    const nul = defineTask({ name: 'demo.nul', input: z.object({}), retries: 0, handler: (): never => {
-      throw new Error('binary \u0000 inside');
-    } });
+    const nul = defineTask({
+      name: 'demo.nul',
+      input: z.object({}),
+      retries: 0,
+      handler: (): never => {
+        throw new Error('binary \u0000 inside');
+      },
+    });
     const app = await openTestApp(kind, [nul, t.add]);
     await startRecorder(app);
     await startWorker(app);

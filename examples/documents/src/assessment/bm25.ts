@@ -63,7 +63,12 @@ export function tokenize(text: string): string[] {
 export function words(text: string): string[] {
   // Apostrophes are dropped rather than split on, so "doesn't" stays one word
   // ("doesnt") instead of leaving a stray "t".
-  return text.toLowerCase().replace(/['’]/g, '').match(/[\p{L}\p{N}]+/gu) ?? [];
+  return (
+    text
+      .toLowerCase()
+      .replace(/['’]/g, '')
+      .match(/[\p{L}\p{N}]+/gu) ?? []
+  );
 }
 
 /**

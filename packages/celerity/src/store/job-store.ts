@@ -145,9 +145,7 @@ export class JobStore {
    * primary key ('/' sorts right after '.'), in step order.
    */
   async workflowSteps(rootId: string): Promise<JobRecord[]> {
-    const rows = await this.guard(() =>
-      this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute(),
-    );
+    const rows = await this.guard(() => this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute());
     const n = (id: string) => Number(id.slice(rootId.length + 1));
     return rows
       .filter((r) => Number.isInteger(n(r.id)))
@@ -160,7 +158,12 @@ export class JobStore {
    * makes them), then by id. The cursor is opaque: the last row's position.
    */
   async list(filter: ListFilter): Promise<JobPage> {
-    let q = this.db.selectFrom('jobs').selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit + 1);
+    let q = this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(filter.limit + 1);
     if (filter.status) q = q.where('status', '=', filter.status);
     if (filter.task) q = q.where('task', '=', filter.task);
     if (filter.tenant) q = q.where('tenant', '=', filter.tenant);

@@ -88,11 +88,7 @@ export type SavedUpload = Omit<UploadRef, 'content_type'> & {
  * The content is hashed on the way.
  * `filename` must already be sanitised.
  */
-export async function saveUpload(
-  uploadDir: string,
-  source: Readable & { truncated?: boolean },
-  opts: { filename: string; maxBytes: number },
-): Promise<SavedUpload> {
+export async function saveUpload(uploadDir: string, source: Readable & { truncated?: boolean }, opts: { filename: string; maxBytes: number }): Promise<SavedUpload> {
   const root = resolve(uploadDir);
   const uploadId = newJobId();
   const dir = join(root, uploadId);
