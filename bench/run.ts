@@ -176,7 +176,7 @@ const output = {
   table: table.map((r) => ({ scenario: r.scenario, metric: r.metric, unit: r.unit, celerity: r.celerity ?? null, bullmq: r.bullmq ?? null, ratio: r.ratio ?? null })),
 };
 mkdirSync(dirname(out), { recursive: true });
-writeFileSync(out, JSON.stringify(output, null, 2) + '\n');
+writeFileSync(out, `${JSON.stringify(output, null, 2)}\n`);
 
 console.log(`\n${formatTable(table)}\n`);
 if (values.markdown) console.log(`${formatMarkdown(table)}\n`);

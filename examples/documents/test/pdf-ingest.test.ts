@@ -221,7 +221,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
 
 describe('pdf text, chunks and queries', () => {
   it('extracts pages from bytes or a path, and stops on an aborted signal', async () => {
-    const bytes = await makePdf({ pages: ['First page\nsecond line', '', 'Third ' + 'word '.repeat(200)] });
+    const bytes = await makePdf({ pages: ['First page\nsecond line', '', `Third ${'word '.repeat(200)}`] });
     const path = join(tmpDir(), 'x.pdf');
     writeFileSync(path, bytes);
     const fromPath = await extractPdfPages(path);

@@ -160,7 +160,7 @@ describe('oversized upload', () => {
     const base = await server.listen({ port: 0, host: '127.0.0.1' });
     const form = new FormData();
     form.append('task', 'csv.import');
-    form.append('file', new Blob(['key,summary\n' + 'x,y\n'.repeat(1000)], { type: 'text/csv' }), 'big.csv');
+    form.append('file', new Blob([`key,summary\n${'x,y\n'.repeat(1000)}`], { type: 'text/csv' }), 'big.csv');
     const res = await fetch(`${base}/v1/uploads`, { method: 'POST', body: form });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('payload_too_large');

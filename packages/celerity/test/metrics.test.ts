@@ -263,7 +263,7 @@ describe('worker health port', () => {
 
     await worker.kill('SIGTERM');
     expect(await worker.waitExit(10_000)).toEqual({ code: 0, signal: null });
-    await expect(fetch(base + '/healthz')).rejects.toThrow();
+    await expect(fetch(`${base}/healthz`)).rejects.toThrow();
   }, 45_000);
 
   it('a health port in use stops the worker with one line and a non-zero exit', async () => {

@@ -95,7 +95,7 @@ function multipart(parts: PartSpec[]): { payload: Buffer; headers: Record<string
   for (const part of parts) {
     if ('filename' in part) {
       chunks.push(
-        Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"; filename="${part.filename}"\r\n` + (part.type ? `Content-Type: ${part.type}\r\n` : '') + '\r\n', 'latin1'),
+        Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"; filename="${part.filename}"\r\n${part.type ? `Content-Type: ${part.type}\r\n` : ''}\r\n`, 'latin1'),
       );
       chunks.push(Buffer.isBuffer(part.data) ? part.data : Buffer.from(part.data));
       chunks.push(Buffer.from('\r\n'));

@@ -117,7 +117,7 @@ export class AnthropicValidator implements Validator {
 
   constructor(opts: AnthropicValidatorOptions) {
     if (!opts.apiKey) throw new ValidatorRejectedError('AnthropicValidator needs an API key', undefined);
-    this.model = opts.model || process.env['ANTHROPIC_MODEL'] || DEFAULT_ANTHROPIC_MODEL;
+    this.model = opts.model || process.env.ANTHROPIC_MODEL || DEFAULT_ANTHROPIC_MODEL;
     this.candidates = opts.candidates ?? 12;
     this.maxTokens = opts.maxTokens ?? 1024;
     this.client = new Anthropic({
@@ -166,7 +166,7 @@ export class AnthropicValidator implements Validator {
     }
 
     const call = message.content.find((b) => b.type === 'tool_use' && b.name === RECORD_VERDICT_TOOL);
-    if (!call || call.type !== 'tool_use') {
+    if (call?.type !== 'tool_use') {
       throw new ValidatorResponseError(`The model did not call ${RECORD_VERDICT_TOOL} (stop_reason: ${message.stop_reason})`);
     }
     const parsed = recordVerdictInput.safeParse(call.input);

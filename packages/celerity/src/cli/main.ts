@@ -217,7 +217,7 @@ withConfig(program.command('dev').description('API and worker in one process, fo
   onShutdown(running);
   const base = `http://localhost:${app.config.port}`;
   const first = app.tasks.has('math.add') ? '{"task":"math.add","input":{"a":2,"b":3}}' : `{"task":"${[...app.tasks.keys()][0] ?? 'my.task'}","input":{}}`;
-  console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? ', private Redis ' + redis.url : ''} in this process)`);
+  console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? `, private Redis ${redis.url}` : ''} in this process)`);
   console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
   console.log(`Try:   curl -X POST ${base}/v1/jobs -H 'content-type: application/json' -d '${first}'`);
   console.log(`Then:  curl ${base}/v1/jobs/<job_id>\n`);

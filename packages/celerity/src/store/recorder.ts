@@ -121,7 +121,7 @@ export class Recorder {
         const reply = (await this.opts.redis.xreadgroup('GROUP', RECORDER_GROUP, this.consumer, 'COUNT', this.opts.batchSize, 'STREAMS', ...this.keys, ...this.keys.map(() => from))) as
           | [string, [string, string[]][]][]
           | null;
-        if (reply && reply.some(([, entries]) => entries.length > 0)) await this.applyReply(reply);
+        if (reply?.some(([, entries]) => entries.length > 0)) await this.applyReply(reply);
         else if (from === '0') from = '>';
         else return;
       }

@@ -112,7 +112,7 @@ export class Worker {
       worker.on('failed', (job, err) => {
         // finishedOn is set only when BullMQ fails the job for good (no
         // attempts left, or UnrecoverableError); a retried attempt keeps it unset.
-        if (job && job.finishedOn) {
+        if (job?.finishedOn) {
           const trace_id = (job.data as JobEnvelope | undefined)?.trace ?? null;
           logger.warn({ job_id: job.id, task: job.name, queue, trace_id, error: { type: errorTypeFromStack(err.stack), message: err.message } }, 'job failed');
           this.releaseUploadOf(job);
