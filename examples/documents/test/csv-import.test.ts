@@ -171,7 +171,12 @@ describe.each(stores)('csv import (%s store)', (kind) => {
     await writeJiraCsv(path, { rows: 2_000, badRows: 5 });
     const seen: ImportProgress[] = [];
     const inner = sqlRowWriter(store, jiraTable, 'job-progress');
-    const slow: RowWriter<JiraRow> = { write: async (rows) => (await new Promise((r) => setTimeout(r, 15)), inner.write(rows)) };
+    const slow: RowWriter<JiraRow> = {
+      write: async (rows) => {
+        await new Promise((r) => setTimeout(r, 15));
+        return inner.write(rows);
+      },
+    };
     await run(store, 'job-progress', path, { writer: slow, batchSize: 100, progressIntervalMs: 20, onProgress: (p) => void seen.push(p) });
     expect(seen.length).toBeGreaterThan(5);
     const counts = seen.map((p) => p.records_processed);

@@ -190,7 +190,7 @@ describe('POST /v1/uploads', () => {
   });
 
   it('removes the file of a queued job that is cancelled', async () => {
-    const { app, server, uploadDir } = await setup();
+    const { server, uploadDir } = await setup();
     const res = await upload(server, csvParts([{ name: 'options', value: JSON.stringify({ delay: 60_000 }) }]));
     expect(res.statusCode).toBe(202);
     expect(onDisk(uploadDir)).toHaveLength(1);
