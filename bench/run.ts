@@ -56,7 +56,12 @@ if (values.list) {
   process.exit(0);
 }
 
-const wanted = values.scenario ? values.scenario.split(',').map((s) => s.trim()).filter(Boolean) : scenarios.map((s) => s.name);
+const wanted = values.scenario
+  ? values.scenario
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+  : scenarios.map((s) => s.name);
 const unknown = wanted.filter((name) => !scenarios.some((s) => s.name === name));
 if (unknown.length > 0) {
   console.error(`bench: unknown scenario ${unknown.join(', ')}\n${USAGE}`);
@@ -96,7 +101,9 @@ try {
   console.error(`bench: cannot reach Redis at ${redisUrl} or PostgreSQL at ${databaseUrl}: ${(err as Error).message}`);
   process.exit(2);
 }
-log(`${quick ? 'quick' : 'full'} run of ${selected.map((s) => s.name).join(', ')} on ${machine.cpus} × ${machine.cpu_model}, node ${machine.node}, redis ${machine.redis}, postgres ${machine.postgres}`);
+log(
+  `${quick ? 'quick' : 'full'} run of ${selected.map((s) => s.name).join(', ')} on ${machine.cpus} × ${machine.cpu_model}, node ${machine.node}, redis ${machine.redis}, postgres ${machine.postgres}`,
+);
 
 if (machine.load_at_start[0]! > machine.cpus * 0.5) {
   log(`warning: load average ${machine.load_at_start[0]} on ${machine.cpus} cpus: something else is running, the numbers will be skewed`);
@@ -169,10 +176,16 @@ const output = {
   table: table.map((r) => ({ scenario: r.scenario, metric: r.metric, unit: r.unit, celerity: r.celerity ?? null, bullmq: r.bullmq ?? null, ratio: r.ratio ?? null })),
 };
 mkdirSync(dirname(out), { recursive: true });
-writeFileSync(out, JSON.stringify(output, null, 2) + '\n');
+writeFileSync(out, `${JSON.stringify(output, null, 2)}\n`);
 
 console.log(`\n${formatTable(table)}\n`);
 if (values.markdown) console.log(`${formatMarkdown(table)}\n`);
 console.log(`ratio = celerity / bullmq (throughput: higher is better for Celerity; latency: lower is better). ${quick ? 'Quick run. ' : ''}Results: ${out}`);
-if (failures > 0) console.log(`${failures} scenario(s) failed: ${Object.entries(report).filter(([, r]) => !(r as { ok: boolean }).ok).map(([n]) => n).join(', ')}`);
+if (failures > 0)
+  console.log(
+    `${failures} scenario(s) failed: ${Object.entries(report)
+      .filter(([, r]) => !(r as { ok: boolean }).ok)
+      .map(([n]) => n)
+      .join(', ')}`,
+  );
 process.exit(failures > 0 ? 1 : 0);

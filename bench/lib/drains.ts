@@ -108,10 +108,16 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
     };
     const [redisDoneAt, sqlDoneAt] = await Promise.all([
       pollUntil(async () => (await queue.getJobCounts('completed')).completed! >= opts.jobs, {
-        intervalMs: POLL_REDIS_MS, timeoutMs, what: `${opts.jobs} jobs completed in Redis`, describe,
+        intervalMs: POLL_REDIS_MS,
+        timeoutMs,
+        what: `${opts.jobs} jobs completed in Redis`,
+        describe,
       }),
       pollUntil(async () => (await countRows(app, 'completed')) >= opts.jobs, {
-        intervalMs: POLL_SQL_MS, timeoutMs, what: `${opts.jobs} jobs completed in the SQL history`, describe,
+        intervalMs: POLL_SQL_MS,
+        timeoutMs,
+        what: `${opts.jobs} jobs completed in the SQL history`,
+        describe,
       }),
     ]);
     const cpu3 = await cpuSnapshot(app.broker.redis, pids);

@@ -30,10 +30,7 @@ export async function runPool(n: number, inFlight: number, fn: (i: number) => Pr
  * time (performance.now()) of the first true answer. Throws after
  * `timeoutMs`, with `describe()` in the message.
  */
-export async function pollUntil(
-  probe: () => Promise<boolean>,
-  opts: { intervalMs: number; timeoutMs: number; what: string; describe?: () => Promise<string> },
-): Promise<number> {
+export async function pollUntil(probe: () => Promise<boolean>, opts: { intervalMs: number; timeoutMs: number; what: string; describe?: () => Promise<string> }): Promise<number> {
   const deadline = now() + opts.timeoutMs;
   for (;;) {
     if (await probe()) return now();

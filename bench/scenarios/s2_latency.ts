@@ -56,7 +56,10 @@ async function drive(rate: number, warmupMs: number, measureMs: number, submit: 
 }
 
 function summarise(samples: Sample[], from: number): Latency {
-  const counted = samples.filter((s) => s.submitted >= from).map((s) => s.latency).sort((a, b) => a - b);
+  const counted = samples
+    .filter((s) => s.submitted >= from)
+    .map((s) => s.latency)
+    .sort((a, b) => a - b);
   return { p50_ms: percentile(counted, 50), p99_ms: percentile(counted, 99), max_ms: counted[counted.length - 1] ?? NaN, samples: counted.length };
 }
 

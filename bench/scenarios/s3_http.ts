@@ -49,7 +49,11 @@ async function cannon(scope: Scope, name: string, url: string, seconds: number, 
   args.push(url);
   const proc = new Proc(scope, name, process.execPath, args, { env: process.env });
   const stdout = await proc.result(seconds * 1000 + 60_000);
-  const line = stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  const line = stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
   if (!line) throw new Error(`${name}: no JSON from autocannon; output:\n${proc.output.slice(-2000)}`);
   const r = JSON.parse(line) as CannonResult;
   const statusCodes = Object.fromEntries(Object.entries(r.statusCodeStats ?? {}).map(([code, s]) => [code, s.count]));
@@ -171,4 +175,3 @@ export const s3Http: Scenario = {
     };
   },
 };
-

@@ -74,7 +74,7 @@ function area(url: string, fn: string): string {
   if (!url) return fn.startsWith('(') ? fn : '(native)';
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1]!;
-  if (url.startsWith('node:')) return 'node:' + url.slice(5).split('/')[0];
+  if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`;
   const src = /\/(src\/[^/]+|bench\/[^/]+)/.exec(url);
   return src ? src[1]! : url;
 }

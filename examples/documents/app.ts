@@ -26,14 +26,7 @@ const store = () => app.tables(documentsTables);
 const assessment = assessmentTasks({ store });
 
 export const app: App = createApp({
-  tasks: [
-    add, progress, flaky, fail, spin, sleepTask,
-    csvImportTask({ store }),
-    pdfIngestTask({ store }),
-    assessment.parse,
-    assessment.evaluate,
-    ticketEnhanceTask({ store }),
-  ],
+  tasks: [add, progress, flaky, fail, spin, sleepTask, csvImportTask({ store }), pdfIngestTask({ store }), assessment.parse, assessment.evaluate, ticketEnhanceTask({ store })],
   workflows: [assessment.validate],
   tables: [documentsTables],
   routes: [searchRoutes],

@@ -6,15 +6,7 @@ import { AnthropicValidator, findVerbatim } from '../src/assessment/anthropic-va
 import { Bm25Index, splitPassages, stem, tokenize } from '../src/assessment/bm25.ts';
 import { LOCAL_VALIDATOR_DESCRIPTION, LocalValidator } from '../src/assessment/local-validator.ts';
 import { selectValidator } from '../src/assessment/select-validator.ts';
-import {
-  ValidatorRejectedError,
-  ValidatorResponseError,
-  ValidatorUnavailableError,
-  criterionSchema,
-  type Criterion,
-  type CriterionResult,
-  type PageText,
-} from '../src/assessment/types.ts';
+import { ValidatorRejectedError, ValidatorResponseError, ValidatorUnavailableError, criterionSchema, type Criterion, type CriterionResult, type PageText } from '../src/assessment/types.ts';
 
 const pages: PageText[] = [
   {
@@ -342,14 +334,18 @@ describe('AnthropicValidator', () => {
 
   it('throws a retryable error on a malformed tool input', async () => {
     responder = (req, res) => toolUse(res, req.body.model, { verdict: 'maybe', confidence: 0.5, rationale: '', evidence: [] });
-    const err = await anthropic().validate(encryptionAtRest, pages, {}).catch((e: unknown) => e);
+    const err = await anthropic()
+      .validate(encryptionAtRest, pages, {})
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ValidatorResponseError);
     expect(err).not.toBeInstanceOf(NonRetryableError);
   });
 
   it('maps 401 to the non-retryable error', async () => {
     responder = (_req, res) => apiError(res, 401, 'authentication_error', 'invalid x-api-key');
-    const err = await anthropic({ maxRetries: 2 }).validate(encryptionAtRest, pages, {}).catch((e: unknown) => e);
+    const err = await anthropic({ maxRetries: 2 })
+      .validate(encryptionAtRest, pages, {})
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ValidatorRejectedError);
     expect(err).toBeInstanceOf(NonRetryableError);
     expect(err).toMatchObject({ code: 'validator_rejected', status: 401 });
@@ -359,7 +355,9 @@ describe('AnthropicValidator', () => {
 
   it('maps 500 and 429 to the retryable error', async () => {
     responder = (_req, res) => apiError(res, 500, 'api_error', 'internal error');
-    const err = await anthropic().validate(encryptionAtRest, pages, {}).catch((e: unknown) => e);
+    const err = await anthropic()
+      .validate(encryptionAtRest, pages, {})
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ValidatorUnavailableError);
     expect(err).not.toBeInstanceOf(NonRetryableError);
     expect(err).toMatchObject({ code: 'validator_unavailable', status: 500 });

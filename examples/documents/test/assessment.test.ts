@@ -16,10 +16,7 @@ const POLICY = [
   'Access control. All administrator accounts require multi-factor authentication. Passwords are rotated every ninety days.',
   'Data protection. Customer data is encrypted at rest with AES-256 and encrypted in transit with TLS 1.3.',
 ];
-const CONTINUITY = [
-  'Business Continuity Plan. Backups are taken nightly and restored in a quarterly drill.',
-  'Incident response. The on-call engineer is paged within five minutes of an alert.',
-];
+const CONTINUITY = ['Business Continuity Plan. Backups are taken nightly and restored in a quarterly drill.', 'Incident response. The on-call engineer is paged within five minutes of an alert.'];
 
 async function pdfFile(app: App, filename: string, pages: string[]): Promise<UploadRef> {
   return stageUpload(app, filename, await makePdf({ pages }), 'application/pdf');

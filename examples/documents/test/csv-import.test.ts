@@ -83,10 +83,28 @@ describe.each(stores)('csv import (%s store)', (kind) => {
     ]);
     const rows = await listImported(store, 'job-tricky');
     expect(rows).toEqual([
-      { job_id: 'job-tricky', line: 2, key: 'CEL-1', summary: 'Crash, then hang', status: 'Done', assignee: 'Ada Lovelace', created_at: Date.UTC(2024, 2, 5, 14, 22, 1), description: 'He said "no", then:\nline two, with a comma\n\nline four after a blank one' },
+      {
+        job_id: 'job-tricky',
+        line: 2,
+        key: 'CEL-1',
+        summary: 'Crash, then hang',
+        status: 'Done',
+        assignee: 'Ada Lovelace',
+        created_at: Date.UTC(2024, 2, 5, 14, 22, 1),
+        description: 'He said "no", then:\nline two, with a comma\n\nline four after a blank one',
+      },
       { job_id: 'job-tricky', line: 7, key: 'CEL-2', summary: 'Plain', status: 'To Do', assignee: null, created_at: Date.UTC(2024, 2, 5), description: '' },
       { job_id: 'job-tricky', line: 10, key: 'CEL-4', summary: 'Quote " only', status: 'In Progress', assignee: 'Alan Turing', created_at: Date.UTC(2024, 1, 29, 9), description: 'crlf\r\ninside' },
-      { job_id: 'job-tricky', line: 14, key: 'CEL-7', summary: 'Last', status: 'Done', assignee: 'Barbara Liskov', created_at: Date.UTC(2024, 0, 1, 0, 0, 0, 500), description: 'ends the file, no newline' },
+      {
+        job_id: 'job-tricky',
+        line: 14,
+        key: 'CEL-7',
+        summary: 'Last',
+        status: 'Done',
+        assignee: 'Barbara Liskov',
+        created_at: Date.UTC(2024, 0, 1, 0, 0, 0, 500),
+        description: 'ends the file, no newline',
+      },
     ]);
   });
 
@@ -153,7 +171,12 @@ describe.each(stores)('csv import (%s store)', (kind) => {
     await writeJiraCsv(path, { rows: 2_000, badRows: 5 });
     const seen: ImportProgress[] = [];
     const inner = sqlRowWriter(store, jiraTable, 'job-progress');
-    const slow: RowWriter<JiraRow> = { write: async (rows) => (await new Promise((r) => setTimeout(r, 15)), inner.write(rows)) };
+    const slow: RowWriter<JiraRow> = {
+      write: async (rows) => {
+        await new Promise((r) => setTimeout(r, 15));
+        return inner.write(rows);
+      },
+    };
     await run(store, 'job-progress', path, { writer: slow, batchSize: 100, progressIntervalMs: 20, onProgress: (p) => void seen.push(p) });
     expect(seen.length).toBeGreaterThan(5);
     const counts = seen.map((p) => p.records_processed);

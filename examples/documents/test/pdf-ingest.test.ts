@@ -47,7 +47,6 @@ function tmpDir(): string {
   return dir;
 }
 
-
 async function setup(kind: StoreKind) {
   let app!: App;
   const task = pdfIngestTask({ store: () => app.tables(documentsTables) });
@@ -129,7 +128,17 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     const res = await get('q=xylophone');
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({
-      results: [{ document_id: handle.id, filename: 'report.pdf', page: 3, chunk: expect.stringContaining('xylophone'), chunk_index: expect.any(Number), snippet: expect.stringContaining('<mark>xylophone</mark>'), score: expect.any(Number) }],
+      results: [
+        {
+          document_id: handle.id,
+          filename: 'report.pdf',
+          page: 3,
+          chunk: expect.stringContaining('xylophone'),
+          chunk_index: expect.any(Number),
+          snippet: expect.stringContaining('<mark>xylophone</mark>'),
+          score: expect.any(Number),
+        },
+      ],
     });
     expect((await get(`q=${encodeURIComponent('"quasar nebula"')}&document_id=${handle.id}`)).json().results.map((r: { page: number }) => r.page)).toEqual([7]);
     expect((await get('q=lorem&limit=3')).json().results).toHaveLength(3);
@@ -138,7 +147,25 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     expect((await get('q=lorem')).json().results).toHaveLength(20);
 
     // FTS syntax in the query is text, never a 500.
-    for (const q of ['"', '"unclosed zeppelin', '*', 'zeppelin*', '(', 'zeppelin)', 'NEAR', 'NEAR(zeppelin landed)', '-', '-zeppelin', 'zeppelin AND', 'OR', 'NOT zeppelin', 'text:zeppelin', '^zeppelin', '&|!:<>', "o'brien"]) {
+    for (const q of [
+      '"',
+      '"unclosed zeppelin',
+      '*',
+      'zeppelin*',
+      '(',
+      'zeppelin)',
+      'NEAR',
+      'NEAR(zeppelin landed)',
+      '-',
+      '-zeppelin',
+      'zeppelin AND',
+      'OR',
+      'NOT zeppelin',
+      'text:zeppelin',
+      '^zeppelin',
+      '&|!:<>',
+      "o'brien",
+    ]) {
       const r = await get(`q=${encodeURIComponent(q)}`);
       expect(r.statusCode, q).toBe(200);
       expect(Array.isArray(r.json().results), q).toBe(true);
@@ -148,14 +175,29 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     for (const query of ['', 'q=', 'q=%20%20', 'limit=5']) {
       const r = await get(query);
       expect(r.statusCode, query).toBe(400);
-      expect(r.json()).toEqual({ error: { code: 'invalid_request', message: expect.stringContaining('querystring.q'), details: { issues: expect.arrayContaining([expect.objectContaining({ path: 'querystring.q' })]) } } });
+      expect(r.json()).toEqual({
+        error: { code: 'invalid_request', message: expect.stringContaining('querystring.q'), details: { issues: expect.arrayContaining([expect.objectContaining({ path: 'querystring.q' })]) } },
+      });
     }
     for (const query of ['q=x&limit=0', 'q=x&limit=101', 'q=x&other=1']) expect((await get(query)).statusCode, query).toBe(400);
 
     // The worker removed the upload when the job ended.
     await waitFor(() => !existsSync(file.path));
     // A retried attempt of the same job replaces the document.
-    const ctx: TaskContext = { jobId: handle.id, task: task.name, queue: task.queue, tenant: null, attempt: 2, maxAttempts: 4, signal: new AbortController().signal, progress: async () => {}, log: app.logger, retry: () => { throw new Error('not used here'); } };
+    const ctx: TaskContext = {
+      jobId: handle.id,
+      task: task.name,
+      queue: task.queue,
+      tenant: null,
+      attempt: 2,
+      maxAttempts: 4,
+      signal: new AbortController().signal,
+      progress: async () => {},
+      log: app.logger,
+      retry: () => {
+        throw new Error('not used here');
+      },
+    };
     const again = await task.handler({ file: stageUpload(app, 'report.pdf', bytes, 'application/pdf') }, ctx);
     expect(again).toEqual(done.result);
     expect(await chunkCount(store, handle.id)).toBe(chunks);
@@ -182,7 +224,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
 
 describe('pdf text, chunks and queries', () => {
   it('extracts pages from bytes or a path, and stops on an aborted signal', async () => {
-    const bytes = await makePdf({ pages: ['First page\nsecond line', '', 'Third ' + 'word '.repeat(200)] });
+    const bytes = await makePdf({ pages: ['First page\nsecond line', '', `Third ${'word '.repeat(200)}`] });
     const path = join(tmpDir(), 'x.pdf');
     writeFileSync(path, bytes);
     const fromPath = await extractPdfPages(path);
@@ -210,8 +252,20 @@ describe('pdf text, chunks and queries', () => {
 
   it('chunks each page with overlap, keeping page numbers and line breaks', () => {
     const words = (n: number, p: string) => Array.from({ length: n }, (_, i) => `${p}${i}`).join(' ');
-    const chunks = chunkPages([{ page: 1, text: words(25, 'a') }, { page: 2, text: '  ' }, { page: 3, text: 'x\ny z' }], { maxWords: 10, overlapWords: 2 });
-    expect(chunks.map((c) => [c.page, c.index, c.words])).toEqual([[1, 0, 10], [1, 1, 10], [1, 2, 9], [3, 3, 3]]);
+    const chunks = chunkPages(
+      [
+        { page: 1, text: words(25, 'a') },
+        { page: 2, text: '  ' },
+        { page: 3, text: 'x\ny z' },
+      ],
+      { maxWords: 10, overlapWords: 2 },
+    );
+    expect(chunks.map((c) => [c.page, c.index, c.words])).toEqual([
+      [1, 0, 10],
+      [1, 1, 10],
+      [1, 2, 9],
+      [3, 3, 3],
+    ]);
     expect(chunks[1]!.text.startsWith('a8 a9 a10')).toBe(true);
     expect(chunks[2]!.text.endsWith('a24')).toBe(true);
     expect(chunks[3]!.text).toBe('x\ny z');

@@ -23,7 +23,12 @@ async function documentsApp(kind: (typeof stores)[number]) {
   let app!: App;
   const store = () => app.tables(documentsTables);
   const assessment = assessmentTasks({ store });
-  app = await openTestApp(kind, { tasks: [csvImportTask({ store }), pdfIngestTask({ store }), assessment.parse, assessment.evaluate], workflows: [assessment.validate], tables: [documentsTables], routes: [searchRoutes] });
+  app = await openTestApp(kind, {
+    tasks: [csvImportTask({ store }), pdfIngestTask({ store }), assessment.parse, assessment.evaluate],
+    workflows: [assessment.validate],
+    tables: [documentsTables],
+    routes: [searchRoutes],
+  });
   const server = await buildServer(app, { logger: false });
   onCleanup(() => server.close());
   const base = await server.listen({ port: 0, host: '127.0.0.1' });
@@ -45,10 +50,14 @@ async function job(base: string, id: string): Promise<any> {
 }
 
 async function finished(base: string, id: string, timeoutMs = 60_000): Promise<any> {
-  return waitFor(async () => {
-    const v = await job(base, id);
-    return ['completed', 'failed', 'cancelled'].includes(v.status) ? v : null;
-  }, timeoutMs, 50);
+  return waitFor(
+    async () => {
+      const v = await job(base, id);
+      return ['completed', 'failed', 'cancelled'].includes(v.status) ? v : null;
+    },
+    timeoutMs,
+    50,
+  );
 }
 
 describe.each(stores)('workloads end to end (%s)', (kind) => {
@@ -59,11 +68,15 @@ describe.each(stores)('workloads end to end (%s)', (kind) => {
     const id = await upload(base, 'csv.import', await openAsBlob(path, { type: 'text/csv' }), 'jira.csv');
     await startWorker(app);
     const seen: number[] = [];
-    const view = await waitFor(async () => {
-      const v = await job(base, id);
-      if (typeof v.progress?.records_processed === 'number') seen.push(v.progress.records_processed);
-      return v.status === 'completed' || v.status === 'failed' ? v : null;
-    }, 120_000, 100);
+    const view = await waitFor(
+      async () => {
+        const v = await job(base, id);
+        if (typeof v.progress?.records_processed === 'number') seen.push(v.progress.records_processed);
+        return v.status === 'completed' || v.status === 'failed' ? v : null;
+      },
+      120_000,
+      100,
+    );
     expect(view.status).toBe('completed');
     const rising = [...new Set(seen)];
     expect(rising.length, `progress seen: ${rising.join(', ')}`).toBeGreaterThanOrEqual(3);
@@ -147,7 +160,7 @@ describe('oversized upload', () => {
     const base = await server.listen({ port: 0, host: '127.0.0.1' });
     const form = new FormData();
     form.append('task', 'csv.import');
-    form.append('file', new Blob(['key,summary\n' + 'x,y\n'.repeat(1000)], { type: 'text/csv' }), 'big.csv');
+    form.append('file', new Blob([`key,summary\n${'x,y\n'.repeat(1000)}`], { type: 'text/csv' }), 'big.csv');
     const res = await fetch(`${base}/v1/uploads`, { method: 'POST', body: form });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('payload_too_large');

@@ -86,7 +86,7 @@ export interface JobHandle<R = unknown> {
   /** False when an idempotency key returned an earlier job instead of enqueueing. */
   readonly created: boolean;
   /** The current record, or null if the job is unknown. */
-  status(): Promise<JobRecord & { result: R | null } | null>;
+  status(): Promise<(JobRecord & { result: R | null }) | null>;
   /** Polls until the job is completed, failed or cancelled. */
   wait(opts?: { timeoutMs?: number; pollMs?: number }): Promise<JobRecord & { result: R | null }>;
 }
@@ -339,7 +339,12 @@ export class App {
     const parsed = parseInput({ name: wf.name, inputSchema: wf.inputSchema }, input);
     const node = wf.build(parsed);
     return this.handle(
-      await submitWorkflow(this.broker, this.tasks, { node, name: wf.name, queue: wf.queue, input }, { ...(options.tenant ? { tenant: options.tenant } : {}), ...(options.traceId ? { traceId: options.traceId } : {}) }),
+      await submitWorkflow(
+        this.broker,
+        this.tasks,
+        { node, name: wf.name, queue: wf.queue, input },
+        { ...(options.tenant ? { tenant: options.tenant } : {}), ...(options.traceId ? { traceId: options.traceId } : {}) },
+      ),
     );
   }
 

@@ -9,36 +9,106 @@ import { ConfigError } from './errors.ts';
 export const OPTIONS = {
   redisUrl: { env: 'REDIS_URL', flag: '--redis-url', doc: 'Redis server Celerity uses (queues, progress, results) unless `CELERITY_BROKER_URL` says otherwise.', default: 'redis://127.0.0.1:6379' },
   brokerUrl: { env: 'CELERITY_BROKER_URL', flag: '--broker-url', doc: 'Redis server of the broker; falls back to `REDIS_URL`.', default: '(REDIS_URL)' },
-  prefix: { env: 'CELERITY_PREFIX', flag: '--prefix', doc: 'Key prefix of every Redis key. Wrap it in braces (`{celerity}`) on Redis Cluster so that a queue\'s keys share a hash slot.', default: 'celerity' },
+  prefix: {
+    env: 'CELERITY_PREFIX',
+    flag: '--prefix',
+    doc: "Key prefix of every Redis key. Wrap it in braces (`{celerity}`) on Redis Cluster so that a queue's keys share a hash slot.",
+    default: 'celerity',
+  },
   databaseUrl: { env: 'DATABASE_URL', flag: '--database-url', doc: 'PostgreSQL URL of the job store. When unset, the store is SQLite at `CELERITY_SQLITE_PATH`.', default: '(unset)' },
-  databaseSchema: { env: 'CELERITY_DB_SCHEMA', flag: '--db-schema', doc: 'PostgreSQL schema of Celerity\'s tables (created if missing). Celerity reads and writes no table outside it; an app\'s table sets go in schemas of their own (`<schema>_<name>` by default).', default: 'celerity' },
+  databaseSchema: {
+    env: 'CELERITY_DB_SCHEMA',
+    flag: '--db-schema',
+    doc: "PostgreSQL schema of Celerity's tables (created if missing). Celerity reads and writes no table outside it; an app's table sets go in schemas of their own (`<schema>_<name>` by default).",
+    default: 'celerity',
+  },
   sqlitePath: { env: 'CELERITY_SQLITE_PATH', flag: '--sqlite-path', doc: 'SQLite file of the job store when `DATABASE_URL` is unset.', default: './.celerity/celerity.db' },
   resultTtl: { env: 'CELERITY_RESULT_TTL', flag: '--result-ttl', doc: 'Seconds a finished job (result or error) stays in Redis. The SQL store keeps it after that.', default: '3600' },
   port: { env: 'PORT', flag: '--port', doc: 'HTTP port of the API.', default: '8080' },
   host: { env: 'HOST', flag: '--host', doc: 'Interface the API listens on.', default: '0.0.0.0' },
   concurrency: { env: 'CELERITY_CONCURRENCY', flag: '--concurrency', doc: 'Jobs a worker runs at once, per queue.', default: '10' },
-  softTimeLimit: { env: 'CELERITY_SOFT_TIME_LIMIT', flag: '--soft-time-limit', doc: 'Default soft time limit of an attempt, in ms: `ctx.signal` aborts with `SoftTimeLimitExceeded`. Tasks and calls may set their own.', default: '(none)' },
-  hardTimeLimit: { env: 'CELERITY_HARD_TIME_LIMIT', flag: '--hard-time-limit', doc: 'Default hard time limit of an attempt, in ms: the attempt fails with `TimeLimitExceeded` (an isolated task\'s thread is terminated).', default: '(none)' },
-  cancelGrace: { env: 'CELERITY_CANCEL_GRACE', flag: '--cancel-grace', doc: 'Ms a cancelled running job has to honour `ctx.signal` before its attempt is ended (its thread terminated, if isolated).', default: '5000' },
-  shutdownGrace: { env: 'CELERITY_SHUTDOWN_GRACE', flag: '--shutdown-grace', doc: 'Ms a stopping worker lets running jobs finish; jobs still running then go back to their queue without losing an attempt.', default: '30000' },
-  lockDuration: { env: 'CELERITY_LOCK_DURATION', flag: '--lock-duration', doc: 'Ms a worker\'s lock on a running job lasts (renewed at half-time). A job whose worker died runs again within about lock duration + stalled interval.', default: '30000' },
+  softTimeLimit: {
+    env: 'CELERITY_SOFT_TIME_LIMIT',
+    flag: '--soft-time-limit',
+    doc: 'Default soft time limit of an attempt, in ms: `ctx.signal` aborts with `SoftTimeLimitExceeded`. Tasks and calls may set their own.',
+    default: '(none)',
+  },
+  hardTimeLimit: {
+    env: 'CELERITY_HARD_TIME_LIMIT',
+    flag: '--hard-time-limit',
+    doc: "Default hard time limit of an attempt, in ms: the attempt fails with `TimeLimitExceeded` (an isolated task's thread is terminated).",
+    default: '(none)',
+  },
+  cancelGrace: {
+    env: 'CELERITY_CANCEL_GRACE',
+    flag: '--cancel-grace',
+    doc: 'Ms a cancelled running job has to honour `ctx.signal` before its attempt is ended (its thread terminated, if isolated).',
+    default: '5000',
+  },
+  shutdownGrace: {
+    env: 'CELERITY_SHUTDOWN_GRACE',
+    flag: '--shutdown-grace',
+    doc: 'Ms a stopping worker lets running jobs finish; jobs still running then go back to their queue without losing an attempt.',
+    default: '30000',
+  },
+  lockDuration: {
+    env: 'CELERITY_LOCK_DURATION',
+    flag: '--lock-duration',
+    doc: "Ms a worker's lock on a running job lasts (renewed at half-time). A job whose worker died runs again within about lock duration + stalled interval.",
+    default: '30000',
+  },
   stalledInterval: { env: 'CELERITY_STALLED_INTERVAL', flag: '--stalled-interval', doc: 'Ms between checks for jobs whose worker died (expired locks).', default: '30000' },
-  heartbeatInterval: { env: 'CELERITY_HEARTBEAT_INTERVAL', flag: '--heartbeat-interval', doc: 'Ms between a worker\'s heartbeats to the worker registry (`celerity inspect`, `GET /v1/workers`). A worker that stops beating (killed, frozen) disappears from it within 3 × this interval; one that stops gracefully, at once.', default: '5000' },
+  heartbeatInterval: {
+    env: 'CELERITY_HEARTBEAT_INTERVAL',
+    flag: '--heartbeat-interval',
+    doc: "Ms between a worker's heartbeats to the worker registry (`celerity inspect`, `GET /v1/workers`). A worker that stops beating (killed, frozen) disappears from it within 3 × this interval; one that stops gracefully, at once.",
+    default: '5000',
+  },
   maxStalled: { env: 'CELERITY_MAX_STALLED', flag: '--max-stalled', doc: 'Times a job may lose its worker (crash) and be run again before it fails.', default: '5' },
   maxTasksPerChild: { env: 'CELERITY_MAX_TASKS_PER_CHILD', flag: '--max-tasks-per-child', doc: 'An isolation thread is replaced after this many jobs.', default: '(none)' },
   maxMemoryPerChild: { env: 'CELERITY_MAX_MEMORY_PER_CHILD', flag: '--max-memory-per-child', doc: 'An isolation thread whose heap exceeds this many MB after a job is replaced.', default: '(none)' },
   idempotencyTtl: { env: 'CELERITY_IDEMPOTENCY_TTL', flag: '--idempotency-ttl', doc: 'Seconds an idempotency key keeps returning the same job.', default: '86400' },
-  queues: { env: 'CELERITY_QUEUES', flag: '--queues', doc: 'Comma-separated queues a worker consumes. Default: every queue of the app\'s tasks.', default: '(all)' },
+  queues: { env: 'CELERITY_QUEUES', flag: '--queues', doc: "Comma-separated queues a worker consumes. Default: every queue of the app's tasks.", default: '(all)' },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', doc: 'pino level: fatal, error, warn, info, debug, trace or silent.', default: 'info' },
   bodyLimit: { env: 'CELERITY_BODY_LIMIT', flag: '--body-limit', doc: 'Largest accepted request body in bytes.', default: '1048576' },
-  eventsMaxLen: { env: 'CELERITY_EVENTS_MAX_LEN', flag: '--events-max-len', doc: 'Safety cap on each queue\'s event stream. The recorder trims what it has stored; this cap only bites when no recorder runs.', default: '1000000' },
-  recorderClaimIdle: { env: 'CELERITY_RECORDER_CLAIM_IDLE', flag: '--recorder-claim-idle', doc: 'Ms after which events read but not written by a recorder (its process died) are taken over by another.', default: '30000' },
+  eventsMaxLen: {
+    env: 'CELERITY_EVENTS_MAX_LEN',
+    flag: '--events-max-len',
+    doc: "Safety cap on each queue's event stream. The recorder trims what it has stored; this cap only bites when no recorder runs.",
+    default: '1000000',
+  },
+  recorderClaimIdle: {
+    env: 'CELERITY_RECORDER_CLAIM_IDLE',
+    flag: '--recorder-claim-idle',
+    doc: 'Ms after which events read but not written by a recorder (its process died) are taken over by another.',
+    default: '30000',
+  },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
-  uploadDir: { env: 'CELERITY_UPLOAD_DIR', flag: '--upload-dir', doc: 'Directory of the files received by `POST /v1/uploads`, until their job ends. The API and the workers must share it (same path on shared storage).', default: './.celerity/uploads' },
+  uploadDir: {
+    env: 'CELERITY_UPLOAD_DIR',
+    flag: '--upload-dir',
+    doc: 'Directory of the files received by `POST /v1/uploads`, until their job ends. The API and the workers must share it (same path on shared storage).',
+    default: './.celerity/uploads',
+  },
   uploadMaxBytes: { env: 'CELERITY_UPLOAD_MAX_BYTES', flag: '--upload-max-bytes', doc: 'Largest accepted upload in bytes; a bigger file is refused with 413.', default: '104857600' },
-  uploadTtl: { env: 'CELERITY_UPLOAD_TTL', flag: '--upload-ttl', doc: 'Seconds an orphan upload (its job gone without removing it) is kept before the API\'s janitor removes it. Must exceed the longest time a job waits and runs.', default: '86400' },
-  historyRetention: { env: 'CELERITY_HISTORY_RETENTION', flag: '--history-retention', doc: 'Days the SQL history keeps a finished job before the `celerity.purge` maintenance task deletes it; 0 keeps it for ever.', default: '30' },
-  healthPort: { env: 'CELERITY_HEALTH_PORT', flag: '--health-port', doc: 'Port on which `celerity worker` serves `/healthz`, `/readyz` and `/metrics` (for probes and Prometheus). Unset: no such server.', default: '(unset)' },
+  uploadTtl: {
+    env: 'CELERITY_UPLOAD_TTL',
+    flag: '--upload-ttl',
+    doc: "Seconds an orphan upload (its job gone without removing it) is kept before the API's janitor removes it. Must exceed the longest time a job waits and runs.",
+    default: '86400',
+  },
+  historyRetention: {
+    env: 'CELERITY_HISTORY_RETENTION',
+    flag: '--history-retention',
+    doc: 'Days the SQL history keeps a finished job before the `celerity.purge` maintenance task deletes it; 0 keeps it for ever.',
+    default: '30',
+  },
+  healthPort: {
+    env: 'CELERITY_HEALTH_PORT',
+    flag: '--health-port',
+    doc: 'Port on which `celerity worker` serves `/healthz`, `/readyz` and `/metrics` (for probes and Prometheus). Unset: no such server.',
+    default: '(unset)',
+  },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -48,8 +118,14 @@ const positiveInt = z.coerce.number().int().positive();
 const schema = z.object({
   redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
   brokerUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
-  prefix: z.string().min(1).regex(/^[^\s:]+$/, 'must be non-empty, without spaces or colons'),
-  databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  prefix: z
+    .string()
+    .min(1)
+    .regex(/^[^\s:]+$/, 'must be non-empty, without spaces or colons'),
+  databaseUrl: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
   databaseSchema: z.string().regex(/^[a-z_][a-z0-9_]{0,40}$/, 'must be a lower-case SQL identifier of at most 41 characters'),
   sqlitePath: z.string().min(1),
   resultTtl: positiveInt,
@@ -69,7 +145,12 @@ const schema = z.object({
   idempotencyTtl: positiveInt,
   queues: z
     .string()
-    .transform((s) => s.split(',').map((q) => q.trim()).filter(Boolean))
+    .transform((s) =>
+      s
+        .split(',')
+        .map((q) => q.trim())
+        .filter(Boolean),
+    )
     .optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimit: positiveInt,

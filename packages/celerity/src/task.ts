@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { InvalidInputError, InvalidRetryError, Retry, TaskDefinitionError, type FieldIssue } from './errors.ts';
 import { limitsProblem, type TimeLimits } from './worker/limits.ts';
 

@@ -163,9 +163,7 @@ describe('HTTP API errors', () => {
     const app = await openTestApp('sqlite', [add]);
     const api = await server(app);
     const { tasks } = (await api.inject({ method: 'GET', url: '/v1/tasks' })).json();
-    expect(tasks).toEqual([
-      expect.objectContaining({ name: 'math.add', queue: 'default', retries: 3, input_schema: expect.objectContaining({ type: 'object', required: ['a', 'b'] }) }),
-    ]);
+    expect(tasks).toEqual([expect.objectContaining({ name: 'math.add', queue: 'default', retries: 3, input_schema: expect.objectContaining({ type: 'object', required: ['a', 'b'] }) })]);
     const spec = (await api.inject({ method: 'GET', url: '/openapi.json' })).json();
     expect(spec.openapi).toBe('3.1.0');
     expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(['/v1/jobs', '/v1/jobs/{id}', '/v1/tasks', '/healthz']));

@@ -56,17 +56,26 @@ describe.each(stores)('attempt history (%s store)', (kind) => {
 
 describe('attemptHistory', () => {
   const record = (over: Partial<JobRecord>): JobRecord => ({
-    id: 'j', task: 't', queue: 'q', tenant: null, status: 'started', attempts: 1, maxAttempts: 3, input: null, result: null, error: null, progress: null,
-    createdAt: 1, startedAt: 10, finishedAt: null, ...over,
+    id: 'j',
+    task: 't',
+    queue: 'q',
+    tenant: null,
+    status: 'started',
+    attempts: 1,
+    maxAttempts: 3,
+    input: null,
+    result: null,
+    error: null,
+    progress: null,
+    createdAt: 1,
+    startedAt: 10,
+    finishedAt: null,
+    ...over,
   });
   const row = (n: number) => JSON.stringify({ celerity_attempt: n, started_at: n * 100, finished_at: n * 100 + 5, error: { type: 'E', message: `m${n}` } });
 
   it('marks attempts that left no row, before the last, as interrupted (their worker died)', () => {
-    expect(attemptHistory(record({ status: 'started', attempts: 3, startedAt: 300 }), [row(1), 'a log line of someone else']).map((a) => a.status)).toEqual([
-      'failed',
-      'interrupted',
-      'running',
-    ]);
+    expect(attemptHistory(record({ status: 'started', attempts: 3, startedAt: 300 }), [row(1), 'a log line of someone else']).map((a) => a.status)).toEqual(['failed', 'interrupted', 'running']);
   });
 
   it('a queued job whose last attempt left no row was handed back', () => {

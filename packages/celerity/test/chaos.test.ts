@@ -44,7 +44,6 @@ function intEnv(name: string, fallback: number): number {
   return n;
 }
 
-
 interface Spec {
   id: number;
   fail_p: number;
@@ -52,124 +51,132 @@ interface Spec {
 }
 
 describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} store, seed ${SEED})`, () => {
-  it('ends every job in exactly one terminal state, the same in Redis and SQL, and loses none', async () => {
-    const random = seededRandom(SEED);
-    const startedAt = Date.now();
-    const app = await openTestApp(STORE, tasks);
-    const queue = app.broker.queue(relChaos.queue);
+  it(
+    'ends every job in exactly one terminal state, the same in Redis and SQL, and loses none',
+    async () => {
+      const random = seededRandom(SEED);
+      const startedAt = Date.now();
+      const app = await openTestApp(STORE, tasks);
+      const queue = app.broker.queue(relChaos.queue);
 
-    const workerOpts = {
-      concurrency: CONCURRENCY,
-      lockDuration: LOCK_MS,
-      stalledInterval: STALLED_MS,
-      // Crashes must never be what fails a job here: only fail_p does.
-      env: { CELERITY_MAX_STALLED: '1000' },
-    };
-    let spawned = 0;
-    const spawnSlot = () => spawnWorker(app.env, { ...workerOpts, name: `worker-${++spawned}` });
-    const slots: Proc[] = Array.from({ length: WORKERS }, spawnSlot);
-    const startTimes = new Map<Proc, number>(slots.map((p) => [p, Date.now()]));
-    await waitForWorkers(queue, WORKERS, 30_000, slots);
+      const workerOpts = {
+        concurrency: CONCURRENCY,
+        lockDuration: LOCK_MS,
+        stalledInterval: STALLED_MS,
+        // Crashes must never be what fails a job here: only fail_p does.
+        env: { CELERITY_MAX_STALLED: '1000' },
+      };
+      let spawned = 0;
+      const spawnSlot = () => spawnWorker(app.env, { ...workerOpts, name: `worker-${++spawned}` });
+      const slots: Proc[] = Array.from({ length: WORKERS }, spawnSlot);
+      const startTimes = new Map<Proc, number>(slots.map((p) => [p, Date.now()]));
+      await waitForWorkers(queue, WORKERS, 30_000, slots);
 
-    // A fifth always fails, a fifth never does, the rest sometimes.
-    const specs: Spec[] = Array.from({ length: N }, (_, id) => {
-      const kind = random();
-      const fail_p = kind < 0.2 ? 1 : kind < 0.4 ? 0 : Math.round(random() * 60) / 100;
-      return { id, fail_p, ms: 10 + Math.floor(random() * 50) };
-    });
-    const byJobId = new Map<string, Spec>();
-    for (let i = 0; i < specs.length; i += 100) {
-      const handles = await Promise.all(specs.slice(i, i + 100).map((s) => app.enqueue(relChaos, s)));
-      handles.forEach((h, k) => byJobId.set(h.id, specs[i + k]!));
-    }
-    const ids = [...byJobId.keys()];
-    const terminalInRedis = async () => {
-      const c = await queue.getJobCounts('completed', 'failed');
-      return (c.completed ?? 0) + (c.failed ?? 0);
-    };
+      // A fifth always fails, a fifth never does, the rest sometimes.
+      const specs: Spec[] = Array.from({ length: N }, (_, id) => {
+        const kind = random();
+        const fail_p = kind < 0.2 ? 1 : kind < 0.4 ? 0 : Math.round(random() * 60) / 100;
+        return { id, fail_p, ms: 10 + Math.floor(random() * 50) };
+      });
+      const byJobId = new Map<string, Spec>();
+      for (let i = 0; i < specs.length; i += 100) {
+        const handles = await Promise.all(specs.slice(i, i + 100).map((s) => app.enqueue(relChaos, s)));
+        handles.forEach((h, k) => byJobId.set(h.id, specs[i + k]!));
+      }
+      const ids = [...byJobId.keys()];
+      const terminalInRedis = async () => {
+        const c = await queue.getJobCounts('completed', 'failed');
+        return (c.completed ?? 0) + (c.failed ?? 0);
+      };
 
-    // Kill a random worker at random moments, and start a new one in its place.
-    const kills: { at: number; victim: string }[] = [];
-    while (kills.length < KILLS && (await terminalInRedis()) < N) {
-      await sleep(KILL_EVERY_MS * (0.5 + random()));
-      // Only a worker up for a while holds jobs worth crashing.
-      const warm = slots.map((p, i) => ({ p, i })).filter(({ p }) => Date.now() - startTimes.get(p)! > 2_000);
-      if (warm.length === 0) continue;
-      const { p: victim, i } = warm[Math.floor(random() * warm.length)]!;
-      kills.push({ at: Date.now() - startedAt, victim: victim.name });
-      await victim.kill('SIGKILL');
-      await sleep(random() * 300);
-      const next = spawnSlot();
-      slots[i] = next;
-      startTimes.set(next, Date.now());
-    }
-    const lastKillAt = Date.now();
+      // Kill a random worker at random moments, and start a new one in its place.
+      const kills: { at: number; victim: string }[] = [];
+      while (kills.length < KILLS && (await terminalInRedis()) < N) {
+        await sleep(KILL_EVERY_MS * (0.5 + random()));
+        // Only a worker up for a while holds jobs worth crashing.
+        const warm = slots.map((p, i) => ({ p, i })).filter(({ p }) => Date.now() - startTimes.get(p)! > 2_000);
+        if (warm.length === 0) continue;
+        const { p: victim, i } = warm[Math.floor(random() * warm.length)]!;
+        kills.push({ at: Date.now() - startedAt, victim: victim.name });
+        await victim.kill('SIGKILL');
+        await sleep(random() * 300);
+        const next = spawnSlot();
+        slots[i] = next;
+        startTimes.set(next, Date.now());
+      }
+      const lastKillAt = Date.now();
 
-    // Every job ends in Redis (no job stuck waiting, active or delayed).
-    await waitFor(async () => (await terminalInRedis()) === N, 60_000 + N * 100, 200);
-    const redisDoneAt = Date.now();
-    for (const p of slots) expect(p.running, `${p.name} died on its own:\n${p.output.slice(-3000)}`).toBe(true);
+      // Every job ends in Redis (no job stuck waiting, active or delayed).
+      await waitFor(async () => (await terminalInRedis()) === N, 60_000 + N * 100, 200);
+      const redisDoneAt = Date.now();
+      for (const p of slots) expect(p.running, `${p.name} died on its own:\n${p.output.slice(-3000)}`).toBe(true);
 
-    // The SQL history catches up: every job, terminal.
-    const sqlRows = await waitFor(async () => {
-      const page = await app.listJobs({ task: relChaos.name, limit: N + 100 });
-      return page.jobs.length === N && page.jobs.every((j) => j.status === 'completed' || j.status === 'failed') ? page.jobs : undefined;
-    }, RECORDER_CLAIM_MS + 20_000, 250);
-    const sqlDoneAt = Date.now();
+      // The SQL history catches up: every job, terminal.
+      const sqlRows = await waitFor(
+        async () => {
+          const page = await app.listJobs({ task: relChaos.name, limit: N + 100 });
+          return page.jobs.length === N && page.jobs.every((j) => j.status === 'completed' || j.status === 'failed') ? page.jobs : undefined;
+        },
+        RECORDER_CLAIM_MS + 20_000,
+        250,
+      );
+      const sqlDoneAt = Date.now();
 
-    // Nothing left anywhere but completed and failed.
-    const counts = await queue.getJobCounts('active', 'waiting', 'delayed', 'prioritized', 'waiting-children');
-    expect(counts).toEqual({ active: 0, waiting: 0, delayed: 0, prioritized: 0, 'waiting-children': 0 });
-    // Exactly one terminal state per job in Redis: the completed and failed sets partition the jobs.
-    const completedIds = (await queue.getCompleted(0, -1)).map((j) => j.id!);
-    const failedIds = (await queue.getFailed(0, -1)).map((j) => j.id!);
-    expect(completedIds.filter((id) => failedIds.includes(id))).toEqual([]);
-    expect([...completedIds, ...failedIds].sort()).toEqual([...ids].sort());
+      // Nothing left anywhere but completed and failed.
+      const counts = await queue.getJobCounts('active', 'waiting', 'delayed', 'prioritized', 'waiting-children');
+      expect(counts).toEqual({ active: 0, waiting: 0, delayed: 0, prioritized: 0, 'waiting-children': 0 });
+      // Exactly one terminal state per job in Redis: the completed and failed sets partition the jobs.
+      const completedIds = (await queue.getCompleted(0, -1)).map((j) => j.id!);
+      const failedIds = (await queue.getFailed(0, -1)).map((j) => j.id!);
+      expect(completedIds.filter((id) => failedIds.includes(id))).toEqual([]);
+      expect([...completedIds, ...failedIds].sort()).toEqual([...ids].sort());
 
-    // SQL holds the same jobs, no more.
-    const sqlById = new Map<string, JobRecord>(sqlRows.map((r) => [r.id, r]));
-    expect([...sqlById.keys()].sort()).toEqual([...ids].sort());
+      // SQL holds the same jobs, no more.
+      const sqlById = new Map<string, JobRecord>(sqlRows.map((r) => [r.id, r]));
+      expect([...sqlById.keys()].sort()).toEqual([...ids].sort());
 
-    let stalls = 0;
-    const mismatches: string[] = [];
-    for (const id of ids) {
-      const spec = byJobId.get(id)!;
-      const row = sqlById.get(id)!;
-      const state = await queue.getJobState(id);
-      const live = await app.getJob(id);
-      const job = (await Job.fromId(queue, id))!;
-      stalls += job.stalledCounter ?? 0;
-      const expected = spec.fail_p === 1 ? 'failed' : 'completed';
-      const problems = [
-        state !== expected && `redis state ${state}`,
-        row.status !== expected && `sql status ${row.status}`,
-        live?.status !== expected && `getJob status ${live?.status}`,
-        row.attempts !== live?.attempts && `attempts sql ${row.attempts} vs redis ${live?.attempts}`,
-        expected === 'completed' && JSON.stringify(row.result) !== JSON.stringify(job.returnvalue) && `result sql ${JSON.stringify(row.result)} vs redis ${JSON.stringify(job.returnvalue)}`,
-        expected === 'completed' && (row.result as { id?: number } | null)?.id !== spec.id && `result of another job: ${JSON.stringify(row.result)}`,
-        expected === 'completed' && (row.result as { attempt?: number } | null)?.attempt !== row.attempts && `result attempt ${JSON.stringify(row.result)} vs attempts ${row.attempts}`,
-        expected === 'completed' && row.error !== null && `completed with error ${row.error.message}`,
-        expected === 'failed' && job.attemptsMade !== ATTEMPTS && `failed after ${job.attemptsMade} attempts, not ${ATTEMPTS}`,
-        expected === 'failed' && row.error?.type !== 'TransientError' && `error ${JSON.stringify(row.error)}`,
-        // The attempt history: one entry per attempt, numbered, ending in the outcome.
-        (row.attemptHistory ?? []).length !== row.attempts && `history of ${row.attemptHistory?.length} for ${row.attempts} attempts`,
-        (row.attemptHistory ?? []).some((a, k) => a.attempt !== k + 1) && `history numbering ${JSON.stringify(row.attemptHistory?.map((a) => a.attempt))}`,
-        row.attemptHistory?.at(-1)?.status !== expected && `last attempt ${JSON.stringify(row.attemptHistory?.at(-1))}`,
-        expected === 'failed' && (row.attemptHistory ?? []).filter((a) => a.status === 'failed').length < ATTEMPTS && `fewer than ${ATTEMPTS} failed attempts in the history`,
-      ].filter(Boolean);
-      if (problems.length > 0) mismatches.push(`${id} ${JSON.stringify(spec)}: ${problems.join('; ')}`);
-    }
-    expect(mismatches).toEqual([]);
+      let stalls = 0;
+      const mismatches: string[] = [];
+      for (const id of ids) {
+        const spec = byJobId.get(id)!;
+        const row = sqlById.get(id)!;
+        const state = await queue.getJobState(id);
+        const live = await app.getJob(id);
+        const job = (await Job.fromId(queue, id))!;
+        stalls += job.stalledCounter ?? 0;
+        const expected = spec.fail_p === 1 ? 'failed' : 'completed';
+        const problems = [
+          state !== expected && `redis state ${state}`,
+          row.status !== expected && `sql status ${row.status}`,
+          live?.status !== expected && `getJob status ${live?.status}`,
+          row.attempts !== live?.attempts && `attempts sql ${row.attempts} vs redis ${live?.attempts}`,
+          expected === 'completed' && JSON.stringify(row.result) !== JSON.stringify(job.returnvalue) && `result sql ${JSON.stringify(row.result)} vs redis ${JSON.stringify(job.returnvalue)}`,
+          expected === 'completed' && (row.result as { id?: number } | null)?.id !== spec.id && `result of another job: ${JSON.stringify(row.result)}`,
+          expected === 'completed' && (row.result as { attempt?: number } | null)?.attempt !== row.attempts && `result attempt ${JSON.stringify(row.result)} vs attempts ${row.attempts}`,
+          expected === 'completed' && row.error !== null && `completed with error ${row.error.message}`,
+          expected === 'failed' && job.attemptsMade !== ATTEMPTS && `failed after ${job.attemptsMade} attempts, not ${ATTEMPTS}`,
+          expected === 'failed' && row.error?.type !== 'TransientError' && `error ${JSON.stringify(row.error)}`,
+          // The attempt history: one entry per attempt, numbered, ending in the outcome.
+          (row.attemptHistory ?? []).length !== row.attempts && `history of ${row.attemptHistory?.length} for ${row.attempts} attempts`,
+          (row.attemptHistory ?? []).some((a, k) => a.attempt !== k + 1) && `history numbering ${JSON.stringify(row.attemptHistory?.map((a) => a.attempt))}`,
+          row.attemptHistory?.at(-1)?.status !== expected && `last attempt ${JSON.stringify(row.attemptHistory?.at(-1))}`,
+          expected === 'failed' && (row.attemptHistory ?? []).filter((a) => a.status === 'failed').length < ATTEMPTS && `fewer than ${ATTEMPTS} failed attempts in the history`,
+        ].filter(Boolean);
+        if (problems.length > 0) mismatches.push(`${id} ${JSON.stringify(spec)}: ${problems.join('; ')}`);
+      }
+      expect(mismatches).toEqual([]);
 
-    // The kills did hit running jobs (they were re-run after their worker died).
-    if (KILLS > 0) {
-      expect(kills.length).toBeGreaterThan(0);
-      expect(stalls).toBeGreaterThan(0);
-    }
-    console.log(
-      `chaos seed=${SEED} store=${STORE} jobs=${N} (failed ${failedIds.length}) workers=${WORKERS} kills=${kills.length} ` +
-        `[${kills.map((k) => `${k.victim}@${k.at}ms`).join(' ')}] stalled re-runs=${stalls} ` +
-        `redis done ${redisDoneAt - startedAt} ms, sql +${sqlDoneAt - redisDoneAt} ms (last kill at ${lastKillAt - startedAt} ms)`,
-    );
-  }, 60_000 + N * 150 + KILLS * 5_000 + RECORDER_CLAIM_MS);
+      // The kills did hit running jobs (they were re-run after their worker died).
+      if (KILLS > 0) {
+        expect(kills.length).toBeGreaterThan(0);
+        expect(stalls).toBeGreaterThan(0);
+      }
+      console.log(
+        `chaos seed=${SEED} store=${STORE} jobs=${N} (failed ${failedIds.length}) workers=${WORKERS} kills=${kills.length} ` +
+          `[${kills.map((k) => `${k.victim}@${k.at}ms`).join(' ')}] stalled re-runs=${stalls} ` +
+          `redis done ${redisDoneAt - startedAt} ms, sql +${sqlDoneAt - redisDoneAt} ms (last kill at ${lastKillAt - startedAt} ms)`,
+      );
+    },
+    60_000 + N * 150 + KILLS * 5_000 + RECORDER_CLAIM_MS,
+  );
 });

@@ -53,7 +53,12 @@ describe.each(stores)('crash recovery (%s store)', (kind) => {
 
     // BullMQ agrees: all completed, nothing left anywhere else, no attempt spent on the crash.
     expect(await queue.getJobCounts('completed', 'failed', 'active', 'waiting', 'delayed', 'prioritized')).toEqual({
-      completed: JOBS, failed: 0, active: 0, waiting: 0, delayed: 0, prioritized: 0,
+      completed: JOBS,
+      failed: 0,
+      active: 0,
+      waiting: 0,
+      delayed: 0,
+      prioritized: 0,
     });
     for (const id of ids) {
       const job = (await queue.getJob(id))!;

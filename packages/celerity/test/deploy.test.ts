@@ -133,7 +133,10 @@ describe('docker-compose.yml', () => {
     for (const [name, service] of celerityServices) {
       const dir = envOf(service).CELERITY_UPLOAD_DIR;
       expect(dir, name).toBeDefined();
-      expect(service.volumes?.some((v) => v.endsWith(`:${dir}`)), `${name} mounts ${dir}`).toBe(true);
+      expect(
+        service.volumes?.some((v) => v.endsWith(`:${dir}`)),
+        `${name} mounts ${dir}`,
+      ).toBe(true);
     }
   });
 

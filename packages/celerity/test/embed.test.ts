@@ -93,7 +93,12 @@ describe.each(stores)('celerityApi mounted in a Fastify server of its own (%s st
     // allErrors: every field at fault at once.
     const two = await host.inject({ method: 'POST', url: '/jobs-api/v1/jobs', payload: { options: { delay: -1 } } });
     expect(two.statusCode).toBe(400);
-    expect(two.json().error.details.issues.map((i: { path: string }) => i.path).sort()).toEqual(['body.options.delay', 'body.task']);
+    expect(
+      two
+        .json()
+        .error.details.issues.map((i: { path: string }) => i.path)
+        .sort(),
+    ).toEqual(['body.options.delay', 'body.task']);
     // coerceTypes + useDefaults on the query string.
     expect((await host.inject({ method: 'GET', url: '/jobs-api/v1/jobs?limit=2' })).statusCode).toBe(200);
     const limit = await host.inject({ method: 'GET', url: '/jobs-api/v1/jobs?limit=zero' });
@@ -113,8 +118,7 @@ describe.each(stores)('celerityApi mounted in a Fastify server of its own (%s st
     expect(missing.json().error.code).toBe('not_found');
 
     // The app's own route: a schema added in its context, a header named in mixed case.
-    const greet = (payload: object, headers: Record<string, string> = { 'x-greeter': 'ada' }) =>
-      host.inject({ method: 'POST', url: '/jobs-api/v1/greet', payload, headers });
+    const greet = (payload: object, headers: Record<string, string> = { 'x-greeter': 'ada' }) => host.inject({ method: 'POST', url: '/jobs-api/v1/greet', payload, headers });
     const ok = await greet({ name: 'bob' });
     expect(ok.statusCode).toBe(200);
     expect(ok.json()).toEqual({ hello: 'bob', by: 'ada' });

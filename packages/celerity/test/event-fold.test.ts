@@ -45,8 +45,14 @@ describe('foldEvents', () => {
     expect([...folds.keys()]).toEqual(['a', 'b']);
     // Enqueue events make a batch unhappy: the row must be created from the hash.
     expect(folds.get('a')).toEqual({
-      jobId: 'a', status: 'completed', statusNeedsAttempts: false, seq: padStreamId(events[4]!.id), returnvalue: '{"sum":3}',
-      happy: false, activeAt: Number(events[3]!.id.split('-')[0]), completedAt: Number(events[4]!.id.split('-')[0]),
+      jobId: 'a',
+      status: 'completed',
+      statusNeedsAttempts: false,
+      seq: padStreamId(events[4]!.id),
+      returnvalue: '{"sum":3}',
+      happy: false,
+      activeAt: Number(events[3]!.id.split('-')[0]),
+      completedAt: Number(events[4]!.id.split('-')[0]),
     });
     expect(folds.get('b')).toEqual({ jobId: 'b', status: 'queued', statusNeedsAttempts: true, seq: padStreamId(events[5]!.id), happy: false });
   });
@@ -54,7 +60,12 @@ describe('foldEvents', () => {
   it('a batch with only active, completed and progress events is the happy path, with their times and the last snapshot', () => {
     const events = [ev('active', 'h'), ev('progress', 'h', { data: '{"percent":50}' }), ev('progress', 'h', { data: '{"percent":90}' }), ev('completed', 'h', { returnvalue: '1' })];
     expect(foldEvents(events).get('h')).toMatchObject({
-      happy: true, status: 'completed', activeAt: Number(events[0]!.id.split('-')[0]), completedAt: Number(events[3]!.id.split('-')[0]), progressData: '{"percent":90}', returnvalue: '1',
+      happy: true,
+      status: 'completed',
+      activeAt: Number(events[0]!.id.split('-')[0]),
+      completedAt: Number(events[3]!.id.split('-')[0]),
+      progressData: '{"percent":90}',
+      returnvalue: '1',
     });
     expect(foldEvents([ev('active', 'r'), ev('waiting', 'r')]).get('r')!.happy).toBe(false);
     expect(foldEvents([ev('active', 'f'), ev('failed', 'f')]).get('f')!.happy).toBe(false);

@@ -111,10 +111,7 @@ export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
     },
   });
   onCleanup(async () => {
-    const results = await Promise.allSettled([
-      deleteRedisKeys(prefix, config.brokerUrl),
-      schema ? dropSchema(schema, config.databaseUrl ?? TEST_DATABASE_URL) : Promise.resolve(),
-    ]);
+    const results = await Promise.allSettled([deleteRedisKeys(prefix, config.brokerUrl), schema ? dropSchema(schema, config.databaseUrl ?? TEST_DATABASE_URL) : Promise.resolve()]);
     rmSync(dir, { recursive: true, force: true });
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   });
@@ -180,10 +177,7 @@ export async function startRecorder(app: App, queues?: string[]): Promise<Record
  * `maintenanceMs`, `blockMs`...), on its own connection, as
  * `app.startRecorder` builds it. Started, and stopped by `cleanup()`.
  */
-export async function startCustomRecorder(
-  app: App,
-  opts: Partial<Omit<RecorderOptions, 'redis' | 'store' | 'queues' | 'logger' | 'prefix'>> & { queues?: string[] } = {},
-): Promise<Recorder> {
+export async function startCustomRecorder(app: App, opts: Partial<Omit<RecorderOptions, 'redis' | 'store' | 'queues' | 'logger' | 'prefix'>> & { queues?: string[] } = {}): Promise<Recorder> {
   const { queues = app.queueNames(), ...tuning } = opts;
   const store = await app.openStore();
   const redis = createRedis(app.config.brokerUrl, 'worker');
@@ -223,16 +217,12 @@ export async function dropSchema(schema: string, url: string = TEST_DATABASE_URL
   client.on('error', () => {});
   await client.connect();
   try {
-    const { rows } = await client.query<{ name: string }>(
-      "select nspname as name from pg_namespace where nspname = $1 or left(nspname, length($1) + 1) = $1 || '_'",
-      [schema],
-    );
+    const { rows } = await client.query<{ name: string }>("select nspname as name from pg_namespace where nspname = $1 or left(nspname, length($1) + 1) = $1 || '_'", [schema]);
     for (const { name } of rows) await client.query(`drop schema if exists "${name.replace(/"/g, '""')}" cascade`);
   } finally {
     await client.end();
   }
 }
-
 
 // ---------------------------------------------------------------------------
 // Waiting

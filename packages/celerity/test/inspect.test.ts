@@ -89,10 +89,14 @@ describe('worker registry', () => {
     const env = testEnv('sqlite');
     const redis = testRedis();
     const proc = spawnWorker(env, { env: { CELERITY_HEARTBEAT_INTERVAL: String(BEAT) } });
-    const entry = await waitFor(async () => {
-      if (!proc.running) throw new Error(`worker exited:\n${proc.output}`);
-      return (await readWorkers(redis, env.prefix)).find((w) => w.pid === proc.pid);
-    }, 20_000, 50);
+    const entry = await waitFor(
+      async () => {
+        if (!proc.running) throw new Error(`worker exited:\n${proc.output}`);
+        return (await readWorkers(redis, env.prefix)).find((w) => w.pid === proc.pid);
+      },
+      20_000,
+      50,
+    );
     expect(entry).toMatchObject({ queues: expect.arrayContaining(['chaos', 'default']), concurrency: 10, beatMs: BEAT });
 
     await proc.kill('SIGKILL');
@@ -123,10 +127,7 @@ describe('GET /v1/workers and GET /v1/queues', () => {
 
     const worker = await startWorker(app, { queues: ['fast'], concurrency: 4 });
     const firstMinute = Math.floor(Date.now() / 60_000);
-    const handles = await Promise.all([
-      ...Array.from({ length: 5 }, () => app.enqueue(noop, {})),
-      ...Array.from({ length: 2 }, () => app.enqueue(boom, {})),
-    ]);
+    const handles = await Promise.all([...Array.from({ length: 5 }, () => app.enqueue(noop, {})), ...Array.from({ length: 2 }, () => app.enqueue(boom, {}))]);
     await Promise.all(handles.map((h) => h.wait({ timeoutMs: 10_000 })));
     const sameMinute = Math.floor(Date.now() / 60_000) === firstMinute;
 
@@ -245,10 +246,7 @@ describe('celerity inspect', () => {
   it('says in one line when Redis is unreachable, or when queues has no app', async () => {
     const env = processEnv(testEnv('sqlite'));
     const port = await freePort();
-    const [down, noApp] = await Promise.all([
-      cli(['inspect', 'ping', '--broker-url', `redis://127.0.0.1:${port}`], env),
-      cli(['inspect', 'queues'], env),
-    ]);
+    const [down, noApp] = await Promise.all([cli(['inspect', 'ping', '--broker-url', `redis://127.0.0.1:${port}`], env), cli(['inspect', 'queues'], env)]);
     expect(down.code).toBe(2);
     expect(down.stdout).toBe('');
     expect(down.stderr.trim().split('\n')).toHaveLength(1);

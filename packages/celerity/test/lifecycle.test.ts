@@ -11,22 +11,42 @@ import { onCleanup, startWorker, testEnv, useCleanup, waitFor } from './helpers.
 
 useCleanup();
 
-const ok = defineTask({ name: 'life.ok', input: z.object({ n: z.number() }), handler: ({ n }, ctx) => {
-  ctx.log.info({ n }, 'doing the work');
-  return n * 2;
-} });
-const flaky = defineTask({ name: 'life.flaky', input: z.object({}), retries: 1, backoff: { base: 10, max: 10, jitter: 'none' }, handler: (_input, ctx) => {
-  if (ctx.attempt === 1) throw new Error('first attempt fails');
-  return 'ok';
-} });
-const fatal = defineTask({ name: 'life.fatal', input: z.object({}), retries: 3, handler: () => {
-  throw new NonRetryableError('no point retrying');
-} });
+const ok = defineTask({
+  name: 'life.ok',
+  input: z.object({ n: z.number() }),
+  handler: ({ n }, ctx) => {
+    ctx.log.info({ n }, 'doing the work');
+    return n * 2;
+  },
+});
+const flaky = defineTask({
+  name: 'life.flaky',
+  input: z.object({}),
+  retries: 1,
+  backoff: { base: 10, max: 10, jitter: 'none' },
+  handler: (_input, ctx) => {
+    if (ctx.attempt === 1) throw new Error('first attempt fails');
+    return 'ok';
+  },
+});
+const fatal = defineTask({
+  name: 'life.fatal',
+  input: z.object({}),
+  retries: 3,
+  handler: () => {
+    throw new NonRetryableError('no point retrying');
+  },
+});
 const slow = defineTask({ name: 'life.slow', input: z.object({}), handler: (_i, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))) });
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({ write(chunk, _enc, done) { for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l)); done(); } });
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+      done();
+    },
+  });
   return { lines, logger: pino({ level: 'info' }, stream) };
 }
 

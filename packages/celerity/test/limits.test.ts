@@ -102,7 +102,7 @@ describe('time limits (inline tasks)', () => {
     expect((await (await app.enqueue(quick, {})).wait({ timeoutMs: 5_000 })).status).toBe('completed');
   });
 
-  it('per-call limits override the task\'s', async () => {
+  it("per-call limits override the task's", async () => {
     const app = await openTestApp('sqlite', [perCall]);
     await startWorker(app);
     const limited = await (await app.enqueue(perCall, { ms: 1_000 }, { timeLimits: { hard: 100 } })).wait({ timeoutMs: 5_000 });

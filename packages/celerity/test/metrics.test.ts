@@ -93,13 +93,7 @@ describe('metrics', () => {
     expect(value(before.samples, 'process_cpu_user_seconds_total')).toBeGreaterThanOrEqual(0);
     expect(value(before.samples, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
 
-    const handles = await Promise.all([
-      app.enqueue(ok, {}),
-      app.enqueue(ok, {}),
-      app.enqueue(ok, {}),
-      app.enqueue(fail, {}),
-      app.enqueue(flaky, {}),
-    ]);
+    const handles = await Promise.all([app.enqueue(ok, {}), app.enqueue(ok, {}), app.enqueue(ok, {}), app.enqueue(fail, {}), app.enqueue(flaky, {})]);
     const records = await Promise.all(handles.map((h) => h.wait({ timeoutMs: 10_000, pollMs: 20 })));
     expect(records.map((r) => r.status)).toEqual(['completed', 'completed', 'completed', 'failed', 'completed']);
 
@@ -269,7 +263,7 @@ describe('worker health port', () => {
 
     await worker.kill('SIGTERM');
     expect(await worker.waitExit(10_000)).toEqual({ code: 0, signal: null });
-    await expect(fetch(base + '/healthz')).rejects.toThrow();
+    await expect(fetch(`${base}/healthz`)).rejects.toThrow();
   }, 45_000);
 
   it('a health port in use stops the worker with one line and a non-zero exit', async () => {

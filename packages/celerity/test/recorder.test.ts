@@ -136,9 +136,7 @@ describe.each(stores)('recorder (%s store)', (kind) => {
 
     await store.write([{ record: completed, eventSeq: seq(300) }]);
     expect(await getPlain()).toEqual(completed);
-    expect((await store.get('job-replay'))!.attemptHistory).toEqual([
-      { attempt: 1, status: 'completed', startedAt: 1_700_000_000_100, finishedAt: 1_700_000_000_200, error: null },
-    ]);
+    expect((await store.get('job-replay'))!.attemptHistory).toEqual([{ attempt: 1, status: 'completed', startedAt: 1_700_000_000_100, finishedAt: 1_700_000_000_200, error: null }]);
 
     // A replayed batch (older events) arrives after the newer one.
     await store.write([{ record: started, eventSeq: seq(200) }]);

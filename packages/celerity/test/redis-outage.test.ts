@@ -23,8 +23,7 @@ describe.each(stores)('Redis outage (%s store)', (kind) => {
     const api = await buildServer(app, { logger: false });
     onCleanup(() => api.close());
     await api.ready();
-    const submit = (jobId?: string) =>
-      api.inject({ method: 'POST', url: '/v1/jobs', payload: { task: 'rel.sleep', input: { ms: 300 }, ...(jobId ? { options: { job_id: jobId } } : {}) } });
+    const submit = (jobId?: string) => api.inject({ method: 'POST', url: '/v1/jobs', payload: { task: 'rel.sleep', input: { ms: 300 }, ...(jobId ? { options: { job_id: jobId } } : {}) } });
 
     const worker = spawnWorker(app.env, { concurrency: 4, lockDuration: 2_000, stalledInterval: 1_000 });
     await waitForWorkers(queue, 1, 20_000, [worker]);
@@ -61,10 +60,14 @@ describe.each(stores)('Redis outage (%s store)', (kind) => {
     await redis.start();
 
     // Back: the API accepts again once its connection is back (it reconnects by itself).
-    const firstAfter = await waitFor(async () => {
-      const res = await submit();
-      return res.statusCode === 202 ? (res.json().job_id as string) : undefined;
-    }, 15_000, 100);
+    const firstAfter = await waitFor(
+      async () => {
+        const res = await submit();
+        return res.statusCode === 202 ? (res.json().job_id as string) : undefined;
+      },
+      15_000,
+      100,
+    );
     accepted.push(firstAfter);
     for (let i = 0; i < 10; i++) {
       const res = await submit();
@@ -86,11 +89,15 @@ describe.each(stores)('Redis outage (%s store)', (kind) => {
     expect(await app.getJob('refused-during-outage')).toBeNull();
 
     // The SQL history, written by the worker's recorder, caught up with all of it.
-    await waitFor(async () => {
-      const page = await app.listJobs({ status: 'completed', limit: 200 });
-      expect(page.jobs.map((j) => j.id).sort()).toEqual([...accepted].sort());
-      return true;
-    }, 20_000, 100);
+    await waitFor(
+      async () => {
+        const page = await app.listJobs({ status: 'completed', limit: 200 });
+        expect(page.jobs.map((j) => j.id).sort()).toEqual([...accepted].sort());
+        return true;
+      },
+      20_000,
+      100,
+    );
     expect(await app.store.get('refused-during-outage')).toBeNull();
   }, 60_000);
 });

@@ -71,10 +71,7 @@ describe('periodic tasks', () => {
         return label;
       },
     });
-    const schedules = [
-      schedule(tick, { cron: '*/2 * * * * *' }, { label: 'cron' }, { id: 'tick.cron' }),
-      schedule(tick, { every: 2000 }, { label: 'every' }, { id: 'tick.every' }),
-    ];
+    const schedules = [schedule(tick, { cron: '*/2 * * * * *' }, { label: 'cron' }, { id: 'tick.cron' }), schedule(tick, { every: 2000 }, { label: 'every' }, { id: 'tick.every' })];
     // Three processes' worth: three apps, each with its own connections and worker, all declaring the schedules at once.
     const apps = [0, 1, 2].map(() => appOn(env, { tasks: [tick], schedules, maintenance: false }));
     await Promise.all(apps.map((app) => startWorker(app)));
@@ -162,8 +159,15 @@ describe.each(stores)('maintenance tasks (%s)', (kind) => {
     const now = Date.now();
     const day = 86_400_000;
     const row = (id: string, status: string, finishedDaysAgo: number | null) => ({
-      id, task: 'noop', queue: 'default', status, attempts: 1, max_attempts: 1,
-      created_at: now - 40 * day, updated_at: now, event_seq: '0',
+      id,
+      task: 'noop',
+      queue: 'default',
+      status,
+      attempts: 1,
+      max_attempts: 1,
+      created_at: now - 40 * day,
+      updated_at: now,
+      event_seq: '0',
       finished_at: finishedDaysAgo === null ? null : now - finishedDaysAgo * day,
     });
     await store.db
@@ -206,9 +210,7 @@ describe.each(stores)('maintenance tasks (%s)', (kind) => {
     await testRedis(env.config.brokerUrl).del(`${env.prefix}:default:${held.id}:lock`);
     const report = await (await app.enqueueByName('celerity.stuck', {})).wait();
     expect(report.status).toBe('completed');
-    expect((report.result as { stuck: unknown[] }).stuck).toEqual([
-      { job_id: held.id, task: 'hold', queue: 'default', started_at: expect.any(Number), attempts: 1 },
-    ]);
+    expect((report.result as { stuck: unknown[] }).stuck).toEqual([{ job_id: held.id, task: 'hold', queue: 'default', started_at: expect.any(Number), attempts: 1 }]);
     gate.resolve();
   }, 20_000);
 });

@@ -73,7 +73,10 @@ describe('worker shutdown (SQLite store)', () => {
       expect(job).toMatchObject({ status: 'completed', error: null, result: { pid: second.pid } });
       // The handed-back run counts as an interrupted attempt, not a failed one.
       const history = running.includes(id)
-        ? [{ attempt: 1, status: 'interrupted', error: null }, { attempt: 2, status: 'completed', error: null }]
+        ? [
+            { attempt: 1, status: 'interrupted', error: null },
+            { attempt: 2, status: 'completed', error: null },
+          ]
         : [{ attempt: 1, status: 'completed', error: null }];
       expect(job.attemptHistory).toMatchObject(history);
     }
@@ -84,7 +87,10 @@ describe('worker shutdown (SQLite store)', () => {
       return true;
     }, 15_000);
     for (const id of running) {
-      expect((await app.store.get(id))!.attemptHistory).toMatchObject([{ attempt: 1, status: 'interrupted' }, { attempt: 2, status: 'completed' }]);
+      expect((await app.store.get(id))!.attemptHistory).toMatchObject([
+        { attempt: 1, status: 'interrupted' },
+        { attempt: 2, status: 'completed' },
+      ]);
     }
   }, 60_000);
 
@@ -179,10 +185,14 @@ describe('worker shutdown (SQLite store)', () => {
     // Its jobs were left locked, as after a crash: another worker runs them.
     const second = spawnWorker(app.env, { ...opts, name: 'worker-2' });
     for (const id of running) {
-      const job = await waitFor(async () => {
-        const record = await app.getJob(id);
-        return record?.status === 'completed' || record?.status === 'failed' ? record : undefined;
-      }, 30_000, 100);
+      const job = await waitFor(
+        async () => {
+          const record = await app.getJob(id);
+          return record?.status === 'completed' || record?.status === 'failed' ? record : undefined;
+        },
+        30_000,
+        100,
+      );
       expect(job).toMatchObject({ status: 'completed', result: { pid: second.pid } });
     }
   }, 60_000);

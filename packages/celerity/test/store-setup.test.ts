@@ -76,7 +76,7 @@ afterAll(async () => {
 });
 
 describe('a fresh PostgreSQL database', () => {
-  it('gets tables only in Celerity\'s schema, and an app\'s table set only in its own', async () => {
+  it("gets tables only in Celerity's schema, and an app's table set only in its own", async () => {
     const url = urlOf(database);
     const prefix = `t${randomToken()}`;
     const config = loadConfig({ env: {}, flags: { redisUrl: TEST_REDIS_URL, databaseUrl: url, prefix, logLevel: 'silent' } });
@@ -90,7 +90,15 @@ describe('a fresh PostgreSQL database', () => {
 
     const notes = defineTables({
       name: 'notes',
-      migrations: () => ({ '0001_notes': { up: (db) => db.schema.createTable('notes').addColumn('id', 'text', (c) => c.primaryKey()).execute() } }),
+      migrations: () => ({
+        '0001_notes': {
+          up: (db) =>
+            db.schema
+              .createTable('notes')
+              .addColumn('id', 'text', (c) => c.primaryKey())
+              .execute(),
+        },
+      }),
     });
     const withTables = createApp({ tasks: [], config, maintenance: false, tables: [notes] });
     const handle = await withTables.tables(notes);
@@ -98,13 +106,18 @@ describe('a fresh PostgreSQL database', () => {
     await withTables.close();
     const after = await userTables(url);
     expect(after.filter((t) => t.schema !== 'celerity' && t.schema !== 'celerity_notes')).toEqual([]);
-    expect(after.filter((t) => t.schema === 'celerity_notes').map((t) => t.name).sort()).toEqual(['notes', 'notes_migrations', 'notes_migrations_lock']);
+    expect(
+      after
+        .filter((t) => t.schema === 'celerity_notes')
+        .map((t) => t.name)
+        .sort(),
+    ).toEqual(['notes', 'notes_migrations', 'notes_migrations_lock']);
     // The core's history and the set's are apart: neither lists the other's migrations.
     const coreMigrations = await query<{ name: string }>(url, 'select name from celerity.celerity_migrations order by name');
     expect(coreMigrations.map((m) => m.name)).toEqual(['0001_jobs', '0002_attempt_history', '0003_list_order']);
   });
 
-  it('leaves a user\'s own public.jobs alone, and refuses in one line to share its schema', async () => {
+  it("leaves a user's own public.jobs alone, and refuses in one line to share its schema", async () => {
     const url = urlOf(database);
     await query(url, 'create table if not exists public.jobs (id serial primary key, title text)');
     await query(url, "insert into public.jobs (title) values ('theirs')");
@@ -191,7 +204,9 @@ describe('without the optional better-sqlite3', () => {
       console.log(await open({ databaseUrl: '${TEST_DATABASE_URL}', databaseSchema: '${schema}' }));
     `;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8' }).trim().split('\n');
-    expect(out[0]).toBe('store_setup DATABASE_URL: the SQLite store needs the optional package better-sqlite3, which is not installed (or not built for this Node); run `npm install better-sqlite3`, or set DATABASE_URL to a PostgreSQL database');
+    expect(out[0]).toBe(
+      'store_setup DATABASE_URL: the SQLite store needs the optional package better-sqlite3, which is not installed (or not built for this Node); run `npm install better-sqlite3`, or set DATABASE_URL to a PostgreSQL database',
+    );
     expect(out[1]).toBe('ok');
   });
 });

@@ -79,7 +79,11 @@ describe('parseInput', () => {
     try {
       parseInput(order, {
         customer: { email: 'not-an-email', name: '' },
-        items: [{ sku: 's', qty: 1 }, { sku: 7, qty: 1 }, { sku: 's', qty: -2 }],
+        items: [
+          { sku: 's', qty: 1 },
+          { sku: 7, qty: 1 },
+          { sku: 's', qty: -2 },
+        ],
         note: 3,
       });
     } catch (err) {

@@ -95,12 +95,7 @@ function multipart(parts: PartSpec[]): { payload: Buffer; headers: Record<string
   for (const part of parts) {
     if ('filename' in part) {
       chunks.push(
-        Buffer.from(
-          `--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"; filename="${part.filename}"\r\n` +
-            (part.type ? `Content-Type: ${part.type}\r\n` : '') +
-            '\r\n',
-          'latin1',
-        ),
+        Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"; filename="${part.filename}"\r\n${part.type ? `Content-Type: ${part.type}\r\n` : ''}\r\n`, 'latin1'),
       );
       chunks.push(Buffer.isBuffer(part.data) ? part.data : Buffer.from(part.data));
       chunks.push(Buffer.from('\r\n'));
@@ -170,7 +165,10 @@ describe('POST /v1/uploads', () => {
 
   it('removes the file after the final failure of a job without retries', async () => {
     const { app, server, uploadDir } = await setup({}, { worker: true });
-    const res = await upload(server, [{ name: 'task', value: 'csv.fail' }, { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV }]);
+    const res = await upload(server, [
+      { name: 'task', value: 'csv.fail' },
+      { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV },
+    ]);
     expect(res.statusCode).toBe(202);
     await waitStatus(app, res.json().job_id, 'failed');
     await waitFor(() => onDisk(uploadDir).length === 0);
@@ -179,7 +177,10 @@ describe('POST /v1/uploads', () => {
   it('keeps the file between the retries of a job, and removes it when the last attempt fails', async () => {
     seen.length = 0;
     const { app, server, uploadDir } = await setup({}, { worker: true });
-    const res = await upload(server, [{ name: 'task', value: 'csv.flaky' }, { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV }]);
+    const res = await upload(server, [
+      { name: 'task', value: 'csv.flaky' },
+      { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV },
+    ]);
     expect(res.statusCode).toBe(202);
     const done = await waitStatus(app, res.json().job_id, 'failed');
     expect(done.attempts).toBe(2);
@@ -189,7 +190,7 @@ describe('POST /v1/uploads', () => {
   });
 
   it('removes the file of a queued job that is cancelled', async () => {
-    const { app, server, uploadDir } = await setup();
+    const { server, uploadDir } = await setup();
     const res = await upload(server, csvParts([{ name: 'options', value: JSON.stringify({ delay: 60_000 }) }]));
     expect(res.statusCode).toBe(202);
     expect(onDisk(uploadDir)).toHaveLength(1);
@@ -201,7 +202,11 @@ describe('POST /v1/uploads', () => {
   it('accepts a CSV sent as application/vnd.ms-excel, or as a generic type with a .csv name', async () => {
     const { app, server } = await setup();
     for (const type of ['application/vnd.ms-excel', 'application/octet-stream']) {
-      const res = await upload(server, [{ name: 'task', value: 'csv.count' }, { name: 'input', value: '{"has_header":false}' }, { name: 'file', filename: 'x.csv', type, data: CSV }]);
+      const res = await upload(server, [
+        { name: 'task', value: 'csv.count' },
+        { name: 'input', value: '{"has_header":false}' },
+        { name: 'file', filename: 'x.csv', type, data: CSV },
+      ]);
       expect(res.statusCode, type).toBe(202);
       const job = await app.getJob(res.json().job_id);
       expect((job!.input as { file: { content_type: string } }).file.content_type).toBe('text/csv');
@@ -210,17 +215,15 @@ describe('POST /v1/uploads', () => {
 
   it('takes a real PDF for a task that accepts PDFs, whatever the order of the parts', async () => {
     const { server } = await setup();
-    const res = await upload(server, [{ name: 'file', filename: 'doc.pdf', type: 'application/pdf', data: PDF }, { name: 'task', value: 'pdf.size' }]);
+    const res = await upload(server, [
+      { name: 'file', filename: 'doc.pdf', type: 'application/pdf', data: PDF },
+      { name: 'task', value: 'pdf.size' },
+    ]);
     expect(res.statusCode).toBe(202);
   });
 
   describe('refuses, leaving nothing on disk and nothing enqueued', () => {
-    async function refused(
-      parts: PartSpec[],
-      expected: { status: number; code: string; field: string },
-      overrides: RawConfig = {},
-      headers: Record<string, string> = {},
-    ) {
+    async function refused(parts: PartSpec[], expected: { status: number; code: string; field: string }, overrides: RawConfig = {}, headers: Record<string, string> = {}) {
       const { app, server, uploadDir } = await setup(overrides);
       const add = vi.spyOn(app, 'enqueueByName');
       const res = await upload(server, parts, headers);
@@ -236,7 +239,11 @@ describe('POST /v1/uploads', () => {
     it('a traversal file name (400 invalid_filename)', async () => {
       for (const filename of ['../../etc/passwd', '/etc/passwd', '..\\..\\boot.ini', 'C:\\x\\y.csv', '..']) {
         await refused(
-          [{ name: 'task', value: 'csv.count' }, { name: 'input', value: '{"has_header":true}' }, { name: 'file', filename, type: 'text/csv', data: CSV }],
+          [
+            { name: 'task', value: 'csv.count' },
+            { name: 'input', value: '{"has_header":true}' },
+            { name: 'file', filename, type: 'text/csv', data: CSV },
+          ],
           { status: 400, code: 'invalid_filename', field: 'file' },
         );
       }
@@ -244,7 +251,11 @@ describe('POST /v1/uploads', () => {
 
     it('a file over the size limit (413), the partial file removed', async () => {
       const body = await refused(
-        [{ name: 'task', value: 'csv.count' }, { name: 'input', value: '{"has_header":true}' }, { name: 'file', filename: 'big.csv', type: 'text/csv', data: 'a,b\n'.repeat(2000) }],
+        [
+          { name: 'task', value: 'csv.count' },
+          { name: 'input', value: '{"has_header":true}' },
+          { name: 'file', filename: 'big.csv', type: 'text/csv', data: 'a,b\n'.repeat(2000) },
+        ],
         { status: 413, code: 'payload_too_large', field: 'file' },
         { uploadMaxBytes: 1024 },
       );
@@ -253,18 +264,27 @@ describe('POST /v1/uploads', () => {
 
     it('a file over the size limit sent before the task field (413)', async () => {
       await refused(
-        [{ name: 'file', filename: 'big.csv', type: 'text/csv', data: 'a,b\n'.repeat(2000) }, { name: 'task', value: 'csv.count' }],
+        [
+          { name: 'file', filename: 'big.csv', type: 'text/csv', data: 'a,b\n'.repeat(2000) },
+          { name: 'task', value: 'csv.count' },
+        ],
         { status: 413, code: 'payload_too_large', field: 'file' },
         { uploadMaxBytes: 1024 },
       );
     });
 
     it('a "PDF" whose bytes are an ELF executable (415)', async () => {
-      const body = await refused([{ name: 'task', value: 'pdf.size' }, { name: 'file', filename: 'doc.pdf', type: 'application/pdf', data: ELF }], {
-        status: 415,
-        code: 'unsupported_media_type',
-        field: 'file',
-      });
+      const body = await refused(
+        [
+          { name: 'task', value: 'pdf.size' },
+          { name: 'file', filename: 'doc.pdf', type: 'application/pdf', data: ELF },
+        ],
+        {
+          status: 415,
+          code: 'unsupported_media_type',
+          field: 'file',
+        },
+      );
       expect(body.error.details).toMatchObject({ declared: 'application/pdf', detected: 'application/x-elf' });
     });
 
@@ -275,19 +295,40 @@ describe('POST /v1/uploads', () => {
     });
 
     it('a type the task does not accept (415), checked before storing', async () => {
-      await refused([{ name: 'task', value: 'csv.count' }, { name: 'file', filename: 'doc.pdf', type: 'application/pdf', data: PDF }], { status: 415, code: 'unsupported_media_type', field: 'file' });
+      await refused(
+        [
+          { name: 'task', value: 'csv.count' },
+          { name: 'file', filename: 'doc.pdf', type: 'application/pdf', data: PDF },
+        ],
+        { status: 415, code: 'unsupported_media_type', field: 'file' },
+      );
     });
 
     it('a task that takes no uploads (422 uploads_not_accepted)', async () => {
-      await refused([{ name: 'task', value: 'math.add' }, { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV }], { status: 422, code: 'uploads_not_accepted', field: 'task' });
+      await refused(
+        [
+          { name: 'task', value: 'math.add' },
+          { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV },
+        ],
+        { status: 422, code: 'uploads_not_accepted', field: 'task' },
+      );
     });
 
     it('an unknown task (422 unknown_task, as POST /v1/jobs)', async () => {
-      await refused([{ name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV }, { name: 'task', value: 'nope' }], { status: 422, code: 'unknown_task', field: 'task' });
+      await refused(
+        [
+          { name: 'file', filename: 'a.csv', type: 'text/csv', data: CSV },
+          { name: 'task', value: 'nope' },
+        ],
+        { status: 422, code: 'unknown_task', field: 'task' },
+      );
     });
 
     it('input that is not JSON (400 invalid_json)', async () => {
-      await refused(csvParts().map((p) => (p.name === 'input' ? { name: 'input', value: '{has_header:' } : p)), { status: 400, code: 'invalid_json', field: 'input' });
+      await refused(
+        csvParts().map((p) => (p.name === 'input' ? { name: 'input', value: '{has_header:' } : p)),
+        { status: 400, code: 'invalid_json', field: 'input' },
+      );
     });
 
     it('options that are not JSON, or break the options schema (400)', async () => {
@@ -309,7 +350,13 @@ describe('POST /v1/uploads', () => {
     });
 
     it('a missing file (400 missing_file)', async () => {
-      await refused([{ name: 'task', value: 'csv.count' }, { name: 'input', value: '{"has_header":true}' }], { status: 400, code: 'missing_file', field: 'file' });
+      await refused(
+        [
+          { name: 'task', value: 'csv.count' },
+          { name: 'input', value: '{"has_header":true}' },
+        ],
+        { status: 400, code: 'missing_file', field: 'file' },
+      );
     });
 
     it('two files (400 too_many_files)', async () => {

@@ -161,8 +161,20 @@ describe.each(stores)('workflows (%s)', (kind) => {
 
 describe('workflow view', () => {
   const root: JobRecord = {
-    id: 'r', task: 'wf.report', queue: 'default', tenant: null, status: 'queued', attempts: 0, maxAttempts: 3,
-    input: null, result: null, error: null, progress: null, createdAt: 1, startedAt: null, finishedAt: null,
+    id: 'r',
+    task: 'wf.report',
+    queue: 'default',
+    tenant: null,
+    status: 'queued',
+    attempts: 0,
+    maxAttempts: 3,
+    input: null,
+    result: null,
+    error: null,
+    progress: null,
+    createdAt: 1,
+    startedAt: null,
+    finishedAt: null,
   };
   const rec = (id: string, status: JobRecord['status'], extra: Partial<JobRecord> = {}): JobRecord => ({ ...root, id, task: 'wf.double', status, ...extra });
   const infos = [
@@ -186,7 +198,12 @@ describe('workflow view', () => {
 
   it('a cancelled step makes the workflow cancelled', () => {
     const failedRoot = { ...root, status: 'failed' as const, error: { type: 'UnrecoverableError', message: 'child celerity:default:r.4 failed', stack: null } };
-    const view = withSteps(failedRoot, infos, [rec('r.1', 'completed'), rec('r.2', 'completed'), rec('r.3', 'completed'), rec('r.4', 'cancelled', { error: { type: 'JobCancelled', message: 'job cancelled', stack: null } })]);
+    const view = withSteps(failedRoot, infos, [
+      rec('r.1', 'completed'),
+      rec('r.2', 'completed'),
+      rec('r.3', 'completed'),
+      rec('r.4', 'cancelled', { error: { type: 'JobCancelled', message: 'job cancelled', stack: null } }),
+    ]);
     expect(view.status).toBe('cancelled');
     expect(view.error!.message).toBe('step 4 (wf.sum) was cancelled: job cancelled');
   });

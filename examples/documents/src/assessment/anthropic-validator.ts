@@ -86,9 +86,7 @@ const recordVerdictInput = z.object({
   verdict: z.enum(VERDICTS),
   confidence: z.coerce.number().transform((n) => (Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : 0)),
   rationale: z.string().default(''),
-  evidence: z
-    .array(z.object({ passage: z.coerce.number().int(), quote: z.string() }))
-    .default([]),
+  evidence: z.array(z.object({ passage: z.coerce.number().int(), quote: z.string() })).default([]),
 });
 
 /** Confidence a pass keeps when it is downgraded for lack of verifiable evidence. */
@@ -119,7 +117,7 @@ export class AnthropicValidator implements Validator {
 
   constructor(opts: AnthropicValidatorOptions) {
     if (!opts.apiKey) throw new ValidatorRejectedError('AnthropicValidator needs an API key', undefined);
-    this.model = opts.model || process.env['ANTHROPIC_MODEL'] || DEFAULT_ANTHROPIC_MODEL;
+    this.model = opts.model || process.env.ANTHROPIC_MODEL || DEFAULT_ANTHROPIC_MODEL;
     this.candidates = opts.candidates ?? 12;
     this.maxTokens = opts.maxTokens ?? 1024;
     this.client = new Anthropic({
@@ -168,7 +166,7 @@ export class AnthropicValidator implements Validator {
     }
 
     const call = message.content.find((b) => b.type === 'tool_use' && b.name === RECORD_VERDICT_TOOL);
-    if (!call || call.type !== 'tool_use') {
+    if (call?.type !== 'tool_use') {
       throw new ValidatorResponseError(`The model did not call ${RECORD_VERDICT_TOOL} (stop_reason: ${message.stop_reason})`);
     }
     const parsed = recordVerdictInput.safeParse(call.input);
@@ -201,9 +199,7 @@ export function buildPrompt(criterion: Criterion, passages: readonly Passage[]):
     '</criterion>',
     '',
     '<passages>',
-    ...passages.map(
-      (p, i) => `<passage number="${i + 1}" document="${escapeAttr(p.document)}" page="${p.page}">\n${p.text}\n</passage>`,
-    ),
+    ...passages.map((p, i) => `<passage number="${i + 1}" document="${escapeAttr(p.document)}" page="${p.page}">\n${p.text}\n</passage>`),
     '</passages>',
     '',
     `Assess the criterion against these ${passages.length} passages and call ${RECORD_VERDICT_TOOL}.`,
@@ -215,12 +211,7 @@ function escapeAttr(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/\n/g, ' ');
 }
 
-function toResult(
-  criterion: Criterion,
-  input: z.infer<typeof recordVerdictInput>,
-  passages: readonly Passage[],
-  pages: readonly PageText[],
-): CriterionResult {
+function toResult(criterion: Criterion, input: z.infer<typeof recordVerdictInput>, passages: readonly Passage[], pages: readonly PageText[]): CriterionResult {
   const evidence: Evidence[] = [];
   let dropped = 0;
   for (const item of input.evidence) {
@@ -289,11 +280,7 @@ function mapError(err: unknown, signal: AbortSignal | undefined): unknown {
     if (typeof status === 'number' && !isRetryableStatus(status)) {
       return new ValidatorRejectedError(`Anthropic API refused the request (${status}): ${detail}`, status, { cause: err });
     }
-    return new ValidatorUnavailableError(
-      typeof status === 'number' ? `Anthropic API unavailable (${status}): ${detail}` : `Anthropic API unreachable: ${detail}`,
-      status,
-      { cause: err },
-    );
+    return new ValidatorUnavailableError(typeof status === 'number' ? `Anthropic API unavailable (${status}): ${detail}` : `Anthropic API unreachable: ${detail}`, status, { cause: err });
   }
   return err;
 }

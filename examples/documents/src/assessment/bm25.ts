@@ -63,7 +63,12 @@ export function tokenize(text: string): string[] {
 export function words(text: string): string[] {
   // Apostrophes are dropped rather than split on, so "doesn't" stays one word
   // ("doesnt") instead of leaving a stray "t".
-  return text.toLowerCase().replace(/['’]/g, '').match(/[\p{L}\p{N}]+/gu) ?? [];
+  return (
+    text
+      .toLowerCase()
+      .replace(/['’]/g, '')
+      .match(/[\p{L}\p{N}]+/gu) ?? []
+  );
 }
 
 /**
@@ -88,7 +93,7 @@ function stemUncached(word: string): string {
   let w = word;
   if (w.length <= 3 || /\d/.test(w)) return w;
   // Plurals and third person.
-  if (w.endsWith('ies') && w.length > 4) w = w.slice(0, -3) + 'y';
+  if (w.endsWith('ies') && w.length > 4) w = `${w.slice(0, -3)}y`;
   else if (w.endsWith('sses')) w = w.slice(0, -2);
   else if (/(?:ch|sh|x|z)es$/.test(w)) w = w.slice(0, -2);
   else if (w.endsWith('s') && !/(?:ss|us|is)$/.test(w)) w = w.slice(0, -1);

@@ -26,18 +26,77 @@ export interface LocalValidatorOptions {
 // repeat; counting them as key terms would lower every coverage.
 const BOILERPLATE = new Set(
   [
-    'must', 'should', 'shall', 'need', 'needs', 'required', 'require', 'requires', 'requirement',
-    'include', 'includes', 'including', 'describe', 'describes', 'state', 'states', 'specify', 'specifies',
-    'provide', 'provides', 'ensure', 'ensures', 'contain', 'contains', 'mention', 'mentions',
-    'clearly', 'explicitly', 'documented', 'criterion', 'whether', 'evidence', 'applicant', 'submission',
+    'must',
+    'should',
+    'shall',
+    'need',
+    'needs',
+    'required',
+    'require',
+    'requires',
+    'requirement',
+    'include',
+    'includes',
+    'including',
+    'describe',
+    'describes',
+    'state',
+    'states',
+    'specify',
+    'specifies',
+    'provide',
+    'provides',
+    'ensure',
+    'ensures',
+    'contain',
+    'contains',
+    'mention',
+    'mentions',
+    'clearly',
+    'explicitly',
+    'documented',
+    'criterion',
+    'whether',
+    'evidence',
+    'applicant',
+    'submission',
   ].map(stem),
 );
 
 // Cues that, next to a key term, turn a match into evidence against the criterion.
 const NEGATION_CUES = new Set([
-  'no', 'not', 'none', 'never', 'neither', 'nor', 'without', 'cannot', 'lack', 'lacks', 'lacking',
-  'missing', 'absent', 'excluded', 'excludes', 'exclude', 'nothing', 'unavailable', 'unsupported',
-  'dont', 'doesnt', 'didnt', 'isnt', 'arent', 'wasnt', 'werent', 'wont', 'hasnt', 'havent', 'hadnt', 'cant', 'couldnt',
+  'no',
+  'not',
+  'none',
+  'never',
+  'neither',
+  'nor',
+  'without',
+  'cannot',
+  'lack',
+  'lacks',
+  'lacking',
+  'missing',
+  'absent',
+  'excluded',
+  'excludes',
+  'exclude',
+  'nothing',
+  'unavailable',
+  'unsupported',
+  'dont',
+  'doesnt',
+  'didnt',
+  'isnt',
+  'arent',
+  'wasnt',
+  'werent',
+  'wont',
+  'hasnt',
+  'havent',
+  'hadnt',
+  'cant',
+  'couldnt',
 ]);
 
 /** Words either side of a key term within which a negation cue counts. */
@@ -129,9 +188,7 @@ export class LocalValidator implements Validator {
         'fail',
         0.5 + 0.3 * (1 - best / this.failCoverage),
         [],
-        candidates.length === 0
-          ? `No passage mentions any of the key terms (${keyTerms.join(', ')}).`
-          : `The closest passages cover only ${terms(best)}.`,
+        candidates.length === 0 ? `No passage mentions any of the key terms (${keyTerms.join(', ')}).` : `The closest passages cover only ${terms(best)}.`,
       );
     }
 
@@ -139,19 +196,9 @@ export class LocalValidator implements Validator {
       // A negated passage on a side aspect ("keys are not shared") must not
       // spoil a pass; only an equally complete negated one makes it a conflict.
       if (negateCoverage >= this.passCoverage) {
-        return result(
-          'unclear',
-          0.35,
-          toEvidence([...affirming.slice(0, 2), ...negating.slice(0, 1)]),
-          `Conflicting passages: some cover ${terms(affirmCoverage)}, others negate them.`,
-        );
+        return result('unclear', 0.35, toEvidence([...affirming.slice(0, 2), ...negating.slice(0, 1)]), `Conflicting passages: some cover ${terms(affirmCoverage)}, others negate them.`);
       }
-      return result(
-        'pass',
-        0.35 + 0.5 * affirmCoverage,
-        toEvidence(affirming.slice(0, MAX_EVIDENCE)),
-        `Passages cover ${terms(affirmCoverage)}, without negation (lexical match only).`,
-      );
+      return result('pass', 0.35 + 0.5 * affirmCoverage, toEvidence(affirming.slice(0, MAX_EVIDENCE)), `Passages cover ${terms(affirmCoverage)}, without negation (lexical match only).`);
     }
     if (negateCoverage >= this.failCoverage && negateCoverage >= affirmCoverage) {
       return result(
@@ -190,7 +237,7 @@ function coverageOf(candidates: readonly Candidate[], keyTerms: readonly string[
  * encrypted" is not negated).
  */
 export function isNegated(text: string, matched: ReadonlySet<string>): boolean {
-  for (const clause of text.split(/[,;:()\[\]]|\s[-–—]\s|\bbut\b|\bhowever\b/i)) {
+  for (const clause of text.split(/[,;:()[\]]|\s[-–—]\s|\bbut\b|\bhowever\b/i)) {
     const ws = words(clause);
     const cues: number[] = [];
     ws.forEach((w, i) => {

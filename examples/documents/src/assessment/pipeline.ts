@@ -3,7 +3,7 @@ import { NonRetryableError, defineTask, uploadRefSchema, chord, defineWorkflow, 
 import { extractPdfPages } from '../documents/pdf-text.ts';
 import { readDocument, readDocumentPages } from '../documents/search-index.ts';
 import { selectValidator } from './select-validator.ts';
-import { criterionSchema, VERDICTS, type CriterionResult, type PageText, type Validator } from './types.ts';
+import { criterionSchema, type VERDICTS, type CriterionResult, type PageText, type Validator } from './types.ts';
 
 /** The document named by an assessment is not in the store (never ingested, or deleted). */
 export class DocumentNotFoundError extends NonRetryableError {

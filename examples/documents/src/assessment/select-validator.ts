@@ -12,10 +12,10 @@ import type { Validator } from './types.ts';
  * in an env file does not send unauthenticated requests.
  */
 export function selectValidator(env: NodeJS.ProcessEnv = process.env): Validator {
-  const apiKey = env['ANTHROPIC_API_KEY']?.trim();
+  const apiKey = env.ANTHROPIC_API_KEY?.trim();
   if (!apiKey) return new LocalValidator();
-  const baseURL = env['ANTHROPIC_BASE_URL']?.trim();
-  const model = env['ANTHROPIC_MODEL']?.trim();
+  const baseURL = env.ANTHROPIC_BASE_URL?.trim();
+  const model = env.ANTHROPIC_MODEL?.trim();
   return new AnthropicValidator({
     apiKey,
     ...(baseURL ? { baseURL } : {}),

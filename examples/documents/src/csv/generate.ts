@@ -83,7 +83,6 @@ const CHUNK = 64 * 1024;
 const EPOCH_2020 = Date.UTC(2020, 0, 1);
 const FOUR_YEARS_S = 4 * 365 * 24 * 3600;
 
-
 function badIndexes(rows: number, bad: number | readonly number[] | undefined, random: () => number): Map<number, BadKind> {
   const picked = new Set<number>();
   if (typeof bad === 'number') {

@@ -104,11 +104,7 @@ export class CsvMissingColumnsError extends NonRetryableError {
   readonly missing: string[];
 
   constructor(missing: string[], found: string[]) {
-    super(
-      found.length === 0
-        ? `The CSV file is empty: expected a header with ${missing.join(', ')}`
-        : `The CSV header lacks required column(s) ${missing.join(', ')} (found: ${found.join(', ')})`,
-    );
+    super(found.length === 0 ? `The CSV file is empty: expected a header with ${missing.join(', ')}` : `The CSV header lacks required column(s) ${missing.join(', ')} (found: ${found.join(', ')})`);
     this.missing = missing;
   }
 }

@@ -62,7 +62,11 @@ export const jiraRowSchema = z.object({
     return ms;
   }),
   // Jira's own limit for a multi-line text field.
-  description: z.string().max(32_767, 'must be at most 32,767 characters').optional().transform((v) => v ?? ''),
+  description: z
+    .string()
+    .max(32_767, 'must be at most 32,767 characters')
+    .optional()
+    .transform((v) => v ?? ''),
 });
 
 export type JiraRow = z.output<typeof jiraRowSchema>;
@@ -70,8 +74,8 @@ export type JiraRow = z.output<typeof jiraRowSchema>;
 /** Jira's own header names, as its "Export CSV (all fields)" writes them. */
 export const JIRA_HEADER_ALIASES: Readonly<Record<string, string>> = {
   'issue key': 'key',
-  'issue_key': 'key',
-  'created_at': 'created',
+  issue_key: 'key',
+  created_at: 'created',
 };
 
 /** A row of `imported_records`, as read back. */

@@ -46,8 +46,7 @@ export function pdfIngestTask(deps: PdfIngestDeps): Task<z.input<typeof pdfInges
       const extracted = await extractPdfPages(bytes, {
         signal: ctx.signal,
         name: file.filename,
-        onPage: (done, total) =>
-          ctx.progress({ stage: 'extracting', pages_done: done, pages_total: total, percent: Math.floor((done / total) * EXTRACTING_SHARE) }),
+        onPage: (done, total) => ctx.progress({ stage: 'extracting', pages_done: done, pages_total: total, percent: Math.floor((done / total) * EXTRACTING_SHARE) }),
       });
       ctx.signal.throwIfAborted();
 

@@ -51,9 +51,7 @@ export async function indexDocument(store: TableHandle, doc: IndexedDocument): P
   if (sqlite) {
     sqlite.transaction(() => {
       deleteSqlite(sqlite, doc.id);
-      sqlite
-        .prepare('insert into documents (id, job_id, filename, page_count, metadata, created_at) values (@id, @job_id, @filename, @page_count, @metadata, @created_at)')
-        .run(documentRow);
+      sqlite.prepare('insert into documents (id, job_id, filename, page_count, metadata, created_at) values (@id, @job_id, @filename, @page_count, @metadata, @created_at)').run(documentRow);
       const page = sqlite.prepare('insert into document_pages (document_id, page, text) values (@document_id, @page, @text)');
       for (const row of pageRows) page.run(row);
       const chunk = sqlite.prepare('insert into document_chunks (document_id, page, chunk_index, text) values (@document_id, @page, @chunk_index, @text)');
@@ -67,10 +65,16 @@ export async function indexDocument(store: TableHandle, doc: IndexedDocument): P
       await deleteKysely(trx, doc.id);
       await trx.insertInto('documents').values(documentRow).execute();
       for (let i = 0; i < pageRows.length; i += INSERT_BATCH) {
-        await trx.insertInto('document_pages').values(pageRows.slice(i, i + INSERT_BATCH)).execute();
+        await trx
+          .insertInto('document_pages')
+          .values(pageRows.slice(i, i + INSERT_BATCH))
+          .execute();
       }
       for (let i = 0; i < chunkRows.length; i += INSERT_BATCH) {
-        await trx.insertInto('document_chunks').values(chunkRows.slice(i, i + INSERT_BATCH)).execute();
+        await trx
+          .insertInto('document_chunks')
+          .values(chunkRows.slice(i, i + INSERT_BATCH))
+          .execute();
       }
     });
 }
@@ -114,12 +118,7 @@ async function deleteKysely(trx: DocumentsDb, documentId: string): Promise<boole
  * when no document has that id (its document id is the ingesting job's id).
  */
 export async function readDocumentPages(store: TableHandle, documentId: string): Promise<PdfPage[]> {
-  return documentsDb(store)
-    .selectFrom('document_pages')
-    .select(['page', 'text'])
-    .where('document_id', '=', documentId)
-    .orderBy('page')
-    .execute();
+  return documentsDb(store).selectFrom('document_pages').select(['page', 'text']).where('document_id', '=', documentId).orderBy('page').execute();
 }
 
 export interface StoredDocument {
@@ -226,7 +225,10 @@ const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '
 
 function snippetHtml(raw: string): string {
   // One line: the page's line breaks mean nothing in an excerpt.
-  const escaped = raw.replace(/\s+/g, ' ').trim().replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
+  const escaped = raw
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
   return escaped.split(START).join('<mark>').split(STOP).join('</mark>');
 }
 

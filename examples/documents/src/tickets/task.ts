@@ -48,7 +48,18 @@ export function ticketEnhanceTask(deps: { store: () => Promise<TableHandle> }) {
       const now = Date.now();
       await db
         .insertInto('ticket_enhancements')
-        .values({ job_id: ctx.jobId, ticket_id: ticket.ticket_id, tenant_id: ticket.tenant_id, status: 'pending', priority: ticket.priority, attempts: ctx.attempt, enhancement: null, error: null, created_at: now, updated_at: now })
+        .values({
+          job_id: ctx.jobId,
+          ticket_id: ticket.ticket_id,
+          tenant_id: ticket.tenant_id,
+          status: 'pending',
+          priority: ticket.priority,
+          attempts: ctx.attempt,
+          enhancement: null,
+          error: null,
+          created_at: now,
+          updated_at: now,
+        })
         .onConflict((oc) => oc.column('job_id').doUpdateSet({ status: 'pending', attempts: ctx.attempt, updated_at: now }))
         .execute();
       try {

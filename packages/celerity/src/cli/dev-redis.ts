@@ -33,10 +33,7 @@ export interface PrivateRedis {
 export async function ensureDevRedis(url: string, dataDir: string): Promise<PrivateRedis | null> {
   if (await redisAnswers(url)) return null;
   if (spawnSync('redis-server', ['--version']).status !== 0) {
-    throw new CliError(
-      `Redis is not reachable at ${url}: install and start it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL.`,
-      1,
-    );
+    throw new CliError(`Redis is not reachable at ${url}: install and start it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL.`, 1);
   }
   const parsed = new URL(url);
   const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(parsed.hostname);
@@ -44,11 +41,9 @@ export async function ensureDevRedis(url: string, dataDir: string): Promise<Priv
   const port = (await portFree(wanted)) ? wanted : await freePort();
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
-  const child: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--daemonize', 'no', '--logfile', 'redis.log'],
-    { stdio: 'ignore' },
-  );
+  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--daemonize', 'no', '--logfile', 'redis.log'], {
+    stdio: 'ignore',
+  });
   const privateUrl = `redis://127.0.0.1:${port}`;
   for (let i = 0; i < 50; i++) {
     if (await redisAnswers(privateUrl)) {

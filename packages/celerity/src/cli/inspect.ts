@@ -86,7 +86,15 @@ async function show(what: InspectTarget, config: CelerityConfig, app: App | unde
     case 'active': {
       const active = workers.flatMap((w) => w.active_jobs.map((j) => ({ worker: w.id, job_id: j.id, task: j.task, queue: j.queue })));
       if (json) print(JSON.stringify({ active }, null, 2));
-      else print(active.length === 0 ? 'no active jobs' : table(['WORKER', 'JOB ID', 'TASK', 'QUEUE'], active.map((a) => [a.worker, a.job_id, a.task, a.queue])));
+      else
+        print(
+          active.length === 0
+            ? 'no active jobs'
+            : table(
+                ['WORKER', 'JOB ID', 'TASK', 'QUEUE'],
+                active.map((a) => [a.worker, a.job_id, a.task, a.queue]),
+              ),
+        );
       return 0;
     }
     case 'ping':
@@ -99,16 +107,7 @@ async function show(what: InspectTarget, config: CelerityConfig, app: App | unde
 function workersTable(workers: WorkerView[], now: number): string {
   return table(
     ['ID', 'HOST', 'PID', 'QUEUES', 'CONCURRENCY', 'ACTIVE', 'UP', 'LAST BEAT'],
-    workers.map((w) => [
-      w.id,
-      w.host,
-      String(w.pid),
-      w.queues.join(','),
-      String(w.concurrency),
-      String(w.active_jobs.length),
-      duration(now - Date.parse(w.started_at)),
-      `${duration(w.age_ms)} ago`,
-    ]),
+    workers.map((w) => [w.id, w.host, String(w.pid), w.queues.join(','), String(w.concurrency), String(w.active_jobs.length), duration(now - Date.parse(w.started_at)), `${duration(w.age_ms)} ago`]),
     new Set([2, 4, 5]),
   );
 }

@@ -28,10 +28,34 @@ function withConfig(cmd: Command, names: OptionName[]): Command {
   return cmd.requiredOption('--app <module>', 'module exporting the app (default export or `app`)');
 }
 
-const COMMON: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel', 'eventsMaxLen', 'recorderBatch', 'recorderClaimIdle', 'uploadDir', 'uploadTtl'];
+const COMMON: OptionName[] = [
+  'redisUrl',
+  'brokerUrl',
+  'prefix',
+  'databaseUrl',
+  'databaseSchema',
+  'sqlitePath',
+  'resultTtl',
+  'logLevel',
+  'eventsMaxLen',
+  'recorderBatch',
+  'recorderClaimIdle',
+  'uploadDir',
+  'uploadTtl',
+];
 const WORKER: OptionName[] = [
-  'queues', 'concurrency', 'softTimeLimit', 'hardTimeLimit', 'cancelGrace', 'shutdownGrace',
-  'lockDuration', 'stalledInterval', 'maxStalled', 'maxTasksPerChild', 'maxMemoryPerChild', 'heartbeatInterval',
+  'queues',
+  'concurrency',
+  'softTimeLimit',
+  'hardTimeLimit',
+  'cancelGrace',
+  'shutdownGrace',
+  'lockDuration',
+  'stalledInterval',
+  'maxStalled',
+  'maxTasksPerChild',
+  'maxMemoryPerChild',
+  'heartbeatInterval',
   'historyRetention',
 ];
 const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes'];
@@ -146,7 +170,7 @@ const program = new Command()
   .version(version, '-V, --version', 'print the version of Celerity')
   .showHelpAfterError(false);
 
-withConfig(program.command('worker').description('Run the app\'s tasks from their queues.'), [...COMMON, ...WORKER, 'healthPort']).action(async (flags: Flags) => {
+withConfig(program.command('worker').description("Run the app's tasks from their queues."), [...COMMON, ...WORKER, 'healthPort']).action(async (flags: Flags) => {
   const app = await prepare(flags);
   // Listening before the worker starts: a port in use stops start-up before any job is taken.
   const health = app.config.healthPort === undefined ? undefined : await startHealth(app, app.config.healthPort);
@@ -178,28 +202,26 @@ withConfig(program.command('serve').description('Serve the HTTP job API.'), [...
   onShutdown(running);
 });
 
-withConfig(program.command('dev').description('API and worker in one process, for development.'), [...COMMON, ...WORKER, ...SERVER]).action(
-  async (flags: Flags) => {
-    const config = loadConfig({ flags: configFlags(flags) });
-    const redis = await ensureDevRedis(config.brokerUrl, '.celerity/redis');
-    if (redis) {
-      flags.redisUrl = redis.url;
-      flags.brokerUrl = redis.url;
-    }
-    const app = await prepare(flags, { pretty: true });
-    await app.store.check();
-    await app.openStore();
-    const worker = await startWorker(app, true);
-    const running: Running = { app, redis, ...worker, ...(await startServer(app)) };
-    onShutdown(running);
-    const base = `http://localhost:${app.config.port}`;
-    const first = app.tasks.has('math.add') ? '{"task":"math.add","input":{"a":2,"b":3}}' : `{"task":"${[...app.tasks.keys()][0] ?? 'my.task'}","input":{}}`;
-    console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? ', private Redis ' + redis.url : ''} in this process)`);
-    console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
-    console.log(`Try:   curl -X POST ${base}/v1/jobs -H 'content-type: application/json' -d '${first}'`);
-    console.log(`Then:  curl ${base}/v1/jobs/<job_id>\n`);
-  },
-);
+withConfig(program.command('dev').description('API and worker in one process, for development.'), [...COMMON, ...WORKER, ...SERVER]).action(async (flags: Flags) => {
+  const config = loadConfig({ flags: configFlags(flags) });
+  const redis = await ensureDevRedis(config.brokerUrl, '.celerity/redis');
+  if (redis) {
+    flags.redisUrl = redis.url;
+    flags.brokerUrl = redis.url;
+  }
+  const app = await prepare(flags, { pretty: true });
+  await app.store.check();
+  await app.openStore();
+  const worker = await startWorker(app, true);
+  const running: Running = { app, redis, ...worker, ...(await startServer(app)) };
+  onShutdown(running);
+  const base = `http://localhost:${app.config.port}`;
+  const first = app.tasks.has('math.add') ? '{"task":"math.add","input":{"a":2,"b":3}}' : `{"task":"${[...app.tasks.keys()][0] ?? 'my.task'}","input":{}}`;
+  console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? `, private Redis ${redis.url}` : ''} in this process)`);
+  console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
+  console.log(`Try:   curl -X POST ${base}/v1/jobs -H 'content-type: application/json' -d '${first}'`);
+  console.log(`Then:  curl ${base}/v1/jobs/<job_id>\n`);
+});
 
 registerInspect(program);
 

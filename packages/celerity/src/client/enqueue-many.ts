@@ -70,7 +70,10 @@ function prepareAt(broker: Broker, job: BulkJob, index: number): PreparedJob {
   } catch (err) {
     if (err instanceof InvalidOptionsError) throw new InvalidOptionsError(err.details.issues.map((i) => ({ ...i, path: `${at}.${i.path}` })));
     if (err instanceof InvalidInputError) {
-      throw new InvalidInputError(err.details.task, err.details.issues.map((i) => ({ ...i, path: i.path ? `${at}.input.${i.path}` : `${at}.input` })));
+      throw new InvalidInputError(
+        err.details.task,
+        err.details.issues.map((i) => ({ ...i, path: i.path ? `${at}.input.${i.path}` : `${at}.input` })),
+      );
     }
     throw err;
   }

@@ -36,7 +36,12 @@ export interface EnqueueOptions {
 
 export const enqueueOptionsSchema = z
   .object({
-    delay: z.number().int().min(0).max(365 * 24 * 3600 * 1000).optional(),
+    delay: z
+      .number()
+      .int()
+      .min(0)
+      .max(365 * 24 * 3600 * 1000)
+      .optional(),
     priority: z.number().int().min(1).max(2_097_152).optional(),
     jobId: z.string().refine(isValidJobId, 'must be 1-128 letters, digits, "_", "." or "-", and not all digits').optional(),
     tenant: z.string().min(1).max(200).optional(),
@@ -158,4 +163,3 @@ export function baseJobOptions(broker: Broker, route: Pick<Task, 'retries'>): Jo
 export function inputDigest(task: string, input: unknown): string {
   return createHash('sha256').update(task).update('\0').update(stableJson(input)).digest('base64url');
 }
-

@@ -28,9 +28,7 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const hinted = broker.queueHint(id);
   if (hinted && queues.includes(hinted)) {
     const queue = broker.queue(hinted);
-    const [job, state, logs] = await viaBroker(broker.redis, () =>
-      inOneWrite(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id)])),
-    );
+    const [job, state, logs] = await viaBroker(broker.redis, () => inOneWrite(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id)])));
     if (job) return liveRecord(broker, hinted, job, state, logs);
   }
   // Ids are unique across queues, so at most one queue holds the job; asking

@@ -75,7 +75,7 @@ export class Metrics {
     });
     const active = new Gauge({
       name: 'celerity_worker_active_jobs',
-      help: 'Jobs running now in this process\'s workers.',
+      help: "Jobs running now in this process's workers.",
       registers,
       collect: () => {
         let running = 0;
@@ -85,7 +85,7 @@ export class Metrics {
     });
     const depth: Gauge<'queue' | 'state'> = new Gauge({
       name: 'celerity_queue_depth',
-      help: 'Jobs in each of the app\'s queues, by BullMQ state, read from Redis at scrape time.',
+      help: "Jobs in each of the app's queues, by BullMQ state, read from Redis at scrape time.",
       labelNames: ['queue', 'state'] as const,
       registers,
       collect: (): Promise<void> => this.readQueueDepth(depth),

@@ -51,12 +51,7 @@ export async function purgeHistory(store: JobStore, retentionDays: number, now: 
   const cutoff = now - retentionDays * DAY_MS;
   let deleted = 0;
   for (;;) {
-    const batch = store.db
-      .selectFrom('jobs')
-      .select('id')
-      .where('finished_at', '<', cutoff)
-      .where('status', 'in', TERMINAL)
-      .limit(batchSize);
+    const batch = store.db.selectFrom('jobs').select('id').where('finished_at', '<', cutoff).where('status', 'in', TERMINAL).limit(batchSize);
     const res = await store.db.deleteFrom('jobs').where('id', 'in', batch).executeTakeFirst();
     const n = Number(res.numDeletedRows);
     deleted += n;
@@ -108,7 +103,11 @@ export async function findStuckJobs(broker: Broker, queues: readonly string[]): 
     const active = await viaBroker(broker.redis, () => broker.redis.lrange(queue.keys.active!, 0, -1));
     if (active.length === 0) continue;
     const multi = broker.redis.multi();
-    for (const id of active) multi.exists(`${queue.toKey(id)}:lock`).lpos(queue.keys.active!, id).hmget(queue.toKey(id), 'name', 'processedOn', 'atm');
+    for (const id of active)
+      multi
+        .exists(`${queue.toKey(id)}:lock`)
+        .lpos(queue.keys.active!, id)
+        .hmget(queue.toKey(id), 'name', 'processedOn', 'atm');
     const replies = (await viaBroker(broker.redis, () => multi.exec())) ?? [];
     active.forEach((id, i) => {
       const [, locked] = replies[i * 3]!;

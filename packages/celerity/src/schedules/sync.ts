@@ -23,8 +23,7 @@ interface Desired {
 }
 
 function desired(broker: Broker, s: ResolvedSchedule): Desired {
-  const repeat: Omit<RepeatOptions, 'key'> =
-    'every' in s.when ? { every: s.when.every } : { pattern: s.when.cron, ...(s.when.tz ? { tz: s.when.tz } : {}) };
+  const repeat: Omit<RepeatOptions, 'key'> = 'every' in s.when ? { every: s.when.every } : { pattern: s.when.cron, ...(s.when.tz ? { tz: s.when.tz } : {}) };
   // The same envelope, attempts, backoff and retention as an enqueue: a tick
   // is an ordinary Celerity job (recorded, retried, readable by id).
   return { repeat, template: { name: s.task.name, data: { input: s.input }, opts: baseJobOptions(broker, s.task) } };
@@ -100,7 +99,6 @@ function sameScheduler(existing: JobSchedulerJson, want: Desired): boolean {
 function pick(opts: JobsOptions): unknown {
   return { attempts: opts.attempts, backoff: opts.backoff, removeOnComplete: opts.removeOnComplete, removeOnFail: opts.removeOnFail };
 }
-
 
 /**
  * Runs `app.startSchedules()` and, while Redis is unreachable, tries again

@@ -14,8 +14,25 @@ import type { Database, JobsTable } from './db.ts';
  */
 
 const COLUMNS = [
-  'id', 'task', 'queue', 'tenant', 'status', 'attempts', 'max_attempts', 'input', 'result', 'error_type', 'error_message',
-  'error_stack', 'progress', 'created_at', 'started_at', 'finished_at', 'attempt_history', 'updated_at', 'event_seq',
+  'id',
+  'task',
+  'queue',
+  'tenant',
+  'status',
+  'attempts',
+  'max_attempts',
+  'input',
+  'result',
+  'error_type',
+  'error_message',
+  'error_stack',
+  'progress',
+  'created_at',
+  'started_at',
+  'finished_at',
+  'attempt_history',
+  'updated_at',
+  'event_seq',
 ] as const satisfies readonly (keyof JobsTable)[];
 
 const FULL_UPDATE = `status = excluded.status, attempts = excluded.attempts, max_attempts = excluded.max_attempts,
@@ -60,9 +77,25 @@ export class SqliteBatchUpsert {
 }
 
 const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
-  id: 'text', task: 'text', queue: 'text', tenant: 'text', status: 'text', attempts: 'int', max_attempts: 'int', input: 'text',
-  result: 'text', error_type: 'text', error_message: 'text', error_stack: 'text', progress: 'text', created_at: 'bigint',
-  started_at: 'bigint', finished_at: 'bigint', attempt_history: 'text', updated_at: 'bigint', event_seq: 'text',
+  id: 'text',
+  task: 'text',
+  queue: 'text',
+  tenant: 'text',
+  status: 'text',
+  attempts: 'int',
+  max_attempts: 'int',
+  input: 'text',
+  result: 'text',
+  error_type: 'text',
+  error_message: 'text',
+  error_stack: 'text',
+  progress: 'text',
+  created_at: 'bigint',
+  started_at: 'bigint',
+  finished_at: 'bigint',
+  attempt_history: 'text',
+  updated_at: 'bigint',
+  event_seq: 'text',
 };
 
 const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
@@ -75,10 +108,7 @@ const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} $
  */
 export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
   const statement = (batch: JobsTable[], onConflict: string) =>
-    CompiledQuery.raw(
-      `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${onConflict}`,
-      [pgJson(batch)],
-    );
+    CompiledQuery.raw(`INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${onConflict}`, [pgJson(batch)]);
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
   for (let attempt = 1; ; attempt++) {

@@ -59,7 +59,9 @@ export function createDb(opts: DbOptions): DbHandle {
     try {
       mkdirSync(dirname(opts.sqlitePath), { recursive: true });
     } catch (err) {
-      throw new StoreSetupError('CELERITY_SQLITE_PATH', `cannot create the directory of ${opts.sqlitePath}: ${(err as Error).message}`, 'point CELERITY_SQLITE_PATH at a writable place', { cause: err });
+      throw new StoreSetupError('CELERITY_SQLITE_PATH', `cannot create the directory of ${opts.sqlitePath}: ${(err as Error).message}`, 'point CELERITY_SQLITE_PATH at a writable place', {
+        cause: err,
+      });
     }
   }
   const sqlite = openSqlite(opts.sqlitePath);

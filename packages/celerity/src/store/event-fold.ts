@@ -40,7 +40,7 @@ export interface JobFold {
  */
 export function padStreamId(id: string): string {
   const [ms = '0', seq = '0'] = id.split('-');
-  return ms.padStart(15, '0') + '-' + seq.padStart(10, '0');
+  return `${ms.padStart(15, '0')}-${seq.padStart(10, '0')}`;
 }
 
 export function parseEntry(id: string, raw: string[]): StreamEvent {

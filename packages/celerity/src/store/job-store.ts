@@ -74,9 +74,10 @@ export class JobStore {
     await migrate(this.db, coreMigrations(this.dialect), {
       name: 'celerity',
       schema: this.dialect === 'postgres' ? this.schema : undefined,
-      clash: this.dialect === 'postgres'
-        ? { setting: 'CELERITY_DB_SCHEMA', fix: 'choose another schema with CELERITY_DB_SCHEMA' }
-        : { setting: 'CELERITY_SQLITE_PATH', fix: 'point CELERITY_SQLITE_PATH at a file of its own' },
+      clash:
+        this.dialect === 'postgres'
+          ? { setting: 'CELERITY_DB_SCHEMA', fix: 'choose another schema with CELERITY_DB_SCHEMA' }
+          : { setting: 'CELERITY_SQLITE_PATH', fix: 'point CELERITY_SQLITE_PATH at a file of its own' },
     });
   }
 
@@ -155,9 +156,7 @@ export class JobStore {
    * primary key ('/' sorts right after '.'), in step order.
    */
   async workflowSteps(rootId: string): Promise<JobRecord[]> {
-    const rows = await this.guard(() =>
-      this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute(),
-    );
+    const rows = await this.guard(() => this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute());
     const n = (id: string) => Number(id.slice(rootId.length + 1));
     return rows
       .filter((r) => Number.isInteger(n(r.id)))
@@ -170,7 +169,12 @@ export class JobStore {
    * makes them), then by id. The cursor is opaque: the last row's position.
    */
   async list(filter: ListFilter): Promise<JobPage> {
-    let q = this.db.selectFrom('jobs').selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit + 1);
+    let q = this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(filter.limit + 1);
     if (filter.status) q = q.where('status', '=', filter.status);
     if (filter.task) q = q.where('task', '=', filter.task);
     if (filter.tenant) q = q.where('tenant', '=', filter.tenant);

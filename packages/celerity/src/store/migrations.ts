@@ -1,4 +1,4 @@
-import { Kysely, Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
+import { type Kysely, Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
 import type { Dialect } from './db.ts';
 import { migration as listOrder } from './migrations/0003_list_order.ts';
 import { setupError } from './setup-errors.ts';

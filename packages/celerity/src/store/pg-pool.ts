@@ -9,8 +9,7 @@ export function postgresPool(databaseUrl: string, schema: string, max = 10): pg.
     max,
     // bigint columns hold epoch ms, well inside Number's safe range.
     types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
     },
     // Unqualified names resolve in this schema only: Celerity never reads or
     // writes a table of the same name elsewhere (say, a user's public.jobs).

@@ -118,12 +118,10 @@ export class Recorder {
     let from = '0';
     try {
       while (Date.now() < deadline) {
-        const reply = (await this.opts.redis.xreadgroup(
-          'GROUP', RECORDER_GROUP, this.consumer,
-          'COUNT', this.opts.batchSize,
-          'STREAMS', ...this.keys, ...this.keys.map(() => from),
-        )) as [string, [string, string[]][]][] | null;
-        if (reply && reply.some(([, entries]) => entries.length > 0)) await this.applyReply(reply);
+        const reply = (await this.opts.redis.xreadgroup('GROUP', RECORDER_GROUP, this.consumer, 'COUNT', this.opts.batchSize, 'STREAMS', ...this.keys, ...this.keys.map(() => from))) as
+          | [string, [string, string[]][]][]
+          | null;
+        if (reply?.some(([, entries]) => entries.length > 0)) await this.applyReply(reply);
         else if (from === '0') from = '>';
         else return;
       }
@@ -148,10 +146,16 @@ export class Recorder {
           await this.maintain();
         }
         const reply = (await redis.xreadgroup(
-          'GROUP', RECORDER_GROUP, this.consumer,
-          'COUNT', this.opts.batchSize,
-          'BLOCK', blockMs,
-          'STREAMS', ...this.keys, ...this.keys.map(() => (this.replayOwn ? '0' : '>')),
+          'GROUP',
+          RECORDER_GROUP,
+          this.consumer,
+          'COUNT',
+          this.opts.batchSize,
+          'BLOCK',
+          blockMs,
+          'STREAMS',
+          ...this.keys,
+          ...this.keys.map(() => (this.replayOwn ? '0' : '>')),
         )) as [string, [string, string[]][]][] | null;
         if (this.replayOwn && (!reply || reply.every(([, entries]) => entries.length === 0))) this.replayOwn = false;
         if (reply) {
@@ -238,9 +242,11 @@ export class Recorder {
     for (const key of this.keys) {
       let cursor = '0-0';
       do {
-        const [next, entries, deleted] = (await this.opts.redis.xautoclaim(
-          key, RECORDER_GROUP, this.consumer, idle, cursor, 'COUNT', this.opts.batchSize,
-        )) as [string, [string, string[]][], string[]?];
+        const [next, entries, deleted] = (await this.opts.redis.xautoclaim(key, RECORDER_GROUP, this.consumer, idle, cursor, 'COUNT', this.opts.batchSize)) as [
+          string,
+          [string, string[]][],
+          string[]?,
+        ];
         if (entries.length > 0) await this.applyReply([[key, entries]]);
         if (deleted && deleted.length > 0) {
           this.opts.logger.error({ stream: key, lost: deleted.length }, 'recorder: pending events were trimmed before being recorded; reconciling the queue from Redis');
@@ -258,11 +264,7 @@ export class Recorder {
    */
   private async maintain(): Promise<void> {
     for (const key of this.keys) {
-      const [[, streamInfo], [, groups]] = (await this.opts.redis
-        .multi()
-        .xinfo('STREAM', key)
-        .xinfo('GROUPS', key)
-        .exec()) as [[null, unknown[]], [null, unknown[][]]];
+      const [[, streamInfo], [, groups]] = (await this.opts.redis.multi().xinfo('STREAM', key).xinfo('GROUPS', key).exec()) as [[null, unknown[]], [null, unknown[][]]];
       const stream = pairs(streamInfo);
       const group = groups.map(pairs).find((g) => g.name === RECORDER_GROUP);
       if (!group) continue;
@@ -309,9 +311,7 @@ export class Recorder {
       for (let start = 0; ; start += 500) {
         const jobs = await queue.getJobs([type], start, start + 499, true);
         if (jobs.length === 0) break;
-        const states = jobs
-          .filter((j): j is Job => Boolean(j))
-          .map((job) => ({ record: recordFromJob(job, queue.name, statusFromState(type, job.attemptsMade)!), eventSeq: seq }));
+        const states = jobs.filter((j): j is Job => Boolean(j)).map((job) => ({ record: recordFromJob(job, queue.name, statusFromState(type, job.attemptsMade)!), eventSeq: seq }));
         await this.opts.store.write(states);
         if (jobs.length < 500) break;
       }

@@ -13,7 +13,9 @@ export function setupError(err: unknown, target?: MigrationTarget): StoreSetupEr
   const message = firstLine(e.message ?? String(err));
   switch (e.code) {
     case 'ECONNREFUSED':
-      return new StoreSetupError('DATABASE_URL', `PostgreSQL refused the connection${e.address ? ` at ${e.address}:${e.port}` : ''}`, 'start PostgreSQL or point DATABASE_URL at a running server', { cause: err });
+      return new StoreSetupError('DATABASE_URL', `PostgreSQL refused the connection${e.address ? ` at ${e.address}:${e.port}` : ''}`, 'start PostgreSQL or point DATABASE_URL at a running server', {
+        cause: err,
+      });
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new StoreSetupError('DATABASE_URL', `unknown host ${e.hostname ?? ''}`.trim(), 'fix the host in DATABASE_URL', { cause: err });

@@ -111,12 +111,7 @@ export function declaredCandidates(declared: string | null, accepts: readonly st
  * {@link UnsupportedUploadTypeError} (415, field `file`) when the task does
  * not take the type, or when the bytes contradict the header.
  */
-export async function checkContentType(
-  path: string,
-  declaredHeader: string | undefined | null,
-  accepts: readonly string[],
-  filename: string,
-): Promise<string> {
+export async function checkContentType(path: string, declaredHeader: string | undefined | null, accepts: readonly string[], filename: string): Promise<string> {
   const declared = normalizeContentType(declaredHeader);
   const refuse = (message: string, detected: string | null) => new UnsupportedUploadTypeError(message, { declared, detected, accepts });
   const candidates = declaredCandidates(declared, accepts, filename);
@@ -134,8 +129,6 @@ export async function checkContentType(
     if (sniffed.detected && (sniffed.detected === candidate || CONTAINERS[candidate] === sniffed.detected)) return candidate;
   }
   const what = sniffed.detected ?? (sniffed.text ? 'text' : 'unrecognised binary data');
-  const message = generic
-    ? `content is ${what}, which is not an accepted type (accepted: ${accepts.join(', ')})`
-    : `declared as ${declared} but the content is ${what}`;
+  const message = generic ? `content is ${what}, which is not an accepted type (accepted: ${accepts.join(', ')})` : `declared as ${declared} but the content is ${what}`;
   throw refuse(message, sniffed.detected);
 }

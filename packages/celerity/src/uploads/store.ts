@@ -49,6 +49,7 @@ export function sanitizeFilename(name: string): string {
     .normalize('NFC')
     // C0/C1 controls, bidi overrides and isolates (they disguise extensions:
     // "invoice\u202Efdp.exe"), and characters Windows file systems refuse.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
     .replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069<>:"|?*]/g, '_')
     .replace(/^[.\s]+/, '')
     .replace(/[.\s]+$/, '');
@@ -88,11 +89,7 @@ export type SavedUpload = Omit<UploadRef, 'content_type'> & {
  * The content is hashed on the way.
  * `filename` must already be sanitised.
  */
-export async function saveUpload(
-  uploadDir: string,
-  source: Readable & { truncated?: boolean },
-  opts: { filename: string; maxBytes: number },
-): Promise<SavedUpload> {
+export async function saveUpload(uploadDir: string, source: Readable & { truncated?: boolean }, opts: { filename: string; maxBytes: number }): Promise<SavedUpload> {
   const root = resolve(uploadDir);
   const uploadId = newJobId();
   const dir = join(root, uploadId);

@@ -174,11 +174,7 @@ function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, 
   }
   log.info({ error: { type: error.name, message: error.message } }, 'job attempt failed');
   const retryable =
-    error instanceof Retry ||
-    (!(error instanceof NonRetryableError) &&
-      !(error instanceof InvalidInputError) &&
-      !(error.name === 'JobCancelled') &&
-      (task?.retryOn ? task.retryOn(error) : true));
+    error instanceof Retry || (!(error instanceof NonRetryableError) && !(error instanceof InvalidInputError) && !(error.name === 'JobCancelled') && (task?.retryOn ? task.retryOn(error) : true));
   // The Retry itself reaches BullMQ: the worker's backoff strategy reads its delay.
   if (retryable) return { error, thrown: error };
   const unrecoverable = new UnrecoverableError(error.message);

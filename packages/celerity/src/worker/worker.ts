@@ -74,9 +74,7 @@ export class Worker {
     this.connection = createRedis(opts.brokerUrl, 'worker');
     const isolated = [...opts.tasks.values()].some((t) => t.isolation === 'thread' && opts.queues.includes(t.queue));
     this.pool =
-      isolated && opts.appModule
-        ? new ThreadPool({ appModule: opts.appModule, maxTasksPerChild: opts.maxTasksPerChild, maxMemoryPerChild: opts.maxMemoryPerChild, logger: opts.logger })
-        : undefined;
+      isolated && opts.appModule ? new ThreadPool({ appModule: opts.appModule, maxTasksPerChild: opts.maxTasksPerChild, maxMemoryPerChild: opts.maxMemoryPerChild, logger: opts.logger }) : undefined;
     if (isolated && !opts.appModule) {
       opts.logger.warn('this app has isolated tasks but no module URL (createApp({ module: import.meta.url })); they will fail');
     }
@@ -114,7 +112,7 @@ export class Worker {
       worker.on('failed', (job, err) => {
         // finishedOn is set only when BullMQ fails the job for good (no
         // attempts left, or UnrecoverableError); a retried attempt keeps it unset.
-        if (job && job.finishedOn) {
+        if (job?.finishedOn) {
           const trace_id = (job.data as JobEnvelope | undefined)?.trace ?? null;
           logger.warn({ job_id: job.id, task: job.name, queue, trace_id, error: { type: errorTypeFromStack(err.stack), message: err.message } }, 'job failed');
           this.releaseUploadOf(job);
@@ -142,9 +140,7 @@ export class Worker {
   private releaseUploadOf(job: Job): void {
     const uploadId = this.opts.uploadDir ? uploadIdOf(this.opts.uploadDir, (job.data as { input?: unknown } | undefined)?.input) : undefined;
     if (!uploadId) return;
-    releaseUpload(this.opts.uploadDir!, uploadId).catch((err: unknown) =>
-      this.opts.logger.warn({ err, job_id: job.id, upload_id: uploadId }, 'could not remove the upload of a finished job'),
-    );
+    releaseUpload(this.opts.uploadDir!, uploadId).catch((err: unknown) => this.opts.logger.warn({ err, job_id: job.id, upload_id: uploadId }, 'could not remove the upload of a finished job'));
   }
 
   private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
@@ -227,10 +223,7 @@ export class Worker {
     // Leaves the registry at once: a draining worker takes no new jobs.
     const unregistered = this.registry?.stop();
     const closing = Promise.all(this.workers.map((w) => w.close()));
-    const timedOut =
-      graceMs === Infinity
-        ? await closing.then(() => false)
-        : await Promise.race([closing.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
+    const timedOut = graceMs === Infinity ? await closing.then(() => false) : await Promise.race([closing.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
     if (timedOut) {
       const unfinished = [...this.running.values()];
       this.opts.logger.warn({ jobs: unfinished.map((r) => r.job.id) }, 'shutdown grace over: handing unfinished jobs back to their queues');

@@ -79,7 +79,10 @@ export function compileWorkflow(node: WorkflowNode, opts: CompileOptions): { flo
         parseInput(task, s.input);
       } catch (err) {
         if (err instanceof InvalidInputError) {
-          throw new InvalidInputError(task.name, err.details.issues.map((i) => ({ ...i, message: `${position}: ${i.message}` })));
+          throw new InvalidInputError(
+            task.name,
+            err.details.issues.map((i) => ({ ...i, message: `${position}: ${i.message}` })),
+          );
         }
         throw err;
       }

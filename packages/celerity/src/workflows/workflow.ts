@@ -95,13 +95,7 @@ export interface WorkflowDefinition<S extends z.ZodType = z.ZodType> {
   readonly build: (input: z.output<S>) => WorkflowNode;
 }
 
-export function defineWorkflow<S extends z.ZodType>(def: {
-  name: string;
-  input: S;
-  queue?: string;
-  description?: string;
-  build: (input: z.output<S>) => WorkflowNode;
-}): WorkflowDefinition<S> {
+export function defineWorkflow<S extends z.ZodType>(def: { name: string; input: S; queue?: string; description?: string; build: (input: z.output<S>) => WorkflowNode }): WorkflowDefinition<S> {
   if (!/^[A-Za-z0-9_.:-]{1,200}$/.test(def.name)) throw new TaskDefinitionError(`Invalid workflow name "${def.name}"`);
   return { name: def.name, inputSchema: def.input, queue: def.queue ?? 'default', description: def.description, build: def.build };
 }

@@ -71,12 +71,8 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
   // Created now, not on the first scrape, so that the jobs a worker of this
   // app runs before then are counted (the hooks subscribe at creation).
   const metrics = appMetrics(app);
-  server.get(
-    '/metrics',
-    { schema: { summary: 'Prometheus metrics (text format 0.0.4)', tags: ['health'], hide: true } },
-    async (_request, reply) => {
-      const text = await metrics.render();
-      return reply.type(metrics.contentType).send(text);
-    },
-  );
+  server.get('/metrics', { schema: { summary: 'Prometheus metrics (text format 0.0.4)', tags: ['health'], hide: true } }, async (_request, reply) => {
+    const text = await metrics.render();
+    return reply.type(metrics.contentType).send(text);
+  });
 }

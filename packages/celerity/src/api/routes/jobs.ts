@@ -53,7 +53,7 @@ export const submittedResponseSchema = {
   type: 'object',
   properties: {
     job_id: { type: 'string' },
-    status: { type: 'string', enum: [...JOB_STATUSES], description: '`queued`; for an idempotent replay, the earlier job\'s current status.' },
+    status: { type: 'string', enum: [...JOB_STATUSES], description: "`queued`; for an idempotent replay, the earlier job's current status." },
     status_url: { type: 'string' },
   },
   required: ['job_id', 'status', 'status_url'],

@@ -85,8 +85,7 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
   });
 
   let janitor: NodeJS.Timeout | undefined;
-  const sweep = () =>
-    sweepUploads(uploadDir, uploadTtl * 1000, Date.now(), server.log).catch((err: unknown) => server.log.warn({ err }, 'upload janitor failed'));
+  const sweep = () => sweepUploads(uploadDir, uploadTtl * 1000, Date.now(), server.log).catch((err: unknown) => server.log.warn({ err }, 'upload janitor failed'));
   server.addHook('onReady', async () => {
     void sweep();
     janitor = setInterval(sweep, Math.max(1_000, Math.min((uploadTtl * 1000) / 4, 3_600_000)));
@@ -96,61 +95,57 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
     if (janitor) clearInterval(janitor);
   });
 
-  server.post(
-    '/v1/uploads',
-    { schema: uploadSchema, validatorCompiler: () => () => true },
-    async (request, reply) => {
-      if (!request.isMultipart()) {
-        throw new InvalidUploadError('unsupported_media_type', 'content-type', 'POST /v1/uploads takes multipart/form-data', { status: 415 });
+  server.post('/v1/uploads', { schema: uploadSchema, validatorCompiler: () => () => true }, async (request, reply) => {
+    if (!request.isMultipart()) {
+      throw new InvalidUploadError('unsupported_media_type', 'content-type', 'POST /v1/uploads takes multipart/form-data', { status: 415 });
+    }
+    const header = request.headers['idempotency-key'];
+    if (header !== undefined && (typeof header !== 'string' || header.length < 1 || header.length > 200)) {
+      throw new InvalidUploadError('invalid_request', 'idempotency-key', 'must be 1 to 200 characters');
+    }
+
+    const form = await readForm(request.parts(), app, uploadDir, uploadMaxBytes);
+    let saved = form.saved;
+    // False once the upload is a directory an earlier request created (an idempotent replay).
+    let ownsDir = true;
+    try {
+      const { task, input, options } = form;
+      const contentType = await checkContentType(saved.path, form.declaredType, task.accepts, saved.filename);
+      const enqueueOptions = { ...toEnqueueOptions(options, header), traceId: request.id };
+      if (enqueueOptions.delay !== undefined && enqueueOptions.delay >= uploadTtl * 1000) {
+        throw new InvalidOptionsError([{ path: 'options.delay', message: `must be shorter than CELERITY_UPLOAD_TTL (${uploadTtl} s), or the file would be removed before the job runs` }]);
       }
-      const header = request.headers['idempotency-key'];
-      if (header !== undefined && (typeof header !== 'string' || header.length < 1 || header.length > 200)) {
-        throw new InvalidUploadError('invalid_request', 'idempotency-key', 'must be 1 to 200 characters');
+      const withFile = (s: SavedUpload): Record<string, unknown> => ({ ...input, file: toRef(s, contentType) });
+      // Validated before anything moves or is enqueued, the handle included.
+      parseInput(task, withFile(saved));
+      if (enqueueOptions.idempotencyKey !== undefined) {
+        // A replay must carry the same handle as the first request, or the
+        // idempotency digest (over the input) would call it a conflict: the
+        // upload id is derived from the key and the file's content instead.
+        const adopted = await adoptDeterministicId(saved, task.name, enqueueOptions.idempotencyKey);
+        saved = adopted.saved;
+        ownsDir = adopted.created;
       }
 
-      const form = await readForm(request.parts(), app, uploadDir, uploadMaxBytes);
-      let saved = form.saved;
-      // False once the upload is a directory an earlier request created (an idempotent replay).
-      let ownsDir = true;
-      try {
-        const { task, input, options } = form;
-        const contentType = await checkContentType(saved.path, form.declaredType, task.accepts, saved.filename);
-        const enqueueOptions = { ...toEnqueueOptions(options, header), traceId: request.id };
-        if (enqueueOptions.delay !== undefined && enqueueOptions.delay >= uploadTtl * 1000) {
-          throw new InvalidOptionsError([{ path: 'options.delay', message: `must be shorter than CELERITY_UPLOAD_TTL (${uploadTtl} s), or the file would be removed before the job runs` }]);
+      const handle = await app.enqueueByName(task.name, withFile(saved), enqueueOptions);
+      const statusUrl = `${request.server.prefix}/v1/jobs/${encodeURIComponent(handle.id)}`;
+      let status = 'queued';
+      if (!handle.created) {
+        reply.header('idempotent-replayed', 'true');
+        status = (await handle.status())?.status ?? 'queued';
+        // An earlier job answered. Without a key (an existing job_id) it has
+        // its own file; with one it shares ours, which stays while it lives.
+        if (enqueueOptions.idempotencyKey === undefined || TERMINAL_STATUSES.has(status as JobStatus)) {
+          await releaseUpload(uploadDir, saved.upload_id);
         }
-        const withFile = (s: SavedUpload): Record<string, unknown> => ({ ...input, file: toRef(s, contentType) });
-        // Validated before anything moves or is enqueued, the handle included.
-        parseInput(task, withFile(saved));
-        if (enqueueOptions.idempotencyKey !== undefined) {
-          // A replay must carry the same handle as the first request, or the
-          // idempotency digest (over the input) would call it a conflict: the
-          // upload id is derived from the key and the file's content instead.
-          const adopted = await adoptDeterministicId(saved, task.name, enqueueOptions.idempotencyKey);
-          saved = adopted.saved;
-          ownsDir = adopted.created;
-        }
-
-        const handle = await app.enqueueByName(task.name, withFile(saved), enqueueOptions);
-        const statusUrl = `${request.server.prefix}/v1/jobs/${encodeURIComponent(handle.id)}`;
-        let status = 'queued';
-        if (!handle.created) {
-          reply.header('idempotent-replayed', 'true');
-          status = (await handle.status())?.status ?? 'queued';
-          // An earlier job answered. Without a key (an existing job_id) it has
-          // its own file; with one it shares ours, which stays while it lives.
-          if (enqueueOptions.idempotencyKey === undefined || TERMINAL_STATUSES.has(status as JobStatus)) {
-            await releaseUpload(uploadDir, saved.upload_id);
-          }
-        }
-        request.log.info({ job_id: handle.id, task: handle.task, queue: handle.queue, upload_id: saved.upload_id, replayed: !handle.created }, 'job submitted');
-        return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
-      } catch (err) {
-        if (ownsDir) await releaseUpload(uploadDir, saved.upload_id);
-        throw err;
       }
-    },
-  );
+      request.log.info({ job_id: handle.id, task: handle.task, queue: handle.queue, upload_id: saved.upload_id, replayed: !handle.created }, 'job submitted');
+      return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
+    } catch (err) {
+      if (ownsDir) await releaseUpload(uploadDir, saved.upload_id);
+      throw err;
+    }
+  });
 }
 
 interface Form {

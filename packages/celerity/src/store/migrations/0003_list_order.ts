@@ -15,7 +15,12 @@ export function migration(): Migration {
   ] as const;
   return {
     async up(db: Kysely<any>) {
-      for (const [name, columns] of lists) await db.schema.createIndex(name).on('jobs').columns([...columns]).execute();
+      for (const [name, columns] of lists)
+        await db.schema
+          .createIndex(name)
+          .on('jobs')
+          .columns([...columns])
+          .execute();
       await db.schema.createIndex('jobs_finished').on('jobs').column('finished_at').execute();
       for (const old of ['jobs_status_id', 'jobs_task_id', 'jobs_tenant_id']) await db.schema.dropIndex(old).execute();
     },
