@@ -43,7 +43,7 @@ beforeAll(async () => {
 // Processes first (their cleanups were registered last), then schemas, keys, the temp dir.
 afterAll(cleanup, 60_000);
 
-// Concurrent: type-checking and the two apps' runs overlap, most of each is waiting.
+// Concurrent: type-checking (CPU) overlaps the two apps' runs (mostly waiting on their processes).
 describe.concurrent('celerity installed from its tarball into a new project', () => {
   it('prints the package version, from its bin and from the entrypoint of the user-app Dockerfile', async ({ expect }) => {
     const { stdout } = await mustRun(bin, ['--version'], { cwd: project, env: cleanEnv(), timeoutMs: 30_000 });
