@@ -1,9 +1,14 @@
+import type { PostgresPool } from 'kysely';
 import pg from 'pg';
 
 const INT8_OID = 20;
 
-/** A PostgreSQL pool whose connections see `schema` first (and only). */
-export function postgresPool(databaseUrl: string, schema: string, max = 10): pg.Pool {
+/**
+ * A PostgreSQL pool whose connections see `schema` first (and only). Typed
+ * as Kysely's pool interface, not `pg.Pool`: pg's types come from
+ * `@types/pg`, a devDependency, and the shipped `.d.ts` must compile without it.
+ */
+export function postgresPool(databaseUrl: string, schema: string, max = 10): PostgresPool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max,
