@@ -10,7 +10,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeJiraCsv } from '../../examples/documents/src/csv/generate.ts';
+import { writeJiraCsv } from '../../examples/documents/workloads/csv/generate.ts';
 import { storeEnv, type StoreKind } from '../lib/env.ts';
 import { now, round } from '../lib/measure.ts';
 import { Proc } from '../lib/procs.ts';

@@ -10,10 +10,10 @@
  */
 import { loadConfig } from '../../packages/celerity/src/config.ts';
 import { JobStore } from '../../packages/celerity/src/store/job-store.ts';
-import { importCsv, sqlRowWriter } from '../../examples/documents/src/csv/import.ts';
-import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable } from '../../examples/documents/src/csv/jira.ts';
-import { countImported } from '../../examples/documents/src/csv/task.ts';
-import { documentsTables } from '../../examples/documents/src/tables.ts';
+import { importCsv, sqlRowWriter } from '../../examples/documents/workloads/csv/import.ts';
+import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable } from '../../examples/documents/workloads/csv/jira.ts';
+import { countImported } from '../../examples/documents/workloads/csv/task.ts';
+import { documentsTables } from '../../examples/documents/workloads/tables.ts';
 
 const path = process.env.BENCH_CSV_PATH;
 if (!path) {

@@ -1,11 +1,11 @@
 import { createApp, type App } from 'celerity';
 import { add, fail, flaky, progress, sleepTask, spin } from 'celerity-example-quickstart/tasks';
-import { assessmentTasks } from './src/assessment/pipeline.ts';
-import { csvImportTask } from './src/csv/task.ts';
-import { pdfIngestTask } from './src/documents/ingest-task.ts';
-import { searchRoutes } from './src/search-routes.ts';
-import { documentsTables } from './src/tables.ts';
-import { ticketEnhanceTask } from './src/tickets/task.ts';
+import { assessmentTasks } from './workloads/assessment/pipeline.ts';
+import { csvImportTask } from './workloads/csv/task.ts';
+import { pdfIngestTask } from './workloads/documents/ingest-task.ts';
+import { searchRoutes } from './workloads/search-routes.ts';
+import { documentsTables } from './workloads/tables.ts';
+import { ticketEnhanceTask } from './workloads/tickets/task.ts';
 
 /**
  * The documents app, what `npm start` runs: the real workloads beside the
@@ -15,7 +15,7 @@ import { ticketEnhanceTask } from './src/tickets/task.ts';
  * - `assessment.validate` (a workflow on queue `assessment`): documents
  *   checked against criteria, with evidence.
  * - `ticket.enhance` (queue `tickets`): tickets arriving by webhook.
- * Its tables come through `defineTables` (src/tables.ts), `GET /v1/search`
+ * Its tables come through `defineTables` (workloads/tables.ts), `GET /v1/search`
  * through the app's `routes`. See "Try it" in the README for a curl line for
  * each. Separate processes:
  *   celerity serve  --app examples/documents/app.ts

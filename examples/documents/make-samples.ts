@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeJiraCsv } from './src/csv/generate.ts';
+import { writeJiraCsv } from './workloads/csv/generate.ts';
 import { writePdf } from './test/make-pdf.ts';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), 'samples');

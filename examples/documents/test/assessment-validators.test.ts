@@ -2,11 +2,11 @@ import { createServer, type IncomingHttpHeaders, type Server, type ServerRespons
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NonRetryableError } from 'celerity';
-import { AnthropicValidator, findVerbatim } from '../src/assessment/anthropic-validator.ts';
-import { Bm25Index, splitPassages, stem, tokenize } from '../src/assessment/bm25.ts';
-import { LOCAL_VALIDATOR_DESCRIPTION, LocalValidator } from '../src/assessment/local-validator.ts';
-import { selectValidator } from '../src/assessment/select-validator.ts';
-import { ValidatorRejectedError, ValidatorResponseError, ValidatorUnavailableError, criterionSchema, type Criterion, type CriterionResult, type PageText } from '../src/assessment/types.ts';
+import { AnthropicValidator, findVerbatim } from '../workloads/assessment/anthropic-validator.ts';
+import { Bm25Index, splitPassages, stem, tokenize } from '../workloads/assessment/bm25.ts';
+import { LOCAL_VALIDATOR_DESCRIPTION, LocalValidator } from '../workloads/assessment/local-validator.ts';
+import { selectValidator } from '../workloads/assessment/select-validator.ts';
+import { ValidatorRejectedError, ValidatorResponseError, ValidatorUnavailableError, criterionSchema, type Criterion, type CriterionResult, type PageText } from '../workloads/assessment/types.ts';
 
 const pages: PageText[] = [
   {

@@ -2,12 +2,12 @@ import { describe, expect, it } from 'vitest';
 import type { App } from 'celerity';
 import { buildServer } from 'celerity';
 import type { UploadRef } from 'celerity';
-import { assessmentTasks, type AssessmentResult } from '../src/assessment/pipeline.ts';
-import { LocalValidator } from '../src/assessment/local-validator.ts';
-import { pdfIngestTask } from '../src/documents/ingest-task.ts';
+import { assessmentTasks, type AssessmentResult } from '../workloads/assessment/pipeline.ts';
+import { LocalValidator } from '../workloads/assessment/local-validator.ts';
+import { pdfIngestTask } from '../workloads/documents/ingest-task.ts';
 import { makePdf } from './make-pdf.ts';
 import { onCleanup, openTestApp, stageUpload, startWorker, stores, useCleanup, waitFor } from '../../../packages/celerity/test/helpers.ts';
-import { documentsTables } from '../src/tables.ts';
+import { documentsTables } from '../workloads/tables.ts';
 
 useCleanup();
 

@@ -5,12 +5,12 @@ import { describe, expect, it } from 'vitest';
 import type { App } from 'celerity';
 import type { TableHandle } from 'celerity';
 import type { UploadRef } from 'celerity';
-import { writeJiraCsv, type JiraCsvRow } from '../src/csv/generate.ts';
-import { CsvMalformedError, CsvMissingColumnsError, importCsv, sqlRowWriter, UploadMissingError, type ImportCsvOptions, type ImportProgress, type RowWriter } from '../src/csv/import.ts';
-import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable, parseIsoDate, type JiraRow } from '../src/csv/jira.ts';
-import { countImported, csvImportTask, listImported } from '../src/csv/task.ts';
+import { writeJiraCsv, type JiraCsvRow } from '../workloads/csv/generate.ts';
+import { CsvMalformedError, CsvMissingColumnsError, importCsv, sqlRowWriter, UploadMissingError, type ImportCsvOptions, type ImportProgress, type RowWriter } from '../workloads/csv/import.ts';
+import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable, parseIsoDate, type JiraRow } from '../workloads/csv/jira.ts';
+import { countImported, csvImportTask, listImported } from '../workloads/csv/task.ts';
 import { onCleanup, openTestApp, randomToken, startWorker, stores, useCleanup, type StoreKind } from '../../../packages/celerity/test/helpers.ts';
-import { documentsTables } from '../src/tables.ts';
+import { documentsTables } from '../workloads/tables.ts';
 
 useCleanup();
 

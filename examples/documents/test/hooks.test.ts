@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { buildServer } from 'celerity';
-import { ticketEnhanceTask, ticketHistory } from '../src/tickets/task.ts';
-import { enhanceTicket } from '../src/tickets/enhance.ts';
+import { ticketEnhanceTask, ticketHistory } from '../workloads/tickets/task.ts';
+import { enhanceTicket } from '../workloads/tickets/enhance.ts';
 import type { App } from 'celerity';
 import { openTestApp, startWorker, stores, useCleanup, waitFor } from '../../../packages/celerity/test/helpers.ts';
-import { documentsTables } from '../src/tables.ts';
+import { documentsTables } from '../workloads/tables.ts';
 
 useCleanup();
 

@@ -7,14 +7,14 @@ import { buildServer } from 'celerity';
 import type { App } from 'celerity';
 import type { TableHandle } from 'celerity';
 import type { TaskContext } from 'celerity';
-import { chunkPages } from '../src/documents/chunk.ts';
-import { pdfIngestTask } from '../src/documents/ingest-task.ts';
-import { extractPdfPages, InvalidPdfError } from '../src/documents/pdf-text.ts';
-import { readDocument, readDocumentPages, searchChunks, toFts5Query } from '../src/documents/search-index.ts';
+import { chunkPages } from '../workloads/documents/chunk.ts';
+import { pdfIngestTask } from '../workloads/documents/ingest-task.ts';
+import { extractPdfPages, InvalidPdfError } from '../workloads/documents/pdf-text.ts';
+import { readDocument, readDocumentPages, searchChunks, toFts5Query } from '../workloads/documents/search-index.ts';
 import { makePdf } from './make-pdf.ts';
 import { onCleanup, openTestApp, stageUpload, startWorker, waitFor, stores, useCleanup, type StoreKind } from '../../../packages/celerity/test/helpers.ts';
-import { documentsTables } from '../src/tables.ts';
-import { searchRoutes } from '../src/search-routes.ts';
+import { documentsTables } from '../workloads/tables.ts';
+import { searchRoutes } from '../workloads/search-routes.ts';
 
 useCleanup();
 

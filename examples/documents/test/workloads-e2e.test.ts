@@ -8,14 +8,14 @@ import { describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { App } from 'celerity';
 import { buildServer } from 'celerity';
-import { assessmentTasks, type AssessmentResult } from '../src/assessment/pipeline.ts';
-import { writeJiraCsv } from '../src/csv/generate.ts';
-import { countImported, csvImportTask } from '../src/csv/task.ts';
-import { pdfIngestTask } from '../src/documents/ingest-task.ts';
+import { assessmentTasks, type AssessmentResult } from '../workloads/assessment/pipeline.ts';
+import { writeJiraCsv } from '../workloads/csv/generate.ts';
+import { countImported, csvImportTask } from '../workloads/csv/task.ts';
+import { pdfIngestTask } from '../workloads/documents/ingest-task.ts';
 import { makePdf } from './make-pdf.ts';
 import { onCleanup, openTestApp, startWorker, stores, useCleanup, waitFor } from '../../../packages/celerity/test/helpers.ts';
-import { documentsTables } from '../src/tables.ts';
-import { searchRoutes } from '../src/search-routes.ts';
+import { documentsTables } from '../workloads/tables.ts';
+import { searchRoutes } from '../workloads/search-routes.ts';
 
 useCleanup();
 

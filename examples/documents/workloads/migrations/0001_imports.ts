@@ -2,7 +2,7 @@ import { sql, type Kysely, type Migration } from 'kysely';
 import type { Dialect } from 'celerity';
 
 /**
- * `imported_records`: the rows of `csv.import` jobs (src/csv).
+ * `imported_records`: the rows of `csv.import` jobs (workloads/csv).
  * Keyed by the job and the record's line in the source file, so that a
  * retried attempt re-inserting the same lines adds nothing.
  */

@@ -3,7 +3,7 @@ import type { SqliteDatabase, TableHandle } from 'celerity';
 import type { TextChunk } from './chunk.ts';
 import type { PdfMetadata, PdfPage } from './pdf-text.ts';
 
-/** Tables of migration 0002_documents (src/tables.ts). Times are epoch milliseconds; metadata is JSON text. */
+/** Tables of migration 0002_documents (workloads/tables.ts). Times are epoch milliseconds; metadata is JSON text. */
 export type DocumentTables = {
   documents: { id: string; job_id: string; filename: string; page_count: number; metadata: string | null; created_at: number };
   document_pages: { document_id: string; page: number; text: string };
