@@ -269,13 +269,7 @@ export class App {
   async enqueueByName(name: string, input: unknown, options: EnqueueOptions = {}): Promise<JobHandle> {
     const wf = this.workflows.get(name);
     if (wf) return this.enqueueWorkflow(wf, input, options);
-    const task = this.tasks.get(name) ?? this.builtinTasks.get(name);
-    if (task) return this.handle(await enqueueJob(this.broker, task, input, options));
-    if (!options.queue) {
-      if (this.tasks.size > 0) throw new UnknownTaskError(name, [...this.tasks.keys()]);
-      throw new InvalidOptionsError([{ path: 'options.queue', message: `task "${name}" is not defined here, so a queue is required` }]);
-    }
-    return this.handle(await enqueueJob(this.broker, { name, queue: options.queue, retries: undefined as unknown as number }, input, options));
+    return this.handle(await enqueueJob(this.broker, this.routeByName(name, options), input, options));
   }
 
   /**
@@ -307,17 +301,18 @@ export class App {
   }
 
   /**
-   * Where a bulk item's task name routes: a task this app defines (validated
-   * and routed as defined), else `options.queue` like enqueueByName (the
-   * worker validates). Workflows are flows of their own: not in a bulk call.
+   * Where a task name routes: a task this app defines (validated and routed
+   * as defined), else `options.queue` (the worker validates). `path`
+   * addresses the item of a bulk call, where workflows (flows of their own)
+   * are refused.
    */
-  private routeByName(name: string, options: EnqueueOptions, path: string): TaskRoute {
-    if (this.workflows.has(name)) throw new InvalidOptionsError([{ path, message: `"${name}" is a workflow; enqueue it with enqueueByName` }]);
+  private routeByName(name: string, options: EnqueueOptions, path?: string): TaskRoute {
+    if (path && this.workflows.has(name)) throw new InvalidOptionsError([{ path, message: `"${name}" is a workflow; enqueue it with enqueueByName` }]);
     const task = this.tasks.get(name) ?? this.builtinTasks.get(name);
     if (task) return task;
     if (!options.queue) {
       if (this.tasks.size > 0) throw new UnknownTaskError(name, [...this.tasks.keys()], path);
-      throw new InvalidOptionsError([{ path: path.replace(/task$/, 'options.queue'), message: `task "${name}" is not defined here, so a queue is required` }]);
+      throw new InvalidOptionsError([{ path: path ? path.replace(/task$/, 'options.queue') : 'options.queue', message: `task "${name}" is not defined here, so a queue is required` }]);
     }
     return { name, queue: options.queue, retries: undefined as unknown as number };
   }
