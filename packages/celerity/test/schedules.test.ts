@@ -4,6 +4,7 @@ import { createApp, type App, type AppOptions } from '../src/app.ts';
 import { TaskDefinitionError } from '../src/errors.ts';
 import { cleanRedisResults, findStuckJobs, MAINTENANCE_QUEUE, purgeHistory } from '../src/schedules/maintenance.ts';
 import { schedule } from '../src/schedules/schedule.ts';
+import { syncSchedules } from '../src/schedules/sync.ts';
 import { defineTask } from '../src/task.ts';
 import { deferred, onCleanup, sleep, startWorker, stores, testEnv, testRedis, useCleanup, waitFor, type TestEnv } from './helpers.ts';
 
@@ -124,8 +125,12 @@ describe('periodic tasks', () => {
 
     // The next release drops the hourly schedule and changes the cron one.
     const v2 = appOn(env, { tasks: [noop, withInput], maintenance: false, schedules: [schedule(noop, { cron: '0 4 * * *' })] });
-    const sync = await v2.startSchedules();
-    expect(sync).toEqual({ upserted: ['celerity:noop'], unchanged: [], removed: ['celerity:hourly'] });
+    // While v1's declaration is fresh (a rolling deploy), its schedule stays (schedules-versions.test.ts) ...
+    expect(await v2.startSchedules()).toEqual({ upserted: ['celerity:noop'], unchanged: [], removed: [], kept: ['celerity:hourly'] });
+    // ... and once it is older than the grace (here none), the next sync removes it.
+    await sleep(5);
+    const sync = await syncSchedules(v2.broker, v2.schedules, v2.queueNames(), undefined, { graceMs: 0 });
+    expect(sync).toEqual({ upserted: [], unchanged: ['celerity:noop'], removed: ['celerity:hourly'], kept: [] });
     const left = await queue.getJobSchedulers();
     expect(left.map((s) => s.key).sort()).toEqual(['celerity:noop', 'foreign']);
     expect(left.find((s) => s.key === 'celerity:noop')!.pattern).toBe('0 4 * * *');
@@ -133,7 +138,8 @@ describe('periodic tasks', () => {
 
     // An app with no schedules at all removes Celerity's, maintenance included when turned off.
     const v3 = appOn(env, { tasks: [noop], maintenance: false });
-    expect((await v3.startSchedules()).removed).toEqual(['celerity:noop']);
+    await sleep(5);
+    expect((await syncSchedules(v3.broker, v3.schedules, v3.queueNames(), undefined, { graceMs: 0 })).removed).toEqual(['celerity:noop']);
     expect((await queue.getJobSchedulers()).map((s) => s.key)).toEqual(['foreign']);
   });
 

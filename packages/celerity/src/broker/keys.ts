@@ -11,6 +11,12 @@ export const keys = {
   idempotency: (prefix: string, key: string) => `${prefix}:celerity:idem:${key}`,
   /** A live worker's registry entry (JSON), expiring 3 heartbeats after its last one. */
   worker: (prefix: string, workerId: string) => `${prefix}:celerity:worker:${workerId}`,
+  /**
+   * Hash of the schedule declarations seen lately: one field per distinct set
+   * of declared schedulers (an app version), `{ at, schedulers }` in JSON.
+   * Schedule syncs refresh their own and read the others' before removing.
+   */
+  scheduleDeclarations: (prefix: string) => `${prefix}:celerity:schedules:declared`,
   /** Sorted set of worker ids scored by last heartbeat (ms): the index readers walk instead of SCAN. */
   workers: (prefix: string) => `${prefix}:celerity:workers`,
 };

@@ -113,12 +113,15 @@ function onShutdown(running: Running): void {
     // keep their lock and are recovered as after a crash.
     const grace = running.worker ? running.app.config.shutdownGrace : 0;
     setTimeout(() => {
-      running.app.logger.error({ signal }, 'shutdown did not finish in time (Redis or SQL unreachable?): exiting now');
+      running.app.logger.error({ signal }, 'shutdown did not finish in time (Redis or SQL unreachable, or a handler ignoring its signal?): exiting now');
       process.exit(1);
     }, grace + SHUTDOWN_OVERRUN_MS).unref();
     try {
       await running.server?.close();
-      await running.worker?.close(running.app.config.shutdownGrace);
+      // Handlers that ignore their signal get most of the overrun to stop;
+      // past it the worker leaves their jobs locked and the process exits,
+      // which stops them: the stalled check then recovers the jobs.
+      await running.worker?.close(running.app.config.shutdownGrace, { stopWaitMs: SHUTDOWN_OVERRUN_MS - 1_000 });
       // After the worker: liveness holds while running jobs finish.
       await running.health?.close();
       await running.recorder?.stop();

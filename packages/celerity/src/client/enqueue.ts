@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { Job, type JobsOptions } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
+import { keys } from '../broker/keys.ts';
 import { IdempotencyConflictError, InvalidOptionsError } from '../errors.ts';
 import type { TimeLimits } from '../worker/limits.ts';
 import { isValidJobId, newJobId } from '../ids.ts';
@@ -129,16 +130,107 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
 export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknown, options: EnqueueOptions = {}): Promise<Enqueued> {
   const prepared = prepareJob(broker, route, input, options);
   const { id, queue } = prepared;
+  if (prepared.idempotencyKey) {
+    const winner = await viaBroker(broker.redis, () => addIdempotent(broker, prepared, prepared.idempotencyKey!));
+    broker.hintQueue(winner, queue);
+    return { id: winner, task: route.name, queue, created: winner === id };
+  }
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
-  // For a duplicate, BullMQ adds nothing and answers with the earlier job's id.
+  // An existing caller-chosen jobId: BullMQ adds nothing and answers with that job's id.
   const created = job.id === id;
   broker.hintQueue(job.id!, queue);
-  const digest = prepared.data.digest;
-  if (!created && digest) {
-    const earlier = await viaBroker(broker.redis, () => Job.fromId(broker.queue(queue), job.id!));
-    if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(prepared.idempotencyKey!, job.id!);
-  }
   return { id: job.id!, task: route.name, queue, created };
+}
+
+/**
+ * Before BullMQ's add, in the same MULTI: if the idempotency record exists
+ * but BullMQ's deduplication key does not (BullMQ drops it when the job is
+ * removed by hand or by a cancel, not when retention removes it), put the
+ * deduplication key back, pointing at the recorded job, for what is left of
+ * the record's TTL. BullMQ's add then deduplicates against it: the record,
+ * not the job's life in Redis, decides for the whole TTL.
+ * KEYS: record, deduplication key.
+ */
+const IDEM_BEFORE_ADD = `
+local rec = redis.call('GET', KEYS[1])
+if rec and redis.call('EXISTS', KEYS[2]) == 0 then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('SET', KEYS[2], string.match(rec, '^(%S+)'), 'PX', ttl) end
+end
+return rec`;
+
+/**
+ * After BullMQ's add, in the same MULTI: if the add created our job (the
+ * deduplication key holds its id), record `<job id> <digest>` under the
+ * idempotency key with the same TTL; return the record as it now stands.
+ * KEYS: record, deduplication key. ARGV: job id, record, TTL ms.
+ */
+const IDEM_AFTER_ADD = `
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return redis.call('GET', KEYS[1])`;
+
+/**
+ * Adds a job that carries an idempotency key; returns the id of the job the
+ * key stands for (ours if this call created it). Throws
+ * IdempotencyConflictError when the key was used with another task or input.
+ *
+ * BullMQ's deduplication (TTL mode) is the gate: its add script sets the key
+ * to the first job's id, or answers with that id. The check of task and
+ * input needs the first call's digest for as long as the key lives (24 h),
+ * far longer than the job stays in Redis (CELERITY_RESULT_TTL, 1 h), so the
+ * digest is kept beside the key, in a record of the same TTL
+ * (`keys.idempotency`: `<job id> <digest>`). We MUST write that record in the
+ * same MULTI as the add: written after it, a crash in between would leave a
+ * key whose conflicts go unseen once the job is gone; written before it, a
+ * failed add would leave a record of a job that never existed. The MULTI
+ * runs the three scripts with nothing in between, so a concurrent call sees
+ * either no key at all or the key with its record.
+ */
+async function addIdempotent(broker: Broker, prepared: PreparedJob, key: string): Promise<string> {
+  const queue = broker.queue(prepared.queue);
+  // BullMQ defines its scripts on the shared connection when the queue connects.
+  await queue.waitUntilReady();
+  const dedupId = (prepared.opts.deduplication as { id: string }).id;
+  const dedupKey = `${queue.toKey('de')}:${dedupId}`;
+  const recordKey = keys.idempotency(broker.config.prefix, key);
+  const digest = prepared.data.digest!;
+  const multi = broker.redis.multi();
+  // What BullMQ's own transactions add to an ioredis MULTI (its Job.addJob
+  // takes a transaction, as its FlowProducer uses it): scripts by name.
+  const transaction = Object.assign(multi, {
+    runCommand(name: string, args: unknown[]) {
+      (multi as unknown as Record<string, (args: unknown[]) => unknown>)[name]!(args);
+      return transaction;
+    },
+  });
+  multi.eval(IDEM_BEFORE_ADD, 2, recordKey, dedupKey);
+  const job = new Job(queue, prepared.name, prepared.data, { ...queue.defaultJobOptions, ...prepared.opts, jobId: prepared.id }, prepared.id);
+  // Queues the add script on the MULTI (synchronously; the promise settles with the MULTI itself).
+  await job.addJob(transaction as unknown as Parameters<Job['addJob']>[0]);
+  multi.eval(IDEM_AFTER_ADD, 2, recordKey, dedupKey, prepared.id, `${prepared.id} ${digest}`, broker.config.idempotencyTtl * 1000);
+  const replies = await multi.exec();
+  if (!replies) throw new Error('idempotent enqueue: transaction discarded');
+  for (const [err] of replies) if (err) throw err;
+  const added = replies[1]![1];
+  if (typeof added === 'number' && added < 0) throw new Error(`idempotent enqueue: BullMQ's add script answered ${added}`);
+  const winner = String(added);
+  if (winner === prepared.id) return winner;
+  const record = parseRecord(replies[2]![1]);
+  if (record && record.id === winner) {
+    if (record.digest !== digest) throw new IdempotencyConflictError(key, winner);
+    return winner;
+  }
+  // A key set before records existed (an earlier version): the first job
+  // still in Redis is the only witness of its input.
+  const earlier = await Job.fromId(queue, winner);
+  if (earlier && (earlier.data as JobEnvelope).digest !== digest) throw new IdempotencyConflictError(key, winner);
+  return winner;
+}
+
+function parseRecord(value: unknown): { id: string; digest: string } | undefined {
+  if (typeof value !== 'string') return undefined;
+  const [id, digest] = value.split(' ');
+  return id && digest ? { id, digest } : undefined;
 }
 
 function hasOwnKeys(o: object | null | undefined): boolean {

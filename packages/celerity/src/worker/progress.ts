@@ -7,6 +7,15 @@ import type { ProgressUpdate } from '../task.ts';
  * (BullMQ `updateProgress`, which also emits a `progress` event for the
  * recorder). While a write is in flight further updates only merge, so a
  * handler reporting in a tight loop costs one write per round trip.
+ *
+ * `update` never waits for Redis: it resolves at once, whatever the write
+ * does. The worker's connection queues commands while Redis is unreachable,
+ * so a write in flight during an outage waits for Redis to come back; a
+ * handler that awaited it would stand still for the whole outage while its
+ * hard limit kept counting, and fail with `TimeLimitExceeded` for nothing.
+ * Memory stays bounded meanwhile: one merged snapshot, one write in flight.
+ * The worker awaits {@link settled} before it completes the job, so the last
+ * snapshot lands before the completion (which needs Redis too).
  */
 export class ProgressReporter {
   private snapshot: ProgressUpdate = {};
@@ -25,7 +34,7 @@ export class ProgressReporter {
     this.snapshot = { ...this.snapshot, ...update };
     this.dirty = true;
     this.inflight ??= this.flush();
-    return this.inflight;
+    return Promise.resolve();
   }
 
   /** Resolves once the latest snapshot is written. */

@@ -28,6 +28,14 @@ export interface AttemptOptions {
   pool: ThreadPool | undefined;
   /** Where uploads live: an upload handle in the input must point inside it. */
   uploadDir: string | undefined;
+  /**
+   * Told, once the handler starts, of a promise that settles (never rejects)
+   * when the handler has really stopped: an inline handler returned or
+   * threw, a thread finished or was terminated. The attempt may end before
+   * that (hard limit, cancellation grace); a shutdown must not hand the job
+   * back until then.
+   */
+  onHandler?: ((stopped: Promise<void>) => void) | undefined;
 }
 
 /**
@@ -62,6 +70,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   const endedEarly = new Promise<never>((_, reject) => (ended = reject));
   endedEarly.catch(() => {});
   let thread: ThreadRun | undefined;
+  let terminating: Promise<void> | undefined;
   let progress: ProgressReporter | undefined;
   let onCancel: (() => void) | undefined;
 
@@ -72,7 +81,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   };
   const end = (reason: Error) => {
     ended?.(reason);
-    void thread?.terminate(reason);
+    if (thread) terminating ??= thread.terminate(reason);
   };
 
   try {
@@ -93,7 +102,10 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     onCancel = () => {
       const reason = opts.signal.reason instanceof Error ? opts.signal.reason : new JobCancelled();
       abort(reason);
-      timers.push(setTimeout(() => end(reason), opts.cancelGraceMs));
+      // A shutdown already waited its grace: the attempt ends now (a thread
+      // is terminated at once). The worker still waits for an inline
+      // handler to stop before it lets the job go.
+      timers.push(setTimeout(() => end(reason), reason.name === 'WorkerShutdown' ? 0 : opts.cancelGraceMs));
     };
     if (opts.signal.aborted) onCancel();
     else opts.signal.addEventListener('abort', onCancel, { once: true });
@@ -130,6 +142,9 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       };
       execution = Promise.resolve().then(() => task.handler(input, ctx));
     }
+    const noop = () => {};
+    // A terminated thread's result rejects before the thread is gone: wait for that too.
+    opts.onHandler?.(execution.then(noop, noop).then(() => terminating?.catch(noop)));
     if (info) log().info('job started');
     const result = await Promise.race([execution, endedEarly]);
     // The final snapshot must land before the job is marked completed.

@@ -1,4 +1,4 @@
-import { MetricsTime, UnrecoverableError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
+import { MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
@@ -41,10 +41,16 @@ export interface WorkerOptions {
 
 /** The reason handed to running handlers when a shutdown's grace period ends. */
 export class WorkerShutdown extends Error {
+  readonly code = 'worker_shutdown';
+
   constructor() {
-    super('worker shutting down; job handed back to its queue');
+    super('worker shutting down; job handed back to its queue once its handler has stopped');
     this.name = 'WorkerShutdown';
   }
+}
+
+function isShutdown(signal: AbortSignal): boolean {
+  return signal.aborted && (signal.reason as Error | undefined)?.name === 'WorkerShutdown';
 }
 
 interface Running {
@@ -151,6 +157,7 @@ export class Worker {
     const lifecycle = this.opts.lifecycle;
     const event = lifecycle?.active ? eventInfo(job, queue) : undefined;
     if (event) lifecycle!.emit('job:started', event);
+    let handlerStopped: Promise<void> = Promise.resolve();
     try {
       const result = await runJob(job, {
         task: this.opts.tasks.get(job.name),
@@ -161,6 +168,9 @@ export class Worker {
         cancelGraceMs: this.opts.cancelGraceMs ?? 5_000,
         pool: this.pool,
         uploadDir: this.opts.uploadDir,
+        onHandler: (stopped) => {
+          handlerStopped = stopped;
+        },
       });
       if (event) lifecycle!.emit('job:completed', { ...event, finishedAt: Date.now(), result });
       return result;
@@ -168,6 +178,12 @@ export class Worker {
       if (event) {
         const outcome = attemptOutcome(err as Error, event, controller.signal);
         if (outcome) lifecycle!.emit(outcome, { ...event, finishedAt: Date.now(), error: { type: errorTypeFromStack((err as Error).stack), message: (err as Error).message } });
+      }
+      if (isShutdown(controller.signal)) {
+        await this.handBack(job, token, handlerStopped);
+        // BullMQ's signal for "the processor moved the job itself": it
+        // neither completes nor fails it, and does not touch it again.
+        throw new WaitingError();
       }
       throw err;
     } finally {
@@ -214,33 +230,67 @@ export class Worker {
   }
 
   /**
-   * Stops taking jobs and lets running ones finish for `graceMs`. Jobs still
-   * running then are handed back to their queue (BullMQ's move from active
-   * to wait, which does not spend an attempt) and their handlers aborted,
-   * so another worker runs them from the start.
+   * Hands a job whose attempt a shutdown ended back to its queue (BullMQ's
+   * move from active to wait, which does not spend an attempt), once its
+   * handler has really stopped.
+   *
+   * We MUST NOT hand the job back while its handler still runs: another
+   * worker would take it at once and run it beside the handler. An inline
+   * handler cannot be killed, so one that ignores its signal is waited for;
+   * all that time this call keeps BullMQ's processor busy, so BullMQ keeps
+   * the job tracked and its lock renewed. If the process exits first, the
+   * handler dies with it, the lock expires, and the stalled check hands the
+   * job back as after a crash. An isolated job's thread is terminated when
+   * the shutdown ends the attempt, so it is handed back right after.
    */
-  async close(graceMs = Infinity): Promise<void> {
+  private async handBack(job: Job, token: string | undefined, handlerStopped: Promise<void>): Promise<void> {
+    await handlerStopped;
+    try {
+      if (token) await job.moveToWait(token);
+    } catch (err) {
+      // The lock is gone (the job stalled): BullMQ's stalled check hands it
+      // back instead. Nothing is lost either way.
+      this.opts.logger.warn({ err, job_id: job.id }, 'could not hand job back');
+    }
+  }
+
+  /**
+   * Stops taking jobs and lets running ones finish for `graceMs`. Then the
+   * handlers still running are aborted (`ctx.signal`, reason
+   * `WorkerShutdown`), and each job is handed back to its queue once its
+   * handler has stopped: an isolated one's thread is terminated after the
+   * cancellation grace (`cancelGraceMs`). An inline handler that ignores its
+   * signal cannot be stopped: its job is not handed back but stays locked,
+   * its lock renewed, until the handler returns (then it is handed back) or
+   * the process exits (then the stalled check recovers it as a crash's).
+   * close() waits `stopWaitMs` more (default: the cancellation grace) for
+   * handlers to honour their signal, then resolves with such jobs still
+   * held; the rest of the closing goes on in the background.
+   */
+  async close(graceMs = Infinity, opts: { stopWaitMs?: number } = {}): Promise<void> {
     // Leaves the registry at once: a draining worker takes no new jobs.
     const unregistered = this.registry?.stop();
     const closing = Promise.all(this.workers.map((w) => w.close()));
-    const timedOut = graceMs === Infinity ? await closing.then(() => false) : await Promise.race([closing.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
-    if (timedOut) {
+    const within = (ms: number) => Promise.race([closing.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
+    const finished = graceMs === Infinity ? await closing.then(() => true) : await within(graceMs);
+    if (!finished) {
       const unfinished = [...this.running.values()];
-      this.opts.logger.warn({ jobs: unfinished.map((r) => r.job.id) }, 'shutdown grace over: handing unfinished jobs back to their queues');
-      await Promise.all(
-        unfinished.map(async ({ job, token, abort }) => {
-          try {
-            if (token) await job.moveToWait(token);
-          } catch (err) {
-            // The lock is gone (the job just finished, or stalled): BullMQ's
-            // stalled check hands it back instead. Nothing is lost either way.
-            this.opts.logger.warn({ err, job_id: job.id }, 'could not hand job back');
-          }
-          abort(new WorkerShutdown());
-        }),
-      );
-      await Promise.all(this.workers.map((w) => w.close(true)));
+      this.opts.logger.warn({ jobs: unfinished.map((r) => r.job.id) }, 'shutdown grace over: stopping unfinished jobs; each goes back to its queue once its handler has stopped');
+      for (const { abort } of unfinished) abort(new WorkerShutdown());
+      // Isolated handlers are terminated at once; inline ones get this long to honour their signal.
+      if (!(await within(opts.stopWaitMs ?? this.opts.cancelGraceMs ?? 5_000))) {
+        this.opts.logger.error(
+          { jobs: [...this.running.values()].map((r) => r.job.id) },
+          'handlers still running after the shutdown grace ignore their signal: their jobs stay locked, not handed back, until the handlers return or this process exits (then they are recovered as after a crash)',
+        );
+        void closing.then(() => this.release(unregistered)).catch((err: unknown) => this.opts.logger.warn({ err }, 'worker close failed'));
+        return;
+      }
     }
+    await this.release(unregistered);
+  }
+
+  private async release(unregistered: Promise<void> | undefined): Promise<void> {
     await this.pool?.close();
     await this.cancels.close();
     await unregistered;
