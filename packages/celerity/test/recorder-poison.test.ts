@@ -98,7 +98,7 @@ describe.each(stores)('recorder and rows a store refuses (%s store)', (kind) => 
     await waitFor(async () => (await pending(app)) === 0);
     expect(app.recorderStats.minimalRows).toBeGreaterThanOrEqual(1);
     expect(app.recorderStats.isolatedBatches).toBeGreaterThanOrEqual(1);
-    expect(await appMetrics(app).render()).toMatch(/celerity_recorder_unrecordable_rows_total\{form="minimal"\} [1-9]/);
+    expect(await appMetrics(app).render()).toMatch(/celerity_recorder_unrecordable_rows_total\{kind="minimal"\} [1-9]/);
   });
 
   it('readiness and metrics report a history that lags behind', async () => {

@@ -104,28 +104,28 @@ export class Metrics {
         for (const [queue, ms] of lags) lag.set({ queue }, ms / 1000);
       },
     });
-    const failedBatches: Counter<'outcome'> = new Counter({
+    const failedBatches: Counter<'status'> = new Counter({
       name: 'celerity_recorder_failed_batches_total',
-      help: 'Recorder batches whose SQL write failed: outcome "retried" (left pending, retried whole: the store was unavailable) or "isolated" (refused by the store, split until the rows at fault were alone).',
-      labelNames: ['outcome'] as const,
+      help: 'Recorder batches whose SQL write failed, by status: "retried" (left pending, retried whole: the store was unavailable) or "isolated" (refused by the store, split until the rows at fault were alone).',
+      labelNames: ['status'] as const,
       registers,
       collect: () => {
         const stats = this.app.recorderStats;
         failedBatches.reset();
-        failedBatches.inc({ outcome: 'retried' }, stats.failedBatches);
-        failedBatches.inc({ outcome: 'isolated' }, stats.isolatedBatches);
+        failedBatches.inc({ status: 'retried' }, stats.failedBatches);
+        failedBatches.inc({ status: 'isolated' }, stats.isolatedBatches);
       },
     });
-    const unrecordable: Counter<'form'> = new Counter({
+    const unrecordable: Counter<'kind'> = new Counter({
       name: 'celerity_recorder_unrecordable_rows_total',
-      help: 'Job rows the SQL store refused: form "minimal" (recorded with id, status and times only, error type UnrecordableRow) or "dropped" (not recorded at all).',
-      labelNames: ['form'] as const,
+      help: 'Job rows the SQL store refused, by kind: "minimal" (recorded with id, status and times only, error type UnrecordableRow) or "dropped" (not recorded at all).',
+      labelNames: ['kind'] as const,
       registers,
       collect: () => {
         const stats = this.app.recorderStats;
         unrecordable.reset();
-        unrecordable.inc({ form: 'minimal' }, stats.minimalRows);
-        unrecordable.inc({ form: 'dropped' }, stats.droppedRows);
+        unrecordable.inc({ kind: 'minimal' }, stats.minimalRows);
+        unrecordable.inc({ kind: 'dropped' }, stats.droppedRows);
       },
     });
 

@@ -137,10 +137,11 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
 }
 
 /**
- * A job moved forward on the happy path (started, completed) from its events
- * alone, without reading its hash. Applied only if the row is exactly where
- * the events say it was (`expect*`) and older; otherwise the recorder falls
- * back to a full write from the hash.
+ * A job moved forward on the happy path (started, completed) from its events,
+ * without reading its whole hash. Built by the recorder only for a job whose
+ * attempts started (`ats`) is 1, so that the events are its whole story;
+ * applied only if the row is exactly where the events say it was (`expect*`)
+ * and older; otherwise the recorder falls back to a full write from the hash.
  */
 export interface HappyUpdate {
   id: string;

@@ -67,8 +67,8 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
       if (redis === 'up' && store === 'up' && history.state === 'up') return { status: 'ready' as const, redis, store };
       const down = [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])];
       // A dependency down is the cause to fix first; a history lagging behind is reported when both answer.
-      const message = down.length > 0 ? notReadyMessage(down) : laggingMessage(history, app.config.recorderMaxLag);
-      return reply.status(503).send(body('not_ready', message, { redis, store, history: history.state, history_lag_ms: history.lagMs }));
+      if (down.length > 0) return reply.status(503).send(body('not_ready', notReadyMessage(down), { redis, store }));
+      return reply.status(503).send(body('not_ready', laggingMessage(history, app.config.recorderMaxLag), { redis, store, history: history.state, history_lag_ms: history.lagMs }));
     },
   );
 
