@@ -10,7 +10,7 @@ import { InvalidOptionsError, JobFinishedError, JobNotFoundError, TaskDefinition
 import { TERMINAL_STATUSES, type JobRecord } from './job-record.ts';
 import { createLogger } from './logger.ts';
 import { createRedis } from './broker/connection.ts';
-import { Recorder } from './store/recorder.ts';
+import { newRecorderStats, Recorder, type RecorderStats } from './store/recorder.ts';
 import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
 import { parseInput, type Task, type TaskInput, type TaskResult } from './task.ts';
 import { Worker } from './worker/worker.ts';
@@ -120,6 +120,8 @@ export class App {
   readonly schedules: readonly ResolvedSchedule[];
   /** Built-in tasks (maintenance): run by workers, not listed with the app's tasks. */
   readonly builtinTasks: ReadonlyMap<string, Task>;
+  /** What went wrong while recording, summed over this app's recorders (its metrics export them). */
+  readonly recorderStats: RecorderStats = newRecorderStats();
   private readonly dbSchema: string | undefined;
   private configSource: CelerityConfig | RawConfig | undefined;
   private configInstance: CelerityConfig | undefined;
@@ -422,6 +424,7 @@ export class App {
       logger: this.logger,
       batchSize: this.config.recorderBatch,
       claimIdleMs: this.config.recorderClaimIdle,
+      stats: this.recorderStats,
     });
     await recorder.start();
     const stop = recorder.stop.bind(recorder);

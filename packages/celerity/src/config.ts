@@ -84,6 +84,12 @@ export const OPTIONS = {
     default: '30000',
   },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
+  recorderMaxLag: {
+    env: 'CELERITY_RECORDER_MAX_LAG',
+    flag: '--recorder-max-lag',
+    doc: "Ms the SQL history may trail the event streams (the age of the oldest event no recorder has written) before the API's `/readyz` answers 503. 0 turns the check off.",
+    default: '60000',
+  },
   uploadDir: {
     env: 'CELERITY_UPLOAD_DIR',
     flag: '--upload-dir',
@@ -157,6 +163,7 @@ const schema = z.object({
   eventsMaxLen: positiveInt.min(1000),
   recorderBatch: positiveInt.max(50_000),
   recorderClaimIdle: positiveInt.min(1000),
+  recorderMaxLag: z.coerce.number().int().min(0),
   uploadDir: z.string().min(1),
   uploadMaxBytes: positiveInt,
   uploadTtl: positiveInt,

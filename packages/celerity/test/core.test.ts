@@ -294,8 +294,8 @@ describe.each(stores)('core (%s store)', (kind) => {
     const good = await app.enqueue(t.add, { a: 1, b: 2 });
     await bad.wait();
     const record = await sqlRecord(app, bad.id, 'failed');
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: the NUL byte in the error message is what this test is about (SQLite keeps it)
-    expect(record.error!.message).toMatch(kind === 'postgres' ? /^binary \uFFFD inside$/ : /^binary \u0000 inside$/);
+    // Both stores: the serializer replaces it (SQLite would keep it, but its SQL functions stop at it).
+    expect(record.error!.message).toBe('binary \uFFFD inside');
     await sqlRecord(app, good.id, 'completed');
   });
 

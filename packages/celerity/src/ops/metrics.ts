@@ -2,7 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { App } from '../app.ts';
 import type { JobEventInfo, LifecycleEvent } from '../worker/lifecycle.ts';
 import type { Worker } from '../worker/worker.ts';
-import { withTimeout } from './readiness.ts';
+import { measureHistoryLag, withTimeout } from './readiness.ts';
 
 /** The `status` label of `celerity_jobs_total` and `celerity_job_duration_seconds`: how an attempt ended. */
 export type AttemptStatus = 'completed' | 'failed' | 'retrying' | 'cancelled';
@@ -89,6 +89,44 @@ export class Metrics {
       labelNames: ['queue', 'state'] as const,
       registers,
       collect: (): Promise<void> => this.readQueueDepth(depth),
+    });
+
+    // The recorder: how far the SQL history trails the queues, and what it
+    // could not write. The counters mirror app.recorderStats (monotonic,
+    // summed over the app's recorders) at scrape time.
+    const lag: Gauge<'queue'> = new Gauge({
+      name: 'celerity_recorder_lag_seconds',
+      help: 'Age of the oldest event of each queue that no recorder has written to SQL yet (0: the history is up to date), read from Redis at scrape time.',
+      labelNames: ['queue'] as const,
+      registers,
+      collect: async (): Promise<void> => {
+        const lags = await measureHistoryLag(this.app, QUEUE_DEPTH_TIMEOUT_MS);
+        for (const [queue, ms] of lags) lag.set({ queue }, ms / 1000);
+      },
+    });
+    const failedBatches: Counter<'status'> = new Counter({
+      name: 'celerity_recorder_failed_batches_total',
+      help: 'Recorder batches whose SQL write failed, by status: "retried" (left pending, retried whole: the store was unavailable) or "isolated" (refused by the store, split until the rows at fault were alone).',
+      labelNames: ['status'] as const,
+      registers,
+      collect: () => {
+        const stats = this.app.recorderStats;
+        failedBatches.reset();
+        failedBatches.inc({ status: 'retried' }, stats.failedBatches);
+        failedBatches.inc({ status: 'isolated' }, stats.isolatedBatches);
+      },
+    });
+    const unrecordable: Counter<'kind'> = new Counter({
+      name: 'celerity_recorder_unrecordable_rows_total',
+      help: 'Job rows the SQL store refused, by kind: "minimal" (recorded with id, status and times only, error type UnrecordableRow) or "dropped" (not recorded at all).',
+      labelNames: ['kind'] as const,
+      registers,
+      collect: () => {
+        const stats = this.app.recorderStats;
+        unrecordable.reset();
+        unrecordable.inc({ kind: 'minimal' }, stats.minimalRows);
+        unrecordable.inc({ kind: 'dropped' }, stats.droppedRows);
+      },
     });
 
     app.on('job:started', (info) => {

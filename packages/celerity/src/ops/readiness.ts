@@ -1,4 +1,5 @@
 import type { App } from '../app.ts';
+import { historyLagMs } from '../store/history-lag.ts';
 
 /** `up` or `down`, as `/healthz` and `/readyz` report a dependency. */
 export type DependencyState = 'up' | 'down';
@@ -58,4 +59,47 @@ export async function probeStore(app: App, timeoutMs = PROBE_TIMEOUT_MS): Promis
 /** The 503 message naming what is down, e.g. `redis is down` or `redis and store are down`. */
 export function notReadyMessage(down: string[]): string {
   return down.length === 1 ? `${down[0]} is down` : `${down.slice(0, -1).join(', ')} and ${down.at(-1)} are down`;
+}
+
+/**
+ * How far the SQL history trails each of the app's queues (ms; see
+ * {@link historyLagMs}), read from Redis. Queues without a recorders' group
+ * (no recorder ever ran) and queues that did not answer in time are left out:
+ * Redis being down is {@link probeRedis}'s to report.
+ */
+export async function measureHistoryLag(app: App, timeoutMs = PROBE_TIMEOUT_MS): Promise<Map<string, number>> {
+  const queues = new Set([...app.queueNames(), ...(app.config.queues ?? [])]);
+  const broker = app.broker;
+  const lags = new Map<string, number>();
+  await Promise.all(
+    [...queues].map(async (queue) => {
+      try {
+        const lag = await withTimeout(historyLagMs(broker.redis, broker.eventsKey(queue)), timeoutMs, 'Redis');
+        if (lag !== null) lags.set(queue, lag);
+      } catch {
+        // Unknown for now; see above.
+      }
+    }),
+  );
+  return lags;
+}
+
+/** The history's readiness: `lagging` once it trails by more than `CELERITY_RECORDER_MAX_LAG` (0: never). */
+export interface HistoryProbe {
+  state: 'up' | 'lagging';
+  /** The largest lag over the app's queues, in ms; null when unknown or not checked. */
+  lagMs: number | null;
+}
+
+export async function probeHistory(app: App, timeoutMs = PROBE_TIMEOUT_MS): Promise<HistoryProbe> {
+  const maxLag = app.config.recorderMaxLag;
+  if (maxLag === 0) return { state: 'up', lagMs: null };
+  const lags = [...(await measureHistoryLag(app, timeoutMs)).values()];
+  const lagMs = lags.length > 0 ? Math.max(...lags) : null;
+  return { state: lagMs !== null && lagMs > maxLag ? 'lagging' : 'up', lagMs };
+}
+
+/** The 503 message of a lagging history. */
+export function laggingMessage(probe: HistoryProbe, maxLagMs: number): string {
+  return `the job history trails the queues by ${Math.round((probe.lagMs ?? 0) / 1000)} s (more than CELERITY_RECORDER_MAX_LAG, ${maxLagMs} ms): a recorder is stuck, or none runs`;
 }

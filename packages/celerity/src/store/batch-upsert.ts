@@ -1,6 +1,7 @@
 import type { SqliteDatabase, SqliteStatement } from './sqlite-driver.ts';
 import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import { pgJson } from './pg-json.ts';
+import { storableRow, storableText } from './storable.ts';
 import type { Database, JobsTable } from './db.ts';
 
 /**
@@ -10,7 +11,9 @@ import type { Database, JobsTable } from './db.ts';
  *
  * A row is inserted, or updated only when it is newer (`event_seq`) than the
  * stored one: replays and overlapping batches never move a job backwards.
- * Progress-only rows refresh just the progress snapshot.
+ * Progress-only rows refresh just the progress snapshot of a row that
+ * exists: they never insert one (a row made from a progress event would say
+ * `queued` for a job that runs) and never touch its status.
  */
 
 const COLUMNS = [
@@ -42,7 +45,8 @@ const FULL_UPDATE = `status = excluded.status, attempts = excluded.attempts, max
   updated_at = excluded.updated_at, event_seq = excluded.event_seq
   WHERE excluded.event_seq > jobs.event_seq`;
 
-const PROGRESS_UPDATE = `progress = excluded.progress, updated_at = excluded.updated_at`;
+/** Columns bound as raw text (the JSON columns hold JSON.stringify output, always storable). */
+const TEXT_COLUMNS = ['id', 'task', 'queue', 'tenant', 'status', 'error_type', 'error_message', 'error_stack', 'event_seq'] as const satisfies readonly (keyof JobsTable)[];
 
 /** Several states of one job in one statement would conflict with each other: keep the newest. */
 function newestPerId(rows: JobsTable[]): JobsTable[] {
@@ -64,10 +68,13 @@ export class SqliteBatchUpsert {
   constructor(db: SqliteDatabase) {
     const insert = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO UPDATE SET `;
     this.full = db.prepare(insert + FULL_UPDATE);
-    this.progress = db.prepare(insert + PROGRESS_UPDATE);
+    this.progress = db.prepare('UPDATE jobs SET progress = COALESCE(?, progress), updated_at = ? WHERE id = ?');
     this.run = db.transaction((rows: JobsTable[], progressRows: JobsTable[]) => {
-      for (const row of rows) this.full.run(COLUMNS.map((c) => row[c]));
-      for (const row of progressRows) this.progress.run(COLUMNS.map((c) => row[c]));
+      for (const row of rows) {
+        const r = storableRow(row, TEXT_COLUMNS);
+        this.full.run(COLUMNS.map((c) => r[c]));
+      }
+      for (const row of progressRows) this.progress.run(row.progress, row.updated_at, storableText(row.id));
     });
   }
 
@@ -100,6 +107,9 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
 
 const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
 
+const PROGRESS_PG = `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.progress), updated_at = v.updated_at
+  FROM json_to_recordset($1::json) AS v(id text, progress text, updated_at bigint) WHERE j.id = v.id`;
+
 /**
  * PostgreSQL: one `INSERT … SELECT FROM json_to_recordset($1)` per kind of
  * row, the whole batch as one JSON parameter. JSON.stringify is native; pg's
@@ -107,15 +117,16 @@ const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} $
  * the recorder shares with the API or the worker, for every value.
  */
 export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
-  const statement = (batch: JobsTable[], onConflict: string) =>
-    CompiledQuery.raw(`INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${onConflict}`, [pgJson(batch)]);
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
+  const upsert =
+    full.length > 0 ? CompiledQuery.raw(`INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`, [pgJson(full)]) : null;
+  const refresh = progress.length > 0 ? CompiledQuery.raw(PROGRESS_PG, [pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))]) : null;
   for (let attempt = 1; ; attempt++) {
     try {
       await db.transaction().execute(async (trx: Transaction<Database>) => {
-        if (full.length > 0) await trx.executeQuery(statement(full, FULL_UPDATE));
-        if (progress.length > 0) await trx.executeQuery(statement(progress, PROGRESS_UPDATE));
+        if (upsert) await trx.executeQuery(upsert);
+        if (refresh) await trx.executeQuery(refresh);
       });
       return;
     } catch (err) {
@@ -126,10 +137,11 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
 }
 
 /**
- * A job moved forward on the happy path (started, completed) from its events
- * alone, without reading its hash. Applied only if the row is exactly where
- * the events say it was (`expect*`) and older; otherwise the recorder falls
- * back to a full write from the hash.
+ * A job moved forward on the happy path (started, completed) from its events,
+ * without reading its whole hash. Built by the recorder only for a job whose
+ * attempts started (`ats`) is 1, so that the events are its whole story;
+ * applied only if the row is exactly where the events say it was (`expect*`)
+ * and older; otherwise the recorder falls back to a full write from the hash.
  */
 export interface HappyUpdate {
   id: string;
@@ -157,7 +169,7 @@ export function sqliteHappyUpdates(db: SqliteDatabase): (updates: HappyUpdate[])
   return db.transaction((updates: HappyUpdate[]) => {
     const moved = new Set<string>();
     for (const u of updates) {
-      const { changes } = statement.run(u.status, u.startedAt, u.finishedAt, u.result, u.progress, u.updatedAt, u.seq, u.id, u.seq, u.expectStatus, u.expectAttempts);
+      const { changes } = statement.run(u.status, u.startedAt, u.finishedAt, u.result, u.progress, u.updatedAt, u.seq, storableText(u.id), u.seq, u.expectStatus, u.expectAttempts);
       if (changes === 1) moved.add(u.id);
     }
     return moved;

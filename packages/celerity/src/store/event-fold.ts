@@ -21,6 +21,8 @@ export interface JobFold {
   /** `returnvalue` carried by a `completed` event, for jobs Redis has already dropped. */
   returnvalue?: string;
   failedReason?: string;
+  /** `attemptsMade` of a `retries-exhausted` event (it follows a final `failed`), for jobs Redis has already dropped. */
+  attemptsMade?: number;
   /**
    * True when the batch shows only the happy path after enqueue: at most one
    * `active`, at most one `completed`, and progress. Such a job's row can be
@@ -72,6 +74,14 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
   const folds = new Map<string, JobFold>();
   for (const e of events) {
     if (!e.jobId) continue;
+    if (e.event === 'retries-exhausted') {
+      // Says nothing the job hash does not, but outlives it: kept for a job
+      // whose hash is gone before the recorder reads it.
+      const fold = folds.get(e.jobId);
+      const made = Number(e.fields.attemptsMade);
+      if (fold && Number.isSafeInteger(made) && made > 0) fold.attemptsMade = made;
+      continue;
+    }
     const mapped = STATUS_OF[e.event];
     if (!mapped && e.event !== 'progress') continue;
     let fold = folds.get(e.jobId);

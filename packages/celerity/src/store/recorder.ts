@@ -2,11 +2,13 @@ import { hostname } from 'node:os';
 import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
+import { attemptHistory, recordFromJob, statusFromState, type AttemptRecord, type JobRecord } from '../job-record.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import type { JobStore, RecordedState } from './job-store.ts';
 import type { HappyUpdate } from './batch-upsert.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
+import { writeIsolating, type IsolationOutcome } from './isolate.ts';
+import { classifyWriteError } from './write-errors.ts';
 
 /**
  * The recorder keeps the SQL history in step with Redis without putting SQL
@@ -50,7 +52,35 @@ export interface RecorderOptions {
   maintenanceMs?: number;
   /** Pause after a short batch, so that the next one gathers more events per job. */
   lingerMs?: number;
+  /** Counters shared by the app's recorders, for its metrics; a private one by default. */
+  stats?: RecorderStats;
 }
+
+/**
+ * What went wrong while recording, counted since the process started (the
+ * app's metrics export them). Monotonic, shared by an app's recorders.
+ */
+export interface RecorderStats {
+  /** Batches that could not be written and were left pending, to be retried whole. */
+  failedBatches: number;
+  /** Batches the store refused, split until the rows at fault were alone. */
+  isolatedBatches: number;
+  /** Rows the store refused, written in minimal form (`UnrecordableRow`). */
+  minimalRows: number;
+  /** Rows refused even in minimal form, or refused progress snapshots: not recorded. */
+  droppedRows: number;
+}
+
+export function newRecorderStats(): RecorderStats {
+  return { failedBatches: 0, isolatedBatches: 0, minimalRows: 0, droppedRows: 0 };
+}
+
+/**
+ * A batch that failed this many times in a row for a reason the recorder
+ * cannot classify is split to find the rows at fault (a known data error is
+ * split at once; an unavailable store is never a reason to split).
+ */
+const SPLIT_UNKNOWN_AFTER = 2;
 
 export const RECORDER_GROUP = 'celerity-recorder';
 
@@ -65,11 +95,15 @@ export class Recorder {
   private replayOwn = true;
   /** Entries written so far; tests and benchmarks use it to know the history caught up. */
   recorded = 0;
+  /** Failures in a row of the batch in hand (reset by a batch that goes through). */
+  private consecutiveFailures = 0;
+  readonly stats: RecorderStats;
 
   private readonly opts: RecorderOptions;
 
   constructor(opts: RecorderOptions) {
     this.opts = opts;
+    this.stats = opts.stats ?? newRecorderStats();
     this.queueByKey = new Map(opts.queues.map((q) => [q.keys.events!, q]));
     this.keys = [...this.queueByKey.keys()];
   }
@@ -167,9 +201,13 @@ export class Recorder {
           if (read < this.opts.batchSize && this.running) await sleep(this.opts.lingerMs ?? 50);
         }
       } catch (err) {
-        // Redis or SQL is away. Nothing was acknowledged, so nothing is lost:
-        // the entries stay pending and are written once both are back.
+        // Redis or SQL is away (or SQL refused the batch for a reason not yet
+        // known to be the data's: see writeIsolating). Nothing was
+        // acknowledged, so nothing is lost: the entries stay pending and are
+        // written once both are back.
         logger.warn({ err }, 'recorder: batch not recorded, will retry');
+        this.stats.failedBatches += 1;
+        this.consecutiveFailures += 1;
         this.replayOwn = true;
         // The group may be gone with the stream (a flushed Redis); recreate it.
         if (String((err as Error).message).includes('NOGROUP')) groupsReady = false;
@@ -184,6 +222,7 @@ export class Recorder {
       // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
       const events = entries.filter(([, raw]) => raw !== null).map(([id, raw]) => parseEntry(id, raw!));
       await this.apply(queue, events);
+      this.consecutiveFailures = 0;
       if (entries.length > 0) {
         await this.opts.redis.xack(key, RECORDER_GROUP, ...entries.map(([id]) => id));
         this.recorded += entries.length;
@@ -191,16 +230,20 @@ export class Recorder {
     }
   }
 
-  /** Writes one queue's batch to SQL. Throws if anything could not be written. */
+  /**
+   * Writes one queue's batch to SQL. Throws if it could not be written and
+   * must be retried; rows the store refuses do not make it throw (see
+   * {@link writeIsolating}).
+   */
   private async apply(queue: Queue, events: StreamEvent[]): Promise<void> {
     let folds = [...foldEvents(events).values()];
     if (folds.length === 0) return;
-    // The happy path (started, completed) is written from the events alone;
-    // only jobs whose row was not where the events expect need their hash.
+    // The happy path (started, completed) is written from the events and a
+    // few small fields of the hash; only jobs whose row or attempt count is
+    // not where the events expect need their whole hash.
     const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined));
     if (happy.length > 0) {
-      const now = Date.now();
-      const moved = await this.opts.store.advance(happy.map((f) => happyUpdate(f, now)));
+      const moved = await this.advance(queue, happy);
       if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
       if (folds.length === 0) return;
     }
@@ -208,15 +251,24 @@ export class Recorder {
     const states: RecordedState[] = [];
     const progressOnly: RecordedState[] = [];
     // Jobs gone from Redis: a job cancelled while queued left its final record
-    // in its cancel marker; any other (retention ran out before we got here)
-    // keeps the row recorded before.
+    // in its cancel marker; a job that ended and whose hash went (retention
+    // ran out before we got here) is finished from its event; any other keeps
+    // the row recorded before.
     const gone = folds.filter((_, i) => !jobs[i]);
     if (gone.length > 0) {
       const markers = await this.opts.redis.mget(...gone.map((f) => keys.cancel(this.opts.prefix, f.jobId)));
+      const unmarked: JobFold[] = [];
       markers.forEach((marker, i) => {
         const record = marker ? (JSON.parse(marker) as CancelMarker).record : undefined;
         if (record) states.push({ record, eventSeq: gone[i]!.seq });
+        else unmarked.push(gone[i]!);
       });
+      for (const fold of unmarked) {
+        if (fold.status !== 'failed' && fold.status !== 'completed') continue;
+        const row = await this.opts.store.get(fold.jobId);
+        const record = row ? finishFromEvent(row, fold) : null;
+        if (record) states.push({ record, eventSeq: fold.seq });
+      }
     }
     const withLogs: RecordedState[] = [];
     for (let i = 0; i < folds.length; i++) {
@@ -233,7 +285,62 @@ export class Recorder {
     }
     const logs = await Promise.all(withLogs.map((s) => queue.getJobLogs(s.record.id)));
     withLogs.forEach((s, i) => (s.record.attemptHistory = attemptHistory(s.record, logs[i]!.logs)));
-    await this.opts.store.write(states, progressOnly);
+    await this.write(states, progressOnly);
+  }
+
+  /**
+   * Moves happy-path jobs forward from their events; returns the ids moved.
+   *
+   * Why the attempt count is read: the `event_seq` guard only orders writes,
+   * it does not make a write complete. With several recorders, one may hold
+   * a job's first attempt (active, failed, retry) while another holds the
+   * second attempt's `active` and `completed`. Those events alone look like
+   * a first attempt, and the row (still queued, or started by the first
+   * attempt) is where a first attempt would find it: applied, the update
+   * would record one attempt and no history at the newest position, and the
+   * full write of the first attempt would then be refused as older. So the
+   * update only applies when the job's own counter says it is the first and
+   * only attempt (`ats` = 1, which BullMQ increments on every start and
+   * never decrements): then the events in hand are the whole story since the
+   * row's state. Anything else gets a full write from the hash. Times come
+   * from the hash too, so the row equals what the API reads from Redis.
+   */
+  private async advance(queue: Queue, happy: JobFold[]): Promise<Set<string>> {
+    const facts = await readAttemptFacts(queue, happy);
+    const now = Date.now();
+    const updates: HappyUpdate[] = [];
+    happy.forEach((f, i) => {
+      const fact = facts[i];
+      if (fact && fact.started === 1) updates.push(happyUpdate(f, fact, now));
+    });
+    if (updates.length === 0) return new Set();
+    try {
+      return await this.opts.store.advance(updates);
+    } catch (err) {
+      // A refused update is retried as a full write, which isolates the row at fault.
+      if (classifyWriteError(err) === 'unavailable') throw err;
+      this.opts.logger.warn({ err }, 'recorder: happy-path update refused; writing those jobs in full');
+      return new Set();
+    }
+  }
+
+  /** Writes a batch's rows; a row the store refuses is isolated instead of holding the history up. */
+  private async write(states: RecordedState[], progressOnly: RecordedState[] = []): Promise<void> {
+    // A batch already known to fail for an unclassified reason is split: better
+    // one job recorded in minimal form than no history for every later job.
+    const splitUnknown = this.consecutiveFailures >= SPLIT_UNKNOWN_AFTER;
+    const outcome = await writeIsolating(this.opts.store, states, progressOnly, { splitUnknown });
+    this.count(outcome);
+  }
+
+  private count(outcome: IsolationOutcome): void {
+    if (!outcome.isolated) return;
+    this.stats.isolatedBatches += 1;
+    this.stats.minimalRows += outcome.minimal.length;
+    this.stats.droppedRows += outcome.dropped.length;
+    const ids = (list: RecordedState[]) => list.map((s) => s.record.id);
+    if (outcome.minimal.length > 0) this.opts.logger.error({ jobIds: ids(outcome.minimal) }, 'recorder: the job store refused these rows; recorded in minimal form (UnrecordableRow)');
+    if (outcome.dropped.length > 0) this.opts.logger.error({ jobIds: ids(outcome.dropped) }, 'recorder: the job store refused these rows even in minimal form; not recorded');
   }
 
   /** Takes over entries left pending by a recorder that died mid-batch. */
@@ -312,14 +419,14 @@ export class Recorder {
         const jobs = await queue.getJobs([type], start, start + 499, true);
         if (jobs.length === 0) break;
         const states = jobs.filter((j): j is Job => Boolean(j)).map((job) => ({ record: recordFromJob(job, queue.name, statusFromState(type, job.attemptsMade)!), eventSeq: seq }));
-        await this.opts.store.write(states);
+        await this.write(states);
         if (jobs.length < 500) break;
       }
     }
   }
 }
 
-function happyUpdate(f: JobFold, now: number): HappyUpdate {
+function happyUpdate(f: JobFold, fact: AttemptFacts, now: number): HappyUpdate {
   const started = f.activeAt !== undefined;
   const completed = f.completedAt !== undefined;
   return {
@@ -329,12 +436,72 @@ function happyUpdate(f: JobFold, now: number): HappyUpdate {
     // A first start finds the row queued; a completion alone finds it started.
     expectStatus: started ? 'queued' : 'started',
     expectAttempts: started ? 0 : 1,
-    startedAt: f.activeAt ?? null,
-    finishedAt: f.completedAt ?? null,
+    startedAt: started ? (fact.processedOn ?? f.activeAt!) : null,
+    finishedAt: completed ? (fact.finishedOn ?? f.completedAt!) : null,
     result: completed ? (f.returnvalue ?? 'null') : null,
     progress: f.progressData ?? null,
     updatedAt: now,
   };
+}
+
+/** The few fields of a job hash the happy path needs; null when the hash is gone. */
+interface AttemptFacts {
+  /** Attempts started (`ats`): 1 means the events in hand are of the first and only attempt. */
+  started: number;
+  processedOn: number | undefined;
+  finishedOn: number | undefined;
+}
+
+async function readAttemptFacts(queue: Queue, folds: readonly JobFold[]): Promise<(AttemptFacts | null)[]> {
+  const client = await queue.getBackend().client;
+  const facts: (AttemptFacts | null)[] = [];
+  for (let i = 0; i < folds.length; i += READ_CHUNK) {
+    const replies = await Promise.all(folds.slice(i, i + READ_CHUNK).map((f) => client.hmget(queue.toKey(f.jobId), 'ats', 'processedOn', 'finishedOn')));
+    for (const [ats, processedOn, finishedOn] of replies) {
+      facts.push(ats == null ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn) });
+    }
+  }
+  return facts;
+}
+
+function optionalNumber(value: string | null | undefined): number | undefined {
+  const n = value == null ? Number.NaN : Number(value);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/**
+ * The final record of a job that ended (its `completed` or `failed` event in
+ * hand) but whose hash Redis dropped before the recorder read it, built from
+ * its recorded row and the event: otherwise it would read `started` for ever.
+ * The failure's message comes from the event; its type and stack only if the
+ * row already had that same error.
+ */
+function finishFromEvent(row: JobRecord, fold: JobFold): JobRecord | null {
+  const finishedAt = Number(fold.seq.slice(0, fold.seq.indexOf('-')));
+  const attempts = Math.max(fold.attemptsMade ?? 0, row.attempts, 1);
+  let error: JobRecord['error'] = null;
+  let result: unknown = null;
+  if (fold.status === 'failed') {
+    const message = fold.failedReason ?? row.error?.message ?? 'failed';
+    error = row.error?.message === message ? row.error : { type: 'Error', message, stack: null };
+  } else {
+    try {
+      result = fold.returnvalue === undefined ? null : JSON.parse(fold.returnvalue);
+    } catch {
+      result = fold.returnvalue;
+    }
+  }
+  const history: AttemptRecord[] = [...(row.attemptHistory ?? [])].slice(0, attempts);
+  while (history.length < attempts) history.push({ attempt: history.length + 1, status: 'interrupted', startedAt: null, finishedAt: null, error: null });
+  const last = history[attempts - 1]!;
+  history[attempts - 1] = {
+    attempt: attempts,
+    status: fold.status === 'failed' ? 'failed' : 'completed',
+    startedAt: last.startedAt ?? (attempts === row.attempts ? row.startedAt : null),
+    finishedAt,
+    error: error ? { type: error.type, message: error.message } : null,
+  };
+  return { ...row, status: fold.status as 'failed' | 'completed', attempts, result, error, finishedAt, attemptHistory: history };
 }
 
 /**

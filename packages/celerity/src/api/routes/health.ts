@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import { appMetrics } from '../../ops/metrics.ts';
-import { notReadyMessage, probeRedis, probeStore } from '../../ops/readiness.ts';
+import { laggingMessage, notReadyMessage, probeHistory, probeRedis, probeStore } from '../../ops/readiness.ts';
 import { body } from '../errors.ts';
 
 const dependencyStates = {
@@ -15,6 +15,8 @@ const dependencyStates = {
  * fails it (restarting the API would not bring Redis back).
  * `/readyz`: Redis and SQL both answer a round trip, else 503 naming which;
  * a readiness probe, which takes the API out of its load balancer meanwhile.
+ * Also 503 while the SQL history trails the queues by more than
+ * `CELERITY_RECORDER_MAX_LAG` (a stuck recorder, or none running).
  * `/metrics`: Prometheus exposition of the app's metrics.
  */
 export async function healthRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
@@ -61,10 +63,12 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
       },
     },
     async (_request, reply) => {
-      const [redis, store] = await Promise.all([probeRedis(app), probeStore(app)]);
-      if (redis === 'up' && store === 'up') return { status: 'ready' as const, redis, store };
+      const [redis, store, history] = await Promise.all([probeRedis(app), probeStore(app), probeHistory(app)]);
+      if (redis === 'up' && store === 'up' && history.state === 'up') return { status: 'ready' as const, redis, store };
       const down = [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])];
-      return reply.status(503).send(body('not_ready', notReadyMessage(down), { redis, store }));
+      // A dependency down is the cause to fix first; a history lagging behind is reported when both answer.
+      if (down.length > 0) return reply.status(503).send(body('not_ready', notReadyMessage(down), { redis, store }));
+      return reply.status(503).send(body('not_ready', laggingMessage(history, app.config.recorderMaxLag), { redis, store, history: history.state, history_lag_ms: history.lagMs }));
     },
   );
 
