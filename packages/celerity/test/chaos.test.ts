@@ -1,17 +1,22 @@
-import { seededRandom } from '../src/seeded-random.ts';
 import { Job } from 'bullmq';
 import { describe, expect, it } from 'vitest';
+import { jobView } from '../src/api/job-view.ts';
 import type { JobRecord } from '../src/job-record.ts';
+import { seededRandom } from '../src/seeded-random.ts';
 import { relChaos, tasks } from './fixtures/reliability-app.ts';
-import { openTestApp, sleep, stores, useCleanup, waitFor, type StoreKind } from './helpers.ts';
-import { spawnWorker, waitForWorkers, type Proc } from './process-helpers.ts';
+import { onCleanup, openTestApp, sleep, stores, type StoreKind, useCleanup, waitFor } from './helpers.ts';
+import { freePort, PrivateRedis, Proc, processEnv, RELIABILITY_APP, spawnWorker, waitForWorkers } from './process-helpers.ts';
 
 /**
- * Chaos: CHAOS_WORKERS worker processes run CHAOS_JOBS flaky jobs while
- * random workers are SIGKILLed (CHAOS_KILLS times, at random moments) and
- * started again. Every job must end in exactly one terminal state, the same
- * in Redis and in the SQL history: jobs that always fail are `failed` after
- * their 31 attempts, every other job `completed`. None is lost or stuck.
+ * Chaos: CHAOS_JOBS flaky jobs are submitted to a `celerity serve` process
+ * over HTTP, and CHAOS_WORKERS worker processes run them, while random
+ * workers are SIGKILLed (CHAOS_KILLS times, at random moments) and started
+ * again, and Redis (a private one, AOF fsynced on every write) is restarted
+ * once in the middle. Every job must end in exactly one terminal state: jobs
+ * that always fail are `failed` after their 31 attempts, every other job
+ * `completed`. None is lost or stuck. And the SQL history equals the API on
+ * every field of every job: the API's answer (read from Redis) and the SQL
+ * row shown through the same view are identical.
  *
  * `npm run chaos` runs a longer version. Knobs (environment):
  *   CHAOS_JOBS (200), CHAOS_WORKERS (3), CHAOS_KILLS (4), CHAOS_CONCURRENCY (5),
@@ -32,8 +37,10 @@ if (!stores.includes(STORE)) throw new Error(`CHAOS_STORE must be one of ${store
 
 const LOCK_MS = 2_000;
 const STALLED_MS = 1_000;
-/** A worker killed mid-batch leaves its recorder's entries pending; another recorder claims them after 30 s idle. */
-const RECORDER_CLAIM_MS = 30_000;
+/** A worker killed mid-batch leaves its recorder's entries pending; another recorder claims them once idle this long. */
+const RECORDER_CLAIM_MS = 3_000;
+/** How long Redis stays down when it is restarted. */
+const REDIS_DOWN_MS = 1_000;
 const ATTEMPTS = relChaos.retries + 1;
 
 function intEnv(name: string, fallback: number): number {
@@ -56,15 +63,28 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
     async () => {
       const random = seededRandom(SEED);
       const startedAt = Date.now();
-      const app = await openTestApp(STORE, tasks);
+      const redis = await PrivateRedis.start();
+      const app = await openTestApp(STORE, tasks, { redisUrl: redis.url, recorderClaimIdle: String(RECORDER_CLAIM_MS) });
       const queue = app.broker.queue(relChaos.queue);
+      const recorderEnv = { CELERITY_RECORDER_CLAIM_IDLE: String(RECORDER_CLAIM_MS) };
+
+      // The API as its own process: it takes the submissions and records too.
+      const port = await freePort();
+      const api = new Proc('api', process.execPath, ['packages/celerity/bin/celerity.js', 'serve', '--app', RELIABILITY_APP], {
+        env: processEnv(app.env, { ...recorderEnv, PORT: String(port), HOST: '127.0.0.1' }),
+      });
+      onCleanup(() => api.kill('SIGKILL'));
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 30_000, 100).catch((err: unknown) => {
+        throw new Error(`the API did not start: ${String(err)}\n${api.output.slice(-3000)}`);
+      });
 
       const workerOpts = {
         concurrency: CONCURRENCY,
         lockDuration: LOCK_MS,
         stalledInterval: STALLED_MS,
         // Crashes must never be what fails a job here: only fail_p does.
-        env: { CELERITY_MAX_STALLED: '1000' },
+        env: { CELERITY_MAX_STALLED: '1000', ...recorderEnv },
       };
       let spawned = 0;
       const spawnSlot = () => spawnWorker(app.env, { ...workerOpts, name: `worker-${++spawned}` });
@@ -79,9 +99,16 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
         return { id, fail_p, ms: 10 + Math.floor(random() * 50) };
       });
       const byJobId = new Map<string, Spec>();
-      for (let i = 0; i < specs.length; i += 100) {
-        const handles = await Promise.all(specs.slice(i, i + 100).map((s) => app.enqueue(relChaos, s)));
-        handles.forEach((h, k) => byJobId.set(h.id, specs[i + k]!));
+      const submit = async (spec: Spec): Promise<string> => {
+        const res = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ task: relChaos.name, input: spec }) });
+        const body = (await res.json()) as { job_id: string };
+        if (res.status !== 202) throw new Error(`submit answered ${res.status}: ${JSON.stringify(body)}`);
+        return body.job_id;
+      };
+      for (let i = 0; i < specs.length; i += 50) {
+        const batch = specs.slice(i, i + 50);
+        const jobIds = await Promise.all(batch.map(submit));
+        jobIds.forEach((id, k) => byJobId.set(id, batch[k]!));
       }
       const ids = [...byJobId.keys()];
       const terminalInRedis = async () => {
@@ -89,9 +116,19 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
         return (c.completed ?? 0) + (c.failed ?? 0);
       };
 
-      // Kill a random worker at random moments, and start a new one in its place.
+      // Kill a random worker at random moments, and start a new one in its place;
+      // once, half-way through the kills, restart Redis instead.
       const kills: { at: number; victim: string }[] = [];
-      while (kills.length < KILLS && (await terminalInRedis()) < N) {
+      let redisRestartAt: number | null = null;
+      const restartRedis = async () => {
+        redisRestartAt = Date.now() - startedAt;
+        await redis.shutdown();
+        await sleep(REDIS_DOWN_MS);
+        await redis.start();
+      };
+      if (KILLS === 0) await restartRedis();
+      while (kills.length < KILLS && (await terminalInRedis().catch(() => 0)) < N) {
+        if (redisRestartAt === null && kills.length >= Math.floor(KILLS / 2)) await restartRedis();
         await sleep(KILL_EVERY_MS * (0.5 + random()));
         // Only a worker up for a while holds jobs worth crashing.
         const warm = slots.map((p, i) => ({ p, i })).filter(({ p }) => Date.now() - startTimes.get(p)! > 2_000);
@@ -107,9 +144,10 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
       const lastKillAt = Date.now();
 
       // Every job ends in Redis (no job stuck waiting, active or delayed).
-      await waitFor(async () => (await terminalInRedis()) === N, 60_000 + N * 100, 200);
+      if (redisRestartAt === null) await restartRedis();
+      await waitFor(async () => (await terminalInRedis().catch(() => 0)) === N, 60_000 + N * 100, 200);
       const redisDoneAt = Date.now();
-      for (const p of slots) expect(p.running, `${p.name} died on its own:\n${p.output.slice(-3000)}`).toBe(true);
+      for (const p of [...slots, api]) expect(p.running, `${p.name} died on its own:\n${p.output.slice(-3000)}`).toBe(true);
 
       // The SQL history catches up: every job, terminal.
       const sqlRows = await waitFor(
@@ -143,6 +181,12 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
         const state = await queue.getJobState(id);
         const live = await app.getJob(id);
         const job = (await Job.fromId(queue, id))!;
+        // SQL equals the API on every field: the API's answer (from Redis), and the SQL row through the same view.
+        const res = await fetch(`${base}/v1/jobs/${id}`);
+        const fromApi = (await res.json()) as Record<string, unknown>;
+        const fromSql = jobView(row) as Record<string, unknown>;
+        const fields = [...new Set([...Object.keys(fromApi), ...Object.keys(fromSql)])];
+        const differing = fields.filter((f) => JSON.stringify(fromApi[f]) !== JSON.stringify(fromSql[f]));
         stalls += job.stalledCounter ?? 0;
         const expected = spec.fail_p === 1 ? 'failed' : 'completed';
         const problems = [
@@ -161,6 +205,8 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
           (row.attemptHistory ?? []).some((a, k) => a.attempt !== k + 1) && `history numbering ${JSON.stringify(row.attemptHistory?.map((a) => a.attempt))}`,
           row.attemptHistory?.at(-1)?.status !== expected && `last attempt ${JSON.stringify(row.attemptHistory?.at(-1))}`,
           expected === 'failed' && (row.attemptHistory ?? []).filter((a) => a.status === 'failed').length < ATTEMPTS && `fewer than ${ATTEMPTS} failed attempts in the history`,
+          res.status !== 200 && `GET /v1/jobs/${id} answered ${res.status}`,
+          ...differing.map((f) => `${f}: api ${JSON.stringify(fromApi[f])} vs sql ${JSON.stringify(fromSql[f])}`),
         ].filter(Boolean);
         if (problems.length > 0) mismatches.push(`${id} ${JSON.stringify(spec)}: ${problems.join('; ')}`);
       }
@@ -172,11 +218,11 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
         expect(stalls).toBeGreaterThan(0);
       }
       console.log(
-        `chaos seed=${SEED} store=${STORE} jobs=${N} (failed ${failedIds.length}) workers=${WORKERS} kills=${kills.length} ` +
+        `chaos seed=${SEED} store=${STORE} jobs=${N} (failed ${failedIds.length}) workers=${WORKERS} kills=${kills.length} redis restart at ${redisRestartAt} ms ` +
           `[${kills.map((k) => `${k.victim}@${k.at}ms`).join(' ')}] stalled re-runs=${stalls} ` +
           `redis done ${redisDoneAt - startedAt} ms, sql +${sqlDoneAt - redisDoneAt} ms (last kill at ${lastKillAt - startedAt} ms)`,
       );
     },
-    60_000 + N * 150 + KILLS * 5_000 + RECORDER_CLAIM_MS,
+    90_000 + N * 150 + KILLS * 5_000 + RECORDER_CLAIM_MS,
   );
 });
