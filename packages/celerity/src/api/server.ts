@@ -2,6 +2,8 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { App } from '../app.ts';
 import { traceIdOf } from '../ids.ts';
+import { MAX_PARAM_LENGTH } from '../limits.ts';
+import { clientErrorHandler, frameworkErrorHandler } from './errors.ts';
 import { celerityApi } from './plugin.ts';
 
 export interface ServerOptions {
@@ -26,6 +28,11 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
     requestIdHeader: false,
     logController: new LogController({ requestIdLogLabel: 'trace_id' }),
     genReqId: (req) => traceIdOf(req.headers['x-request-id']),
+    // Every valid job id and task name fits a path segment (see limits.ts).
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Errors raised before any route runs answer in the API's error shape too.
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
   }) as unknown as FastifyInstance;
 
   // The whole server is the API's, so its 404s are Celerity's too.
