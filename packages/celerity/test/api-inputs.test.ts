@@ -16,6 +16,7 @@ import { loadConfig } from '../src/config.ts';
 import { ConfigError, InvalidOptionsError, InvalidQueryValueError, TaskDefinitionError } from '../src/errors.ts';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, MAX_PRIORITY, MAX_TIME_LIMIT_MS } from '../src/limits.ts';
 import { defineTask } from '../src/task.ts';
+import { uploadRefSchema } from '../src/uploads/upload-ref.ts';
 import { onCleanup, openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
@@ -212,7 +213,9 @@ describe.each(stores)('API inputs (%s store)', (kind) => {
       expect(json.error.message).toEqual(expect.any(String));
     };
     shape(await raw(port, 'FOO /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n'), 400);
-    shape(await raw(port, 'GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Big: ' + 'a'.repeat(20_000) + '\r\n\r\n'), 431);
+    shape(await raw(port, `GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), 431);
+    shape(await raw(port, 'GET /v1/jobs HTTP/1.1\r\nConnection: close\r\n\r\n'), 400);
+    shape(await raw(port, 'CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n'), 405);
     shape(await raw(port, 'GET /v1/jobs/%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 400);
     shape(await raw(port, `GET /v1/jobs/${'d'.repeat(MAX_PARAM_LENGTH + 1)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), 414);
     shape(await raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n'), 400);
@@ -239,6 +242,17 @@ describe.each(stores)('API inputs (%s store)', (kind) => {
     expect(job.error).toEqual({ type: 'Error', message: 'always fails', stack: 'Error: always fails' });
     const stored = await waitFor(async () => (await app.store.get(job_id))?.error?.stack);
     expect(stored).toMatch(/\n\s+at /);
+  });
+
+  it('answers a truncated upload form with a 400, not a 500', async () => {
+    const csv = defineTask({ name: 'csv.take', accepts: ['text/csv'], input: z.object({ file: uploadRefSchema }), handler: () => null });
+    const app = await openTestApp(kind, [csv]);
+    const api = await server(app);
+    const b = '----fuzz';
+    const payload = `--${b}\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\nkey,summary\n\r\n--${b}\r\nContent-Disposition: form-data; name="task"\r\n\r\ncsv.take\r\n--${b}`;
+    const res = await api.inject({ method: 'POST', url: '/v1/uploads', payload, headers: { 'content-type': `multipart/form-data; boundary=${b}` } });
+    expectError(res, 400);
+    expect(res.json().error.code).toBe('invalid_multipart');
   });
 
   it('warns when a host server’s maxParamLength is too short for job ids', async () => {

@@ -209,7 +209,10 @@ async function readForm(parts: AsyncIterable<Part>, app: App, uploadDir: string,
           saved = await saveUpload(uploadDir, stream, { filename, maxBytes });
         } catch (err) {
           stream.resume();
-          fail(err);
+          // A file system error (it has a syscall) is the server's; anything
+          // else breaking the file's stream is the body's (busboy destroys
+          // it on a truncated form: "Unexpected end of multipart data").
+          fail((err as NodeJS.ErrnoException).syscall ? err : multipartError(err, maxBytes));
         }
         continue;
       }
