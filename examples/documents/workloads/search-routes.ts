@@ -19,10 +19,13 @@ const searchSchema = {
     additionalProperties: false,
     required: ['q'],
     properties: {
-      // At least one non-blank character: a blank query is as missing as no query.
-      q: { type: 'string', minLength: 1, maxLength: 1000, pattern: '\\S', description: 'The search query.' },
+      // At least one non-blank character (a blank query is as missing as no
+      // query), and no NUL, which PostgreSQL text cannot hold (a 400 here
+      // rather than a failed statement).
+      q: { type: 'string', minLength: 1, maxLength: 1000, pattern: '^(?!\\s*$)[^\\u0000]+$', description: 'The search query.' },
       limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
-      document_id: { type: 'string', minLength: 1, maxLength: 128, description: 'Only chunks of this document (the pdf.ingest job id).' },
+      // A job id: what the API's own routes take.
+      document_id: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9_.:\\-]+$', description: 'Only chunks of this document (the pdf.ingest job id).' },
     },
   },
   response: {

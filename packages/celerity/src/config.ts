@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
+import { MAX_TIME_LIMIT_MS } from './limits.ts';
 
 /**
  * Every option, with the environment variable it is read from. Flags given to
@@ -138,8 +139,9 @@ const schema = z.object({
   port: z.coerce.number().int().min(0).max(65535),
   host: z.string().min(1),
   concurrency: positiveInt.max(10_000),
-  softTimeLimit: positiveInt.optional(),
-  hardTimeLimit: positiveInt.optional(),
+  // Node's timers overflow past 2^31 - 1 ms and fire at once.
+  softTimeLimit: positiveInt.max(MAX_TIME_LIMIT_MS).optional(),
+  hardTimeLimit: positiveInt.max(MAX_TIME_LIMIT_MS).optional(),
   cancelGrace: z.coerce.number().int().min(0),
   shutdownGrace: z.coerce.number().int().min(0),
   lockDuration: positiveInt.min(1000),

@@ -77,6 +77,34 @@ export class StoreUnavailableError extends CelerityError {
   }
 }
 
+/**
+ * The database refused a value of the request (PostgreSQL's invalid byte
+ * sequence, untranslatable character, invalid text representation, out of
+ * range...): the client's input, not an outage. The API validates values
+ * before they reach SQL; this is the net behind that.
+ */
+export class InvalidQueryValueError extends CelerityError {
+  readonly code = 'invalid_request';
+  override readonly httpStatus = 400;
+
+  constructor(cause: unknown) {
+    super(`A value of the request cannot be used in a query: ${errorMessage(cause)}`, null, { cause });
+  }
+}
+
+/** A JSON document nests deeper than the API takes. Nothing was enqueued. */
+export class RequestTooDeepError extends CelerityError {
+  readonly code = 'invalid_request';
+  override readonly httpStatus = 400;
+  declare readonly details: { issues: FieldIssue[] };
+
+  /** `path` is the dotted path of the field at fault, e.g. `body.input.tree`. */
+  constructor(path: string, maxDepth: number) {
+    const message = `nests deeper than ${maxDepth} levels`;
+    super(`Invalid request: ${path} ${message}`, { issues: [{ path, message }] });
+  }
+}
+
 /** A configuration value is invalid. Start-up stops with one line naming it. */
 export class ConfigError extends CelerityError {
   readonly code = 'invalid_config';

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { InvalidInputError, InvalidRetryError, Retry, TaskDefinitionError, type FieldIssue } from './errors.ts';
+import { MAX_TIME_LIMIT_MS } from './limits.ts';
 import { limitsProblem, type TimeLimits } from './worker/limits.ts';
 
 /** Where a task's handler runs: in the worker's event loop, or in a thread that can be terminated. */
@@ -188,6 +189,12 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
   const timeLimits = def.timeLimits ?? {};
   const problem = limitsProblem(timeLimits);
   if (problem) throw new TaskDefinitionError(`Task "${def.name}": ${problem}`);
+  // Node's timers overflow past 2^31 - 1 ms and fire at once: such a limit would end every attempt at its start.
+  for (const key of ['soft', 'hard'] as const) {
+    if ((timeLimits[key] ?? 0) > MAX_TIME_LIMIT_MS) {
+      throw new TaskDefinitionError(`Task "${def.name}": ${key} time limit must be at most ${MAX_TIME_LIMIT_MS} ms (about 24.8 days)`);
+    }
+  }
   const isolation = def.isolation ?? 'inline';
   if (isolation !== 'inline' && isolation !== 'thread') {
     throw new TaskDefinitionError(`Task "${def.name}": isolation must be 'inline' or 'thread'`);

@@ -117,7 +117,7 @@ describe('HTTP API errors', () => {
       [{ input: {} }, 400, 'invalid_request', 'body.task'],
       [{ task: 'math.add', input: { a: 1, b: 2 }, extra: 1 }, 400, 'invalid_request', 'body.extra'],
       [{ task: 'math.add', input: { a: 1, b: 2 }, options: { delay: -5 } }, 400, 'invalid_request', 'body.options.delay'],
-      [{ task: 'math.add', input: { a: 1, b: 2 }, options: { job_id: '12345' } }, 422, 'invalid_options', 'options.jobId'],
+      [{ task: 'math.add', input: { a: 1, b: 2 }, options: { job_id: '12345' } }, 400, 'invalid_request', 'body.options.job_id'],
       [{ task: 'math.add', input: { a: 1, b: 'x'.repeat(5_000) } }, 413, 'payload_too_large', null],
     ];
     for (const [payload, status, code, path] of cases) {

@@ -1,5 +1,7 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { Duplex } from 'node:stream';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CelerityError, InvalidInputError, UnknownTaskError } from '../errors.ts';
+import { CURSOR_PATTERN, IDENTIFIER_PATTERN, IDENTIFIER_RULE, JOB_ID_PATTERN, JOB_ID_RULE, MAX_NAME_LENGTH, PATH_ID_PATTERN, TASK_NAME_PATTERN } from '../limits.ts';
 
 /** The one error shape of the API. */
 export interface ApiErrorBody {
@@ -22,6 +24,15 @@ export const errorSchema = {
   },
   required: ['error'],
 } as const;
+
+// What a pattern means, in words: AJV's message would show the regex.
+const PATTERN_RULES: Record<string, string> = {
+  [JOB_ID_PATTERN]: `must be ${JOB_ID_RULE}`,
+  [PATH_ID_PATTERN]: 'must be a job id: letters, digits, "_", ".", ":" or "-"',
+  [IDENTIFIER_PATTERN]: IDENTIFIER_RULE,
+  [TASK_NAME_PATTERN]: `must be a task name: 1-${MAX_NAME_LENGTH} letters, digits, "_", ".", ":" or "-"`,
+  [CURSOR_PATTERN]: 'is not a next_cursor this API gave out',
+};
 
 // Fastify's own errors that are the client's fault, with our stable codes.
 const FASTIFY_CODES: Record<string, [number, string]> = {
@@ -57,7 +68,8 @@ export function errorHandlerPlugin(app: FastifyInstance, { notFound = true }: { 
         const missing = v.keyword === 'required' ? (v.params as { missingProperty?: string }).missingProperty : undefined;
         const extra = v.keyword === 'additionalProperties' ? (v.params as { additionalProperty?: string }).additionalProperty : undefined;
         const path = [context, ...v.instancePath.split('/').filter(Boolean), ...(missing ? [missing] : []), ...(extra ? [extra] : [])].join('.');
-        const message = extra ? 'is not an allowed field' : (v.message ?? 'is invalid');
+        const pattern = v.keyword === 'pattern' ? (v.params as { pattern?: string }).pattern : undefined;
+        const message = extra ? 'is not an allowed field' : pattern !== undefined ? (PATTERN_RULES[pattern] ?? 'is not in the expected format') : (v.message ?? 'is invalid');
         return { path, message };
       });
       const summary = issues.map((i) => `${i.path} ${i.message}`).join('; ');
@@ -79,5 +91,67 @@ export function errorHandlerPlugin(app: FastifyInstance, { notFound = true }: { 
 }
 
 export function body(code: string, message: string, details: unknown): ApiErrorBody {
-  return { error: { code, message, details: details ?? null } };
+  return { error: { code, message: withoutFrames(message), details: scrub(details) ?? null } };
+}
+
+/**
+ * Stack traces stay in the log: they show server paths and code to whoever
+ * sends a bad request. An Error among the details becomes its type and
+ * message, a `stack` field is dropped, and a message keeps only what comes
+ * before its first frame.
+ */
+function scrub(details: unknown): unknown {
+  if (details === null || details === undefined || typeof details !== 'object') return typeof details === 'string' ? withoutFrames(details) : details;
+  return JSON.parse(
+    JSON.stringify(details, (key, value: unknown) => {
+      if (key === 'stack') return undefined;
+      if (value instanceof Error) return { type: value.name, message: withoutFrames(value.message) };
+      return typeof value === 'string' ? withoutFrames(value) : value;
+    }),
+  );
+}
+
+function withoutFrames(text: string): string {
+  const frame = text.search(/\n\s+at /);
+  return frame === -1 ? text : text.slice(0, frame);
+}
+
+/**
+ * Fastify's `frameworkErrors`: the errors its router raises before any route
+ * or hook runs (a malformed percent-encoding, a path segment past
+ * `maxParamLength`), which otherwise answer in Fastify's own shape.
+ */
+export function frameworkErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const [status, code] = FRAMEWORK_CODES[err.code] ?? [err.statusCode && err.statusCode < 500 ? err.statusCode : 400, 'bad_request'];
+  const message = err.code === 'FST_ERR_BAD_URL' ? 'The URL is not validly percent-encoded' : err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long' : err.message;
+  reply
+    .header('x-request-id', request.id)
+    .status(status)
+    .send(body(code, message, null));
+}
+
+const FRAMEWORK_CODES: Record<string, [number, string]> = {
+  FST_ERR_BAD_URL: [400, 'invalid_url'],
+  FST_ERR_MAX_PARAM_LENGTH: [414, 'uri_too_long'],
+};
+
+/**
+ * The HTTP server's `clientError`: requests Node's parser refuses (an
+ * unknown method, a malformed request line or header, headers past
+ * `--max-http-header-size`, a timeout) never reach Fastify; they get a raw
+ * response in the API's error shape, then the socket is closed, as Node does.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, reason, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'headers_too_large', 'The request line or headers are too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'request_timeout', 'The request took too long to arrive']
+        : [400, 'Bad Request', 'bad_request', 'The request is not valid HTTP'];
+  const text = JSON.stringify(body(code, message, null));
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+  }
+  socket.destroy(err);
 }

@@ -11,7 +11,7 @@ export function jobView(r: JobRecord) {
     status: r.status,
     progress: r.progress,
     result: r.result,
-    error: r.error,
+    error: r.error && { ...r.error, stack: withoutFrames(r.error.stack) },
     attempts: r.attempts,
     max_attempts: r.maxAttempts,
     created_at: iso(r.createdAt),
@@ -33,13 +33,24 @@ export function jobView(r: JobRecord) {
             stage: s.stage,
             status: s.status,
             progress: s.progress,
-            error: s.error,
+            error: s.error && { ...s.error, stack: withoutFrames(s.error.stack) },
             started_at: iso(s.startedAt),
             finished_at: iso(s.finishedAt),
           })),
         }
       : {}),
   };
+}
+
+/**
+ * A stack's header (type and message) without its frames: frames show the
+ * server's paths to every API client. They stay in the SQL history, and in
+ * the worker's log line of the failed attempt.
+ */
+function withoutFrames(stack: string | null | undefined): string | null {
+  if (stack === null || stack === undefined) return null;
+  const frame = stack.search(/\n\s+at /);
+  return frame === -1 ? stack : stack.slice(0, frame);
 }
 
 function iso(ms: number | null): string | null {
@@ -64,7 +75,11 @@ export const jobViewSchema = {
         { type: 'null' },
         {
           type: 'object',
-          properties: { type: { type: 'string' }, message: { type: 'string' }, stack: { type: ['string', 'null'] } },
+          properties: {
+            type: { type: 'string' },
+            message: { type: 'string' },
+            stack: { type: ['string', 'null'], description: "The error's first lines, without the frames (those stay in the worker's log)." },
+          },
         },
       ],
     },

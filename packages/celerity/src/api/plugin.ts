@@ -1,7 +1,9 @@
 import AjvCompiler from '@fastify/ajv-compiler';
 import fastifySwagger from '@fastify/swagger';
-import type { FastifyInstance, FastifyPluginAsync, FastifySchema, FastifySchemaCompiler } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifySchema, FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify';
 import type { App } from '../app.ts';
+import { RequestTooDeepError } from '../errors.ts';
+import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, tooDeepPath } from '../limits.ts';
 import { errorHandlerPlugin, errorSchema } from './errors.ts';
 import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -58,6 +60,15 @@ const buildValidator = AjvCompiler();
  * (`app.routes`), and the store migration on ready. The host's routes keep
  * their own validator, error handler and parsers. Listening, logging, request
  * ids, TLS and authentication are the host server's.
+ *
+ * So are the server-wide options that decide whether a request reaches the
+ * API at all. `routerOptions.maxParamLength` must be at least
+ * {@link MAX_PARAM_LENGTH} (a warning is logged otherwise: Fastify's default
+ * of 100 answers 414 for job ids of 101 to 128 characters), and errors raised
+ * before routing (bad percent-encoding, 414, headers too large) take the
+ * host's `frameworkErrors` and `clientErrorHandler`; `buildServer` shows
+ * both set to answer in the API's error shape (`frameworkErrorHandler`,
+ * `clientErrorHandler`).
  */
 export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server, opts) => {
   const { app } = opts;
@@ -79,6 +90,27 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   server.addHook('onRoute', function (route) {
     route.bodyLimit ??= bodyLimit;
     route.validatorCompiler ??= celerityValidator(this);
+  });
+
+  // Ids of up to MAX_PATH_ID_LENGTH characters (task names of 200) are valid
+  // in paths; the host's router must let them through, or they can be
+  // submitted but never read (414). maxParamLength is the server's alone.
+  const paramLength = hostMaxParamLength(server);
+  if (paramLength < MAX_PARAM_LENGTH) {
+    server.log.warn(
+      `celerityApi: the server's routerOptions.maxParamLength is ${paramLength}; job ids and task names in paths may be longer: create the server with Fastify({ routerOptions: { maxParamLength: ${MAX_PARAM_LENGTH} } })`,
+    );
+  }
+
+  // A JSON body nested past MAX_JSON_DEPTH would crash the recursive code
+  // after the parser (JSON.stringify of the job, structured clone): refused
+  // here, naming the field, for every route of the API and of the app.
+  server.addHook('preValidation', async (request) => {
+    const deep = request.body !== null && typeof request.body === 'object' ? tooDeepPath(request.body, MAX_JSON_DEPTH, ['body']) : null;
+    if (deep) {
+      const path = deep.join('.');
+      throw new RequestTooDeepError(path, MAX_JSON_DEPTH);
+    }
   });
 
   // JSON only: a text/plain body would otherwise reach the schema as a string
@@ -114,8 +146,35 @@ function celerityValidator(context: FastifyInstance): FastifySchemaCompiler<Fast
     // Fastify lower-cases header schemas only for its own compiler; request
     // header names are lower case, so a schema naming `X-Tenant` must too.
     const schema = route.httpPart === 'headers' ? lowerCaseHeaderNames(route.schema) : route.schema;
-    return compile({ ...route, schema } as Parameters<typeof compile>[0]);
+    const validate = compile({ ...route, schema } as Parameters<typeof compile>[0]) as ValidateFunction;
+    // A JSON body cannot hold Infinity; a query string, path or header can.
+    return route.httpPart === 'body' ? validate : finiteNumbersOnly(validate);
   };
+}
+
+type ValidateFunction = ((data: unknown, ...rest: unknown[]) => boolean) & { errors?: FastifySchemaValidationError[] | null; schemaEnv?: unknown };
+
+/**
+ * AJV coerces "1e309" to Infinity and then lets it pass `type: 'integer'`
+ * and `maximum` alike; a limit of Infinity reached SQL. A coerced value
+ * that is not a finite number is refused here, naming the field.
+ */
+function finiteNumbersOnly(validate: ValidateFunction): ValidateFunction {
+  const checked: ValidateFunction = (data, ...rest) => {
+    const ok = validate(data, ...rest);
+    checked.errors = validate.errors;
+    if (ok !== true || data === null || typeof data !== 'object') return ok;
+    for (const [key, value] of Object.entries(data)) {
+      if (typeof value === 'number' && !Number.isFinite(value)) {
+        checked.errors = [{ keyword: 'type', instancePath: `/${key}`, schemaPath: '#/type', params: {}, message: 'must be a finite number' }];
+        return false;
+      }
+    }
+    return true;
+  };
+  // Fastify passes the parent object to validators that have one (for AJV's coercion of a root value).
+  checked.schemaEnv = validate.schemaEnv;
+  return checked;
 }
 
 function lowerCaseHeaderNames(schema: unknown): unknown {
@@ -129,4 +188,10 @@ function lowerCaseHeaderNames(schema: unknown): unknown {
       : {}),
     ...(required !== undefined ? { required: Array.isArray(required) ? required.map(lower) : required } : {}),
   };
+}
+
+/** The host server's `maxParamLength` (routerOptions, or the deprecated top-level option), Fastify's default 100 when unset. */
+function hostMaxParamLength(server: FastifyInstance): number {
+  const config = server.initialConfig as { maxParamLength?: number; routerOptions?: { maxParamLength?: number } };
+  return config.routerOptions?.maxParamLength ?? config.maxParamLength ?? 100;
 }

@@ -1,7 +1,10 @@
+import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { App } from '../app.ts';
 import { traceIdOf } from '../ids.ts';
+import { MAX_PARAM_LENGTH } from '../limits.ts';
+import { body, clientErrorHandler, frameworkErrorHandler } from './errors.ts';
 import { celerityApi } from './plugin.ts';
 
 export interface ServerOptions {
@@ -26,7 +29,31 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
     requestIdHeader: false,
     logController: new LogController({ requestIdLogLabel: 'trace_id' }),
     genReqId: (req) => traceIdOf(req.headers['x-request-id']),
+    // Every valid job id and task name fits a path segment (see limits.ts).
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Errors raised before any route runs answer in the API's error shape too.
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
+    // Node answers a missing Host with a bare 400 of its own; the hook below
+    // refuses it in the API's error shape instead.
+    http: { requireHostHeader: false },
   }) as unknown as FastifyInstance;
+
+  server.addHook('onRequest', async (request, reply) => {
+    // HTTP/1.1 requires Host (RFC 9112, 3.2); HTTP/1.0 may omit it.
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      return reply.status(400).send(body('bad_request', 'The request has no Host header', null));
+    }
+  });
+  // Node closes a CONNECT request's socket without a word unless someone listens.
+  server.server.on('connect', (_req: unknown, socket: Socket) => {
+    const text = JSON.stringify(body('method_not_allowed', 'CONNECT is not supported', null));
+    // Destroyed once written: a socket handed over for CONNECT is no longer
+    // the HTTP server's, and a half-closed one would hold server.close() open.
+    socket.on('error', () => {});
+    socket.write(`HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    socket.destroySoon();
+  });
 
   // The whole server is the API's, so its 404s are Celerity's too.
   await server.register(celerityApi, { app, bodyLimit, openapi: true, notFound: true });

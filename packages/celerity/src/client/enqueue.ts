@@ -7,7 +7,8 @@ import { viaBroker } from '../broker/connection.ts';
 import { keys } from '../broker/keys.ts';
 import { IdempotencyConflictError, InvalidOptionsError } from '../errors.ts';
 import type { TimeLimits } from '../worker/limits.ts';
-import { isValidJobId, newJobId } from '../ids.ts';
+import { newJobId } from '../ids.ts';
+import { IDENTIFIER_RULE, isIdentifierText, isValidJobId, JOB_ID_RULE, MAX_DELAY_MS, MAX_NAME_LENGTH, MAX_PRIORITY, MAX_TIME_LIMIT_MS } from '../limits.ts';
 import type { JobEnvelope } from '../job-record.ts';
 import { assertQueueName, DEFAULT_RETRIES, parseInput, zodIssues, type Task } from '../task.ts';
 
@@ -15,9 +16,9 @@ import { assertQueueName, DEFAULT_RETRIES, parseInput, zodIssues, type Task } fr
 export interface EnqueueOptions {
   /** Milliseconds to wait before the job becomes runnable. */
   delay?: number;
-  /** 1 is the highest priority, 2,097,152 the lowest; unset jobs run first-in first-out. */
+  /** 1 is the highest priority, 2,097,151 the lowest; unset jobs run first-in first-out. */
   priority?: number;
-  /** Your own id (letters, digits, `_.-`, not all digits). Enqueueing an id that exists returns that job. */
+  /** Your own id (1-128 letters, digits, `_.-`, not an integer). Enqueueing an id that exists returns that job. */
   jobId?: string;
   /** Tenant the job belongs to; stored and filterable. */
   tenant?: string;
@@ -35,24 +36,24 @@ export interface EnqueueOptions {
   traceId?: string;
 }
 
+// Identifiers are stored, filtered on and logged: no NUL (PostgreSQL text
+// refuses it), no control characters, no lone surrogates.
+const identifier = z.string().min(1).max(MAX_NAME_LENGTH).refine(isIdentifierText, IDENTIFIER_RULE);
+const timeLimit = z.number().int().positive().max(MAX_TIME_LIMIT_MS);
+
 export const enqueueOptionsSchema = z
   .object({
-    delay: z
-      .number()
-      .int()
-      .min(0)
-      .max(365 * 24 * 3600 * 1000)
-      .optional(),
-    priority: z.number().int().min(1).max(2_097_152).optional(),
-    jobId: z.string().refine(isValidJobId, 'must be 1-128 letters, digits, "_", "." or "-", and not all digits').optional(),
-    tenant: z.string().min(1).max(200).optional(),
+    delay: z.number().int().min(0).max(MAX_DELAY_MS).optional(),
+    priority: z.number().int().min(1).max(MAX_PRIORITY).optional(),
+    jobId: z.string().refine(isValidJobId, `must be ${JOB_ID_RULE}`).optional(),
+    tenant: identifier.optional(),
     queue: z.string().min(1).max(100).optional(),
     timeLimits: z
-      .object({ soft: z.number().int().positive().optional(), hard: z.number().int().positive().optional() })
+      .object({ soft: timeLimit.optional(), hard: timeLimit.optional() })
       .strict()
       .refine((l) => l.soft === undefined || l.hard === undefined || l.soft < l.hard, 'soft must be lower than hard')
       .optional(),
-    idempotencyKey: z.string().min(1).max(200).optional(),
+    idempotencyKey: identifier.optional(),
     traceId: z.string().min(1).max(200).optional(),
   })
   .strict();
@@ -96,9 +97,14 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
     }
     opts = parsedOptions.data;
   }
-  // Validate, but store the input as given: the worker parses it again, so
-  // defaults and transforms are applied once, with the worker's schema.
-  if (route.inputSchema) parseInput(route as Task, input);
+  // The job carries what the schema let through (Zod's output: unknown
+  // fields stripped, so a client's junk is neither stored nor handed on),
+  // unless parsing changes types: the worker parses the input again, and a
+  // transform or pipe applied twice would break. Then the input as given.
+  if (route.inputSchema) {
+    const parsed = parseInput(route as Task, input);
+    if (parsesToItself(route.inputSchema)) input = parsed;
+  }
   const queue = route.queue;
   assertQueueName(queue);
   const id = opts.jobId ?? newJobId();
@@ -231,6 +237,31 @@ function parseRecord(value: unknown): { id: string; digest: string } | undefined
   if (typeof value !== 'string') return undefined;
   const [id, digest] = value.split(' ');
   return id && digest ? { id, digest } : undefined;
+}
+
+const plainSchemas = new WeakMap<z.ZodType, boolean>();
+
+/**
+ * True when parsing the schema's output again gives the same value: the
+ * schema's input and output JSON Schemas are the same but for what parsing
+ * settles once (unknown fields dropped, defaults filled in, so `required`
+ * and `additionalProperties` differ). A transform or a date cannot be
+ * written as JSON Schema, and a pipe shows as another type: false. Computed
+ * once per schema.
+ */
+function parsesToItself(schema: z.ZodType): boolean {
+  let plain = plainSchemas.get(schema);
+  if (plain === undefined) {
+    const settled = (io: 'input' | 'output') =>
+      JSON.stringify(z.toJSONSchema(schema, { io }), (key, value: unknown) => (key === 'required' || (key === 'additionalProperties' && value === false) ? undefined : value));
+    try {
+      plain = settled('input') === settled('output');
+    } catch {
+      plain = false;
+    }
+    plainSchemas.set(schema, plain);
+  }
+  return plain;
 }
 
 function hasOwnKeys(o: object | null | undefined): boolean {

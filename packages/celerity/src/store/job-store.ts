@@ -1,6 +1,6 @@
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
-import { InvalidOptionsError, StoreUnavailableError } from '../errors.ts';
+import { InvalidOptionsError, InvalidQueryValueError, StoreUnavailableError } from '../errors.ts';
 import { postgresPool } from './pg-pool.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { coreMigrations, migrate } from './migrations.ts';
@@ -213,9 +213,23 @@ export class JobStore {
     try {
       return await op();
     } catch (err) {
+      // A value the database cannot take is the caller's fault, not an outage (a 400, not a 503).
+      if (isValueError(err)) throw new InvalidQueryValueError(err);
       throw new StoreUnavailableError(err);
     }
   }
+}
+
+/**
+ * PostgreSQL's data exceptions (SQLSTATE class 22: invalid byte sequence
+ * 22021, untranslatable character 22P05, invalid text representation 22P02,
+ * numeric value out of range 22003...) and SQLite's SQLITE_MISMATCH and
+ * SQLITE_TOOBIG: the statement's values are wrong, the database is fine.
+ */
+function isValueError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  return /^22[0-9A-Z]{3}$/.test(code) || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG';
 }
 
 function json(value: unknown): string | null {

@@ -1,8 +1,12 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
 import { UnknownHookError } from '../../errors.ts';
+import { IDENTIFIER_PATTERN, MAX_NAME_LENGTH, TASK_NAME_PATTERN } from '../../limits.ts';
 import { sendAccepted, submittedResponseSchema } from './jobs.ts';
+
+const identifier = { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: IDENTIFIER_PATTERN } as const;
 
 interface HookHeaders {
   'idempotency-key'?: string;
@@ -25,14 +29,14 @@ export async function hookRoutes(server: FastifyInstance, { app }: { app: App })
       schema: {
         summary: 'Receive a webhook: the JSON body is the input of the task named in the path',
         tags: ['hooks'],
-        params: { type: 'object', properties: { task: { type: 'string', minLength: 1, maxLength: 200 } }, required: ['task'] },
+        params: { type: 'object', properties: { task: { type: 'string', pattern: TASK_NAME_PATTERN } }, required: ['task'] },
         headers: {
           type: 'object',
           properties: {
-            'idempotency-key': { type: 'string', minLength: 1, maxLength: 200, description: 'Same delivery, same job (also X-Delivery-Id, X-GitHub-Delivery).' },
-            'x-delivery-id': { type: 'string', minLength: 1, maxLength: 200 },
-            'x-github-delivery': { type: 'string', minLength: 1, maxLength: 200 },
-            'x-tenant-id': { type: 'string', minLength: 1, maxLength: 200, description: 'Tenant the job belongs to.' },
+            'idempotency-key': { ...identifier, description: 'Same delivery, same job (also X-Delivery-Id, X-GitHub-Delivery).' },
+            'x-delivery-id': identifier,
+            'x-github-delivery': identifier,
+            'x-tenant-id': { ...identifier, description: 'Tenant the job belongs to.' },
           },
         },
         body: { type: 'object', description: "The task's input (checked against its schema)." },
@@ -49,11 +53,21 @@ export async function hookRoutes(server: FastifyInstance, { app }: { app: App })
       const h = request.headers;
       const delivery = h['idempotency-key'] ?? h['x-delivery-id'] ?? h['x-github-delivery'];
       const options: EnqueueOptions = {
-        ...(delivery ? { idempotencyKey: `hook:${task}:${delivery}` } : {}),
+        ...(delivery ? { idempotencyKey: hookKey(task, delivery) } : {}),
         ...(h['x-tenant-id'] ? { tenant: h['x-tenant-id'] } : {}),
         traceId: request.id,
       };
       return sendAccepted(request, reply, await app.enqueueByName(task, request.body, options));
     },
   );
+}
+
+/**
+ * The idempotency key of a delivery. A long task name and a long delivery id
+ * together would pass the key's limit, which the sender cannot help: those
+ * are hashed instead (still one key per task and delivery).
+ */
+function hookKey(task: string, delivery: string): string {
+  const key = `hook:${task}:${delivery}`;
+  return key.length <= MAX_NAME_LENGTH ? key : `hook:sha256:${createHash('sha256').update(key).digest('base64url')}`;
 }

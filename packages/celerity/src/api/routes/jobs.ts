@@ -3,6 +3,20 @@ import type { App, JobHandle } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
 import { JobNotFoundError } from '../../errors.ts';
 import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
+import {
+  CURSOR_PATTERN,
+  IDENTIFIER_PATTERN,
+  JOB_ID_PATTERN,
+  JOB_ID_RULE,
+  MAX_DELAY_MS,
+  MAX_LIST_LIMIT,
+  MAX_NAME_LENGTH,
+  MAX_PRIORITY,
+  MAX_PATH_ID_LENGTH,
+  MAX_TIME_LIMIT_MS,
+  PATH_ID_PATTERN,
+  TASK_NAME_PATTERN,
+} from '../../limits.ts';
 import { jobView } from '../job-view.ts';
 
 /** The `options` of a submission, as the API spells them. */
@@ -30,21 +44,32 @@ interface ListQuery {
 }
 
 /** JSON schema of a submission's `options` (also POST /v1/uploads' `options` field). */
+const identifier = { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: IDENTIFIER_PATTERN } as const;
+const timeLimit = { type: 'integer', minimum: 1, maximum: MAX_TIME_LIMIT_MS } as const;
+
+/** A job id in a path: what `options.job_id` accepts, or an id Celerity or BullMQ made. */
+export const jobIdParamsSchema = {
+  type: 'object',
+  properties: { id: { type: 'string', minLength: 1, maxLength: MAX_PATH_ID_LENGTH, pattern: PATH_ID_PATTERN, description: 'The job id.' } },
+  required: ['id'],
+} as const;
+
+/** JSON schema of a submission's `options` (also POST /v1/uploads' `options` field). */
 export const submitOptionsSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    delay: { type: 'integer', minimum: 0, description: 'Milliseconds before the job may run.' },
-    priority: { type: 'integer', minimum: 1, maximum: 2097152, description: '1 is the highest.' },
-    job_id: { type: 'string', description: 'Your own id; submitting an existing id returns that job.' },
-    tenant: { type: 'string', minLength: 1, maxLength: 200 },
+    delay: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS, description: 'Milliseconds before the job may run.' },
+    priority: { type: 'integer', minimum: 1, maximum: MAX_PRIORITY, description: `1 is the highest, ${MAX_PRIORITY} the lowest.` },
+    job_id: { type: 'string', pattern: JOB_ID_PATTERN, description: `Your own id (${JOB_ID_RULE}); submitting an existing id returns that job.` },
+    tenant: identifier,
     time_limits: {
       type: 'object',
       additionalProperties: false,
-      description: "Time limits of this job's attempts in ms, over the task's (soft < hard).",
-      properties: { soft: { type: 'integer', minimum: 1 }, hard: { type: 'integer', minimum: 1 } },
+      description: `Time limits of this job's attempts in ms, over the task's (soft < hard, at most ${MAX_TIME_LIMIT_MS}).`,
+      properties: { soft: timeLimit, hard: timeLimit },
     },
-    idempotency_key: { type: 'string', minLength: 1, maxLength: 200, description: 'Same as the Idempotency-Key header.' },
+    idempotency_key: { ...identifier, description: 'Same as the Idempotency-Key header.' },
   },
 } as const;
 
@@ -100,7 +125,7 @@ const submitSchema = {
     required: ['task'],
     additionalProperties: false,
     properties: {
-      task: { type: 'string', minLength: 1, description: 'Name of a task of the app (see GET /v1/tasks).' },
+      task: { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, description: 'Name of a task of the app (see GET /v1/tasks).' },
       input: { description: "The task's input; checked against its schema." },
       options: submitOptionsSchema,
     },
@@ -109,9 +134,7 @@ const submitSchema = {
     type: 'object',
     properties: {
       'idempotency-key': {
-        type: 'string',
-        minLength: 1,
-        maxLength: 200,
+        ...identifier,
         description: 'Submitting the same key again within the idempotency TTL returns the first job; with another task or input, 409.',
       },
     },
@@ -138,7 +161,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
       schema: {
         summary: 'Read a job: status, progress, result or error',
         tags: ['jobs'],
-        params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] },
+        params: jobIdParamsSchema,
         response: { 200: { $ref: 'Job#' }, '4xx': { $ref: 'Error#' }, 503: { $ref: 'Error#' } },
       },
     },
@@ -157,7 +180,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
         description:
           'A queued or delayed job is removed at once (200, `cancelled`). A running job is told to stop on whichever worker holds it (202, `cancelling`); it ends `cancelled`. Cancelling a cancelled job is harmless; a completed or failed one answers 409.',
         tags: ['jobs'],
-        params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] },
+        params: jobIdParamsSchema,
         response: {
           200: { type: 'object', properties: { job_id: { type: 'string' }, status: { type: 'string', enum: ['cancelled'] } } },
           202: { type: 'object', properties: { job_id: { type: 'string' }, status: { type: 'string', enum: ['cancelling'] } } },
@@ -183,10 +206,10 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
           additionalProperties: false,
           properties: {
             status: { type: 'string', enum: [...JOB_STATUSES] },
-            task: { type: 'string', minLength: 1 },
-            tenant: { type: 'string', minLength: 1 },
-            limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
-            cursor: { type: 'string', minLength: 1, description: 'next_cursor of the previous page.' },
+            task: { type: 'string', pattern: TASK_NAME_PATTERN },
+            tenant: identifier,
+            limit: { type: 'integer', minimum: 1, maximum: MAX_LIST_LIMIT, default: 50 },
+            cursor: { type: 'string', pattern: CURSOR_PATTERN, description: 'next_cursor of the previous page.' },
           },
         },
         response: {

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import { CelerityError, InvalidInputError, InvalidOptionsError, UnknownTaskError, type FieldIssue } from '../../errors.ts';
 import { TERMINAL_STATUSES, type JobStatus } from '../../job-record.ts';
+import { isIdentifierText, MAX_JSON_DEPTH, MAX_NAME_LENGTH, tooDeepPath } from '../../limits.ts';
 import { parseInput, type Task } from '../../task.ts';
 import { InvalidUploadError, UploadsNotAcceptedError, UploadTooLargeError, UnsupportedUploadTypeError } from '../../uploads/errors.ts';
 import { checkContentType, declaredCandidates, normalizeContentType } from '../../uploads/sniff.ts';
@@ -49,7 +50,12 @@ const uploadSchema = {
   headers: {
     type: 'object',
     properties: {
-      'idempotency-key': { type: 'string', minLength: 1, maxLength: 200, description: 'As for POST /v1/jobs: the same key, task, input and file within the idempotency TTL return the first job.' },
+      'idempotency-key': {
+        type: 'string',
+        minLength: 1,
+        maxLength: MAX_NAME_LENGTH,
+        description: 'As for POST /v1/jobs: the same key, task, input and file within the idempotency TTL return the first job.',
+      },
     },
   },
   response: {
@@ -100,8 +106,8 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
       throw new InvalidUploadError('unsupported_media_type', 'content-type', 'POST /v1/uploads takes multipart/form-data', { status: 415 });
     }
     const header = request.headers['idempotency-key'];
-    if (header !== undefined && (typeof header !== 'string' || header.length < 1 || header.length > 200)) {
-      throw new InvalidUploadError('invalid_request', 'idempotency-key', 'must be 1 to 200 characters');
+    if (header !== undefined && (typeof header !== 'string' || header.length < 1 || header.length > MAX_NAME_LENGTH || !isIdentifierText(header))) {
+      throw new InvalidUploadError('invalid_request', 'idempotency-key', `must be 1 to ${MAX_NAME_LENGTH} characters, without control characters`);
     }
 
     const form = await readForm(request.parts(), app, uploadDir, uploadMaxBytes);
@@ -203,7 +209,10 @@ async function readForm(parts: AsyncIterable<Part>, app: App, uploadDir: string,
           saved = await saveUpload(uploadDir, stream, { filename, maxBytes });
         } catch (err) {
           stream.resume();
-          fail(err);
+          // A file system error (it has a syscall) is the server's; anything
+          // else breaking the file's stream is the body's (busboy destroys
+          // it on a truncated form: "Unexpected end of multipart data").
+          fail((err as NodeJS.ErrnoException).syscall ? err : multipartError(err, maxBytes));
         }
         continue;
       }
@@ -240,11 +249,16 @@ function taskOf(app: App, name: string): Task {
 }
 
 function parseJsonField(field: 'input' | 'options', text: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new InvalidUploadError('invalid_json', field, `is not valid JSON: ${(err as Error).message}`);
   }
+  // As for JSON bodies (plugin.ts): deeper documents would crash the recursive code after this.
+  const deep = tooDeepPath(value, MAX_JSON_DEPTH, [field]);
+  if (deep) throw new InvalidUploadError('invalid_request', field, `nests deeper than ${MAX_JSON_DEPTH} levels (at ${deep.join('.')})`);
+  return value;
 }
 
 /**
@@ -266,6 +280,7 @@ interface SchemaNode {
   maximum?: number;
   minLength?: number;
   maxLength?: number;
+  pattern?: string;
   additionalProperties?: boolean;
   properties?: Record<string, SchemaNode>;
 }
@@ -293,6 +308,8 @@ function schemaIssues(schema: SchemaNode, value: unknown, path: string): FieldIs
       if (typeof value !== 'string') return [{ path, message: 'must be string' }];
       if (schema.minLength !== undefined && value.length < schema.minLength) return [{ path, message: `must NOT have fewer than ${schema.minLength} characters` }];
       if (schema.maxLength !== undefined && value.length > schema.maxLength) return [{ path, message: `must NOT have more than ${schema.maxLength} characters` }];
+      // The `u` flag, as AJV compiles patterns.
+      if (schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(value)) return [{ path, message: `must match pattern "${schema.pattern}"` }];
       return [];
     default:
       return [];
