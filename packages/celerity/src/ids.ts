@@ -49,13 +49,6 @@ function randomChunk(): Buffer {
   return chunk;
 }
 
-const JOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;
-
-/** Caller-supplied ids: BullMQ forbids ':' and pure integers, we also keep them URL-safe. */
-export function isValidJobId(id: string): boolean {
-  return JOB_ID.test(id) && !/^\d+$/.test(id);
-}
-
 const TRACE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /**

@@ -17,11 +17,13 @@ export type { SqliteDatabase, SqliteStatement } from './store/sqlite-driver.ts';
 
 export { buildServer, type ServerOptions } from './api/server.ts';
 export { celerityApi, type CelerityApiOptions } from './api/plugin.ts';
+export { clientErrorHandler as celerityClientErrorHandler, frameworkErrorHandler as celerityFrameworkErrors } from './api/errors.ts';
+export { MAX_PARAM_LENGTH } from './limits.ts';
 export { chain, chord, defineWorkflow, group, step, type WorkflowDefinition, type WorkflowNode } from './workflows/workflow.ts';
 export { uploadRefSchema, type UploadRef } from './uploads/upload-ref.ts';
 export type { JobEventInfo, LifecycleEvent, LifecycleHook } from './worker/lifecycle.ts';
 export { schedule, type Schedule, type When } from './schedules/schedule.ts';
 export { MAINTENANCE_QUEUE, MAINTENANCE_TASKS, type StuckJob } from './schedules/maintenance.ts';
-export type { ScheduleSync } from './schedules/sync.ts';
+export { startSchedulesInBackground, type ScheduleSync } from './schedules/sync.ts';
 export { seededRandom } from './seeded-random.ts';
 export { pgJson } from './store/pg-json.ts';

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isValidJobId, newJobId } from '../src/ids.ts';
+import { newJobId } from '../src/ids.ts';
+import { isValidJobId } from '../src/limits.ts';
 
 const CROCKFORD = /^[0-9abcdefghjkmnpqrstvwxyz]{26}$/;
 
@@ -50,7 +51,7 @@ describe('isValidJobId', () => {
     expect(isValidJobId(id)).toBe(true);
   });
 
-  it.each(['', '42', '007', 'a:b', 'a b', 'a/b', 'é', 'a'.repeat(129)])('rejects %j', (id) => {
+  it.each(['', '42', '007', '-1', '-0', 'a:b', 'a b', 'a/b', 'é', 'a'.repeat(129)])('rejects %j', (id) => {
     expect(isValidJobId(id)).toBe(false);
   });
 });
