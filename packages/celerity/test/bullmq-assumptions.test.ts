@@ -1,4 +1,4 @@
-import { Job, Queue } from 'bullmq';
+import { Job, type Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask } from '../src/task.ts';

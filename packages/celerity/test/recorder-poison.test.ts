@@ -52,9 +52,7 @@ describe.each(stores)('recorder and rows a store refuses (%s store)', (kind) => 
     // The API and enqueue refuse such a tenant now; a producer that skips
     // them (an older client, a raw BullMQ add) can still write one, and the
     // history must still take it.
-    const odd = await app.broker
-      .queue(echo.queue)
-      .add(echo.name, { input: { n: -1 }, tenant: '\ud800' }, { ...baseJobOptions(app.broker, echo), jobId: 'odd-tenant' });
+    const odd = await app.broker.queue(echo.queue).add(echo.name, { input: { n: -1 }, tenant: '\ud800' }, { ...baseJobOptions(app.broker, echo), jobId: 'odd-tenant' });
     const failing = await app.enqueue(echo, { n: -2, fail: 'bad \ud800 byte \0 end' });
     const normal = [];
     for (let n = 0; n < 20; n++) normal.push(await app.enqueue(echo, { n }));
