@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.ts';
-import { loadConfig } from '../src/config.ts';
+import { loadConfig, OPTIONS } from '../src/config.ts';
 import { StoreSetupError } from '../src/errors.ts';
 import { defineTables } from '../src/store/tables.ts';
 import { dropSchema, onCleanup, randomToken, TEST_DATABASE_URL, TEST_REDIS_URL, useCleanup } from './helpers.ts';
@@ -45,10 +45,21 @@ const userTables = (url: string) =>
     "select table_schema as schema, table_name as name from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema') order by 1, 2",
   );
 
+/**
+ * The environment of a child: Celerity's variables inherited from the test
+ * process removed first (CI exports DATABASE_URL, which would turn a SQLite
+ * case into a PostgreSQL one).
+ */
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'silent' };
+  for (const meta of Object.values(OPTIONS)) delete env[meta.env];
+  return { ...env, ...extra };
+}
+
 /** Runs the CLI to its exit (or kills it after `ms`), returning its code and stderr lines. */
 function cli(args: string[], env: Record<string, string>, ms = 20_000): Promise<{ code: number | null; stderr: string[]; stdout: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'silent', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let stdout = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -203,7 +214,9 @@ describe('without the optional better-sqlite3', () => {
       console.log(await open({ sqlitePath: ${JSON.stringify(join(dir, 'jobs.db'))} }));
       console.log(await open({ databaseUrl: '${TEST_DATABASE_URL}', databaseSchema: '${schema}' }));
     `;
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8' }).trim().split('\n');
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8', env: cleanEnv({}) })
+      .trim()
+      .split('\n');
     expect(out[0]).toBe(
       'store_setup DATABASE_URL: the SQLite store needs the optional package better-sqlite3, which is not installed (or not built for this Node); run `npm install better-sqlite3`, or set DATABASE_URL to a PostgreSQL database',
     );

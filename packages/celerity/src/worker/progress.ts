@@ -8,7 +8,7 @@ import type { ProgressUpdate } from '../task.ts';
  * recorder). While a write is in flight further updates only merge, so a
  * handler reporting in a tight loop costs one write per round trip.
  *
- * `update` never waits for Redis: it resolves at once, whatever the write
+ * `update` never waits for Redis: it resolves on the next turn of the event loop, whatever the write
  * does. The worker's connection queues commands while Redis is unreachable,
  * so a write in flight during an outage waits for Redis to come back; a
  * handler that awaited it would stand still for the whole outage while its
@@ -34,7 +34,12 @@ export class ProgressReporter {
     this.snapshot = { ...this.snapshot, ...update };
     this.dirty = true;
     this.inflight ??= this.flush();
-    return Promise.resolve();
+    // Resolves on the next turn of the event loop, not at once: a handler
+    // whose other awaits settle synchronously (SQLite writes, CPU-bound
+    // loops) would otherwise never yield, and neither this write nor
+    // anything else of the process (lock renewal, status reads) would run
+    // until it returned.
+    return new Promise((resolve) => setImmediate(resolve));
   }
 
   /** Resolves once the latest snapshot is written. */
