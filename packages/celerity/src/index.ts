@@ -27,3 +27,17 @@ export { MAINTENANCE_QUEUE, MAINTENANCE_TASKS, type StuckJob } from './schedules
 export { startSchedulesInBackground, type ScheduleSync } from './schedules/sync.ts';
 export { seededRandom } from './seeded-random.ts';
 export { pgJson } from './store/pg-json.ts';
+export {
+  ALL_TENANTS,
+  SCOPES,
+  hasScope,
+  isAdmin,
+  principalOf,
+  taskAllowed,
+  taskPatternMatches,
+  tenantScopeOf,
+  type Principal,
+  type RouteAuth,
+  type Scope,
+  type TenantScope,
+} from './auth/principal.ts';
