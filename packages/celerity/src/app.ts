@@ -22,6 +22,7 @@ import { syncSchedules, type ScheduleSync } from './schedules/sync.ts';
 import { maintenanceSchedules, maintenanceTasks } from './schedules/maintenance.ts';
 import type { WorkflowDefinition, WorkflowNode } from './workflows/workflow.ts';
 import type { TableHandle, TableSet } from './store/tables.ts';
+import { ALL_TENANTS, inTenantScope, type TenantScope } from './auth/principal.ts';
 
 /**
  * Marks an App across copies of this package: an app module may import
@@ -345,9 +346,14 @@ export class App {
     );
   }
 
-  /** The job's record: live from Redis, or from the SQL history; a workflow's with its steps. */
-  async getJob(id: string): Promise<JobRecord | null> {
-    return this.readWithSteps(this.queueNames(), id);
+  /**
+   * The job's record: live from Redis, or from the SQL history; a workflow's
+   * with its steps. With a `scope`, a job of a tenant outside it reads as
+   * null, as a job that does not exist.
+   */
+  async getJob(id: string, opts: { scope?: TenantScope } = {}): Promise<JobRecord | null> {
+    const record = await this.readWithSteps(this.queueNames(), id);
+    return record && inTenantScope(opts.scope ?? ALL_TENANTS, record.tenant) ? record : null;
   }
 
   /** Like getJob, also searching the queue a handle was routed to (enqueueByName to another app's queue). */
@@ -377,12 +383,15 @@ export class App {
    * (`cancelling`, then `cancelled`). Cancelling twice is harmless; a
    * finished job throws JobFinishedError. Cancelling a workflow's root
    * cancels its unfinished steps first (queued ones removed, running ones
-   * stopped); the workflow then reads `cancelled`.
+   * stopped); the workflow then reads `cancelled`. With a `scope`, a job of
+   * a tenant outside it throws JobNotFoundError.
    */
-  async cancel(id: string): Promise<CancelOutcome> {
+  async cancel(id: string, opts: { scope?: TenantScope } = {}): Promise<CancelOutcome> {
     const store = await this.openStore();
     const queues = this.queueNames();
     const root = await readJob(this.broker, store, queues, id);
+    // Outside the scope is as unknown as missing (the API answers 404 for both).
+    if (root && !inTenantScope(opts.scope ?? ALL_TENANTS, root.tenant)) throw new JobNotFoundError(id);
     if (root?.workflow && !TERMINAL_STATUSES.has(root.status)) {
       // Leaves first: a step removed before its parent would let the parent run.
       const steps = await Promise.all(root.workflow.steps.map((s) => readJob(this.broker, store, queues, s.id)));

@@ -235,3 +235,31 @@ export class UnknownHookError extends CelerityError {
     super(`No task named "${task}" takes webhooks here`, { task });
   }
 }
+
+/**
+ * The request carries no valid API key (missing, malformed, unknown or
+ * revoked; the answer does not say which of the last two). The API adds
+ * `WWW-Authenticate: Bearer`.
+ */
+export class UnauthorizedError extends CelerityError {
+  readonly code = 'unauthorized';
+  override readonly httpStatus = 401;
+
+  constructor(message: string) {
+    super(message, null);
+  }
+}
+
+/**
+ * The API key is valid but may not do this: it lacks the route's scope, the
+ * task is outside its task patterns, or the request names another tenant
+ * than the key's. Nothing was enqueued or changed.
+ */
+export class ForbiddenError extends CelerityError {
+  readonly code = 'forbidden';
+  override readonly httpStatus = 403;
+
+  constructor(message: string, details: { scope?: string; task?: string; field?: string }) {
+    super(message, details);
+  }
+}

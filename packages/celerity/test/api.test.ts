@@ -146,7 +146,7 @@ describe('HTTP API errors', () => {
     // Nothing listens on port 1. Built by hand: the test environment's cleanup
     // would try to delete keys on that unreachable Redis.
     const dir = mkdtempSync(join(tmpdir(), 'celerity-503-'));
-    const app = createApp({ tasks: [add], config: loadConfig({ env: {}, flags: { redisUrl: 'redis://127.0.0.1:1', sqlitePath: join(dir, 'jobs.db'), logLevel: 'silent' } }) });
+    const app = createApp({ tasks: [add], config: loadConfig({ env: {}, flags: { redisUrl: 'redis://127.0.0.1:1', sqlitePath: join(dir, 'jobs.db'), logLevel: 'silent', auth: 'off' } }) });
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     onCleanup(() => app.close());
     await app.openStore();

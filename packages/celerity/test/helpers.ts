@@ -106,6 +106,8 @@ export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
       sqlitePath,
       uploadDir: join(dir, 'uploads'),
       logLevel: TEST_LOG_LEVEL,
+      // Most tests are about jobs, not keys; test/security*.test.ts turn keys on.
+      auth: 'off',
       ...(kind === 'postgres' ? { databaseUrl: TEST_DATABASE_URL } : {}),
       ...overrides,
     },

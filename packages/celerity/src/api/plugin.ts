@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifySchema, FastifySchemaC
 import type { App } from '../app.ts';
 import { RequestTooDeepError } from '../errors.ts';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, tooDeepPath } from '../limits.ts';
+import { registerAuth, type AuthMode } from './auth.ts';
 import { errorHandlerPlugin, errorSchema } from './errors.ts';
 import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -32,6 +33,13 @@ export interface CelerityApiOptions {
    * host's 404 handler stays in charge).
    */
   notFound?: boolean;
+  /**
+   * `keys` (default: the app's `CELERITY_AUTH`): the routes need an API key,
+   * and each caller sees its own tenant's jobs (docs/security.md). `off`:
+   * every caller is an admin of every tenant, for a host that authenticates
+   * in front of the API (a gateway, its own hooks).
+   */
+  auth?: AuthMode;
 }
 
 /**
@@ -119,6 +127,8 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   server.addSchema(errorSchema);
   server.addSchema(jobViewSchema);
   errorHandlerPlugin(server, { notFound: opts.notFound ?? server.prefix !== '' });
+  // Before any body is read, and before the routes (app routes included) are added.
+  registerAuth(server, app, opts.auth ?? app.config.auth);
   server.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -131,7 +141,7 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   await server.register(opsRoutes, { app });
   // The app's own routes, after Celerity's: they share the error shape and the OpenAPI document.
   for (const routes of app.routes) await server.register(routes, { app });
-  if (opts.openapi) server.get('/openapi.json', { schema: { hide: true } }, async () => server.swagger());
+  if (opts.openapi) server.get('/openapi.json', { schema: { hide: true }, config: { celerity: { open: true } } }, async () => server.swagger());
 
   // Migrations run before the first request, not on it.
   server.addHook('onReady', async () => {

@@ -130,4 +130,13 @@ export function maybePrincipalOf(request: FastifyRequest): Principal | undefined
 export interface RouteAuth {
   scope?: Scope;
   open?: boolean;
+  /** The route also takes `CELERITY_METRICS_TOKEN` instead of a key (`/metrics`). */
+  metricsToken?: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** What the route asks of its caller under celerityApi; see {@link RouteAuth}. */
+    celerity?: RouteAuth;
+  }
 }

@@ -13,6 +13,11 @@ import { appMetrics } from '../ops/metrics.ts';
 import { CliError } from './cli-error.ts';
 import { ensureDevRedis, type PrivateRedis } from './dev-redis.ts';
 import { registerInspect } from './inspect.ts';
+import { devKey, registerKeys } from './keys.ts';
+import { hasActiveKey } from '../auth/key-store.ts';
+
+/** Where `celerity dev` keeps its admin key, for the README's curl lines. */
+const DEV_KEY_FILE = '.celerity/dev-key';
 import { loadApp } from './load-app.ts';
 import { startSchedulesInBackground } from '../schedules/sync.ts';
 
@@ -58,7 +63,7 @@ const WORKER: OptionName[] = [
   'heartbeatInterval',
   'historyRetention',
 ];
-const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes'];
+const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes', 'auth', 'metricsToken'];
 
 /**
  * Loads the app module, then gives it the flags: they are layered over what
@@ -199,6 +204,14 @@ withConfig(program.command('serve').description('Serve the HTTP job API.'), [...
   const app = await prepare(flags);
   await app.store.check();
   await app.openStore();
+  // Closed by default: an API without keys would answer every request 401,
+  // or, worse, someone would turn authentication off to make it work.
+  if (app.config.auth === 'keys' && !(await hasActiveKey(app.store))) {
+    throw new CliError(
+      'no API key exists, so the job API would refuse every request: create one with `celerity keys create --name admin --scopes admin`, or set CELERITY_AUTH=off to serve without authentication',
+      1,
+    );
+  }
   // The API records too, so that the history follows even with no worker up.
   const recorder = await app.startRecorder();
   const running: Running = { app, recorder, ...(await startServer(app)) };
@@ -206,6 +219,8 @@ withConfig(program.command('serve').description('Serve the HTTP job API.'), [...
 });
 
 withConfig(program.command('dev').description('API and worker in one process, for development.'), [...COMMON, ...WORKER, ...SERVER]).action(async (flags: Flags) => {
+  // Dev mode is for this machine: it listens on the loopback unless told otherwise.
+  if (flags.host === undefined && !process.env.HOST) flags.host = '127.0.0.1';
   const config = loadConfig({ flags: configFlags(flags) });
   const redis = await ensureDevRedis(config.brokerUrl, '.celerity/redis');
   if (redis) {
@@ -215,18 +230,23 @@ withConfig(program.command('dev').description('API and worker in one process, fo
   const app = await prepare(flags, { pretty: true });
   await app.store.check();
   await app.openStore();
+  const key = app.config.auth === 'keys' ? await devKey(app.store, DEV_KEY_FILE) : undefined;
   const worker = await startWorker(app, true);
   const running: Running = { app, redis, ...worker, ...(await startServer(app)) };
   onShutdown(running);
-  const base = `http://localhost:${app.config.port}`;
+  const base = `http://${app.config.host === '0.0.0.0' || app.config.host === '127.0.0.1' ? 'localhost' : app.config.host}:${app.config.port}`;
   const first = app.tasks.has('math.add') ? '{"task":"math.add","input":{"a":2,"b":3}}' : `{"task":"${[...app.tasks.keys()][0] ?? 'my.task'}","input":{}}`;
+  const auth = key ? ` -H "authorization: Bearer $(cat ${DEV_KEY_FILE})"` : '';
   console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? `, private Redis ${redis.url}` : ''} in this process)`);
+  if (key) console.log(`API key: ${key.token} (admin; ${key.created ? 'new, ' : ''}saved in ${DEV_KEY_FILE})`);
+  else console.log('Warning: CELERITY_AUTH=off, the API takes requests without a key');
   console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
-  console.log(`Try:   curl -X POST ${base}/v1/jobs -H 'content-type: application/json' -d '${first}'`);
-  console.log(`Then:  curl ${base}/v1/jobs/<job_id>\n`);
+  console.log(`Try:   curl -X POST ${base}/v1/jobs${auth} -H 'content-type: application/json' -d '${first}'`);
+  console.log(`Then:  curl${auth} ${base}/v1/jobs/<job_id>\n`);
 });
 
 registerInspect(program);
+registerKeys(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -34,6 +34,8 @@ export interface EnqueueOptions {
   idempotencyKey?: string;
   /** Correlation id for the job's log lines (the API passes the request's X-Request-Id). */
   traceId?: string;
+  /** The API key that submitted the job (the API sets it). */
+  keyId?: string;
 }
 
 // Identifiers are stored, filtered on and logged: no NUL (PostgreSQL text
@@ -55,6 +57,7 @@ export const enqueueOptionsSchema = z
       .optional(),
     idempotencyKey: identifier.optional(),
     traceId: z.string().min(1).max(200).optional(),
+    keyId: z.string().min(1).max(64).optional(),
   })
   .strict();
 

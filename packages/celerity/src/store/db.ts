@@ -30,8 +30,25 @@ export interface JobsTable {
   event_seq: string;
 }
 
+/** Columns of the `api_keys` table (see auth/key-store.ts). */
+export interface ApiKeysTable {
+  id: string;
+  name: string;
+  tenant: string | null;
+  /** JSON array of scopes. */
+  scopes: string;
+  /** JSON array of task-name patterns; null: every task. */
+  tasks: string | null;
+  /** SHA-256 of the key's secret, hex. */
+  secret_hash: string;
+  created_at: number;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
 export interface Database {
   jobs: JobsTable;
+  api_keys: ApiKeysTable;
 }
 
 export type Dialect = 'sqlite' | 'postgres';

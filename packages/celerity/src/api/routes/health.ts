@@ -23,6 +23,7 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
   server.get(
     '/healthz',
     {
+      config: { celerity: { open: true } },
       schema: {
         summary: 'Liveness, with the state of Redis and SQL',
         tags: ['health'],
@@ -50,6 +51,7 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
   server.get(
     '/readyz',
     {
+      config: { celerity: { open: true } },
       schema: {
         summary: 'Readiness: 200 when Redis and SQL both answer, else 503 naming which is down',
         tags: ['health'],
@@ -75,8 +77,16 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
   // Created now, not on the first scrape, so that the jobs a worker of this
   // app runs before then are counted (the hooks subscribe at creation).
   const metrics = appMetrics(app);
-  server.get('/metrics', { schema: { summary: 'Prometheus metrics (text format 0.0.4)', tags: ['health'], hide: true } }, async (_request, reply) => {
-    const text = await metrics.render();
-    return reply.type(metrics.contentType).send(text);
-  });
+  server.get(
+    '/metrics',
+    {
+      schema: { summary: 'Prometheus metrics (text format 0.0.4)', tags: ['health'], hide: true },
+      // An API key with ops:read, or the scrape token of CELERITY_METRICS_TOKEN.
+      config: { celerity: { scope: 'ops:read', metricsToken: true } },
+    },
+    async (_request, reply) => {
+      const text = await metrics.render();
+      return reply.type(metrics.contentType).send(text);
+    },
+  );
 }

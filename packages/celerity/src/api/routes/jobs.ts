@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App, JobHandle } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
-import { JobNotFoundError } from '../../errors.ts';
+import { ForbiddenError } from '../../errors.ts';
+import { isAdmin, principalOf, tenantScopeOf } from '../../auth/principal.ts';
+import { assertNoUploadHandle, scopedSubmission, visibleJob } from '../access.ts';
 import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
 import {
   CURSOR_PATTERN,
@@ -39,6 +41,7 @@ interface ListQuery {
   status?: JobStatus;
   task?: string;
   tenant?: string;
+  key_id?: string;
   limit: number;
   cursor?: string;
 }
@@ -148,9 +151,11 @@ const submitSchema = {
 
 /** Submit, read and list jobs. */
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
-  server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema }, async (request, reply) => {
+  server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema, config: { celerity: { scope: 'jobs:submit' } } }, async (request, reply) => {
     const { task, input, options = {} } = request.body;
-    const enqueueOptions = { ...toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined), traceId: request.id };
+    const principal = principalOf(request);
+    const enqueueOptions = scopedSubmission(principal, task, { ...toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined), traceId: request.id }, 'options.tenant');
+    assertNoUploadHandle(principal, task, input);
     const handle = await app.enqueueByName(task, input, enqueueOptions);
     return sendAccepted(request, reply, handle);
   });
@@ -164,12 +169,9 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
         params: jobIdParamsSchema,
         response: { 200: { $ref: 'Job#' }, '4xx': { $ref: 'Error#' }, 503: { $ref: 'Error#' } },
       },
+      config: { celerity: { scope: 'jobs:read' } },
     },
-    async (request) => {
-      const record = await app.getJob(request.params.id);
-      if (!record) throw new JobNotFoundError(request.params.id);
-      return jobView(record);
-    },
+    async (request) => jobView(await visibleJob(app, principalOf(request), request.params.id)),
   );
 
   server.post<{ Params: { id: string } }>(
@@ -188,9 +190,13 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
           503: { $ref: 'Error#' },
         },
       },
+      config: { celerity: { scope: 'jobs:cancel' } },
     },
     async (request, reply) => {
-      const outcome = await app.cancel(request.params.id);
+      const principal = principalOf(request);
+      // Read first: another tenant's job, or a task outside the key's patterns, is a 404 like no job.
+      await visibleJob(app, principal, request.params.id);
+      const outcome = await app.cancel(request.params.id, { scope: tenantScopeOf(principal) });
       return reply.status(outcome === 'cancelled' ? 200 : 202).send({ job_id: request.params.id, status: outcome });
     },
   );
@@ -207,7 +213,8 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
           properties: {
             status: { type: 'string', enum: [...JOB_STATUSES] },
             task: { type: 'string', pattern: TASK_NAME_PATTERN },
-            tenant: identifier,
+            tenant: { ...identifier, description: "Only this tenant's jobs. A key of a tenant sees only its own: naming another is refused (403)." },
+            key_id: { type: 'string', pattern: '^[0-9a-z]{16}$', description: 'Only the jobs submitted with this API key (its id, as `celerity keys list` shows it).' },
             limit: { type: 'integer', minimum: 1, maximum: MAX_LIST_LIMIT, default: 50 },
             cursor: { type: 'string', pattern: CURSOR_PATTERN, description: 'next_cursor of the previous page.' },
           },
@@ -225,9 +232,20 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
           503: { $ref: 'Error#' },
         },
       },
+      config: { celerity: { scope: 'jobs:read' } },
     },
     async (request) => {
-      const page = await app.listJobs(request.query);
+      const principal = principalOf(request);
+      const { key_id: keyId, ...query } = request.query;
+      if (!isAdmin(principal) && query.tenant !== undefined && query.tenant !== principal.tenant) {
+        throw new ForbiddenError("tenant names another tenant than the API key's; a key lists only its own tenant's jobs", { field: 'tenant' });
+      }
+      const page = await app.listJobs({
+        ...query,
+        scope: tenantScopeOf(principal),
+        ...(keyId !== undefined ? { keyId } : {}),
+        ...(principal.tasks !== null && !isAdmin(principal) ? { taskPatterns: principal.tasks } : {}),
+      });
       return { jobs: page.jobs.map(jobView), next_cursor: page.nextCursor };
     },
   );

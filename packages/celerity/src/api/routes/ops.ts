@@ -122,6 +122,7 @@ export async function opsRoutes(server: FastifyInstance, { app }: { app: App }):
         tags: ['operations'],
         response: { 200: workersResponse, 503: { $ref: 'Error#' } },
       },
+      config: { celerity: { scope: 'ops:read' } },
     },
     async () => {
       const workers = await viaBroker(app.broker.redis, () => readWorkers(app.broker.redis, app.config.prefix));
@@ -138,6 +139,7 @@ export async function opsRoutes(server: FastifyInstance, { app }: { app: App }):
         tags: ['operations'],
         response: { 200: queuesResponse, 503: { $ref: 'Error#' } },
       },
+      config: { celerity: { scope: 'ops:read' } },
     },
     async () => ({ queues: (await queueStats(app.broker, app.queueNames())).map(queueView) }),
   );

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { App } from '../../app.ts';
 import type { Task } from '../../task.ts';
+import { principalOf, taskAllowed } from '../../auth/principal.ts';
 
 /** The JSON schema of a task's input, as clients should send it. */
 export function inputJsonSchema(task: Pick<Task, 'inputSchema'>): unknown {
@@ -60,6 +61,10 @@ export async function taskRoutes(server: FastifyInstance, { app }: { app: App })
         },
       },
     },
-    async () => ({ tasks }),
+    // Any valid key may look; a key limited to task patterns sees only those tasks.
+    async (request) => {
+      const principal = principalOf(request);
+      return { tasks: principal.tasks === null ? tasks : tasks.filter((t) => taskAllowed(principal, t.name)) };
+    },
   );
 }

@@ -13,6 +13,8 @@ import { InvalidUploadError, UploadsNotAcceptedError, UploadTooLargeError, Unsup
 import { checkContentType, declaredCandidates, normalizeContentType } from '../../uploads/sniff.ts';
 import { releaseUpload, sanitizeFilename, saveUpload, sweepUploads, type SavedUpload } from '../../uploads/store.ts';
 import type { UploadRef } from '../../uploads/upload-ref.ts';
+import { principalOf, type Principal } from '../../auth/principal.ts';
+import { assertMaySubmit, scopedSubmission } from '../access.ts';
 import { submitOptionsSchema, submittedResponseSchema, toEnqueueOptions, type SubmitOptions } from './jobs.ts';
 
 const FIELDS = ['task', 'input', 'options'] as const;
@@ -101,7 +103,7 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
     if (janitor) clearInterval(janitor);
   });
 
-  server.post('/v1/uploads', { schema: uploadSchema, validatorCompiler: () => () => true }, async (request, reply) => {
+  server.post('/v1/uploads', { schema: uploadSchema, validatorCompiler: () => () => true, config: { celerity: { scope: 'jobs:submit' } } }, async (request, reply) => {
     if (!request.isMultipart()) {
       throw new InvalidUploadError('unsupported_media_type', 'content-type', 'POST /v1/uploads takes multipart/form-data', { status: 415 });
     }
@@ -110,14 +112,15 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
       throw new InvalidUploadError('invalid_request', 'idempotency-key', `must be 1 to ${MAX_NAME_LENGTH} characters, without control characters`);
     }
 
-    const form = await readForm(request.parts(), app, uploadDir, uploadMaxBytes);
+    const principal = principalOf(request);
+    const form = await readForm(request.parts(), app, uploadDir, uploadMaxBytes, principal);
     let saved = form.saved;
     // False once the upload is a directory an earlier request created (an idempotent replay).
     let ownsDir = true;
     try {
       const { task, input, options } = form;
       const contentType = await checkContentType(saved.path, form.declaredType, task.accepts, saved.filename);
-      const enqueueOptions = { ...toEnqueueOptions(options, header), traceId: request.id };
+      const enqueueOptions = scopedSubmission(principal, task.name, { ...toEnqueueOptions(options, header), traceId: request.id }, 'options.tenant');
       if (enqueueOptions.delay !== undefined && enqueueOptions.delay >= uploadTtl * 1000) {
         throw new InvalidOptionsError([{ path: 'options.delay', message: `must be shorter than CELERITY_UPLOAD_TTL (${uploadTtl} s), or the file would be removed before the job runs` }]);
       }
@@ -177,7 +180,7 @@ type Part = {
  * even after a problem (busboy would stall on an unread file), and the first
  * problem is thrown at the end, after removing anything stored.
  */
-async function readForm(parts: AsyncIterable<Part>, app: App, uploadDir: string, maxBytes: number): Promise<Form> {
+async function readForm(parts: AsyncIterable<Part>, app: App, uploadDir: string, maxBytes: number, principal: Principal): Promise<Form> {
   const fields: Partial<Record<FieldName, string>> = {};
   let saved: SavedUpload | undefined;
   let declaredType: string | null = null;
@@ -201,6 +204,7 @@ async function readForm(parts: AsyncIterable<Part>, app: App, uploadDir: string,
           // Refuse what the task cannot take before writing a byte, when the
           // form gave the task first (as forms usually do).
           if (fields.task !== undefined) {
+            assertMaySubmit(principal, fields.task);
             const task = taskOf(app, fields.task);
             if (declaredCandidates(declaredType, task.accepts, filename).length === 0) {
               throw new UnsupportedUploadTypeError(`type ${declaredType} is not accepted (accepted: ${task.accepts.join(', ')})`, { declared: declaredType, detected: null, accepts: task.accepts });
