@@ -7,6 +7,12 @@
  * with 50 connections, each for D seconds after a warm-up run that is not
  * counted. The worker drains the POST backlog before the GET run starts.
  * There is no raw BullMQ counterpart: Celerity's API is the thing measured.
+ *
+ * Two API processes serve the same queues and history: one closed (API keys,
+ * a tenant key of jobs:submit and jobs:read, the per-key rate limits on with
+ * limits high enough not to bite), one open (CELERITY_AUTH=off, no rate
+ * limits). Each pair of runs, closed then open, gives what authentication
+ * and its limits cost, measured in the same run.
  */
 import { createRequire } from 'node:module';
 import { Queue } from 'bullmq';
@@ -43,8 +49,9 @@ interface HttpRun {
   status_codes: Record<string, number>;
 }
 
-async function cannon(scope: Scope, name: string, url: string, seconds: number, post?: string): Promise<HttpRun> {
+async function cannon(scope: Scope, name: string, url: string, seconds: number, post?: string, key?: string): Promise<HttpRun> {
   const args = [AUTOCANNON, '--json', '--no-progress', '-c', String(CONNECTIONS), '-d', String(seconds)];
+  if (key !== undefined) args.push('-H', `authorization=Bearer ${key}`);
   if (post !== undefined) args.push('-m', 'POST', '-H', 'content-type=application/json', '-b', post);
   args.push(url);
   const proc = new Proc(scope, name, process.execPath, args, { env: process.env });
@@ -97,10 +104,32 @@ export const s3Http: Scenario = {
     const seconds = ctx.quick ? 2 : 10;
     const warmupSeconds = ctx.quick ? 1 : 3;
     const env = storeEnv(ctx, scope, 'postgres');
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const server = celerity(ctx, scope, 'celerity-serve', 'serve', env.childEnv({ PORT: String(port), HOST: '127.0.0.1' }));
-    await waitHttp(`${base}/healthz`, [server]);
+    // The key first: `celerity serve` refuses to start with keys on and none made.
+    const created = new Proc(
+      scope,
+      'keys-create',
+      process.execPath,
+      ['packages/celerity/bin/celerity.js', 'keys', 'create', '--name', 'bench', '--tenant', 'bench', '--scopes', 'jobs:submit,jobs:read'],
+      {
+        env: env.childEnv(),
+      },
+    );
+    const key = (await created.result(60_000)).trim();
+    const closedPort = await freePort();
+    const openPort = await freePort();
+    const closed = `http://127.0.0.1:${closedPort}`;
+    const open = `http://127.0.0.1:${openPort}`;
+    const limits = { CELERITY_RATE_LIMIT_SUBMIT: '100000000', CELERITY_RATE_LIMIT_READ: '100000000' };
+    const server = celerity(ctx, scope, 'celerity-serve', 'serve', env.childEnv({ PORT: String(closedPort), HOST: '127.0.0.1', ...limits }));
+    const openServer = celerity(
+      ctx,
+      scope,
+      'celerity-serve-open',
+      'serve',
+      env.childEnv({ PORT: String(openPort), HOST: '127.0.0.1', CELERITY_AUTH: 'off', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
+    );
+    await waitHttp(`${closed}/healthz`, [server]);
+    await waitHttp(`${open}/healthz`, [openServer]);
     const worker = celerity(ctx, scope, 'celerity-worker', 'worker', env.childEnv({ CELERITY_CONCURRENCY: '50' }));
 
     // A queue handle on the same prefix, to see the worker arrive and the backlog drain.
@@ -128,28 +157,39 @@ export const s3Http: Scenario = {
 
     const body = JSON.stringify({ task: 'bench.noop', input: {} });
     const notes: string[] = [];
-    ctx.log(`POST warm-up ${warmupSeconds} s, then ${seconds} s`);
-    await cannon(scope, 'autocannon-post-warmup', `${base}/v1/jobs`, warmupSeconds, body);
-    await drained();
-    const post = await cannon(scope, 'autocannon-post', `${base}/v1/jobs`, seconds, body);
-    check(post, 'POST /v1/jobs', notes);
-    await drained();
+    const auth = { authorization: `Bearer ${key}` };
+    const postRun = async (base: string, label: string, withKey?: string) => {
+      ctx.log(`POST ${label}: warm-up ${warmupSeconds} s, then ${seconds} s`);
+      await cannon(scope, `autocannon-post-warmup-${label}`, `${base}/v1/jobs`, warmupSeconds, body, withKey);
+      await drained();
+      const run = await cannon(scope, `autocannon-post-${label}`, `${base}/v1/jobs`, seconds, body, withKey);
+      check(run, `POST /v1/jobs (${label})`, notes);
+      await drained();
+      return run;
+    };
+    const post = await postRun(closed, 'keys', key);
+    const postOpen = await postRun(open, 'open');
 
     // One completed job to read.
-    const submitted = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const submitted = await fetch(`${closed}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body });
     const { job_id: jobId } = (await submitted.json()) as { job_id: string };
     await pollUntil(
       async () => {
-        const res = await fetch(`${base}/v1/jobs/${jobId}`);
+        const res = await fetch(`${closed}/v1/jobs/${jobId}`, { headers: auth });
         return res.ok && ((await res.json()) as { status: string }).status === 'completed';
       },
       { intervalMs: 20, timeoutMs: 30_000, what: `job ${jobId} to complete` },
     );
-    ctx.log(`GET warm-up ${warmupSeconds} s, then ${seconds} s`);
-    await cannon(scope, 'autocannon-get-warmup', `${base}/v1/jobs/${jobId}`, warmupSeconds);
-    const get = await cannon(scope, 'autocannon-get', `${base}/v1/jobs/${jobId}`, seconds);
-    check(get, 'GET /v1/jobs/:id', notes);
-    for (const p of [server, worker]) p.assertRunning();
+    const getRun = async (base: string, label: string, withKey?: string) => {
+      ctx.log(`GET ${label}: warm-up ${warmupSeconds} s, then ${seconds} s`);
+      await cannon(scope, `autocannon-get-warmup-${label}`, `${base}/v1/jobs/${jobId}`, warmupSeconds, undefined, withKey);
+      const run = await cannon(scope, `autocannon-get-${label}`, `${base}/v1/jobs/${jobId}`, seconds, undefined, withKey);
+      check(run, `GET /v1/jobs/:id (${label})`, notes);
+      return run;
+    };
+    const get = await getRun(closed, 'keys', key);
+    const getOpen = await getRun(open, 'open');
+    for (const p of [server, openServer, worker]) p.assertRunning();
 
     const view = (r: HttpRun) => ({
       req_per_s: round(r.req_per_s),
@@ -166,9 +206,13 @@ export const s3Http: Scenario = {
       { metric: 'POST /v1/jobs p99', unit: 'ms', celerity: post.p99_ms },
       { metric: 'GET /v1/jobs/:id', unit: 'req/s', celerity: get.req_per_s },
       { metric: 'GET /v1/jobs/:id p99', unit: 'ms', celerity: get.p99_ms },
+      { metric: 'POST /v1/jobs, no auth', unit: 'req/s', celerity: postOpen.req_per_s },
+      { metric: 'GET /v1/jobs/:id, no auth', unit: 'req/s', celerity: getOpen.req_per_s },
+      { metric: 'POST with keys / without', unit: 'ratio', celerity: round(post.req_per_s / postOpen.req_per_s) },
+      { metric: 'GET with keys / without', unit: 'ratio', celerity: round(get.req_per_s / getOpen.req_per_s) },
     ];
     return {
-      fields: { post: view(post), get: view(get) },
+      fields: { post: view(post), get: view(get), post_no_auth: view(postOpen), get_no_auth: view(getOpen) },
       params: { connections: CONNECTIONS, duration_s: seconds, warmup_s: warmupSeconds, store: 'postgres', worker_concurrency: 50, log_level: 'warn' },
       rows,
       notes,

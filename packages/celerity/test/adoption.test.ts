@@ -105,6 +105,12 @@ describe.concurrent('celerity installed from its tarball into a new project', ()
         CELERITY_CONCURRENCY: '1',
         LOG_LEVEL: 'warn',
       });
+      // Closed by default: the newcomer makes a key first, as the README says.
+      // Without a tenant, it sees the jobs without one, such as the producer script's below.
+      const created = await mustRun(bin, ['keys', 'create', '--name', 'adopt', '--scopes', 'jobs:submit,jobs:read'], { cwd: project, env, timeoutMs: 60_000 });
+      const key = created.stdout.trim();
+      expect(key).toMatch(/^cel_/);
+      const auth = { authorization: `Bearer ${key}` };
       const worker = new Proc(`worker ${app}`, bin, ['worker', '--app', app], { cwd: project, env });
       const api = new Proc(`serve ${app}`, bin, ['serve', '--app', app, '--port', String(port), '--host', '127.0.0.1'], { cwd: project, env });
       const base = `http://127.0.0.1:${port}`;
@@ -114,12 +120,12 @@ describe.concurrent('celerity installed from its tarball into a new project', ()
       await until(async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined), { timeoutMs: 60_000, describe: () => `${base}/readyz\n${outputs()}`, problem: dead });
 
       const submit = async (task: string, input: unknown): Promise<string> => {
-        const res = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ task, input }) });
+        const res = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ task, input }) });
         const body = (await res.json()) as { job_id: string };
         expect(res.status, JSON.stringify(body)).toBe(202);
         return body.job_id;
       };
-      const read = async (id: string): Promise<any> => (await fetch(`${base}/v1/jobs/${id}`)).json();
+      const read = async (id: string): Promise<any> => (await fetch(`${base}/v1/jobs/${id}`, { headers: auth })).json();
       const finished = (id: string): Promise<any> =>
         until(
           async () => {
@@ -131,7 +137,7 @@ describe.concurrent('celerity installed from its tarball into a new project', ()
 
       // A job submitted over HTTP.
       const added = await finished(await submit('adopt.add', { a: 2, b: 3 }));
-      expect(added).toMatchObject({ task: 'adopt.add', status: 'completed', result: { sum: 5 }, error: null });
+      expect(added).toMatchObject({ task: 'adopt.add', status: 'completed', result: { sum: 5 }, error: null, tenant: null, key_id: key.slice(4, 20) });
 
       // An isolated task runs in a thread of the worker, which imports the app module.
       const where = await finished(await submit('adopt.where', {}));

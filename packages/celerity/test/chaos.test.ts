@@ -71,7 +71,7 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
       // The API as its own process: it takes the submissions and records too.
       const port = await freePort();
       const api = new Proc('api', process.execPath, ['packages/celerity/bin/celerity.js', 'serve', '--app', RELIABILITY_APP], {
-        env: processEnv(app.env, { ...recorderEnv, PORT: String(port), HOST: '127.0.0.1' }),
+        env: processEnv(app.env, { ...recorderEnv, PORT: String(port), HOST: '127.0.0.1', CELERITY_AUTH: 'off' }),
       });
       onCleanup(() => api.kill('SIGKILL'));
       const base = `http://127.0.0.1:${port}`;

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -60,17 +60,23 @@ describe('celerity CLI', () => {
       while (!out.includes('Try:') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
       expect(out).toContain(`API on http://localhost:${apiPort}`);
       expect(out).toContain(`private Redis redis://127.0.0.1:${redisPort}`);
-      expect(out).toContain(`curl -X POST http://localhost:${apiPort}/v1/jobs`);
+      expect(out).toContain(`curl -X POST http://localhost:${apiPort}/v1/jobs -H "authorization: Bearer $(cat .celerity/dev-key)"`);
+      // Dev mode made an admin key, printed it and saved it where the printed curl lines read it.
+      const key = readFileSync(join(cwd, '.celerity/dev-key'), 'utf8').trim();
+      expect(out).toContain(`API key: ${key}`);
+      expect(statSync(join(cwd, '.celerity/dev-key')).mode & 0o777).toBe(0o600);
+      expect((await fetch(`http://127.0.0.1:${apiPort}/v1/jobs`)).status).toBe(401);
+      const auth = { authorization: `Bearer ${key}` };
       const res = await fetch(`http://127.0.0.1:${apiPort}/v1/jobs`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...auth },
         body: JSON.stringify({ task: 'math.add', input: { a: 2, b: 3 } }),
       });
       expect(res.status).toBe(202);
       const { status_url } = (await res.json()) as any;
       let job: any;
       for (let i = 0; i < 100 && job?.status !== 'completed'; i++) {
-        job = (await (await fetch(`http://127.0.0.1:${apiPort}${status_url}`)).json()) as any;
+        job = (await (await fetch(`http://127.0.0.1:${apiPort}${status_url}`, { headers: auth })).json()) as any;
         await new Promise((r) => setTimeout(r, 50));
       }
       expect(job).toMatchObject({ status: 'completed', result: { sum: 5 } });

@@ -30,6 +30,8 @@ function env(): NodeJS.ProcessEnv {
     CELERITY_PREFIX: prefix,
     LOG_LEVEL: 'warn',
     CELERITY_SQLITE_PATH: join(dir, 'celerity.db'),
+    // Keys are test/api-keys.test.ts' and the adoption test's concern.
+    CELERITY_AUTH: 'off',
     ...(DATABASE_URL ? { DATABASE_URL, CELERITY_DB_SCHEMA: schema } : {}),
   };
 }
