@@ -226,9 +226,13 @@ export class IdempotencyConflictError extends CelerityError {
   }
 }
 
-/** A webhook names a task the app does not define (the task is in the path, so 404). */
+/**
+ * A webhook names no task that takes webhooks: the app does not define it,
+ * or the task has no `webhook` option. Both answer alike (404), so that an
+ * unauthenticated caller cannot tell which tasks exist.
+ */
 export class UnknownHookError extends CelerityError {
-  readonly code = 'unknown_task';
+  readonly code = 'unknown_hook';
   override readonly httpStatus = 404;
 
   constructor(task: string) {
@@ -261,5 +265,43 @@ export class ForbiddenError extends CelerityError {
 
   constructor(message: string, details: { scope?: string; task?: string; field?: string }) {
     super(message, details);
+  }
+}
+
+/** Why a webhook's signature was refused. */
+export type SignatureProblem = 'missing' | 'malformed' | 'expired' | 'mismatch';
+
+const SIGNATURE_PROBLEMS: Record<SignatureProblem, string> = {
+  missing: 'the Celerity-Signature header is missing',
+  malformed: 'the Celerity-Signature header is malformed (expected t=<unix seconds>,v1=<hex HMAC-SHA256>)',
+  expired: "the signature's timestamp is outside the tolerance (a replay, or a clock off by too much)",
+  mismatch: 'no v1 signature matches the body and timestamp',
+};
+
+/**
+ * A webhook's signature is missing, malformed, too old or wrong. Nothing was
+ * enqueued. The message says which, never what the signature should be.
+ */
+export class InvalidSignatureError extends CelerityError {
+  readonly code = 'invalid_signature';
+  override readonly httpStatus = 401;
+  declare readonly details: { reason: SignatureProblem };
+  readonly reason: SignatureProblem;
+
+  constructor(reason: SignatureProblem) {
+    super(`Invalid webhook signature: ${SIGNATURE_PROBLEMS[reason]}`, { reason });
+    this.reason = reason;
+  }
+}
+
+/** A request header is missing or not allowed (`header` in lower case, as in the schema's paths). Nothing was enqueued. */
+export class InvalidHeaderError extends CelerityError {
+  readonly code = 'invalid_request';
+  override readonly httpStatus = 400;
+  declare readonly details: { issues: FieldIssue[] };
+
+  constructor(header: string, message: string) {
+    const path = `headers.${header}`;
+    super(`Invalid request: ${path} ${message}`, { issues: [{ path, message }] });
   }
 }

@@ -17,6 +17,8 @@ export type { SqliteDatabase, SqliteStatement } from './store/sqlite-driver.ts';
 
 export { buildServer, type ServerOptions } from './api/server.ts';
 export { celerityApi, type CelerityApiOptions } from './api/plugin.ts';
+export { signWebhook, verifyWebhook, type VerifiedWebhook, type VerifyWebhookOptions } from './api/webhook-signature.ts';
+export type { Webhook, WebhookOptions, WebhookSecret, WebhookSecretLookup } from './webhook.ts';
 export { clientErrorHandler as celerityClientErrorHandler, frameworkErrorHandler as celerityFrameworkErrors } from './api/errors.ts';
 export { MAX_PARAM_LENGTH } from './limits.ts';
 export { chain, chord, defineWorkflow, group, step, type WorkflowDefinition, type WorkflowNode } from './workflows/workflow.ts';

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { InvalidInputError, InvalidRetryError, Retry, TaskDefinitionError, type FieldIssue } from './errors.ts';
 import { MAX_TIME_LIMIT_MS } from './limits.ts';
+import { webhookOption, type Webhook, type WebhookOptions } from './webhook.ts';
 import { limitsProblem, type TimeLimits } from './worker/limits.ts';
 
 /** Where a task's handler runs: in the worker's event loop, or in a thread that can be terminated. */
@@ -126,6 +127,16 @@ export interface TaskDefinition<S extends z.ZodType, R> {
    * header. A task without `accepts` takes no uploads.
    */
   accepts?: string[];
+  /**
+   * Serve this task at `POST /v1/hooks/<name>`, where a third party's JSON
+   * payload becomes its input, signed with `secret` (header
+   * `Celerity-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`; see
+   * docs/webhooks.md and `signWebhook`). A task without `webhook` takes no
+   * webhooks: the route answers 404 as for an unknown task.
+   *
+   * @example webhook: { secret: process.env.TICKETS_WEBHOOK_SECRET! }
+   */
+  webhook?: WebhookOptions;
   handler: (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
 }
 
@@ -141,6 +152,8 @@ export interface Task<I = unknown, R = unknown> {
   readonly description: string | undefined;
   /** Content types accepted as an upload; empty when the task takes none. */
   readonly accepts: readonly string[];
+  /** How the task takes signed webhooks; undefined when it takes none. */
+  readonly webhook?: Webhook | undefined;
   readonly inputSchema: z.ZodType;
   readonly handler: (input: any, ctx: TaskContext) => Promise<R> | R;
   /** Type-only markers so the client can infer input and result types. */
@@ -203,6 +216,7 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
   if (!Array.isArray(accepts) || accepts.some((t) => typeof t !== 'string' || !/^[a-z]+\/[a-z0-9.+-]+$/.test(t))) {
     throw new TaskDefinitionError(`Task "${def.name}": accepts must list content types such as 'text/csv'`);
   }
+  const webhook = webhookOption(`Task "${def.name}"`, def.webhook);
   if (typeof def.handler !== 'function') {
     throw new TaskDefinitionError(`Task "${def.name}": handler must be a function`);
   }
@@ -216,6 +230,7 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
     isolation,
     description: def.description,
     accepts,
+    webhook,
     inputSchema: def.input,
     handler: def.handler,
   };

@@ -5,8 +5,9 @@
  * documents app (Celerity's routes plus an app route, webhooks and uploads).
  *
  * Every answer must be below 500; every 4xx carries `{"error": {code,
- * message}}`; no body shows a stack trace or a server path. Afterwards the
- * history must still record a normal job.
+ * message}}`; no body shows a stack trace or a server path. A webhook to the
+ * demo's signed task without a valid signature must be 401, whatever else is
+ * wrong with it. Afterwards the history must still record a normal job.
  *
  * The routes come from the server's OpenAPI document, so a new route is
  * fuzzed without touching this file.
@@ -23,8 +24,9 @@ import { csvImportTask } from '../../../examples/documents/workloads/csv/task.ts
 import { pdfIngestTask } from '../../../examples/documents/workloads/documents/ingest-task.ts';
 import { searchRoutes } from '../../../examples/documents/workloads/search-routes.ts';
 import { documentsTables } from '../../../examples/documents/workloads/tables.ts';
-import { ticketEnhanceTask } from '../../../examples/documents/workloads/tickets/task.ts';
+import { TICKET_WEBHOOK_SECRET, ticketEnhanceTask } from '../../../examples/documents/workloads/tickets/task.ts';
 import { buildServer } from '../src/api/server.ts';
+import { signWebhook } from '../src/api/webhook-signature.ts';
 import type { App } from '../src/app.ts';
 import { MAX_DELAY_MS, MAX_JOB_ID_LENGTH, MAX_JSON_DEPTH, MAX_NAME_LENGTH, MAX_PARAM_LENGTH, MAX_PRIORITY, MAX_TIME_LIMIT_MS } from '../src/limits.ts';
 import { seededRandom } from '../src/seeded-random.ts';
@@ -288,8 +290,22 @@ type Fuzzer = ReturnType<typeof fuzzer>;
 
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD', 'PROPFIND', 'QUERY', 'FOO', 'get', 'M-SEARCH', 'CONNECT', 'TRACE'];
 
+/** The demo's task that takes signed webhooks. */
+const SIGNED_HOOK = '/v1/hooks/ticket.enhance';
+
+/** What a fuzzed request was, for failure reports and the checks that depend on it. */
+interface FuzzedRequest {
+  bytes: Buffer;
+  label: string;
+  route: string;
+  /** A webhook to SIGNED_HOOK: validly signed, or not (no signature, a fuzzed one, a wrong secret, expired); null for other requests. */
+  hook: 'signed' | 'unsigned' | null;
+  /** The request reaches the route whole (POST, an honest Content-Length): an unsigned hook must then be 401. */
+  intact: boolean;
+}
+
 /** One fuzzed request as raw bytes, and a one-line description of it for failure reports. */
-function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string, Schema>): { bytes: Buffer; label: string; route: string } {
+function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string, Schema>): FuzzedRequest {
   // Broken HTTP, straight to the parser.
   if (f.chance(0.04)) {
     const text = f.pick([
@@ -308,7 +324,7 @@ function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string
       'GET v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n',
       'GET /v1/jobs HTTP/1.1\r\n\r\n',
     ]);
-    return { bytes: Buffer.from(text, 'latin1'), label: `raw ${JSON.stringify(text.slice(0, 120))}`, route: 'raw HTTP' };
+    return { bytes: Buffer.from(text, 'latin1'), label: `raw ${JSON.stringify(text.slice(0, 120))}`, route: 'raw HTTP', hook: null, intact: false };
   }
 
   const op = f.pick(ops);
@@ -332,6 +348,7 @@ function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string
   if (f.chance(0.05)) headers['x-request-id'] = f.oddStrings().replace(/[\r\n]/g, ' ');
 
   let body: Buffer | null = null;
+  let hook: FuzzedRequest['hook'] = null;
   if (op.body?.type === 'json' || (method !== 'GET' && method !== 'HEAD' && f.chance(0.1))) {
     let value = f.forSchema(op.body?.schema ?? { type: 'object' });
     // POST /v1/jobs: a real task with an input from its own schema, most of the time.
@@ -339,22 +356,35 @@ function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string
       const task = f.pick([...tasksInputSchemas.keys()]);
       value = { ...(value as object), task, input: f.forSchema(tasksInputSchemas.get(task)!) };
     }
-    // Webhooks: the body is the input of the task in the path.
+    // Webhooks: the body is the input of the task in the path; the demo's signed task half the time,
+    // and then now and again a clean delivery (a valid ticket, validly signed), so that some are accepted.
+    let clean = false;
     if (op.path.includes('/hooks/') && f.chance(0.5)) {
-      const task = f.pick([...tasksInputSchemas.keys()]);
+      const task = f.chance(0.5) && tasksInputSchemas.has('ticket.enhance') ? 'ticket.enhance' : f.pick([...tasksInputSchemas.keys()]);
       path = `/v1/hooks/${task}`;
-      value = f.forSchema(tasksInputSchemas.get(task)!);
+      clean = path === SIGNED_HOOK && f.chance(0.3);
+      value = clean ? { ticket_id: `SUP-${f.int(1e6)}`, tenant_id: 'acme', priority: 'low', description: 'A fuzzed ticket' } : f.forSchema(tasksInputSchemas.get(task)!);
     }
     let text = Buffer.from(jsonText(value), 'utf8');
-    const damage = f.int(20);
+    const damage = clean ? -1 : f.int(20);
     if (damage === 0) text = text.subarray(0, f.int(text.length)); // truncated
     if (damage === 1) text = Buffer.concat([text.subarray(0, 1), Buffer.from([0xff, 0xfe, 0xc0, 0x80, 0xed, 0xa0, 0x80]), text.subarray(1)]); // invalid UTF-8
     if (damage === 2) text = Buffer.alloc(0);
     if (damage === 3) text = Buffer.from('\ufeff{"task":"math.add","input":{"a":1,"b":2}}', 'utf8');
     body = text;
-    headers['content-type'] = f.chance(0.85)
-      ? 'application/json'
-      : f.pick(['text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=utf-16', 'application/JSON', 'multipart/form-data', '', 'application/json; charset=latin1', '*/*']);
+    if (path === SIGNED_HOOK) {
+      // Signed over the bytes sent (damage included): half valid, the rest unsigned, fuzzed (the schema's header), a wrong secret or expired.
+      if (clean) for (const name of ['x-tenant-id', 'idempotency-key', 'x-delivery-id', 'x-github-delivery']) delete headers[name];
+      const how = clean ? 0 : f.int(6);
+      if (how <= 2) headers['celerity-signature'] = signWebhook(TICKET_WEBHOOK_SECRET, text);
+      if (how === 3) headers['celerity-signature'] = signWebhook('not-the-demo-secret-0123', text);
+      if (how === 4) headers['celerity-signature'] = signWebhook(TICKET_WEBHOOK_SECRET, text, Math.floor(Date.now() / 1000) - 3_600);
+      hook = how <= 2 ? 'signed' : 'unsigned';
+    }
+    headers['content-type'] =
+      clean || f.chance(0.85)
+        ? 'application/json'
+        : f.pick(['text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=utf-16', 'application/JSON', 'multipart/form-data', '', 'application/json; charset=latin1', '*/*']);
   } else if (op.body?.type === 'multipart') {
     ({ body, contentType: headers['content-type'] } = multipart(f, op.body.schema, [...tasksInputSchemas.keys()]));
   }
@@ -371,7 +401,25 @@ function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string
   if (body !== null && headers['content-length'] === undefined) lines.push(`content-length: ${body.length}`);
   const head = Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'utf8');
   const label = `${method} ${url.slice(0, 300)} ${JSON.stringify(headers).slice(0, 300)} body=${JSON.stringify(body?.toString('utf8').slice(0, 300) ?? null)}`;
-  return { bytes: body ? Buffer.concat([head, body]) : head, label: `${label}${incomplete ? ' (incomplete)' : ''}`, route: `${op.method} ${op.path}` };
+  const intact = method === 'POST' && headers['content-length'] === undefined;
+  return { bytes: body ? Buffer.concat([head, body]) : head, label: `${label}${incomplete ? ' (incomplete)' : ''}`, route: `${op.method} ${op.path}`, hook, intact };
+}
+
+/**
+ * True when the answer came before the route could look at the signature:
+ * Node's or Fastify's refusal of the request line or headers, or of a
+ * Content-Type header too broken to pick a parser by (an empty one).
+ */
+function refusedBeforeTheRoute(res: Answer, request: Buffer): boolean {
+  let code: unknown;
+  try {
+    code = (JSON.parse(res.body) as { error?: { code?: unknown } }).error?.code;
+  } catch {
+    return false;
+  }
+  if (code === 'headers_too_large' || code === 'uri_too_long' || code === 'invalid_url') return true;
+  const head = request.subarray(0, request.indexOf('\r\n\r\n')).toString('latin1');
+  return code === 'unsupported_media_type' && /\r\ncontent-type:[ \t]*(\r\n|$)/i.test(head);
 }
 
 function multipart(f: Fuzzer, schema: Schema, taskNames: string[]): { body: Buffer; contentType: string } {
@@ -434,6 +482,7 @@ describe.each(stores)('HTTP API fuzz (%s store)', (kind) => {
 
     const statuses = new Map<number, number>();
     const perRoute = new Map<string, number>();
+    const hooks = { signed: 0, accepted: 0, unsigned: 0 };
     const problems: string[] = [];
     const started = Date.now();
     let next = 0;
@@ -441,12 +490,20 @@ describe.each(stores)('HTTP API fuzz (%s store)', (kind) => {
     const one = async () => {
       while (next < requests && problems.length < 10) {
         next++;
-        const { bytes, label, route } = buildRequest(f, ops, inputSchemas);
+        const { bytes, label, route, hook, intact } = buildRequest(f, ops, inputSchemas);
         perRoute.set(route, (perRoute.get(route) ?? 0) + 1);
         const res = await send(port, bytes, /^head /i.test(label));
         statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
         const why: string[] = [];
         if (res.status >= 500) why.push(`status ${res.status}`);
+        if (hook === 'signed' && intact) {
+          hooks.signed++;
+          if (res.status === 202) hooks.accepted++;
+        }
+        if (hook === 'unsigned' && intact) {
+          hooks.unsigned++;
+          if (res.status !== 401 && !refusedBeforeTheRoute(res, bytes)) why.push(`unsigned webhook answered ${res.status}, not 401`);
+        }
         if (res.status === 0 && !label.endsWith('(incomplete)') && !label.startsWith('raw ')) why.push('no answer');
         if (res.status >= 400 && !label.startsWith('HEAD') && !label.startsWith('head')) {
           let error: { code?: unknown; message?: unknown } | undefined;
@@ -470,6 +527,9 @@ describe.each(stores)('HTTP API fuzz (%s store)', (kind) => {
     console.log(`fuzz (${kind}): ${next} requests in ${seconds} s; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort()))}; per route ${JSON.stringify(Object.fromEntries(perRoute))}`);
     expect(problems, `seed ${seed}: replay with FUZZ_SEED=${SEED}`).toEqual([]);
     expect(statuses.get(202) ?? 0, 'some requests were valid submissions').toBeGreaterThan(0);
+    console.log(`fuzz (${kind}): webhooks to ${SIGNED_HOOK}: ${JSON.stringify(hooks)}`);
+    expect(hooks.unsigned, 'unsigned webhooks were sent').toBeGreaterThan(0);
+    expect(hooks.accepted, 'some signed webhooks were accepted').toBeGreaterThan(0);
     for (const op of ops) expect(perRoute.get(`${op.method} ${op.path}`) ?? 0, `${op.method} ${op.path} fuzzed`).toBeGreaterThan(0);
 
     // The history still records: a normal job reaches its SQL row as completed.

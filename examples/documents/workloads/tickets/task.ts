@@ -28,7 +28,14 @@ function tickets(store: TableHandle): Kysely<{ ticket_enhancements: TicketEnhanc
 }
 
 /**
- * `ticket.enhance`: enriches a support ticket that arrived by webhook
+ * The secret senders sign tickets with (`Celerity-Signature`, see
+ * docs/webhooks.md): `CELERITY_DEMO_WEBHOOK_SECRET`, else a demo secret that
+ * is public (it is in the README), so set your own beyond a try-out.
+ */
+export const TICKET_WEBHOOK_SECRET = process.env.CELERITY_DEMO_WEBHOOK_SECRET || 'demo-webhook-secret-change-me';
+
+/**
+ * `ticket.enhance`: enriches a support ticket that arrived by signed webhook
  * (`POST /v1/hooks/ticket.enhance`) and keeps its enhancement history row:
  * `pending` when an attempt starts, then `completed` with the enhancement,
  * or `failed` with the error once no attempt is left. The row is keyed by
@@ -42,6 +49,8 @@ export function ticketEnhanceTask(deps: { store: () => Promise<TableHandle> }) {
     input: ticketSchema,
     retries: 3,
     backoff: { base: 1_000, max: 30_000 },
+    // The ticket names its tenant in its body (tenant_id); the job has none of its own.
+    webhook: { secret: TICKET_WEBHOOK_SECRET },
     handler: async (ticket, ctx): Promise<Enhancement> => {
       const store = await deps.store();
       const db = tickets(store);

@@ -9,6 +9,11 @@ export const keys = {
   cancelChannel: (prefix: string) => `${prefix}:celerity:cancel`,
   /** Idempotency key → `<job id> <input digest>`. */
   idempotency: (prefix: string, key: string) => `${prefix}:celerity:idem:${key}`,
+  /**
+   * The signed content of a webhook (task, tenant, timestamp, body) → the
+   * idempotency key of its first request, while the signature is accepted.
+   */
+  hookDelivery: (prefix: string, replayId: string) => `${prefix}:celerity:hook:${replayId}`,
   /** A live worker's registry entry (JSON), expiring 3 heartbeats after its last one. */
   worker: (prefix: string, workerId: string) => `${prefix}:celerity:worker:${workerId}`,
   /**

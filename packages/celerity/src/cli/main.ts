@@ -12,6 +12,7 @@ import { HealthServer } from '../worker/health-server.ts';
 import { appMetrics } from '../ops/metrics.ts';
 import { CliError } from './cli-error.ts';
 import { ensureDevRedis, type PrivateRedis } from './dev-redis.ts';
+import { registerHooks } from './hooks.ts';
 import { registerInspect } from './inspect.ts';
 import { devKey, registerKeys } from './keys.ts';
 import { hasActiveKey } from '../auth/key-store.ts';
@@ -247,6 +248,7 @@ withConfig(program.command('dev').description('API and worker in one process, fo
 
 registerInspect(program);
 registerKeys(program);
+registerHooks(program);
 
 try {
   await program.parseAsync(process.argv);
