@@ -169,6 +169,7 @@ describe('writeIsolating', () => {
       task: 't',
       queue: 'q',
       tenant: 'x',
+      keyId: null,
       status: 'completed',
       attempts: 1,
       maxAttempts: 1,

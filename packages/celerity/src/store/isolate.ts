@@ -139,6 +139,7 @@ export function minimalState({ record, eventSeq }: RecordedState, err: unknown):
     task: record.task,
     queue: record.queue,
     tenant: null,
+    keyId: null,
     status: record.status,
     attempts: record.attempts,
     maxAttempts: record.maxAttempts,

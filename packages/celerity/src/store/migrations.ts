@@ -1,6 +1,7 @@
 import { type Kysely, Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
 import type { Dialect } from './db.ts';
 import { migration as listOrder } from './migrations/0003_list_order.ts';
+import { migration as jobKeyId } from './migrations/0005_job_key_id.ts';
 import { setupError } from './setup-errors.ts';
 
 /**
@@ -52,6 +53,7 @@ export function coreMigrations(dialect: Dialect): Record<string, Migration> {
       },
     },
     '0003_list_order': listOrder(),
+    '0005_job_key_id': jobKeyId(),
   };
 }
 
