@@ -1,8 +1,10 @@
 import type { SqliteDatabase, SqliteStatement } from './sqlite-driver.ts';
-import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { CompiledQuery, type Kysely } from 'kysely';
+import { ALL_TENANTS } from '../auth/principal.ts';
 import { pgJson } from './pg-json.ts';
 import { storableRow, storableText } from './storable.ts';
 import type { Database, JobsTable } from './db.ts';
+import { withTenantScope } from './tenant-scope.ts';
 
 /**
  * The recorder's writes: many rows per transaction, on the hot path of the
@@ -126,7 +128,8 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
   const refresh = progress.length > 0 ? CompiledQuery.raw(PROGRESS_PG, [pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))]) : null;
   for (let attempt = 1; ; attempt++) {
     try {
-      await db.transaction().execute(async (trx: Transaction<Database>) => {
+      // The recorder writes every tenant's rows: scope `*` (row-level security), in the batch's one transaction.
+      await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, async (trx) => {
         if (upsert) await trx.executeQuery(upsert);
         if (refresh) await trx.executeQuery(refresh);
       });
@@ -193,7 +196,7 @@ export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyU
   const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted)]);
   for (let attempt = 1; ; attempt++) {
     try {
-      const { rows } = await db.executeQuery<{ id: string }>(query);
+      const { rows } = await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery<{ id: string }>(query));
       return new Set(rows.map((r) => r.id));
     } catch (err) {
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
