@@ -218,7 +218,7 @@ export class JobStore {
    * connections: the policy is in place (migrated) and the role is neither a
    * superuser nor BYPASSRLS, which PostgreSQL exempts. Always false on
    * SQLite. When false, the store's own tenant conditions are the only
-   * isolation (`celerity serve` warns).
+   * isolation: worth a warning at start-up.
    */
   async rowSecurityEnforced(): Promise<boolean> {
     if (this.dialect !== 'postgres') return false;
