@@ -18,6 +18,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import type { App } from '../../packages/celerity/src/app.ts';
+import { ALL_TENANTS } from '../../packages/celerity/src/auth/principal.ts';
+import { withTenantScope } from '../../packages/celerity/src/store/tenant-scope.ts';
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
 import { cpuSnapshot, cpuUse, type CpuUse } from './cpu.ts';
 import { cleanEnv, openApp, redisPrefix, storeEnv, type StoreKind } from './env.ts';
@@ -142,9 +144,11 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
 
 /** `select count(*) from jobs [where status = ...]` through the app's Kysely. */
 async function countRows(app: App, status?: string): Promise<number> {
-  let q = app.store.db.selectFrom('jobs').select(sql<string | number>`count(*)`.as('n'));
-  if (status) q = q.where('status', '=', status);
-  const row = await q.executeTakeFirstOrThrow();
+  const row = await withTenantScope(app.store, ALL_TENANTS, (db) => {
+    let q = db.selectFrom('jobs').select(sql<string | number>`count(*)`.as('n'));
+    if (status) q = q.where('status', '=', status);
+    return q.executeTakeFirstOrThrow();
+  });
   return Number(row.n);
 }
 

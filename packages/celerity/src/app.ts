@@ -330,7 +330,7 @@ export class App {
   }
 
   private async enqueueWorkflow(wf: WorkflowDefinition, input: unknown, options: EnqueueOptions): Promise<JobHandle> {
-    const unsupported = Object.keys(options).filter((k) => k !== 'tenant' && k !== 'traceId' && (options as Record<string, unknown>)[k] !== undefined);
+    const unsupported = Object.keys(options).filter((k) => k !== 'tenant' && k !== 'keyId' && k !== 'traceId' && (options as Record<string, unknown>)[k] !== undefined);
     if (unsupported.length > 0) {
       throw new InvalidOptionsError(unsupported.map((k) => ({ path: `options.${k}`, message: `not supported for the workflow "${wf.name}"` })));
     }
@@ -341,7 +341,11 @@ export class App {
         this.broker,
         this.tasks,
         { node, name: wf.name, queue: wf.queue, input },
-        { ...(options.tenant ? { tenant: options.tenant } : {}), ...(options.traceId ? { traceId: options.traceId } : {}) },
+        {
+          ...(options.tenant ? { tenant: options.tenant } : {}),
+          ...(options.keyId ? { keyId: options.keyId } : {}),
+          ...(options.traceId ? { traceId: options.traceId } : {}),
+        },
       ),
     );
   }

@@ -29,6 +29,7 @@ export { MAINTENANCE_QUEUE, MAINTENANCE_TASKS, type StuckJob } from './schedules
 export { startSchedulesInBackground, type ScheduleSync } from './schedules/sync.ts';
 export { seededRandom } from './seeded-random.ts';
 export { pgJson } from './store/pg-json.ts';
+export { withTenantScope } from './store/tenant-scope.ts';
 export {
   ALL_TENANTS,
   SCOPES,

@@ -40,6 +40,8 @@ export interface JobRecord {
   task: string;
   queue: string;
   tenant: string | null;
+  /** Public id of the API key that submitted the job; null when none did (the library, a schedule, authentication off). */
+  keyId: string | null;
   status: JobStatus;
   /** Attempts started so far. */
   attempts: number;
@@ -75,6 +77,8 @@ export interface StepRecord {
 export interface JobEnvelope {
   input: unknown;
   tenant?: string | null;
+  /** Public id of the API key that submitted the job. */
+  keyId?: string;
   /** Per-call time limits (ms), over the task's. */
   limits?: { soft?: number; hard?: number };
   /** Digest of task and input when enqueued with an idempotency key. */
@@ -137,6 +141,7 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
     task: job.name,
     queue,
     tenant: data.tenant ?? null,
+    keyId: data.keyId ?? null,
     status,
     attempts: Math.max(job.attemptsStarted ?? 0, job.attemptsMade ?? 0),
     maxAttempts: job.opts.attempts ?? 1,

@@ -60,6 +60,7 @@ describe('attemptHistory', () => {
     task: 't',
     queue: 'q',
     tenant: null,
+    keyId: null,
     status: 'started',
     attempts: 1,
     maxAttempts: 3,

@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { Job } from 'bullmq';
 import { z } from 'zod';
 import { InvalidInputError, InvalidOptionsError, NonRetryableError, UnknownTaskError } from '../src/errors.ts';
+import { ALL_TENANTS } from '../src/auth/principal.ts';
 import type { App, JobHandle } from '../src/app.ts';
 import type { JobRecord } from '../src/job-record.ts';
 import { defineTask } from '../src/task.ts';
@@ -418,7 +419,7 @@ describe.each(stores)('core (%s store)', (kind) => {
 
     const getFromSql = vi.spyOn(app.store, 'get');
     expect(await app.getJob(handle.id)).toEqual(stored);
-    expect(getFromSql).toHaveBeenCalledWith(handle.id);
+    expect(getFromSql).toHaveBeenCalledWith(handle.id, ALL_TENANTS);
     expect(await app.getJob('no-such-job')).toBeNull();
     getFromSql.mockRestore();
   });

@@ -169,6 +169,7 @@ describe('writeIsolating', () => {
       task: 't',
       queue: 'q',
       tenant: 'x',
+      keyId: 'key_x',
       status: 'completed',
       attempts: 1,
       maxAttempts: 1,
@@ -204,7 +205,7 @@ describe('writeIsolating', () => {
     expect(outcome.minimal.map((s) => s.record.id).sort()).toEqual(['j63', 'j7']);
     expect(written.size).toBe(100);
     expect(written.get('j8')).toEqual(states[8]!.record);
-    expect(written.get('j7')).toMatchObject({ id: 'j7', status: 'completed', input: null, tenant: null, error: { type: UNRECORDABLE_ROW } });
+    expect(written.get('j7')).toMatchObject({ id: 'j7', status: 'completed', input: null, tenant: 'x', keyId: 'key_x', error: { type: UNRECORDABLE_ROW } });
     expect(calls()).toBeLessThan(40);
   });
 

@@ -173,6 +173,7 @@ describe.each(stores)('recorder races (%s store)', (kind) => {
       task: 'race.flaky',
       queue: 'default',
       tenant: null,
+      keyId: null,
       status: 'queued',
       attempts: 0,
       maxAttempts: 3,

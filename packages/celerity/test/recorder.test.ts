@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { jobView } from '../src/api/job-view.ts';
 import type { App } from '../src/app.ts';
 import type { JobRecord } from '../src/job-record.ts';
 import { padStreamId } from '../src/store/event-fold.ts';
 import { RECORDER_GROUP } from '../src/store/recorder.ts';
 import { defineTask } from '../src/task.ts';
+import { chain, step } from '../src/workflows/workflow.ts';
 import { openTestApp, sleep, startCustomRecorder, startRecorder, startWorker, stores, testRedis, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
@@ -66,6 +68,30 @@ describe.each(stores)('recorder (%s store)', (kind) => {
     }
   });
 
+  it('records the key id a job was submitted with, by every way of submitting, as the API shows it from Redis', async () => {
+    const app = await openTestApp(kind, [add]);
+    await startWorker(app);
+    await startRecorder(app);
+    const one = await app.enqueue(add, { a: 1, b: 1 }, { tenant: 'acme', keyId: 'key_1' });
+    const byName = await app.enqueueByName('math.add', { a: 1, b: 2 }, { keyId: 'key_2' });
+    const [bulk] = await app.enqueueMany([{ task: add, input: { a: 1, b: 3 }, options: { keyId: 'key_3' } }]);
+    const wf = await app.workflow(chain(step(add, { a: 1, b: 4 })), { keyId: 'key_4' });
+    const plain = await app.enqueue(add, { a: 1, b: 5 });
+    const handles = [one, byName, bulk!, wf, plain];
+    for (const h of handles) await h.wait();
+    const live = await Promise.all(handles.map((h) => app.getJob(h.id)));
+    expect(live.map((r) => r?.keyId)).toEqual(['key_1', 'key_2', 'key_3', 'key_4', null]);
+    const rows = await inSql(
+      app,
+      handles.map((h) => h.id),
+      'completed',
+    );
+    expect(rows.map((r) => r.keyId)).toEqual(['key_1', 'key_2', 'key_3', 'key_4', null]);
+    expect((await app.store.get(`${wf.id}.1`))?.keyId).toBe('key_4');
+    expect(live.map((r) => jobView(r!).key_id)).toEqual(rows.map((r) => jobView(r).key_id));
+    await expect(app.enqueue(add, { a: 1, b: 1 }, { keyId: '' })).rejects.toThrow(/keyId/);
+  });
+
   it('claims the pending entries of a dead consumer', async () => {
     const app = await openTestApp(kind, [add]);
     const redis = testRedis();
@@ -114,6 +140,7 @@ describe.each(stores)('recorder (%s store)', (kind) => {
       task: 'math.add',
       queue: 'default',
       tenant: 'acme',
+      keyId: null,
       status: 'queued',
       attempts: 0,
       maxAttempts: 4,

@@ -165,6 +165,7 @@ describe('workflow view', () => {
     task: 'wf.report',
     queue: 'default',
     tenant: null,
+    keyId: null,
     status: 'queued',
     attempts: 0,
     maxAttempts: 3,

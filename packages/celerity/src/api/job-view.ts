@@ -8,6 +8,8 @@ export function jobView(r: JobRecord) {
     task: r.task,
     queue: r.queue,
     tenant: r.tenant,
+    // A record from before key ids (a cancel marker written by an older version) has none.
+    key_id: r.keyId ?? null,
     status: r.status,
     progress: r.progress,
     result: r.result,
@@ -67,6 +69,7 @@ export const jobViewSchema = {
     task: { type: 'string' },
     queue: { type: 'string' },
     tenant: { type: ['string', 'null'] },
+    key_id: { type: ['string', 'null'], description: 'Public id of the API key that submitted the job; null when none did.' },
     status: { type: 'string', enum: [...JOB_STATUSES] },
     progress: { description: 'Latest progress snapshot: percent, stage and any counters.' },
     result: { description: 'What the handler returned, once completed.' },

@@ -22,6 +22,8 @@ export interface EnqueueOptions {
   jobId?: string;
   /** Tenant the job belongs to; stored and filterable. */
   tenant?: string;
+  /** Public id of the API key submitting the job (the API sets it); stored as the job's `key_id` and filterable. */
+  keyId?: string;
   /** Only for `enqueueByName` of a task this process does not define: the queue to route to. */
   queue?: string;
   /** Time limits of this call's attempts (ms), over the task's. */
@@ -49,6 +51,7 @@ export const enqueueOptionsSchema = z
     priority: z.number().int().min(1).max(MAX_PRIORITY).optional(),
     jobId: z.string().refine(isValidJobId, `must be ${JOB_ID_RULE}`).optional(),
     tenant: identifier.optional(),
+    keyId: identifier.optional(),
     queue: z.string().min(1).max(100).optional(),
     timeLimits: z
       .object({ soft: timeLimit.optional(), hard: timeLimit.optional() })
@@ -124,6 +127,7 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
   const data: JobEnvelope = {
     input,
     ...(opts.tenant ? { tenant: opts.tenant } : {}),
+    ...(opts.keyId ? { keyId: opts.keyId } : {}),
     ...(opts.timeLimits ? { limits: opts.timeLimits } : {}),
     ...(digest ? { digest } : {}),
     ...(opts.traceId ? { trace: opts.traceId } : {}),

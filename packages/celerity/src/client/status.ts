@@ -1,4 +1,5 @@
 import { Job } from 'bullmq';
+import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import type { Broker } from '../broker/broker.ts';
 import { inOneWrite, viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError } from '../errors.ts';
@@ -10,16 +11,18 @@ import type { JobStore } from '../store/job-store.ts';
  * Reads a job's current record. Redis first: while a job is live or within its
  * result retention, its hash holds the status, progress, result and error, so
  * a status poll never touches SQL. After that (or while Redis is down) the
- * SQL history answers.
+ * SQL history answers, within `scope`. The scope applies to the SQL read
+ * only: a record read from Redis is returned whatever its tenant, and the
+ * caller checks it.
  */
-export async function readJob(broker: Broker, store: JobStore, queues: readonly string[], id: string): Promise<JobRecord | null> {
+export async function readJob(broker: Broker, store: JobStore, queues: readonly string[], id: string, scope: TenantScope = ALL_TENANTS): Promise<JobRecord | null> {
   try {
     const live = await readLive(broker, queues, id);
     if (live) return live;
   } catch (err) {
     if (!(err instanceof BrokerUnavailableError)) throw err;
   }
-  return store.get(id);
+  return store.get(id, scope);
 }
 
 async function readLive(broker: Broker, queues: readonly string[], id: string): Promise<JobRecord | null> {

@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import type { Logger } from 'pino';
+import { ALL_TENANTS } from '../auth/principal.ts';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import type { CelerityConfig } from '../config.ts';
 import type { JobStore } from '../store/job-store.ts';
+import { withTenantScope } from '../store/tenant-scope.ts';
 import { defineTask, type Task } from '../task.ts';
 import { sweepUploads } from '../uploads/store.ts';
 import { schedule, type Schedule } from './schedule.ts';
@@ -51,8 +53,11 @@ export async function purgeHistory(store: JobStore, retentionDays: number, now: 
   const cutoff = now - retentionDays * DAY_MS;
   let deleted = 0;
   for (;;) {
-    const batch = store.db.selectFrom('jobs').select('id').where('finished_at', '<', cutoff).where('status', 'in', TERMINAL).limit(batchSize);
-    const res = await store.db.deleteFrom('jobs').where('id', 'in', batch).executeTakeFirst();
+    // Every tenant's history (row-level security scope `*`); one short transaction per batch.
+    const res = await withTenantScope(store, ALL_TENANTS, (db) => {
+      const batch = db.selectFrom('jobs').select('id').where('finished_at', '<', cutoff).where('status', 'in', TERMINAL).limit(batchSize);
+      return db.deleteFrom('jobs').where('id', 'in', batch).executeTakeFirst();
+    });
     const n = Number(res.numDeletedRows);
     deleted += n;
     if (n < batchSize) return { deleted, cutoff };

@@ -1,8 +1,10 @@
 import type { SqliteDatabase, SqliteStatement } from './sqlite-driver.ts';
-import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { CompiledQuery, type Kysely } from 'kysely';
+import { ALL_TENANTS } from '../auth/principal.ts';
 import { pgJson } from './pg-json.ts';
 import { storableRow, storableText } from './storable.ts';
 import type { Database, JobsTable } from './db.ts';
+import { withTenantScope } from './tenant-scope.ts';
 
 /**
  * The recorder's writes: many rows per transaction, on the hot path of the
@@ -21,6 +23,7 @@ const COLUMNS = [
   'task',
   'queue',
   'tenant',
+  'key_id',
   'status',
   'attempts',
   'max_attempts',
@@ -42,11 +45,11 @@ const FULL_UPDATE = `status = excluded.status, attempts = excluded.attempts, max
   result = excluded.result, error_type = excluded.error_type, error_message = excluded.error_message,
   error_stack = excluded.error_stack, progress = COALESCE(excluded.progress, jobs.progress),
   attempt_history = excluded.attempt_history, started_at = excluded.started_at, finished_at = excluded.finished_at,
-  updated_at = excluded.updated_at, event_seq = excluded.event_seq
+  updated_at = excluded.updated_at, event_seq = excluded.event_seq, key_id = COALESCE(excluded.key_id, jobs.key_id)
   WHERE excluded.event_seq > jobs.event_seq`;
 
 /** Columns bound as raw text (the JSON columns hold JSON.stringify output, always storable). */
-const TEXT_COLUMNS = ['id', 'task', 'queue', 'tenant', 'status', 'error_type', 'error_message', 'error_stack', 'event_seq'] as const satisfies readonly (keyof JobsTable)[];
+const TEXT_COLUMNS = ['id', 'task', 'queue', 'tenant', 'key_id', 'status', 'error_type', 'error_message', 'error_stack', 'event_seq'] as const satisfies readonly (keyof JobsTable)[];
 
 /** Several states of one job in one statement would conflict with each other: keep the newest. */
 function newestPerId(rows: JobsTable[]): JobsTable[] {
@@ -88,6 +91,7 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
   task: 'text',
   queue: 'text',
   tenant: 'text',
+  key_id: 'text',
   status: 'text',
   attempts: 'int',
   max_attempts: 'int',
@@ -124,7 +128,8 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
   const refresh = progress.length > 0 ? CompiledQuery.raw(PROGRESS_PG, [pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))]) : null;
   for (let attempt = 1; ; attempt++) {
     try {
-      await db.transaction().execute(async (trx: Transaction<Database>) => {
+      // The recorder writes every tenant's rows: scope `*` (row-level security), in the batch's one transaction.
+      await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, async (trx) => {
         if (upsert) await trx.executeQuery(upsert);
         if (refresh) await trx.executeQuery(refresh);
       });
@@ -191,7 +196,7 @@ export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyU
   const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted)]);
   for (let attempt = 1; ; attempt++) {
     try {
-      const { rows } = await db.executeQuery<{ id: string }>(query);
+      const { rows } = await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery<{ id: string }>(query));
       return new Set(rows.map((r) => r.id));
     } catch (err) {
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;

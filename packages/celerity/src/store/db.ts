@@ -11,6 +11,8 @@ export interface JobsTable {
   task: string;
   queue: string;
   tenant: string | null;
+  /** Public id of the API key that submitted the job. */
+  key_id: string | null;
   status: string;
   attempts: number;
   max_attempts: number;

@@ -129,8 +129,12 @@ const MAX_REASON = 1_000;
 
 /**
  * The row written in place of one the store refused: what is known for sure
- * (id, task, queue, status, attempts, times) and why the rest is missing.
- * Only values Celerity made itself, no input, result or message of the job.
+ * (id, task, queue, tenant, key id, status, attempts, times) and why the
+ * rest is missing. Only values Celerity made or validated itself, no input,
+ * result or message of the job. The tenant stays so that the row stays in
+ * its tenant's scope: without it, it would show among the jobs without a
+ * tenant. Should the tenant be what the store refuses, the minimal row is
+ * refused too, and the job dropped rather than shown to another scope.
  */
 export function minimalState({ record, eventSeq }: RecordedState, err: unknown): RecordedState {
   const reason = String((err as Error)?.message ?? err).slice(0, MAX_REASON);
@@ -138,7 +142,8 @@ export function minimalState({ record, eventSeq }: RecordedState, err: unknown):
     id: record.id,
     task: record.task,
     queue: record.queue,
-    tenant: null,
+    tenant: record.tenant,
+    keyId: record.keyId ?? null,
     status: record.status,
     attempts: record.attempts,
     maxAttempts: record.maxAttempts,

@@ -1,4 +1,5 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { type Expression, type ExpressionBuilder, Kysely, PostgresDialect, type SqlBool, sql } from 'kysely';
+import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
 import { InvalidOptionsError, InvalidQueryValueError, StoreUnavailableError } from '../errors.ts';
 import { postgresPool } from './pg-pool.ts';
@@ -7,6 +8,7 @@ import { coreMigrations, migrate } from './migrations.ts';
 import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyUpdate } from './batch-upsert.ts';
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
+import { withTenantScope } from './tenant-scope.ts';
 import type { TableHandle, TableSet } from './tables.ts';
 
 /** A row to write: a record plus the event position it reflects. */
@@ -19,7 +21,18 @@ export interface RecordedState {
 export interface ListFilter {
   status?: JobStatus | undefined;
   task?: string | undefined;
+  /** Only this tenant's jobs: a filter, on top of (never instead of) `scope`. */
   tenant?: string | undefined;
+  /** Whose jobs the caller may see; default every tenant's. `{ all: false, tenant: null }`: only the jobs without a tenant. */
+  scope?: TenantScope | undefined;
+  /** Only the jobs submitted with this API key. */
+  keyId?: string | undefined;
+  /**
+   * Only the jobs whose task matches one of these patterns (`*` stands for
+   * any run of characters, as in `taskPatternMatches`); an empty list
+   * matches nothing. Case-sensitive on both stores.
+   */
+  taskPatterns?: readonly string[] | undefined;
   limit: number;
   /** Id of the last job of the previous page; the list runs newest first. */
   cursor?: string | undefined;
@@ -146,17 +159,20 @@ export class JobStore {
     return postgresHappyUpdates(this.db, updates);
   }
 
-  async get(id: string): Promise<JobRecord | null> {
-    const row = await this.guard(() => this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst());
+  /** The job's row, if it exists within `scope` (another tenant's job reads as absent). */
+  async get(id: string, scope: TenantScope = ALL_TENANTS): Promise<JobRecord | null> {
+    const row = await this.guard(() => withTenantScope(this, scope, (db) => db.selectFrom('jobs').selectAll().where('id', '=', id).where(inScope(scope)).executeTakeFirst()));
     return row ? fromRow(row) : null;
   }
 
   /**
-   * The steps of a workflow, whose ids are `<root>.<n>`: a range scan on the
-   * primary key ('/' sorts right after '.'), in step order.
+   * The steps of a workflow within `scope`, whose ids are `<root>.<n>`: a
+   * range scan on the primary key ('/' sorts right after '.'), in step order.
    */
-  async workflowSteps(rootId: string): Promise<JobRecord[]> {
-    const rows = await this.guard(() => this.db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).execute());
+  async workflowSteps(rootId: string, scope: TenantScope = ALL_TENANTS): Promise<JobRecord[]> {
+    const rows = await this.guard(() =>
+      withTenantScope(this, scope, (db) => db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).where(inScope(scope)).execute()),
+    );
     const n = (id: string) => Number(id.slice(rootId.length + 1));
     return rows
       .filter((r) => Number.isInteger(n(r.id)))
@@ -169,23 +185,49 @@ export class JobStore {
    * makes them), then by id. The cursor is opaque: the last row's position.
    */
   async list(filter: ListFilter): Promise<JobPage> {
-    let q = this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .orderBy('created_at', 'desc')
-      .orderBy('id', 'desc')
-      .limit(filter.limit + 1);
-    if (filter.status) q = q.where('status', '=', filter.status);
-    if (filter.task) q = q.where('task', '=', filter.task);
-    if (filter.tenant) q = q.where('tenant', '=', filter.tenant);
-    if (filter.cursor) {
-      const [createdAt, id] = decodeCursor(filter.cursor);
-      q = q.where((eb) => eb.or([eb('created_at', '<', createdAt), eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)])]));
-    }
-    const rows = await this.guard(() => q.execute());
+    const scope = filter.scope ?? ALL_TENANTS;
+    const cursor = filter.cursor ? decodeCursor(filter.cursor) : undefined;
+    const rows = await this.guard(() =>
+      withTenantScope(this, scope, (db) => {
+        let q = db
+          .selectFrom('jobs')
+          .selectAll()
+          .where(inScope(scope))
+          .orderBy('created_at', 'desc')
+          .orderBy('id', 'desc')
+          .limit(filter.limit + 1);
+        if (filter.status) q = q.where('status', '=', filter.status);
+        if (filter.task) q = q.where('task', '=', filter.task);
+        if (filter.tenant) q = q.where('tenant', '=', filter.tenant);
+        if (filter.keyId) q = q.where('key_id', '=', filter.keyId);
+        if (filter.taskPatterns) q = q.where(taskMatches(this.dialect, filter.taskPatterns));
+        if (cursor) {
+          const [createdAt, id] = cursor;
+          q = q.where((eb) => eb.or([eb('created_at', '<', createdAt), eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)])]));
+        }
+        return q.execute();
+      }),
+    );
     const page = rows.slice(0, filter.limit).map(fromRow);
     const last = page[page.length - 1];
     return { jobs: page, nextCursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null };
+  }
+
+  /**
+   * Whether PostgreSQL's row-level security applies to this store's
+   * connections: the policy is in place (migrated) and the role is neither a
+   * superuser nor BYPASSRLS, which PostgreSQL exempts. Always false on
+   * SQLite. When false, the store's own tenant conditions are the only
+   * isolation: worth a warning at start-up.
+   */
+  async rowSecurityEnforced(): Promise<boolean> {
+    if (this.dialect !== 'postgres') return false;
+    const { rows } = await this.guard(() =>
+      sql<{ enforced: boolean }>`select coalesce(bool_and(not (r.rolsuper or r.rolbypassrls) and c.relrowsecurity and c.relforcerowsecurity), false) as enforced
+        from pg_roles r, pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where r.rolname = current_user and c.relname = 'jobs' and n.nspname = ${this.schema}`.execute(this.db),
+    );
+    return rows[0]?.enforced === true;
   }
 
   async ping(): Promise<void> {
@@ -232,6 +274,41 @@ function isValueError(err: unknown): boolean {
   return /^22[0-9A-Z]{3}$/.test(code) || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG';
 }
 
+type JobsEb = ExpressionBuilder<Database, 'jobs'>;
+
+/**
+ * The scope as a condition of the query itself: the isolation on SQLite, and
+ * on PostgreSQL what lets the planner use the tenant indexes (the row
+ * security policy, an OR over the setting, cannot).
+ */
+function inScope(scope: TenantScope) {
+  return (eb: JobsEb) => {
+    if (scope.all) return eb.lit(true);
+    return scope.tenant === null ? eb('tenant', 'is', null) : eb('tenant', '=', scope.tenant);
+  };
+}
+
+/**
+ * The job's task matches one of `patterns` (`*`: any run of characters),
+ * case-sensitively. A pattern without `*` is an equality (the index serves
+ * it). Otherwise PostgreSQL's LIKE, case-sensitive, with `%`, `_` and the
+ * escape character escaped; SQLite's LIKE ignores ASCII case, so GLOB there,
+ * with its own wildcards (`?`, `[`; `*` cannot be literal in a pattern)
+ * escaped as one-character classes.
+ */
+function taskMatches(dialect: Dialect, patterns: readonly string[]) {
+  return (eb: JobsEb) => {
+    if (patterns.length === 0) return eb.lit(false);
+    return eb.or(
+      patterns.map((pattern): Expression<SqlBool> => {
+        if (!pattern.includes('*')) return eb('task', '=', pattern);
+        if (dialect === 'sqlite') return sql<SqlBool>`task glob ${pattern.replace(/[[?]/g, '[$&]')}`;
+        return sql<SqlBool>`task like ${pattern.replace(/[!%_]/g, '!$&').replaceAll('*', '%')} escape '!'`;
+      }),
+    );
+  };
+}
+
 function json(value: unknown): string | null {
   return value === undefined || value === null ? null : JSON.stringify(value);
 }
@@ -246,6 +323,7 @@ function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
     task: r.task,
     queue: r.queue,
     tenant: r.tenant,
+    key_id: r.keyId ?? null,
     status: r.status,
     attempts: r.attempts,
     max_attempts: r.maxAttempts,
@@ -270,6 +348,7 @@ function fromRow(row: JobsTable): JobRecord {
     task: row.task,
     queue: row.queue,
     tenant: row.tenant,
+    keyId: row.key_id,
     status: row.status as JobStatus,
     attempts: row.attempts,
     maxAttempts: row.max_attempts,

@@ -2,6 +2,8 @@ import { type Kysely, Migrator, sql, type Migration, type MigrationProvider } fr
 import type { Dialect } from './db.ts';
 import { migration as listOrder } from './migrations/0003_list_order.ts';
 import { migration as apiKeys } from './migrations/0004_api_keys.ts';
+import { migration as jobKeyId } from './migrations/0005_job_key_id.ts';
+import { migration as rowLevelSecurity } from './migrations/0006_row_level_security.ts';
 import { setupError } from './setup-errors.ts';
 
 /**
@@ -54,6 +56,8 @@ export function coreMigrations(dialect: Dialect): Record<string, Migration> {
     },
     '0003_list_order': listOrder(),
     '0004_api_keys': apiKeys(dialect),
+    '0005_job_key_id': jobKeyId(),
+    '0006_row_level_security': rowLevelSecurity(dialect),
   };
 }
 

@@ -40,6 +40,7 @@ export interface CompileOptions {
   /** The root's input: a defined workflow's validated input, or null. */
   rootInput: unknown;
   tenant: string | undefined;
+  keyId?: string | undefined;
   traceId?: string | undefined;
   /** Resolves a step's task (object or name) to the app's definition. */
   resolve: (task: Task | string) => Task;
@@ -61,6 +62,7 @@ export function compileWorkflow(node: WorkflowNode, opts: CompileOptions): { flo
   const envelope = (input: unknown, flow?: FlowWiring): JobEnvelope => ({
     input,
     ...(opts.tenant ? { tenant: opts.tenant } : {}),
+    ...(opts.keyId ? { keyId: opts.keyId } : {}),
     ...(opts.traceId ? { trace: opts.traceId } : {}),
     ...(flow ? { flow } : {}),
   });

@@ -3,12 +3,15 @@ import { viaBroker } from '../broker/connection.ts';
 import { baseJobOptions, type Enqueued } from '../client/enqueue.ts';
 import { InvalidOptionsError, UnknownTaskError } from '../errors.ts';
 import { newJobId } from '../ids.ts';
+import { IDENTIFIER_RULE, isIdentifierText, MAX_NAME_LENGTH } from '../limits.ts';
 import type { Task } from '../task.ts';
 import { compileWorkflow } from './compile.ts';
 import type { WorkflowNode } from './workflow.ts';
 
 export interface WorkflowOptions {
   tenant?: string;
+  /** Public id of the API key submitting the workflow; every step records it as its `key_id`. */
+  keyId?: string;
   /** Correlation id carried by every step into the workers' logs. */
   traceId?: string;
 }
@@ -33,6 +36,9 @@ export async function submitWorkflow(broker: Broker, tasks: ReadonlyMap<string, 
   if (options.tenant !== undefined && (typeof options.tenant !== 'string' || options.tenant.length < 1 || options.tenant.length > 200)) {
     throw new InvalidOptionsError([{ path: 'options.tenant', message: 'must be 1-200 characters' }]);
   }
+  if (options.keyId !== undefined && (typeof options.keyId !== 'string' || !isIdentifierText(options.keyId) || options.keyId.length < 1 || options.keyId.length > MAX_NAME_LENGTH)) {
+    throw new InvalidOptionsError([{ path: 'options.keyId', message: `must be 1-${MAX_NAME_LENGTH} characters; ${IDENTIFIER_RULE}` }]);
+  }
   const rootId = newJobId();
   const name = wf.name ?? `workflow.${wf.node.kind === 'step' ? 'chain' : wf.node.kind}`;
   const { flow } = compileWorkflow(wf.node, {
@@ -41,6 +47,7 @@ export async function submitWorkflow(broker: Broker, tasks: ReadonlyMap<string, 
     rootQueue: wf.queue,
     rootInput: wf.input ?? null,
     tenant: options.tenant,
+    keyId: options.keyId,
     traceId: options.traceId,
     resolve: (task) => {
       const found = typeof task === 'string' ? tasks.get(task) : task;

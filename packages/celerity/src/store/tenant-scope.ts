@@ -1,0 +1,60 @@
+import { type Kysely, sql } from 'kysely';
+import pg from 'pg';
+import type { TenantScope } from '../auth/principal.ts';
+import type { Dialect } from './db.ts';
+import { storableText } from './storable.ts';
+
+/**
+ * The PostgreSQL setting the `jobs` table's row-level security policy reads
+ * (migration `0006_row_level_security`). Transaction-local: a pooled
+ * connection never carries one request's scope into the next.
+ */
+export const TENANT_SETTING = 'celerity.tenant';
+
+/**
+ * The setting's value for a scope: `*` every tenant, `none` the jobs without
+ * a tenant, `t:<tenant>` one tenant. The policy reads an unset or empty value
+ * as no tenant at all: a query that forgot its scope sees no row.
+ */
+export function tenantSettingOf(scope: TenantScope): string {
+  if (scope.all) return '*';
+  // Stored tenants went through storableText (the recorder's serializers): compare like with like.
+  return scope.tenant === null ? 'none' : `t:${storableText(scope.tenant)}`;
+}
+
+/** What {@link withTenantScope} needs of the store (JobStore provides it). */
+export interface ScopedTarget<DB> {
+  readonly db: Kysely<DB>;
+  readonly dialect: Dialect;
+}
+
+/**
+ * Runs `fn` in a transaction whose row-level security scope is `scope`:
+ * every statement Celerity runs on `jobs` on PostgreSQL must go through
+ * here, or the policy hides every row from it (unless its role bypasses
+ * row security). On SQLite, which has no row security, `fn` runs on the
+ * store's connection as it is; the queries' own tenant conditions scope it.
+ *
+ * Cost: BEGIN and set_config travel together as one simple-protocol
+ * message, so a read is three round trips (that, the query, COMMIT), not
+ * four. A simple-protocol message takes no parameters, hence the setting as
+ * an escaped literal; it never holds a NUL (see {@link tenantSettingOf}),
+ * which would end the message early.
+ */
+export async function withTenantScope<DB, T>(target: ScopedTarget<DB>, scope: TenantScope, fn: (db: Kysely<DB>) => Promise<T>): Promise<T> {
+  if (target.dialect !== 'postgres') return fn(target.db);
+  const begin = sql.raw(`begin; select set_config('${TENANT_SETTING}', ${pg.escapeLiteral(tenantSettingOf(scope))}, true)`);
+  return target.db.connection().execute(async (db) => {
+    let result: T;
+    try {
+      await begin.execute(db);
+      result = await fn(db);
+    } catch (err) {
+      // A broken connection cannot roll back; the pool drops it, and the server ends the transaction with it.
+      await sql`rollback`.execute(db).catch(() => {});
+      throw err;
+    }
+    await sql`commit`.execute(db);
+    return result;
+  });
+}
