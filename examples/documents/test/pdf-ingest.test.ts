@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { buildServer } from 'celerity';
 import type { App } from 'celerity';
 import type { TableHandle } from 'celerity';
-import type { TaskContext } from 'celerity';
+import type { TaskContext, TenantScope } from 'celerity';
 import { chunkPages } from '../workloads/documents/chunk.ts';
 import { pdfIngestTask } from '../workloads/documents/ingest-task.ts';
 import { extractPdfPages, InvalidPdfError } from '../workloads/documents/pdf-text.ts';
@@ -40,6 +40,9 @@ const SPECIAL: Record<number, string> = {
 };
 
 const PAGES = Array.from({ length: 20 }, (_, i) => pageText(i + 1, SPECIAL[i + 1]));
+
+// The jobs here are enqueued without a tenant: their documents are those of the null tenant.
+const NO_TENANT: TenantScope = { all: false, tenant: null };
 
 function tmpDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'celerity-pdf-'));
@@ -98,30 +101,37 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     expect(done.progress).toMatchObject({ stage: 'indexing', percent: 100, pages_done: 20, pages_total: 20, chunks });
 
     const store = await app.tables(documentsTables);
-    const pages = await readDocumentPages(store, handle.id);
+    const pages = await readDocumentPages(store, handle.id, NO_TENANT);
     expect(pages.map((p) => p.page)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
     expect(pages[2]!.text.replace(/\s+/g, ' ')).toContain('the xylophone section');
     expect(pages[0]!.text.startsWith('Page 1 of the quarterly report.')).toBe(true);
-    expect(await readDocument(store, handle.id)).toMatchObject({ id: handle.id, job_id: handle.id, filename: 'report.pdf', page_count: 20, metadata: { title: 'Quarterly Report' } });
-    expect(await readDocumentPages(store, 'no-such-document')).toEqual([]);
+    expect(await readDocument(store, handle.id, NO_TENANT)).toMatchObject({
+      id: handle.id,
+      job_id: handle.id,
+      tenant: null,
+      filename: 'report.pdf',
+      page_count: 20,
+      metadata: { title: 'Quarterly Report' },
+    });
+    expect(await readDocumentPages(store, 'no-such-document', NO_TENANT)).toEqual([]);
 
-    const pagesOf = async (q: string) => (await searchChunks(store, { q })).map((h) => h.page);
+    const pagesOf = async (q: string) => (await searchChunks(store, { q, scope: NO_TENANT })).map((h) => h.page);
     expect(await pagesOf('xylophone')).toEqual([3]);
     expect(await pagesOf('zeppelins')).toEqual([15]); // stemmed
     expect(await pagesOf('"quasar nebula"')).toEqual([7]);
     expect(await pagesOf('"nebula quasar"')).toEqual([]);
     expect(await pagesOf('xylophone or marmalade')).toEqual(expect.arrayContaining([3, 20]));
-    const excluded = await searchChunks(store, { q: 'lorem -xylophone', limit: 100 });
+    const excluded = await searchChunks(store, { q: 'lorem -xylophone', limit: 100, scope: NO_TENANT });
     expect(excluded.length).toBeGreaterThan(0);
     expect(excluded.filter((h) => h.chunk.includes('xylophone'))).toEqual([]);
-    const [hit] = await searchChunks(store, { q: 'marmalade', documentId: handle.id });
+    const [hit] = await searchChunks(store, { q: 'marmalade', documentId: handle.id, scope: NO_TENANT });
     expect(hit).toMatchObject({ document_id: handle.id, filename: 'report.pdf', page: 20, chunk: expect.stringMatching(/marmalade\s+closing\s+remarks/) });
     expect(hit!.snippet).toContain('<mark>marmalade</mark>');
     // Escaped HTML (PostgreSQL's headline drops tag-like text altogether).
     expect(hit!.snippet).toContain('R&amp;D');
     expect(hit!.snippet).not.toContain('<b>');
     expect(hit!.score).toBeGreaterThan(0);
-    expect(await searchChunks(store, { q: 'marmalade', documentId: 'other' })).toEqual([]);
+    expect(await searchChunks(store, { q: 'marmalade', documentId: 'other', scope: NO_TENANT })).toEqual([]);
 
     const server = await api(app);
     const get = (query: string) => server.inject({ method: 'GET', url: `/v1/search?${query}` });
@@ -202,7 +212,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     expect(again).toEqual(done.result);
     expect(await chunkCount(store, handle.id)).toBe(chunks);
     expect(await pagesOf('xylophone')).toEqual([3]);
-    expect(await readDocumentPages(store, handle.id)).toHaveLength(20);
+    expect(await readDocumentPages(store, handle.id, NO_TENANT)).toHaveLength(20);
     if (kind === 'sqlite') {
       // The external-content index still agrees with its table after the replacement.
       await sql`insert into document_chunks_fts(document_chunks_fts, rank) values ('integrity-check', 1)`.execute(store.db as unknown as Kysely<any>);
@@ -218,7 +228,7 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
     expect(done.status).toBe('failed');
     expect(done.attempts).toBe(1);
     expect(done.error).toMatchObject({ type: 'InvalidPdfError', message: expect.stringMatching(/^"notes\.pdf" is not a valid PDF/) });
-    expect(await readDocumentPages(await app.tables(documentsTables), handle.id)).toEqual([]);
+    expect(await readDocumentPages(await app.tables(documentsTables), handle.id, NO_TENANT)).toEqual([]);
   });
 });
 

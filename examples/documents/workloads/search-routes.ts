@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { App } from 'celerity';
+import { principalOf, tenantScopeOf, type App } from 'celerity';
 import { searchChunks } from './documents/search-index.ts';
 import { documentsTables } from './tables.ts';
 
@@ -12,7 +12,7 @@ interface SearchQuerystring {
 const searchSchema = {
   summary: 'Full-text search over ingested documents (pdf.ingest)',
   description:
-    'Returns the best-matching chunks, each with its document and page. `q` reads like a web search box: words (all required), "quoted phrases", `-word` to exclude, `or` between alternatives; any other punctuation is ignored, never a syntax error. Words are stemmed (English).',
+    'Returns the best-matching chunks, each with its document and page, among the documents of the API key\'s tenant (those its pdf.ingest jobs indexed; a key without a tenant searches the documents without one). An admin key searches every tenant\'s. Needs the scope `jobs:read`. `q` reads like a web search box: words (all required), "quoted phrases", `-word` to exclude, `or` between alternatives; any other punctuation is ignored, never a syntax error. Words are stemmed (English).',
   tags: ['search'],
   querystring: {
     type: 'object',
@@ -25,7 +25,13 @@ const searchSchema = {
       q: { type: 'string', minLength: 1, maxLength: 1000, pattern: '^(?!\\s*$)[^\\u0000]+$', description: 'The search query.' },
       limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
       // A job id: what the API's own routes take.
-      document_id: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9_.:\\-]+$', description: 'Only chunks of this document (the pdf.ingest job id).' },
+      document_id: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 256,
+        pattern: '^[A-Za-z0-9_.:\\-]+$',
+        description: "Only chunks of this document (the pdf.ingest job id). Another tenant's document finds nothing, as an unknown id does.",
+      },
     },
   },
   response: {
@@ -56,12 +62,17 @@ const searchSchema = {
   },
 } as const;
 
-/** `GET /v1/search`: full-text search over the chunks indexed by `pdf.ingest`. */
+/**
+ * `GET /v1/search`: full-text search over the chunks indexed by `pdf.ingest`,
+ * for keys with `jobs:read`: a tenant's key searches its tenant's documents
+ * (a key without a tenant, the documents without one), an admin's every
+ * tenant's.
+ */
 export async function searchRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
-  server.get<{ Querystring: SearchQuerystring }>('/v1/search', { schema: searchSchema }, async (request) => {
+  server.get<{ Querystring: SearchQuerystring }>('/v1/search', { schema: searchSchema, config: { celerity: { scope: 'jobs:read' } } }, async (request) => {
     const { q, limit, document_id } = request.query;
     const store = await app.tables(documentsTables);
-    const hits = await searchChunks(store, { q, limit, documentId: document_id });
+    const hits = await searchChunks(store, { q, limit, documentId: document_id, scope: tenantScopeOf(principalOf(request)) });
     return { results: hits };
   });
 }

@@ -2,10 +2,11 @@ import { z } from 'zod';
 import { NonRetryableError, defineTask, uploadRefSchema, chord, defineWorkflow, step, type TableHandle } from 'celerity';
 import { extractPdfPages } from '../documents/pdf-text.ts';
 import { readDocument, readDocumentPages } from '../documents/search-index.ts';
+import { jobScope } from '../tenant.ts';
 import { selectValidator } from './select-validator.ts';
 import { criterionSchema, type VERDICTS, type CriterionResult, type PageText, type Validator } from './types.ts';
 
-/** The document named by an assessment is not in the store (never ingested, or deleted). */
+/** The document named by an assessment is not in the store (never ingested, or deleted), or is another tenant's. */
 export class DocumentNotFoundError extends NonRetryableError {
   override readonly code = 'document_not_found';
 }
@@ -51,9 +52,11 @@ export function assessmentTasks(deps: { store: () => Promise<TableHandle>; valid
       if (typeof ref === 'string' || 'document_id' in ref) {
         const id = typeof ref === 'string' ? ref : ref.document_id;
         const store = await deps.store();
-        const doc = await readDocument(store, id);
+        // The step runs with the workflow's tenant: another tenant's document reads as unknown.
+        const scope = jobScope(ctx);
+        const doc = await readDocument(store, id, scope);
         if (!doc) throw new DocumentNotFoundError(`No ingested document "${id}" (ingest it with pdf.ingest first)`);
-        return { document: doc.filename, document_id: id, pages: await readDocumentPages(store, id) };
+        return { document: doc.filename, document_id: id, pages: await readDocumentPages(store, id, scope) };
       }
       const text = await extractPdfPages(ref.file.path, {
         signal: ctx.signal,

@@ -465,6 +465,15 @@ export interface SqlTarget {
 // SQLite's default SQLITE_MAX_VARIABLE_NUMBER (since 3.32).
 const SQLITE_MAX_PARAMS = 32_766;
 
+export interface SqlRowWriterOptions {
+  /**
+   * The job's tenant (null: none), written to every row's `tenant` column so
+   * that reads can be held to it. Left out: no `tenant` column is written
+   * (a table without one, or a run outside any job).
+   */
+  tenant?: string | null | undefined;
+}
+
 /**
  * Writes a job's rows into `spec.table`, keyed by (job_id, line); rows already
  * there are left as they are, so a retried attempt adds nothing. One
@@ -473,8 +482,10 @@ const SQLITE_MAX_PARAMS = 32_766;
  * by hand (and cached per batch length): the query builder would cost more
  * CPU than the database spends on the rows.
  */
-export function sqlRowWriter<T>(target: SqlTarget, spec: TableSpec<T>, jobId: string): RowWriter<T> {
-  const names = ['job_id', 'line', ...spec.columns.map((c) => c.name)].map(quoteId).join(', ');
+export function sqlRowWriter<T>(target: SqlTarget, spec: TableSpec<T>, jobId: string, opts: SqlRowWriterOptions = {}): RowWriter<T> {
+  const withTenant = opts.tenant !== undefined;
+  const tenant = opts.tenant ?? null;
+  const names = ['job_id', 'line', ...(withTenant ? ['tenant'] : []), ...spec.columns.map((c) => c.name)].map(quoteId).join(', ');
   const table = quoteId(spec.table);
   if (target.dialect === 'postgres') {
     // One JSON parameter, unpacked by json_to_recordset: JSON.stringify is
@@ -482,7 +493,7 @@ export function sqlRowWriter<T>(target: SqlTarget, spec: TableSpec<T>, jobId: st
     // thread more than the database spent on the rows.
     const fields = spec.columns.map((c, i) => `c${i} ${c.pgType}`).join(', ');
     const picks = spec.columns.map((_, i) => `x.c${i}`).join(', ');
-    const text = `INSERT INTO ${table} (${names}) SELECT $1::text, x.l, ${picks} FROM json_to_recordset($2::json) AS x(l integer, ${fields}) ON CONFLICT (job_id, line) DO NOTHING`;
+    const text = `INSERT INTO ${table} (${names}) SELECT $1::text, x.l, ${withTenant ? '$3::text, ' : ''}${picks} FROM json_to_recordset($2::json) AS x(l integer, ${fields}) ON CONFLICT (job_id, line) DO NOTHING`;
     const keys = spec.columns.map((_, i) => `c${i}`);
     return {
       async write(rows) {
@@ -494,11 +505,11 @@ export function sqlRowWriter<T>(target: SqlTarget, spec: TableSpec<T>, jobId: st
           for (let c = 0; c < keys.length; c++) record[keys[c]!] = values[c];
           records[r] = record;
         }
-        await target.db.executeQuery(CompiledQuery.raw(text, [jobId, pgJson(records)]));
+        await target.db.executeQuery(CompiledQuery.raw(text, withTenant ? [jobId, pgJson(records), tenant] : [jobId, pgJson(records)]));
       },
     };
   }
-  const width = spec.columns.length + 2;
+  const width = spec.columns.length + (withTenant ? 3 : 2);
   const perStatement = Math.floor(SQLITE_MAX_PARAMS / width);
   const tuple = `(${new Array(width).fill('?').join(', ')})`;
   const texts = new Map<number, string>();
@@ -517,7 +528,10 @@ export function sqlRowWriter<T>(target: SqlTarget, spec: TableSpec<T>, jobId: st
       for (let from = 0; from < rows.length; from += perStatement) {
         const chunk = rows.slice(from, from + perStatement);
         const params: unknown[] = [];
-        for (const row of chunk) params.push(jobId, row.line, ...spec.values(row.value));
+        for (const row of chunk) {
+          if (withTenant) params.push(jobId, row.line, tenant, ...spec.values(row.value));
+          else params.push(jobId, row.line, ...spec.values(row.value));
+        }
         // Each statement is atomic and idempotent: no transaction needed across chunks.
         await target.db.executeQuery(CompiledQuery.raw(textFor(chunk.length), params));
       }

@@ -4,7 +4,8 @@
  */
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import { defineTask, uploadRefSchema, type TableHandle, type Task } from 'celerity';
+import { ALL_TENANTS, defineTask, uploadRefSchema, type TableHandle, type Task, type TenantScope } from 'celerity';
+import { sameTenant } from '../tenant.ts';
 import { importCsv, sqlRowWriter, type BadRow } from './import.ts';
 import { JIRA_HEADER_ALIASES, jiraRowSchema, jiraTable, type ImportedRecord } from './jira.ts';
 
@@ -25,7 +26,8 @@ export interface CsvImportResult {
 
 /**
  * The `csv.import` task, on the `imports` queue. `deps.store` gives the
- * handle on the app's (migrated) documents tables, which receive the rows.
+ * handle on the app's (migrated) documents tables, which receive the rows,
+ * each with the job's tenant.
  *
  * Bad rows are counted and reported, and do not fail the job; a file that
  * is not a usable CSV (missing columns, broken quoting) fails it at once
@@ -45,7 +47,7 @@ export function csvImportTask(deps: { store: () => Promise<TableHandle> }): Task
         path: file.path,
         schema: jiraRowSchema,
         headerAliases: JIRA_HEADER_ALIASES,
-        writer: sqlRowWriter(store, jiraTable, ctx.jobId),
+        writer: sqlRowWriter(store, jiraTable, ctx.jobId, { tenant: ctx.tenant }),
         onProgress: (p) => ctx.progress({ ...p, stage: p.total === undefined ? 'importing' : 'done' }),
         signal: ctx.signal,
         ...(batch_size ? { batchSize: batch_size } : {}),
@@ -62,7 +64,8 @@ export function csvImportTask(deps: { store: () => Promise<TableHandle> }): Task
 }
 
 interface ImportsDatabase {
-  imported_records: ImportedRecord;
+  // tenant: migration 0005_import_tenant; null for rows of jobs without a tenant and rows imported before it.
+  imported_records: ImportedRecord & { tenant: string | null };
 }
 
 function imports(store: Pick<TableHandle, 'db'>): Kysely<ImportsDatabase> {
@@ -70,23 +73,37 @@ function imports(store: Pick<TableHandle, 'db'>): Kysely<ImportsDatabase> {
   return store.db as unknown as Kysely<ImportsDatabase>;
 }
 
-/** How many rows a `csv.import` job has stored. */
-export async function countImported(store: Pick<TableHandle, 'db'>, jobId: string): Promise<number> {
-  const row = await imports(store)
+/**
+ * How many rows a `csv.import` job has stored within `scope`: 0 for another
+ * tenant's job, as for an unknown one. The default scope, every tenant's, is
+ * for tooling that imported the rows itself (the benchmark); code handed a
+ * job id by a caller passes the caller's scope (`tenantScopeOf(principal)`,
+ * or a job's own tenant).
+ */
+export async function countImported(store: Pick<TableHandle, 'db' | 'dialect'>, jobId: string, scope: TenantScope = ALL_TENANTS): Promise<number> {
+  let q = imports(store)
     .selectFrom('imported_records')
     .select((eb) => eb.fn.countAll<number | string>().as('n'))
-    .where('job_id', '=', jobId)
-    .executeTakeFirstOrThrow();
+    .where('job_id', '=', jobId);
+  if (!scope.all) q = q.where(sameTenant(store.dialect, 'tenant', scope.tenant));
+  const row = await q.executeTakeFirstOrThrow();
   return Number(row.n);
 }
 
-/** A `csv.import` job's rows in file order, from the line after `afterLine` (a cursor). */
-export async function listImported(store: Pick<TableHandle, 'db'>, jobId: string, opts: { limit?: number; afterLine?: number } = {}): Promise<ImportedRecord[]> {
-  const rows = await imports(store)
+/**
+ * A `csv.import` job's rows in file order, from the line after `afterLine` (a
+ * cursor), within `opts.scope` (see {@link countImported}): none for another
+ * tenant's job.
+ */
+export async function listImported(store: Pick<TableHandle, 'db' | 'dialect'>, jobId: string, opts: { limit?: number; afterLine?: number; scope?: TenantScope } = {}): Promise<ImportedRecord[]> {
+  const scope = opts.scope ?? ALL_TENANTS;
+  let q = imports(store)
     .selectFrom('imported_records')
-    .selectAll()
+    .select(['job_id', 'line', 'key', 'summary', 'status', 'assignee', 'created_at', 'description'])
     .where('job_id', '=', jobId)
-    .where('line', '>', opts.afterLine ?? 0)
+    .where('line', '>', opts.afterLine ?? 0);
+  if (!scope.all) q = q.where(sameTenant(store.dialect, 'tenant', scope.tenant));
+  const rows = await q
     .orderBy('line')
     .limit(opts.limit ?? 100)
     .execute();

@@ -30,7 +30,9 @@ const EXTRACTING_SHARE = 90;
  * The `pdf.ingest` task: extracts the text of each page of an uploaded PDF,
  * chunks it and indexes the chunks for `GET /v1/search`. The document id is
  * the job id, so that a retried attempt replaces what an earlier one wrote.
- * A file pdfjs cannot parse fails at once with `InvalidPdfError`.
+ * The document belongs to the job's tenant (that of the key that submitted
+ * it): only that tenant's searches and assessments, and admins' searches,
+ * see it. A file pdfjs cannot parse fails at once with `InvalidPdfError`.
  */
 export function pdfIngestTask(deps: PdfIngestDeps): Task<z.input<typeof pdfIngestInput>, PdfIngestResult> {
   return defineTask({
@@ -57,6 +59,7 @@ export function pdfIngestTask(deps: PdfIngestDeps): Task<z.input<typeof pdfInges
       await indexDocument(store, {
         id: ctx.jobId,
         jobId: ctx.jobId,
+        tenant: ctx.tenant,
         filename: file.filename,
         pageCount: extracted.page_count,
         metadata: extracted.metadata,

@@ -98,7 +98,12 @@ export function ticketEnhanceTask(deps: { store: () => Promise<TableHandle> }) {
   });
 }
 
-/** The enhancement history of a ticket, newest first. */
+/**
+ * The enhancement history of a ticket, newest first. `tenantId` is the
+ * `tenant_id` of the ticket as its sender wrote it in the body, not the job's
+ * tenant (the webhook's `x-tenant-id`); no route serves this, so no caller
+ * can ask for another tenant's tickets through the API.
+ */
 export async function ticketHistory(store: TableHandle, tenantId: string, ticketId: string): Promise<TicketEnhancementsTable[]> {
   return tickets(store).selectFrom('ticket_enhancements').selectAll().where('tenant_id', '=', tenantId).where('ticket_id', '=', ticketId).orderBy('job_id', 'desc').execute();
 }
