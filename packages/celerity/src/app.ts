@@ -356,7 +356,9 @@ export class App {
    * null, as a job that does not exist.
    */
   async getJob(id: string, opts: { scope?: TenantScope } = {}): Promise<JobRecord | null> {
-    const record = await this.readWithSteps(this.queueNames(), id);
+    const scope = opts.scope ?? ALL_TENANTS;
+    const record = await this.readWithSteps(this.queueNames(), id, scope);
+    // Redis holds every tenant's jobs: the scope is checked here; SQL applies it in the query too.
     return record && inTenantScope(opts.scope ?? ALL_TENANTS, record.tenant) ? record : null;
   }
 
@@ -365,17 +367,17 @@ export class App {
     return this.readWithSteps([...new Set([...this.queueNames(), e.queue])], e.id);
   }
 
-  private async readWithSteps(queues: string[], id: string): Promise<JobRecord | null> {
+  private async readWithSteps(queues: string[], id: string, scope: TenantScope = ALL_TENANTS): Promise<JobRecord | null> {
     const store = await this.openStore();
-    const record = await readJob(this.broker, store, queues, id);
-    if (!record) return null;
+    const record = await readJob(this.broker, store, queues, id, scope);
+    if (!record || !inTenantScope(scope, record.tenant)) return null;
     if (record.workflow) {
-      const steps = await Promise.all(record.workflow.steps.map((s) => readJob(this.broker, store, queues, s.id)));
+      const steps = await Promise.all(record.workflow.steps.map((s) => readJob(this.broker, store, queues, s.id, scope)));
       return withSteps(record, record.workflow.steps, steps);
     }
     // Read from SQL (Redis has let go of it): a workflow's steps are found by id.
     if (record.task.startsWith('workflow.') || this.workflows.has(record.task)) {
-      const steps = await store.workflowSteps(id);
+      const steps = await store.workflowSteps(id, scope);
       if (steps.length > 0) return withSteps(record, undefined, steps);
     }
     return record;

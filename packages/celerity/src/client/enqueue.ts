@@ -36,8 +36,6 @@ export interface EnqueueOptions {
   idempotencyKey?: string;
   /** Correlation id for the job's log lines (the API passes the request's X-Request-Id). */
   traceId?: string;
-  /** The API key that submitted the job (the API sets it). */
-  keyId?: string;
 }
 
 // Identifiers are stored, filtered on and logged: no NUL (PostgreSQL text
@@ -60,7 +58,6 @@ export const enqueueOptionsSchema = z
       .optional(),
     idempotencyKey: identifier.optional(),
     traceId: z.string().min(1).max(200).optional(),
-    keyId: z.string().min(1).max(64).optional(),
   })
   .strict();
 
