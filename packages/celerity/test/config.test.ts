@@ -42,6 +42,7 @@ describe('loadConfig', () => {
       uploadMaxBytes: 104857600,
       uploadTtl: 86400,
       historyRetention: 30,
+      auth: 'keys',
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -91,6 +92,8 @@ describe('loadConfig', () => {
         CELERITY_UPLOAD_TTL: '60',
         CELERITY_HISTORY_RETENTION: '0',
         CELERITY_HEALTH_PORT: '9090',
+        CELERITY_AUTH: 'off',
+        CELERITY_METRICS_TOKEN: 'scrape-token-0123456789',
       },
     });
     expect(config).toEqual({
@@ -127,6 +130,8 @@ describe('loadConfig', () => {
       uploadTtl: 60,
       historyRetention: 0,
       healthPort: 9090,
+      auth: 'off',
+      metricsToken: 'scrape-token-0123456789',
     });
   });
 

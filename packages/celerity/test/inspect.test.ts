@@ -171,7 +171,7 @@ describe('GET /v1/workers and GET /v1/queues', () => {
 
   it('answer 503 broker_unavailable when Redis is unreachable', async () => {
     const port = await freePort();
-    const app = createApp({ tasks, config: loadConfig({ env: {}, flags: { redisUrl: `redis://127.0.0.1:${port}`, logLevel: TEST_LOG_LEVEL } }) });
+    const app = createApp({ tasks, config: loadConfig({ env: {}, flags: { redisUrl: `redis://127.0.0.1:${port}`, logLevel: TEST_LOG_LEVEL, auth: 'off' } }) });
     onCleanup(() => app.close());
     const server = await buildServer(app, { logger: false });
     onCleanup(() => server.close());

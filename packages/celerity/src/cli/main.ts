@@ -213,6 +213,9 @@ withConfig(program.command('serve').description('Serve the HTTP job API.'), [...
       1,
     );
   }
+  if (app.store.dialect === 'postgres' && !(await app.store.rowSecurityEnforced())) {
+    app.logger.warn("the database role bypasses row-level security (a superuser, or BYPASSRLS): tenant isolation rests on the API alone; connect with a role of Celerity's own (docs/security.md)");
+  }
   // The API records too, so that the history follows even with no worker up.
   const recorder = await app.startRecorder();
   const running: Running = { app, recorder, ...(await startServer(app)) };
