@@ -26,6 +26,7 @@ import { searchRoutes } from '../../../examples/documents/workloads/search-route
 import { documentsTables } from '../../../examples/documents/workloads/tables.ts';
 import { TICKET_WEBHOOK_SECRET, ticketEnhanceTask } from '../../../examples/documents/workloads/tickets/task.ts';
 import { buildServer } from '../src/api/server.ts';
+import { createKey, revokeKey } from '../src/auth/key-store.ts';
 import { signWebhook } from '../src/api/webhook-signature.ts';
 import type { App } from '../src/app.ts';
 import { MAX_DELAY_MS, MAX_JOB_ID_LENGTH, MAX_JSON_DEPTH, MAX_NAME_LENGTH, MAX_PARAM_LENGTH, MAX_PRIORITY, MAX_TIME_LIMIT_MS } from '../src/limits.ts';
@@ -305,7 +306,7 @@ interface FuzzedRequest {
 }
 
 /** One fuzzed request as raw bytes, and a one-line description of it for failure reports. */
-function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string, Schema>): FuzzedRequest {
+function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string, Schema>, keys: FuzzKeys): FuzzedRequest {
   // Broken HTTP, straight to the parser.
   if (f.chance(0.04)) {
     const text = f.pick([
@@ -346,6 +347,12 @@ function buildRequest(f: Fuzzer, ops: Operation[], tasksInputSchemas: Map<string
   }
   if (f.chance(0.08)) query.push(`${f.pick(['unknown', 'limit', 'limit', 'q', '__proto__'])}=${f.encode(f.oddStrings())}`);
   if (f.chance(0.05)) headers['x-request-id'] = f.oddStrings().replace(/[\r\n]/g, ' ');
+  // Mostly an admin key (to reach the routes' own checks), then a tenant's key, none, a revoked one, or junk.
+  const who = f.int(20);
+  if (who <= 13) headers.authorization = `Bearer ${keys.admin}`;
+  else if (who <= 15) headers.authorization = `Bearer ${keys.tenant}`;
+  else if (who === 16) headers.authorization = `Bearer ${keys.revoked}`;
+  else if (who === 17) headers.authorization = f.oddStrings().replace(/[\r\n]/g, ' ');
 
   let body: Buffer | null = null;
   let hook: FuzzedRequest['hook'] = null;
@@ -444,15 +451,34 @@ function multipart(f: Fuzzer, schema: Schema, taskNames: string[]): { body: Buff
   return { body, contentType: f.chance(0.9) ? `multipart/form-data; boundary=${boundary}` : f.pick(['multipart/form-data', 'multipart/form-data; boundary=', 'application/json']) };
 }
 
+/** Bearer tokens the fuzz sends: an admin's, a tenant's (jobs scopes), a revoked one. */
+interface FuzzKeys {
+  admin: string;
+  tenant: string;
+  revoked: string;
+}
+
+async function fuzzKeys(app: App): Promise<FuzzKeys> {
+  const admin = (await createKey(app.store, { name: 'fuzz-admin', scopes: ['admin'] })).token;
+  const tenant = (await createKey(app.store, { name: 'fuzz-tenant', tenant: 'fuzz', scopes: ['jobs:submit', 'jobs:read', 'jobs:cancel'] })).token;
+  const revoked = await createKey(app.store, { name: 'fuzz-revoked', scopes: ['admin'] });
+  await revokeKey(app.store, revoked.key.id);
+  return { admin, tenant, revoked: revoked.token };
+}
+
 async function fuzzApp(kind: StoreKind): Promise<App> {
   const store = () => app.tables(documentsTables);
   const assessment = assessmentTasks({ store });
-  const app = await openTestApp(kind, {
-    tasks: [add, progress, flaky, fail, spin, sleepTask, csvImportTask({ store }), pdfIngestTask({ store }), assessment.parse, assessment.evaluate, ticketEnhanceTask({ store })],
-    workflows: [assessment.validate],
-    tables: [documentsTables],
-    routes: [searchRoutes],
-  });
+  const app = await openTestApp(
+    kind,
+    {
+      tasks: [add, progress, flaky, fail, spin, sleepTask, csvImportTask({ store }), pdfIngestTask({ store }), assessment.parse, assessment.evaluate, ticketEnhanceTask({ store })],
+      workflows: [assessment.validate],
+      tables: [documentsTables],
+      routes: [searchRoutes],
+    },
+    { auth: 'keys' },
+  );
   return app;
 }
 
@@ -465,6 +491,7 @@ describe.each(stores)('HTTP API fuzz (%s store)', (kind) => {
     // Room for the long jobs a fuzzed input may ask for (demo.sleep of an hour), so the final job still runs.
     await startWorker(app, { concurrency: 200 });
     await startRecorder(app);
+    const keys = await fuzzKeys(app);
     const api = await buildServer(app, { logger: false });
     onCleanup(() => api.close());
     await api.listen({ port: 0, host: '127.0.0.1' });
@@ -475,7 +502,7 @@ describe.each(stores)('HTTP API fuzz (%s store)', (kind) => {
     for (const route of ['POST /v1/jobs', 'GET /v1/jobs', 'GET /v1/jobs/{id}', 'POST /v1/jobs/{id}/cancel', 'GET /v1/search', 'POST /v1/hooks/{task}', 'POST /v1/uploads', 'GET /v1/tasks']) {
       expect(covered, route).toContain(route);
     }
-    const tasks = (await api.inject({ method: 'GET', url: '/v1/tasks' })).json().tasks as { name: string; input_schema: Schema }[];
+    const tasks = (await api.inject({ method: 'GET', url: '/v1/tasks', headers: { authorization: `Bearer ${keys.admin}` } })).json().tasks as { name: string; input_schema: Schema }[];
     const inputSchemas = new Map(tasks.map((t) => [t.name, t.input_schema]));
     const knownIds: string[] = [];
     const f = fuzzer(seed, [...inputSchemas.keys()], knownIds);
@@ -490,7 +517,7 @@ describe.each(stores)('HTTP API fuzz (%s store)', (kind) => {
     const one = async () => {
       while (next < requests && problems.length < 10) {
         next++;
-        const { bytes, label, route, hook, intact } = buildRequest(f, ops, inputSchemas);
+        const { bytes, label, route, hook, intact } = buildRequest(f, ops, inputSchemas, keys);
         perRoute.set(route, (perRoute.get(route) ?? 0) + 1);
         const res = await send(port, bytes, /^head /i.test(label));
         statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
