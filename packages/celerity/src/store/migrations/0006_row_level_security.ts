@@ -17,11 +17,15 @@ import { TENANT_SETTING } from '../tenant-scope.ts';
  * (PostgreSQL's rule): `JobStore.rowSecurityEnforced()` tells.
  *
  * The setting is read through scalar subqueries, which PostgreSQL
- * evaluates once per statement instead of once per row.
+ * evaluates once per statement instead of once per row. A CASE, not an OR
+ * of comparisons: the planner estimates a CASE at half the rows and an OR
+ * of comparisons with a parameter at about one percent, and on that
+ * estimate it sorted a tenant's every row for a page of 50 instead of
+ * reading 50 from the ordered index.
  */
 export function migration(dialect: Dialect): Migration {
   const setting = `(select current_setting('${TENANT_SETTING}', true))`;
-  const visible = sql.raw(`${setting} = '*' or (tenant is null and ${setting} = 'none') or (tenant is not null and ${setting} = ('t:' || tenant))`);
+  const visible = sql.raw(`case ${setting} when '*' then true when 'none' then tenant is null else ${setting} = ('t:' || tenant) end`);
   return {
     async up(db: Kysely<any>) {
       if (dialect !== 'postgres') return;
