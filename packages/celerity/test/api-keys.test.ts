@@ -6,7 +6,7 @@ import { KeyAuthenticator } from '../src/auth/authenticator.ts';
 import { createKey, findKey, listKeys, parseToken, revokeKey } from '../src/auth/key-store.ts';
 import { taskPatternMatches } from '../src/auth/principal.ts';
 import { buildServer, createApp, defineTask, InvalidOptionsError } from '../src/index.ts';
-import { cleanup, onCleanup, openTestApp, testEnv, type TestEnv } from './helpers.ts';
+import { cleanup, onCleanup, openTestApp, startRecorder, startWorker, testEnv, waitFor, type TestEnv } from './helpers.ts';
 import { processEnv } from './process-helpers.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..', '..');
@@ -109,6 +109,33 @@ describe('API keys', () => {
     expect((await api.inject({ method: 'GET', url: '/metrics', headers: bearer })).statusCode).toBe(200);
     expect((await api.inject({ method: 'GET', url: '/metrics', headers: { authorization: 'Bearer scrape-token-wrong' } })).statusCode).toBe(401);
     expect((await api.inject({ method: 'GET', url: '/v1/queues', headers: bearer })).statusCode).toBe(401);
+  });
+});
+
+describe('a tenant key end to end', () => {
+  it("hands the key's tenant to the handler as ctx.tenant and records the key", async () => {
+    const whoami = defineTask({ name: 'who.am.i', input: z.object({}), handler: async (_input, ctx) => ({ tenant: ctx.tenant }) });
+    const app = await openTestApp('postgres', [whoami], { auth: 'keys' });
+    await startWorker(app);
+    await startRecorder(app);
+    const api = await buildServer(app, { logger: false });
+    onCleanup(() => api.close());
+    const { token, key } = await createKey(app.store, { name: 'acme-ci', tenant: 'acme', scopes: ['jobs:submit', 'jobs:read'] });
+    const auth = { authorization: `Bearer ${token}` };
+    const res = await api.inject({ method: 'POST', url: '/v1/jobs', headers: auth, payload: { task: 'who.am.i', input: {} } });
+    expect(res.statusCode).toBe(202);
+    const id = res.json().job_id as string;
+    const done = await waitFor(async () => {
+      const job = (await api.inject({ method: 'GET', url: `/v1/jobs/${id}`, headers: auth })).json();
+      return job.status === 'completed' ? job : undefined;
+    });
+    expect(done).toMatchObject({ tenant: 'acme', key_id: key.id, result: { tenant: 'acme' } });
+    // And in the history, listed by the key that submitted it.
+    const listed = await waitFor(async () => {
+      const page = (await api.inject({ method: 'GET', url: `/v1/jobs?key_id=${key.id}`, headers: auth })).json();
+      return page.jobs.length === 1 && page.jobs[0].status === 'completed' ? page.jobs : undefined;
+    });
+    expect(listed[0]).toMatchObject({ job_id: id, key_id: key.id, tenant: 'acme' });
   });
 });
 
