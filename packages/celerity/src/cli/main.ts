@@ -58,7 +58,7 @@ const WORKER: OptionName[] = [
   'heartbeatInterval',
   'historyRetention',
 ];
-const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes'];
+const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes', 'rateLimitSubmit', 'rateLimitRead', 'rateLimitWindow', 'corsOrigins', 'trustProxy'];
 
 /**
  * Loads the app module, then gives it the flags: they are layered over what
