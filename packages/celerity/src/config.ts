@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { MAX_TIME_LIMIT_MS } from './limits.ts';
@@ -72,6 +73,36 @@ export const OPTIONS = {
   queues: { env: 'CELERITY_QUEUES', flag: '--queues', doc: "Comma-separated queues a worker consumes. Default: every queue of the app's tasks.", default: '(all)' },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', doc: 'pino level: fatal, error, warn, info, debug, trace or silent.', default: 'info' },
   bodyLimit: { env: 'CELERITY_BODY_LIMIT', flag: '--body-limit', doc: 'Largest accepted request body in bytes.', default: '1048576' },
+  rateLimitSubmit: {
+    env: 'CELERITY_RATE_LIMIT_SUBMIT',
+    flag: '--rate-limit-submit',
+    doc: 'Submissions (`POST /v1/jobs` and the other submitting routes, uploads) an API key may make per window, shared by every API process through Redis; webhooks get the same budget per sender IP. Past it the API answers 429 `rate_limited` with `Retry-After`. 0 turns the limit off.',
+    default: '6000',
+  },
+  rateLimitRead: {
+    env: 'CELERITY_RATE_LIMIT_READ',
+    flag: '--rate-limit-read',
+    doc: 'Other authenticated requests (reads, cancels) an API key may make per window, counted apart from submissions. 0 turns the limit off.',
+    default: '60000',
+  },
+  rateLimitWindow: {
+    env: 'CELERITY_RATE_LIMIT_WINDOW',
+    flag: '--rate-limit-window',
+    doc: "Length in ms of the rate limits' fixed window: a key's count starts at its first request and resets when the window ends.",
+    default: '60000',
+  },
+  corsOrigins: {
+    env: 'CELERITY_CORS_ORIGINS',
+    flag: '--cors-origins',
+    doc: 'Comma-separated origins (`https://app.example.com`) whose browser pages may call the API (CORS). `*` allows any origin, without credentials. Unset: no CORS headers at all, so browsers refuse cross-origin calls.',
+    default: '(none)',
+  },
+  trustProxy: {
+    env: 'CELERITY_TRUST_PROXY',
+    flag: '--trust-proxy',
+    doc: "Which peers' `X-Forwarded-For`/`-Proto`/`-Host` the API believes (the client IP is what IP rate limits count): `false`, `true` (any peer: only when nothing but the proxy can reach the API), or comma-separated addresses and CIDRs of the proxies (`10.0.0.0/8`, also `loopback`, `linklocal`, `uniquelocal`).",
+    default: 'false',
+  },
   eventsMaxLen: {
     env: 'CELERITY_EVENTS_MAX_LEN',
     flag: '--events-max-len',
@@ -134,6 +165,53 @@ export type OptionName = keyof typeof OPTIONS;
 
 const positiveInt = z.coerce.number().int().positive();
 
+function commaList(s: string): string[] {
+  return s
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+}
+
+// What a browser sends as Origin: a scheme and a host, with no path. A
+// configured `https://app.example.com/` would never match and fail silently.
+const ORIGIN = /^(?:\*|[a-z][a-z0-9+.-]*:\/\/[^/?#\s*]+)$/i;
+
+// proxy-addr's names for the private ranges, accepted by Fastify's trustProxy.
+const PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/**
+ * `true`, `false`, or the proxies' addresses and CIDRs. A hop count is
+ * refused rather than passed on: Fastify 5 no longer honours one (it cannot
+ * tell the proxy from a client that sends the header itself) and would
+ * silently trust nobody.
+ */
+function parseTrustProxy(value: string, ctx: z.RefinementCtx): boolean | string[] {
+  const text = value.trim().toLowerCase();
+  if (text === 'false') return false;
+  if (text === 'true') return true;
+  if (/^\d+$/.test(text)) {
+    ctx.addIssue({ code: 'custom', message: "a hop count is not supported (Fastify ignores it): list the proxies' addresses or CIDRs instead" });
+    return z.NEVER;
+  }
+  const entries = commaList(value);
+  const bad = entries.find((entry) => !PROXY_RANGES.has(entry) && !isAddressOrCidr(entry));
+  if (entries.length === 0 || bad !== undefined) {
+    ctx.addIssue({ code: 'custom', message: `must be true, false, or comma-separated IP addresses or CIDRs${bad === undefined ? '' : ` (not one: ${JSON.stringify(bad)})`}` });
+    return z.NEVER;
+  }
+  return entries;
+}
+
+function isAddressOrCidr(entry: string): boolean {
+  const slash = entry.lastIndexOf('/');
+  const address = slash === -1 ? entry : entry.slice(0, slash);
+  const version = isIP(address);
+  if (version === 0) return false;
+  if (slash === -1) return true;
+  const bits = entry.slice(slash + 1);
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128);
+}
+
 const schema = z.object({
   redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
   brokerUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
@@ -174,6 +252,17 @@ const schema = z.object({
     .optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimit: positiveInt,
+  rateLimitSubmit: z.coerce.number().int().min(0),
+  rateLimitRead: z.coerce.number().int().min(0),
+  // A day at most: a longer window would make a 429's Retry-After useless.
+  rateLimitWindow: positiveInt.min(1000).max(86_400_000),
+  corsOrigins: z
+    .string()
+    .transform(commaList)
+    .pipe(z.array(z.string().regex(ORIGIN, 'each origin must be scheme://host[:port], without a path or trailing slash, or * alone')))
+    .refine((origins) => !origins.includes('*') || origins.length === 1, 'each origin must be scheme://host[:port], without a path or trailing slash, or * alone')
+    .optional(),
+  trustProxy: z.string().transform(parseTrustProxy),
   eventsMaxLen: positiveInt.min(1000),
   recorderBatch: positiveInt.max(50_000),
   recorderClaimIdle: positiveInt.min(1000),

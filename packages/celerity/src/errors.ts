@@ -227,6 +227,26 @@ export class IdempotencyConflictError extends CelerityError {
 }
 
 /**
+ * A caller (an API key, or an IP address when there is none) used up its
+ * budget of requests for the current window. Nothing was done; the answer's
+ * `Retry-After` says when the window ends.
+ */
+export class RateLimitedError extends CelerityError {
+  readonly code = 'rate_limited';
+  override readonly httpStatus = 429;
+  declare readonly details: { budget: 'submit' | 'read'; limit: number; window_ms: number; retry_after_s: number };
+
+  constructor(budget: 'submit' | 'read', limit: number, windowMs: number, retryAfterS: number) {
+    super(`Rate limit exceeded: at most ${limit} ${budget === 'submit' ? 'submissions' : 'requests'} per ${windowMs / 1000} s; retry in ${retryAfterS} s`, {
+      budget,
+      limit,
+      window_ms: windowMs,
+      retry_after_s: retryAfterS,
+    });
+  }
+}
+
+/**
  * A webhook names no task that takes webhooks: the app does not define it,
  * or the task has no `webhook` option. Both answer alike (404), so that an
  * unauthenticated caller cannot tell which tasks exist.

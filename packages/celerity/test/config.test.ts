@@ -27,6 +27,10 @@ describe('loadConfig', () => {
       concurrency: 10,
       logLevel: 'info',
       bodyLimit: 1048576,
+      rateLimitSubmit: 6000,
+      rateLimitRead: 60000,
+      rateLimitWindow: 60000,
+      trustProxy: false,
       eventsMaxLen: 1000000,
       recorderBatch: 2000,
       recorderMaxLag: 60000,
@@ -46,6 +50,7 @@ describe('loadConfig', () => {
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
+    expect(config.corsOrigins).toBeUndefined();
   });
 
   it('every concrete default in OPTIONS passes validation as is', () => {
@@ -71,6 +76,11 @@ describe('loadConfig', () => {
         CELERITY_QUEUES: ' emails, ,reports ',
         LOG_LEVEL: 'debug',
         CELERITY_BODY_LIMIT: '2048',
+        CELERITY_RATE_LIMIT_SUBMIT: '0',
+        CELERITY_RATE_LIMIT_READ: '500',
+        CELERITY_RATE_LIMIT_WINDOW: '1000',
+        CELERITY_CORS_ORIGINS: 'https://app.example.com, http://localhost:5173',
+        CELERITY_TRUST_PROXY: '10.0.0.0/8, loopback',
         CELERITY_EVENTS_MAX_LEN: '5000',
         CELERITY_RECORDER_BATCH: '10',
         CELERITY_RECORDER_MAX_LAG: '5000',
@@ -109,6 +119,11 @@ describe('loadConfig', () => {
       queues: ['emails', 'reports'],
       logLevel: 'debug',
       bodyLimit: 2048,
+      rateLimitSubmit: 0,
+      rateLimitRead: 500,
+      rateLimitWindow: 1000,
+      corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
+      trustProxy: ['10.0.0.0/8', 'loopback'],
       eventsMaxLen: 5000,
       recorderBatch: 10,
       recorderMaxLag: 5000,
@@ -190,6 +205,15 @@ describe('loadConfig', () => {
     ['historyRetention', '-1', /.+/],
     ['historyRetention', '1.5', /.+/],
     ['healthPort', '0', /.+/],
+    ['rateLimitSubmit', '-1', /.+/],
+    ['rateLimitRead', 'lots', /.+/],
+    ['rateLimitWindow', '999', /.+/],
+    ['corsOrigins', 'https://app.example.com/', /without a path/],
+    ['corsOrigins', 'app.example.com', /scheme/],
+    ['corsOrigins', '*, https://app.example.com', /\* alone/],
+    ['trustProxy', '1', /hop count/],
+    ['trustProxy', '10.0.0.0/33', /CIDR/],
+    ['trustProxy', 'proxy.internal', /CIDR/],
   ];
 
   it.each(bad)('a bad %s throws a ConfigError naming its variable and flag', (name, value, reason) => {
@@ -201,6 +225,13 @@ describe('loadConfig', () => {
     expect(err.message).toContain(JSON.stringify(value));
     expect(err.message).toMatch(reason);
     expect(err.details).toEqual({ option: `${meta.env} (${meta.flag})` });
+  });
+
+  it('CELERITY_CORS_ORIGINS takes * alone; CELERITY_TRUST_PROXY takes true, false or addresses (IPv6 and named ranges too)', () => {
+    expect(loadConfig({ env: { CELERITY_CORS_ORIGINS: '*' } }).corsOrigins).toEqual(['*']);
+    expect(loadConfig({ env: { CELERITY_TRUST_PROXY: 'true' } }).trustProxy).toBe(true);
+    expect(loadConfig({ env: { CELERITY_TRUST_PROXY: 'FALSE' } }).trustProxy).toBe(false);
+    expect(loadConfig({ env: { CELERITY_TRUST_PROXY: '::1,fd00::/8,192.168.1.10,uniquelocal' } }).trustProxy).toEqual(['::1', 'fd00::/8', '192.168.1.10', 'uniquelocal']);
   });
 
   it('a bad flag value is reported the same way', () => {

@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CelerityError, InvalidInputError, UnknownTaskError } from '../errors.ts';
 import { CURSOR_PATTERN, IDENTIFIER_PATTERN, IDENTIFIER_RULE, JOB_ID_PATTERN, JOB_ID_RULE, MAX_NAME_LENGTH, PATH_ID_PATTERN, TASK_NAME_PATTERN } from '../limits.ts';
+import { SECURITY_HEADERS } from './security-headers.ts';
 
 /** The one error shape of the API. */
 export interface ApiErrorBody {
@@ -124,7 +125,9 @@ function withoutFrames(text: string): string {
 export function frameworkErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const [status, code] = FRAMEWORK_CODES[err.code] ?? [err.statusCode && err.statusCode < 500 ? err.statusCode : 400, 'bad_request'];
   const message = err.code === 'FST_ERR_BAD_URL' ? 'The URL is not validly percent-encoded' : err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long' : err.message;
+  // No route hook runs before routing, helmet's included: its headers are set here.
   reply
+    .headers(SECURITY_HEADERS)
     .header('x-request-id', request.id)
     .status(status)
     .send(body(code, message, null));
@@ -151,7 +154,13 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex): 
         : [400, 'Bad Request', 'bad_request', 'The request is not valid HTTP'];
   const text = JSON.stringify(body(code, message, null));
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${RAW_SECURITY_HEADERS}Connection: close\r\n\r\n${text}`,
+    );
   }
   socket.destroy(err);
 }
+
+const RAW_SECURITY_HEADERS = Object.entries(SECURITY_HEADERS)
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('');
