@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { registerAbuseLimits } from '../src/api/abuse-limits.ts';
 import { FLUSH_INTERVAL_MS, FRESH_MS } from '../src/api/rate-limit-store.ts';
 import { body, clientErrorHandler, errorHandlerPlugin, frameworkErrorHandler } from '../src/api/errors.ts';
+import { createKey } from '../src/auth/key-store.ts';
 import { celerityApi } from '../src/api/plugin.ts';
 import { HTML_SECURITY_HEADERS, SECURITY_HEADERS } from '../src/api/security-headers.ts';
 import type { App } from '../src/app.ts';
@@ -352,21 +353,16 @@ describe('with the real job API', () => {
   const add = defineTask({ name: 'math.add', input: z.object({ a: z.number(), b: z.number() }), handler: async ({ a, b }) => ({ sum: a + b }) });
 
   it("an oversized JSON body is a 413 in the error shape, with the API's headers, and enqueues nothing; reads are limited", async () => {
-    const app = await openTestApp('sqlite', [add], { bodyLimit: 1_000, rateLimitRead: 2 });
+    const app = await openTestApp('sqlite', [add], { bodyLimit: 1_000, rateLimitRead: 2, auth: 'keys' });
     const server = Fastify();
     onCleanup(() => server.close());
-    // As celerityApi will: authentication, then the abuse limits, then the routes.
-    await server.register(
-      async (api) => {
-        fakeAuth(api, 'keys');
-        await registerAbuseLimits(api, app);
-        await api.register(celerityApi, { app });
-      },
-      { prefix: '/api' },
-    );
+    // celerityApi registers the limits itself, beside its authentication.
+    await server.register(celerityApi, { app, prefix: '/api' });
     await server.ready();
+    const k1 = (await createKey(app.store, { name: 'k1', scopes: ['jobs:submit', 'jobs:read'] })).token;
+    const k2 = (await createKey(app.store, { name: 'k2', scopes: ['jobs:submit', 'jobs:read'] })).token;
 
-    const big = await server.inject({ method: 'POST', url: '/api/v1/jobs', headers: as('k1'), payload: { task: 'math.add', input: { a: 1, b: 2, pad: 'x'.repeat(2_000) } } });
+    const big = await server.inject({ method: 'POST', url: '/api/v1/jobs', headers: as(k1), payload: { task: 'math.add', input: { a: 1, b: 2, pad: 'x'.repeat(2_000) } } });
     expect(big.statusCode).toBe(413);
     expect(big.json()).toEqual({ error: { code: 'payload_too_large', message: expect.any(String), details: null } });
     expect(big.headers).toMatchObject(SECURITY_HEADERS);
@@ -374,7 +370,7 @@ describe('with the real job API', () => {
     expect((await app.listJobs({ limit: 10 })).jobs).toEqual([]);
 
     // Another key: whichever budget the POST above spent, this one's reads are untouched.
-    const get = () => server.inject({ method: 'GET', url: '/api/v1/jobs/nosuchjob', headers: as('k2') });
+    const get = () => server.inject({ method: 'GET', url: '/api/v1/jobs/nosuchjob', headers: as(k2) });
     expect((await get()).statusCode).toBe(404);
     expect((await get()).statusCode).toBe(404);
     const refused = await get();

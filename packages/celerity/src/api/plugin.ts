@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifySchema, FastifySchemaC
 import type { App } from '../app.ts';
 import { RequestTooDeepError } from '../errors.ts';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, tooDeepPath } from '../limits.ts';
+import { registerAbuseLimits } from './abuse-limits.ts';
 import { registerAuth, type AuthMode } from './auth.ts';
 import { errorHandlerPlugin, errorSchema } from './errors.ts';
 import { jobViewSchema } from './job-view.ts';
@@ -127,6 +128,10 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   server.addSchema(errorSchema);
   server.addSchema(jobViewSchema);
   errorHandlerPlugin(server, { notFound: opts.notFound ?? server.prefix !== '' });
+  // Headers, CORS preflights and rate limits first: their onRequest hooks run
+  // before authentication, so that 401s carry the headers and preflights
+  // need no key; the limiter itself waits for the principal (preParsing).
+  await registerAbuseLimits(server, app);
   // Before any body is read, and before the routes (app routes included) are added.
   registerAuth(server, app, opts.auth ?? app.config.auth);
   server.addHook('onSend', async (request, reply) => {

@@ -37,6 +37,8 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
     // Node answers a missing Host with a bare 400 of its own; the hook below
     // refuses it in the API's error shape instead.
     http: { requireHostHeader: false },
+    // The client's address behind a proxy (rate limits per IP, logs): only when told whom to trust.
+    ...(app.config.trustProxy !== undefined ? { trustProxy: app.config.trustProxy } : {}),
   }) as unknown as FastifyInstance;
 
   server.addHook('onRequest', async (request, reply) => {
