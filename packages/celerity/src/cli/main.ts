@@ -64,7 +64,20 @@ const WORKER: OptionName[] = [
   'heartbeatInterval',
   'historyRetention',
 ];
-const SERVER: OptionName[] = ['port', 'host', 'bodyLimit', 'idempotencyTtl', 'uploadMaxBytes', 'auth', 'metricsToken', 'rateLimitSubmit', 'rateLimitRead', 'rateLimitWindow', 'corsOrigins', 'trustProxy'];
+const SERVER: OptionName[] = [
+  'port',
+  'host',
+  'bodyLimit',
+  'idempotencyTtl',
+  'uploadMaxBytes',
+  'auth',
+  'metricsToken',
+  'rateLimitSubmit',
+  'rateLimitRead',
+  'rateLimitWindow',
+  'corsOrigins',
+  'trustProxy',
+];
 
 /**
  * Loads the app module, then gives it the flags: they are layered over what
