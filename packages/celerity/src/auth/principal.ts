@@ -132,6 +132,8 @@ export interface RouteAuth {
   open?: boolean;
   /** The route also takes `CELERITY_METRICS_TOKEN` instead of a key (`/metrics`). */
   metricsToken?: boolean;
+  /** The route serves HTML and sets its own Content-Security-Policy (the other security headers stay). */
+  html?: boolean;
 }
 
 declare module 'fastify' {
