@@ -8,11 +8,12 @@
  * counted. The worker drains the POST backlog before the GET run starts.
  * There is no raw BullMQ counterpart: Celerity's API is the thing measured.
  *
- * Two API processes serve the same queues and history: one closed (API keys,
- * a tenant key of jobs:submit and jobs:read, the per-key rate limits on with
- * limits high enough not to bite), one open (CELERITY_AUTH=off, no rate
- * limits). Each pair of runs, closed then open, gives what authentication
- * and its limits cost, measured in the same run.
+ * Three API processes serve the same queues and history: the default one
+ * (API keys, a tenant key of jobs:submit and jobs:read, the per-key rate
+ * limits on with budgets high enough not to bite), one with keys but no rate
+ * limits, and one open (CELERITY_AUTH=off, no rate limits). The three runs of
+ * each route give what authentication costs, and what the rate limits add,
+ * measured in the same run.
  */
 import { createRequire } from 'node:module';
 import { Queue } from 'bullmq';
@@ -117,7 +118,9 @@ export const s3Http: Scenario = {
     const key = (await created.result(60_000)).trim();
     const closedPort = await freePort();
     const openPort = await freePort();
+    const keysOnlyPort = await freePort();
     const closed = `http://127.0.0.1:${closedPort}`;
+    const keysOnly = `http://127.0.0.1:${keysOnlyPort}`;
     const open = `http://127.0.0.1:${openPort}`;
     const limits = { CELERITY_RATE_LIMIT_SUBMIT: '100000000', CELERITY_RATE_LIMIT_READ: '100000000' };
     const server = celerity(ctx, scope, 'celerity-serve', 'serve', env.childEnv({ PORT: String(closedPort), HOST: '127.0.0.1', ...limits }));
@@ -128,8 +131,16 @@ export const s3Http: Scenario = {
       'serve',
       env.childEnv({ PORT: String(openPort), HOST: '127.0.0.1', CELERITY_AUTH: 'off', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
     );
+    const keysOnlyServer = celerity(
+      ctx,
+      scope,
+      'celerity-serve-keys-only',
+      'serve',
+      env.childEnv({ PORT: String(keysOnlyPort), HOST: '127.0.0.1', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
+    );
     await waitHttp(`${closed}/healthz`, [server]);
     await waitHttp(`${open}/healthz`, [openServer]);
+    await waitHttp(`${keysOnly}/healthz`, [keysOnlyServer]);
     const worker = celerity(ctx, scope, 'celerity-worker', 'worker', env.childEnv({ CELERITY_CONCURRENCY: '50' }));
 
     // A queue handle on the same prefix, to see the worker arrive and the backlog drain.
@@ -168,6 +179,7 @@ export const s3Http: Scenario = {
       return run;
     };
     const post = await postRun(closed, 'keys', key);
+    const postKeysOnly = await postRun(keysOnly, 'keys-only', key);
     const postOpen = await postRun(open, 'open');
 
     // One completed job to read.
@@ -188,8 +200,9 @@ export const s3Http: Scenario = {
       return run;
     };
     const get = await getRun(closed, 'keys', key);
+    const getKeysOnly = await getRun(keysOnly, 'keys-only', key);
     const getOpen = await getRun(open, 'open');
-    for (const p of [server, openServer, worker]) p.assertRunning();
+    for (const p of [server, openServer, keysOnlyServer, worker]) p.assertRunning();
 
     const view = (r: HttpRun) => ({
       req_per_s: round(r.req_per_s),
@@ -208,11 +221,22 @@ export const s3Http: Scenario = {
       { metric: 'GET /v1/jobs/:id p99', unit: 'ms', celerity: get.p99_ms },
       { metric: 'POST /v1/jobs, no auth', unit: 'req/s', celerity: postOpen.req_per_s },
       { metric: 'GET /v1/jobs/:id, no auth', unit: 'req/s', celerity: getOpen.req_per_s },
-      { metric: 'POST with keys / without', unit: 'ratio', celerity: round(post.req_per_s / postOpen.req_per_s) },
-      { metric: 'GET with keys / without', unit: 'ratio', celerity: round(get.req_per_s / getOpen.req_per_s) },
+      { metric: 'POST /v1/jobs, keys, no rate limits', unit: 'req/s', celerity: postKeysOnly.req_per_s },
+      { metric: 'GET /v1/jobs/:id, keys, no rate limits', unit: 'req/s', celerity: getKeysOnly.req_per_s },
+      { metric: 'POST keys (no limits) / open', unit: 'ratio', celerity: round(postKeysOnly.req_per_s / postOpen.req_per_s) },
+      { metric: 'GET keys (no limits) / open', unit: 'ratio', celerity: round(getKeysOnly.req_per_s / getOpen.req_per_s) },
+      { metric: 'POST keys + limits / open', unit: 'ratio', celerity: round(post.req_per_s / postOpen.req_per_s) },
+      { metric: 'GET keys + limits / open', unit: 'ratio', celerity: round(get.req_per_s / getOpen.req_per_s) },
     ];
     return {
-      fields: { post: view(post), get: view(get), post_no_auth: view(postOpen), get_no_auth: view(getOpen) },
+      fields: {
+        post: view(post),
+        get: view(get),
+        post_keys_no_limits: view(postKeysOnly),
+        get_keys_no_limits: view(getKeysOnly),
+        post_no_auth: view(postOpen),
+        get_no_auth: view(getOpen),
+      },
       params: { connections: CONNECTIONS, duration_s: seconds, warmup_s: warmupSeconds, store: 'postgres', worker_concurrency: 50, log_level: 'warn' },
       rows,
       notes,
