@@ -5,8 +5,7 @@
  * input names: another tenant's id behaves as an unknown one.
  */
 import { describe, expect, it } from 'vitest';
-import { ALL_TENANTS, buildServer, type App, type TaskContext, type TenantScope } from 'celerity';
-import { createKey } from '../../../packages/celerity/src/auth/key-store.ts';
+import { ALL_TENANTS, buildServer, createKey, type App, type TaskContext, type TenantScope } from 'celerity';
 import { onCleanup, openTestApp, stageUpload, startWorker, stores, useCleanup, waitFor, type StoreKind } from '../../../packages/celerity/test/helpers.ts';
 import { LocalValidator } from '../workloads/assessment/local-validator.ts';
 import { assessmentTasks } from '../workloads/assessment/pipeline.ts';

@@ -44,3 +44,4 @@ export {
   type Scope,
   type TenantScope,
 } from './auth/principal.ts';
+export { createKey, listKeys, revokeKey, type ApiKey, type NewKey } from './auth/key-store.ts';
