@@ -3,20 +3,11 @@ import fastifyRateLimit, { normalizeIP, type RateLimitPluginOptions } from '@fas
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import { Redis } from 'ioredis';
 import type { App } from '../app.ts';
-import { maybePrincipalOf } from '../auth/principal.ts';
+import { maybePrincipalOf, type RouteAuth } from '../auth/principal.ts';
+import { firstOutcome } from '../broker/connection.ts';
 import { RateLimitedError } from '../errors.ts';
 import { BatchedRedisStore } from './rate-limit-store.ts';
 import { HTML_SECURITY_HEADERS, SECURITY_HEADERS } from './security-headers.ts';
-
-/** What these limits read in a route's `config: { celerity: {...} }`. */
-interface CelerityRouteConfig {
-  /** `jobs:submit`: the route counts against the submission budget. */
-  scope?: string;
-  /** No key needed (health probes, webhooks): not limited per key. */
-  open?: boolean;
-  /** The route serves HTML and sends its own Content-Security-Policy. */
-  html?: boolean;
-}
 
 type Budget = 'submit' | 'read';
 
@@ -141,7 +132,10 @@ async function registerRateLimits(server: FastifyInstance, app: App): Promise<vo
     healthy = false;
   });
   const store = new BatchedRedisStore(redis, `${prefix}:celerity:rl:`, (err) => server.log.debug({ err }, 'rate limits: counts lost to a failed write'));
-  server.addHook('onReady', () => settled(redis, LIMITER_CONNECT_TIMEOUT_MS));
+  // The first requests are counted once the connection is up (or has failed once).
+  server.addHook('onReady', async () => {
+    if (redis.status !== 'ready') await firstOutcome(redis, LIMITER_CONNECT_TIMEOUT_MS);
+  });
   server.addHook('onClose', async () => {
     await store.close();
     redis.disconnect();
@@ -200,22 +194,6 @@ function ipOf(request: FastifyRequest): string {
   return request.ip ? normalizeIP(request.ip) : 'unknown';
 }
 
-function celerityConfig(config: unknown): CelerityRouteConfig | undefined {
-  return (config as { celerity?: CelerityRouteConfig } | undefined)?.celerity;
-}
-
-/** Resolves once the connection is up or has failed once, or after `timeoutMs`: the first requests are then counted. */
-function settled(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      redis.off('ready', done);
-      redis.off('error', done);
-      resolve();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    redis.once('ready', done);
-    redis.once('error', done);
-  });
+function celerityConfig(config: unknown): RouteAuth | undefined {
+  return (config as { celerity?: RouteAuth } | undefined)?.celerity;
 }

@@ -37,7 +37,7 @@ export function createRedis(url: string, role: 'producer' | 'worker', opts: { au
 const settled = new WeakSet<Redis>();
 
 /** Resolves when a new connection is ready or has failed, or after `timeoutMs`. */
-function firstOutcome(redis: Redis, timeoutMs: number): Promise<void> {
+export function firstOutcome(redis: Redis, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
