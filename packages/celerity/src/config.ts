@@ -115,6 +115,12 @@ export const OPTIONS = {
     doc: 'Ms after which events read but not written by a recorder (its process died) are taken over by another.',
     default: '30000',
   },
+  recorder: {
+    env: 'CELERITY_RECORDER',
+    flag: '--recorder',
+    doc: "`on`: this process (`worker`, `serve`, `dev`) runs a recorder, writing the SQL history from the event streams; recorders share the work. `off`: it does not, for API processes that should spend their CPU on requests alone. At least one process must record, or the history stops (the API's `/readyz` then answers 503, see `CELERITY_RECORDER_MAX_LAG`).",
+    default: 'on',
+  },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
   recorderMaxLag: {
     env: 'CELERITY_RECORDER_MAX_LAG',
@@ -264,6 +270,7 @@ const schema = z.object({
     .optional(),
   trustProxy: z.string().transform(parseTrustProxy),
   eventsMaxLen: positiveInt.min(1000),
+  recorder: z.enum(['on', 'off']),
   recorderBatch: positiveInt.max(50_000),
   recorderClaimIdle: positiveInt.min(1000),
   recorderMaxLag: z.coerce.number().int().min(0),

@@ -44,6 +44,7 @@ const COMMON: OptionName[] = [
   'resultTtl',
   'logLevel',
   'eventsMaxLen',
+  'recorder',
   'recorderBatch',
   'recorderClaimIdle',
   'uploadDir',
@@ -163,13 +164,13 @@ async function startWorker(app: App, metrics = false): Promise<Pick<Running, 'wo
   if (unknown.length > 0) {
     app.logger.warn({ queues: unknown }, 'consuming queues that no task of this app routes to');
   }
-  const recorder = await app.startRecorder(app.queueNames());
+  const recorder = app.config.recorder === 'on' ? await app.startRecorder(app.queueNames()) : undefined;
   const worker = app.createWorker({ queues });
   if (metrics) appMetrics(app).trackWorker(worker);
   worker.start();
   // Every worker declares the app's schedules: BullMQ makes each tick one job however many do.
   startSchedulesInBackground(app);
-  return { worker, recorder };
+  return { worker, ...(recorder ? { recorder } : {}) };
 }
 
 async function startServer(app: App): Promise<Pick<Running, 'server' | 'recorder'>> {
@@ -229,9 +230,9 @@ withConfig(program.command('serve').description('Serve the HTTP job API.'), [...
   if (app.store.dialect === 'postgres' && !(await app.store.rowSecurityEnforced())) {
     app.logger.warn("the database role bypasses row-level security (a superuser, or BYPASSRLS): tenant isolation rests on the API alone; connect with a role of Celerity's own (docs/security.md)");
   }
-  // The API records too, so that the history follows even with no worker up.
-  const recorder = await app.startRecorder();
-  const running: Running = { app, recorder, ...(await startServer(app)) };
+  // The API records too (unless told not to), so that the history follows even with no worker up.
+  const recorder = app.config.recorder === 'on' ? await app.startRecorder() : undefined;
+  const running: Running = { app, ...(recorder ? { recorder } : {}), ...(await startServer(app)) };
   onShutdown(running);
 });
 
@@ -254,7 +255,7 @@ withConfig(program.command('dev').description('API and worker in one process, fo
   const base = `http://${app.config.host === '0.0.0.0' || app.config.host === '127.0.0.1' ? 'localhost' : app.config.host}:${app.config.port}`;
   const first = app.tasks.has('math.add') ? '{"task":"math.add","input":{"a":2,"b":3}}' : `{"task":"${[...app.tasks.keys()][0] ?? 'my.task'}","input":{}}`;
   const auth = key ? ` -H "authorization: Bearer $(cat ${DEV_KEY_FILE})"` : '';
-  console.log(`\nCelerity dev: API on ${base} (worker, recorder${redis ? `, private Redis ${redis.url}` : ''} in this process)`);
+  console.log(`\nCelerity dev: API on ${base} (worker${running.recorder ? ', recorder' : ''}${redis ? `, private Redis ${redis.url}` : ''} in this process)`);
   if (key) console.log(`API key: ${key.token} (admin; ${key.created ? 'new, ' : ''}saved in ${DEV_KEY_FILE})`);
   else console.log('Warning: CELERITY_AUTH=off, the API takes requests without a key');
   console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
