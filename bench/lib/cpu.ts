@@ -25,7 +25,8 @@ export interface CpuUse {
   postgres_ms: number | null;
 }
 
-function procCpuMs(pid: number): number | null {
+/** CPU ms (user + system, every thread) a process has used so far; null where /proc cannot tell. */
+export function procCpuMs(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.

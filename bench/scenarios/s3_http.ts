@@ -11,14 +11,18 @@
  * Three API processes serve the same queues and history: the default one
  * (API keys, a tenant key of jobs:submit and jobs:read, the per-key rate
  * limits on with budgets high enough not to bite), one with keys but no rate
- * limits, and one open (CELERITY_AUTH=off, no rate limits). The three runs of
- * each route give what authentication costs, and what the rate limits add,
- * measured in the same run.
+ * limits, and one open (CELERITY_AUTH=off, no rate limits). Each route is
+ * driven against them in rounds of rotated order, and each one's CPU per
+ * request is read from /proc: what authentication costs, and what the rate
+ * limits add, measured in the same run. The API processes run no recorder
+ * (CELERITY_RECORDER=off; the worker's records), so their CPU is the
+ * requests'.
  */
 import { createRequire } from 'node:module';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { BENCH_QUEUE } from '../apps/tasks.ts';
+import { procCpuMs } from '../lib/cpu.ts';
 import { storeEnv } from '../lib/env.ts';
 import { pollUntil, round } from '../lib/measure.ts';
 import { celerity, freePort, Proc } from '../lib/procs.ts';
@@ -26,6 +30,8 @@ import type { Scope } from '../lib/scope.ts';
 import type { Row, Scenario, ScenarioContext } from '../lib/types.ts';
 
 const CONNECTIONS = 50;
+/** Runs of each route against each server, in rotated order. */
+const ROUNDS = 3;
 const AUTOCANNON = createRequire(import.meta.url).resolve('autocannon/autocannon.js');
 
 /** The part of autocannon's --json output used here. */
@@ -77,6 +83,53 @@ async function cannon(scope: Scope, name: string, url: string, seconds: number, 
   };
 }
 
+interface Target {
+  label: 'keys' | 'keys-only' | 'open';
+  base: string;
+  proc: Proc;
+  key: string | undefined;
+}
+
+interface Totals {
+  requests: number;
+  duration: number;
+  cpuMs: number;
+  p50: number[];
+  p99: number[];
+  runs: HttpRun[];
+}
+
+interface RouteSummary {
+  req_per_s: number;
+  /** CPU of the API process per request, over the measured runs: what the route costs, whatever else shares the machine. */
+  cpu_us_per_req: number;
+  p50_ms: number;
+  p99_ms: number;
+  requests: number;
+  non_2xx: number;
+  errors: number;
+  timeouts: number;
+}
+
+function middle(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
+function summary(t: Totals): RouteSummary {
+  const sum = (f: (r: HttpRun) => number) => t.runs.reduce((n, r) => n + f(r), 0);
+  return {
+    req_per_s: round(t.requests / t.duration),
+    cpu_us_per_req: round((t.cpuMs * 1000) / t.requests),
+    p50_ms: middle(t.p50),
+    p99_ms: middle(t.p99),
+    requests: t.requests,
+    non_2xx: sum((r) => r.non_2xx),
+    errors: sum((r) => r.errors),
+    timeouts: sum((r) => r.timeouts),
+  };
+}
+
 async function waitHttp(url: string, procs: Proc[]): Promise<void> {
   await pollUntil(
     async () => {
@@ -123,20 +176,20 @@ export const s3Http: Scenario = {
     const keysOnly = `http://127.0.0.1:${keysOnlyPort}`;
     const open = `http://127.0.0.1:${openPort}`;
     const limits = { CELERITY_RATE_LIMIT_SUBMIT: '100000000', CELERITY_RATE_LIMIT_READ: '100000000' };
-    const server = celerity(ctx, scope, 'celerity-serve', 'serve', env.childEnv({ PORT: String(closedPort), HOST: '127.0.0.1', ...limits }));
+    const server = celerity(ctx, scope, 'celerity-serve', 'serve', env.childEnv({ PORT: String(closedPort), HOST: '127.0.0.1', CELERITY_RECORDER: 'off', ...limits }));
     const openServer = celerity(
       ctx,
       scope,
       'celerity-serve-open',
       'serve',
-      env.childEnv({ PORT: String(openPort), HOST: '127.0.0.1', CELERITY_AUTH: 'off', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
+      env.childEnv({ PORT: String(openPort), HOST: '127.0.0.1', CELERITY_RECORDER: 'off', CELERITY_AUTH: 'off', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
     );
     const keysOnlyServer = celerity(
       ctx,
       scope,
       'celerity-serve-keys-only',
       'serve',
-      env.childEnv({ PORT: String(keysOnlyPort), HOST: '127.0.0.1', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
+      env.childEnv({ PORT: String(keysOnlyPort), HOST: '127.0.0.1', CELERITY_RECORDER: 'off', CELERITY_RATE_LIMIT_SUBMIT: '0', CELERITY_RATE_LIMIT_READ: '0' }),
     );
     await waitHttp(`${closed}/healthz`, [server]);
     await waitHttp(`${open}/healthz`, [openServer]);
@@ -169,18 +222,46 @@ export const s3Http: Scenario = {
     const body = JSON.stringify({ task: 'bench.noop', input: {} });
     const notes: string[] = [];
     const auth = { authorization: `Bearer ${key}` };
-    const postRun = async (base: string, label: string, withKey?: string) => {
-      ctx.log(`POST ${label}: warm-up ${warmupSeconds} s, then ${seconds} s`);
-      await cannon(scope, `autocannon-post-warmup-${label}`, `${base}/v1/jobs`, warmupSeconds, body, withKey);
-      await drained();
-      const run = await cannon(scope, `autocannon-post-${label}`, `${base}/v1/jobs`, seconds, body, withKey);
-      check(run, `POST /v1/jobs (${label})`, notes);
-      await drained();
-      return run;
+    const targets: Target[] = [
+      { label: 'keys', base: closed, proc: server, key },
+      { label: 'keys-only', base: keysOnly, proc: keysOnlyServer, key },
+      { label: 'open', base: open, proc: openServer, key: undefined },
+    ];
+    /**
+     * Each route is driven against the three servers in turn, ROUNDS times,
+     * the order rotated each round: the servers share the machine, Redis and
+     * the history, so what drifts during a run (the history's size, the
+     * worker's backlog, other load) falls on each of them alike.
+     */
+    const interleaved = async (route: string, url: (t: Target) => string, post: string | undefined, between: () => Promise<unknown>) => {
+      const totals = new Map<string, Totals>(targets.map((t) => [t.label, { requests: 0, duration: 0, cpuMs: 0, p50: [], p99: [], runs: [] }]));
+      for (const t of targets) {
+        ctx.log(`${route} ${t.label}: warm-up ${warmupSeconds} s`);
+        await cannon(scope, `autocannon-${route}-warmup-${t.label}`, url(t), warmupSeconds, post, t.key);
+        await between();
+      }
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let i = 0; i < targets.length; i++) {
+          const t = targets[(i + round) % targets.length] as Target;
+          ctx.log(`${route} ${t.label}: round ${round + 1} of ${ROUNDS}, ${seconds} s`);
+          const cpuBefore = procCpuMs(t.proc.pid);
+          const run = await cannon(scope, `autocannon-${route}-${t.label}-${round}`, url(t), seconds, post, t.key);
+          const cpuAfter = procCpuMs(t.proc.pid);
+          check(run, `${route} (${t.label}, round ${round + 1})`, notes);
+          const total = totals.get(t.label) as Totals;
+          total.requests += run.requests;
+          total.duration += run.requests / run.req_per_s;
+          total.cpuMs += cpuBefore !== null && cpuAfter !== null ? cpuAfter - cpuBefore : Number.NaN;
+          total.p50.push(run.p50_ms);
+          total.p99.push(run.p99_ms);
+          total.runs.push(run);
+          await between();
+        }
+      }
+      return Object.fromEntries([...totals].map(([label, t]) => [label, summary(t)])) as Record<'keys' | 'keys-only' | 'open', RouteSummary>;
     };
-    const post = await postRun(closed, 'keys', key);
-    const postKeysOnly = await postRun(keysOnly, 'keys-only', key);
-    const postOpen = await postRun(open, 'open');
+
+    const posts = await interleaved('POST', (t) => `${t.base}/v1/jobs`, body, drained);
 
     // One completed job to read.
     const submitted = await fetch(`${closed}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body });
@@ -192,52 +273,48 @@ export const s3Http: Scenario = {
       },
       { intervalMs: 20, timeoutMs: 30_000, what: `job ${jobId} to complete` },
     );
-    const getRun = async (base: string, label: string, withKey?: string) => {
-      ctx.log(`GET ${label}: warm-up ${warmupSeconds} s, then ${seconds} s`);
-      await cannon(scope, `autocannon-get-warmup-${label}`, `${base}/v1/jobs/${jobId}`, warmupSeconds, undefined, withKey);
-      const run = await cannon(scope, `autocannon-get-${label}`, `${base}/v1/jobs/${jobId}`, seconds, undefined, withKey);
-      check(run, `GET /v1/jobs/:id (${label})`, notes);
-      return run;
-    };
-    const get = await getRun(closed, 'keys', key);
-    const getKeysOnly = await getRun(keysOnly, 'keys-only', key);
-    const getOpen = await getRun(open, 'open');
+    const gets = await interleaved(
+      'GET',
+      (t) => `${t.base}/v1/jobs/${jobId}`,
+      undefined,
+      async () => {},
+    );
     for (const p of [server, openServer, keysOnlyServer, worker]) p.assertRunning();
 
-    const view = (r: HttpRun) => ({
-      req_per_s: round(r.req_per_s),
-      p50_ms: r.p50_ms,
-      p99_ms: r.p99_ms,
-      requests: r.requests,
-      non_2xx: r.non_2xx,
-      errors: r.errors,
-      timeouts: r.timeouts,
-      status_codes: r.status_codes,
-    });
+    const post = posts.keys;
+    const get = gets.keys;
     const rows: Row[] = [
       { metric: 'POST /v1/jobs', unit: 'req/s', celerity: post.req_per_s },
       { metric: 'POST /v1/jobs p99', unit: 'ms', celerity: post.p99_ms },
       { metric: 'GET /v1/jobs/:id', unit: 'req/s', celerity: get.req_per_s },
       { metric: 'GET /v1/jobs/:id p99', unit: 'ms', celerity: get.p99_ms },
-      { metric: 'POST /v1/jobs, no auth', unit: 'req/s', celerity: postOpen.req_per_s },
-      { metric: 'GET /v1/jobs/:id, no auth', unit: 'req/s', celerity: getOpen.req_per_s },
-      { metric: 'POST /v1/jobs, keys, no rate limits', unit: 'req/s', celerity: postKeysOnly.req_per_s },
-      { metric: 'GET /v1/jobs/:id, keys, no rate limits', unit: 'req/s', celerity: getKeysOnly.req_per_s },
-      { metric: 'POST keys (no limits) / open', unit: 'ratio', celerity: round(postKeysOnly.req_per_s / postOpen.req_per_s) },
-      { metric: 'GET keys (no limits) / open', unit: 'ratio', celerity: round(getKeysOnly.req_per_s / getOpen.req_per_s) },
-      { metric: 'POST keys + limits / open', unit: 'ratio', celerity: round(post.req_per_s / postOpen.req_per_s) },
-      { metric: 'GET keys + limits / open', unit: 'ratio', celerity: round(get.req_per_s / getOpen.req_per_s) },
+      { metric: 'POST /v1/jobs, no auth', unit: 'req/s', celerity: posts.open.req_per_s },
+      { metric: 'GET /v1/jobs/:id, no auth', unit: 'req/s', celerity: gets.open.req_per_s },
+      { metric: 'POST /v1/jobs, keys, no rate limits', unit: 'req/s', celerity: posts['keys-only'].req_per_s },
+      { metric: 'GET /v1/jobs/:id, keys, no rate limits', unit: 'req/s', celerity: gets['keys-only'].req_per_s },
+      ...(['keys', 'keys-only', 'open'] as const).flatMap((label) => [
+        { metric: `API CPU per POST (${label})`, unit: 'µs', celerity: posts[label].cpu_us_per_req },
+        { metric: `API CPU per GET (${label})`, unit: 'µs', celerity: gets[label].cpu_us_per_req },
+      ]),
+      { metric: 'POST keys (no limits) / open', unit: 'ratio', celerity: round(posts['keys-only'].req_per_s / posts.open.req_per_s) },
+      { metric: 'GET keys (no limits) / open', unit: 'ratio', celerity: round(gets['keys-only'].req_per_s / gets.open.req_per_s) },
+      { metric: 'POST keys + limits / open', unit: 'ratio', celerity: round(post.req_per_s / posts.open.req_per_s) },
+      { metric: 'GET keys + limits / open', unit: 'ratio', celerity: round(get.req_per_s / gets.open.req_per_s) },
+      { metric: 'POST keys (no limits) / open, by API CPU per request', unit: 'ratio', celerity: round(posts.open.cpu_us_per_req / posts['keys-only'].cpu_us_per_req) },
+      { metric: 'GET keys (no limits) / open, by API CPU per request', unit: 'ratio', celerity: round(gets.open.cpu_us_per_req / gets['keys-only'].cpu_us_per_req) },
+      { metric: 'POST keys + limits / open, by API CPU per request', unit: 'ratio', celerity: round(posts.open.cpu_us_per_req / post.cpu_us_per_req) },
+      { metric: 'GET keys + limits / open, by API CPU per request', unit: 'ratio', celerity: round(gets.open.cpu_us_per_req / get.cpu_us_per_req) },
     ];
     return {
       fields: {
-        post: view(post),
-        get: view(get),
-        post_keys_no_limits: view(postKeysOnly),
-        get_keys_no_limits: view(getKeysOnly),
-        post_no_auth: view(postOpen),
-        get_no_auth: view(getOpen),
+        post,
+        get,
+        post_keys_no_limits: posts['keys-only'],
+        get_keys_no_limits: gets['keys-only'],
+        post_no_auth: posts.open,
+        get_no_auth: gets.open,
       },
-      params: { connections: CONNECTIONS, duration_s: seconds, warmup_s: warmupSeconds, store: 'postgres', worker_concurrency: 50, log_level: 'warn' },
+      params: { connections: CONNECTIONS, duration_s: seconds, rounds: ROUNDS, warmup_s: warmupSeconds, api_recorder: 'off', store: 'postgres', worker_concurrency: 50, log_level: 'warn' },
       rows,
       notes,
     };

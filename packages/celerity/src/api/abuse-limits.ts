@@ -68,9 +68,11 @@ export async function registerAbuseLimits(server: FastifyInstance, app: App): Pr
   // middleware on every request, which cost a third of a status read's CPU.
   // Set first thing, so that every answer carries them, refusals included;
   // a handler may still replace one (reply.header) for its own answer.
-  server.addHook('onRequest', async (request, reply) => {
+  // A callback hook: an async one costs a promise on every request.
+  server.addHook('onRequest', (request, reply, done) => {
     // The CSP of a JSON answer would block every script and style of a page.
     reply.headers(celerityConfig(request.routeOptions.config)?.html ? HTML_SECURITY_HEADERS : SECURITY_HEADERS);
+    done();
   });
 
   const origins = config.corsOrigins ?? [];

@@ -1,6 +1,6 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App } from '../app.ts';
-import { bearerToken, KeyAuthenticator, sameSecret, type AuthFailure } from '../auth/authenticator.ts';
+import { bearerToken, KeyAuthenticator, sameSecret, type AuthFailure, type AuthOutcome } from '../auth/authenticator.ts';
 import { hasScope, OPEN_PRINCIPAL, setPrincipal, type Principal, type RouteAuth } from '../auth/principal.ts';
 import { ForbiddenError, UnauthorizedError } from '../errors.ts';
 
@@ -34,31 +34,50 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
   server.addHook('onClose', async () => {
     await authenticator?.close();
   });
-  server.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: a cached key is checked and the
+  // request goes on in the same tick, with no promise per request.
+  server.addHook('onRequest', (request, reply, done) => {
     // No route: the 404 handler answers, and says nothing a key would protect.
-    if (request.routeOptions.url === undefined) return;
+    if (request.routeOptions.url === undefined) return done();
     const needs = routeAuthOf(request);
-    if (needs.open) return;
+    if (needs.open) return done();
     if (!authenticator) {
       setPrincipal(request, OPEN_PRINCIPAL);
-      return;
+      return done();
     }
     const header = request.headers.authorization;
     if (needs.metricsToken && metricsToken !== undefined && header !== undefined) {
       const token = bearerToken(header);
       if (token !== undefined && sameSecret(token, metricsToken)) {
         setPrincipal(request, METRICS_PRINCIPAL);
-        return;
+        return done();
       }
     }
-    const outcome = await authenticator.authenticate(header);
-    if (!outcome.ok) {
-      reply.header('www-authenticate', outcome.failure === 'missing' ? 'Bearer realm="celerity"' : 'Bearer realm="celerity", error="invalid_token"');
-      throw new UnauthorizedError(FAILURES[outcome.failure]);
-    }
-    if (needs.scope !== undefined && !hasScope(outcome.principal, needs.scope)) {
-      throw new ForbiddenError(`The API key "${outcome.principal.name}" lacks the scope ${needs.scope}`, { scope: needs.scope });
-    }
-    setPrincipal(request, outcome.principal);
+    const admit = (outcome: AuthOutcome): void => {
+      let refused: Error | undefined;
+      try {
+        admitted(request, reply, needs, outcome);
+      } catch (err) {
+        refused = err as Error;
+      }
+      // Outside the try: an error thrown by what done() runs next is not a refusal.
+      if (refused) done(refused);
+      else done();
+    };
+    const cached = authenticator.authenticateCached(header);
+    if (cached) return admit(cached);
+    authenticator.authenticate(header).then(admit, (err: Error) => done(err));
   });
+}
+
+/** Makes the outcome the request's principal, or throws the 401 or 403 that refuses it. */
+function admitted(request: FastifyRequest, reply: FastifyReply, needs: RouteAuth, outcome: AuthOutcome): void {
+  if (!outcome.ok) {
+    reply.header('www-authenticate', outcome.failure === 'missing' ? 'Bearer realm="celerity"' : 'Bearer realm="celerity", error="invalid_token"');
+    throw new UnauthorizedError(FAILURES[outcome.failure]);
+  }
+  if (needs.scope !== undefined && !hasScope(outcome.principal, needs.scope)) {
+    throw new ForbiddenError(`The API key "${outcome.principal.name}" lacks the scope ${needs.scope}`, { scope: needs.scope });
+  }
+  setPrincipal(request, outcome.principal);
 }

@@ -114,12 +114,11 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   // A JSON body nested past MAX_JSON_DEPTH would crash the recursive code
   // after the parser (JSON.stringify of the job, structured clone): refused
   // here, naming the field, for every route of the API and of the app.
-  server.addHook('preValidation', async (request) => {
+  // Callback hooks here and below: an async hook costs a promise per request.
+  server.addHook('preValidation', (request, _reply, done) => {
     const deep = request.body !== null && typeof request.body === 'object' ? tooDeepPath(request.body, MAX_JSON_DEPTH, ['body']) : null;
-    if (deep) {
-      const path = deep.join('.');
-      throw new RequestTooDeepError(path, MAX_JSON_DEPTH);
-    }
+    if (deep) return done(new RequestTooDeepError(deep.join('.'), MAX_JSON_DEPTH));
+    done();
   });
 
   // JSON only: a text/plain body would otherwise reach the schema as a string
@@ -134,8 +133,9 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   await registerAbuseLimits(server, app);
   // Before any body is read, and before the routes (app routes included) are added.
   registerAuth(server, app, opts.auth ?? app.config.auth);
-  server.addHook('onSend', async (request, reply) => {
+  server.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
+    done(null, payload);
   });
 
   await server.register(healthRoutes, { app });

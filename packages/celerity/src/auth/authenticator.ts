@@ -24,6 +24,8 @@ export interface AuthenticatorOptions {
 
 interface Cached {
   key: (ApiKey & { secretHash: string }) | undefined;
+  /** The stored hash's bytes, decoded once per read of the key. */
+  hashBytes: Buffer | undefined;
   /** The key's principal, built once per read of the key rather than per request. */
   principal: Principal | undefined;
   at: number;
@@ -57,18 +59,34 @@ export class KeyAuthenticator {
   }
 
   async authenticate(authorization: string | undefined): Promise<AuthOutcome> {
-    if (authorization === undefined || authorization === '') return { ok: false, failure: 'missing' };
-    const token = bearerToken(authorization);
-    const parsed = token === undefined ? undefined : parseToken(token);
-    if (!parsed) return { ok: false, failure: 'malformed' };
-    // A cached key is used without a turn of the event loop: the hot path of every request.
-    const cached = this.cache.get(parsed.id);
-    const now = Date.now();
-    const { key, principal } = cached && now - cached.at < this.cacheMs ? cached : await this.lookup(parsed.id);
+    const parsed = parseAuthorization(authorization);
+    if (typeof parsed === 'string') return { ok: false, failure: parsed };
+    return this.check(parsed, this.fresh(parsed.id) ?? (await this.lookup(parsed.id)));
+  }
+
+  /**
+   * The outcome for a key read less than `cacheMs` ago, or for a header that
+   * holds no key at all, without a turn of the event loop: the hot path of
+   * every request. Undefined when the key must be read first
+   * ({@link authenticate}).
+   */
+  authenticateCached(authorization: string | undefined): AuthOutcome | undefined {
+    const parsed = parseAuthorization(authorization);
+    if (typeof parsed === 'string') return { ok: false, failure: parsed };
+    const cached = this.fresh(parsed.id);
+    return cached ? this.check(parsed, cached) : undefined;
+  }
+
+  private fresh(id: string): Cached | undefined {
+    const cached = this.cache.get(id);
+    return cached && Date.now() - cached.at < this.cacheMs ? cached : undefined;
+  }
+
+  private check(parsed: { secret: string }, { key, principal, hashBytes }: Cached): AuthOutcome {
     // The secret is checked even when the key is revoked, so that timing says nothing of which.
-    const matches = key !== undefined && secretMatches(parsed.secret, key.secretHash);
+    const matches = hashBytes !== undefined && secretMatches(parsed.secret, hashBytes);
     if (!key || !principal || !matches || key.revokedAt !== null) return { ok: false, failure: 'invalid' };
-    this.uses.set(key.id, now);
+    this.uses.set(key.id, Date.now());
     return { ok: true, principal };
   }
 
@@ -96,8 +114,6 @@ export class KeyAuthenticator {
   }
 
   private async lookup(id: string): Promise<Cached> {
-    const cached = this.cache.get(id);
-    if (cached && Date.now() - cached.at < this.cacheMs) return cached;
     let read = this.reads.get(id);
     if (!read) {
       read = (async () => {
@@ -109,7 +125,7 @@ export class KeyAuthenticator {
           // Unknown is not the same as unreachable: a 503, never a 401 that would read as "revoked".
           throw err instanceof CelerityError ? err : new StoreUnavailableError(err);
         }
-        const entry: Cached = { key, principal: key ? principalOfKey(key) : undefined, at };
+        const entry: Cached = { key, hashBytes: key ? Buffer.from(key.secretHash, 'hex') : undefined, principal: key ? principalOfKey(key) : undefined, at };
         if (this.cache.size >= MAX_CACHED) this.cache.clear();
         this.cache.set(id, entry);
         return entry;
@@ -118,6 +134,13 @@ export class KeyAuthenticator {
     }
     return read;
   }
+}
+
+/** The key of an Authorization header, or why there is none. */
+function parseAuthorization(authorization: string | undefined): { id: string; secret: string } | 'missing' | 'malformed' {
+  if (authorization === undefined || authorization === '') return 'missing';
+  const token = bearerToken(authorization);
+  return (token === undefined ? undefined : parseToken(token)) ?? 'malformed';
 }
 
 /** The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 6750). */

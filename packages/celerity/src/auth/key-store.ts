@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { InvalidOptionsError, type FieldIssue } from '../errors.ts';
 import { isIdentifierText, MAX_NAME_LENGTH } from '../limits.ts';
 import type { ApiKeysTable } from '../store/db.ts';
@@ -50,10 +50,15 @@ export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }
 
-/** Constant-time check of a presented secret against a stored hash. */
-export function secretMatches(secret: string, storedHash: string): boolean {
-  const presented = Buffer.from(hashSecret(secret), 'hex');
-  const stored = Buffer.from(storedHash, 'hex');
+/**
+ * Constant-time check of a presented secret against a stored hash (hex, or
+ * the bytes of it, which the authenticator keeps so that the hot path
+ * decodes nothing).
+ */
+export function secretMatches(secret: string, storedHash: string | Buffer): boolean {
+  // One-shot hash: about half the cost of createHash().update().digest() on the API's hot path.
+  const presented = hash('sha256', secret, 'buffer');
+  const stored = typeof storedHash === 'string' ? Buffer.from(storedHash, 'hex') : storedHash;
   return presented.length === stored.length && timingSafeEqual(presented, stored);
 }
 
