@@ -121,7 +121,7 @@ export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
 }
 
 /** The app's tasks, or its tasks and workflows. */
-export type TestAppTasks = Task<any, any>[] | Pick<AppOptions, 'tasks' | 'workflows' | 'tables' | 'routes'>;
+export type TestAppTasks = Task<any, any>[] | Pick<AppOptions, 'tasks' | 'workflows' | 'tables' | 'routes' | 'schedules'>;
 
 /** An app on a fresh environment; closed (and its data removed) by `cleanup()`. */
 export function createTestApp(kind: StoreKind, tasks: TestAppTasks, overrides: RawConfig = {}): App & { env: TestEnv } {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import { viaBroker } from '../../broker/connection.ts';
 import { COUNTED_STATES, queueStats, type QueueStats, type Throughput } from '../../ops/queue-stats.ts';
+import { readSchedules, type ScheduleState } from '../../ops/schedules-view.ts';
 import { readWorkers, type WorkerInfo } from '../../worker/registry.ts';
 
 /** A worker as `GET /v1/workers` (and `celerity inspect workers --json`) shows it. */
@@ -46,6 +47,68 @@ export function workerView(w: WorkerInfo, now: number): WorkerView {
 export function queueView(q: QueueStats): QueueView {
   return { name: q.name, counts: q.counts, paused: q.paused, oldest_waiting_age_ms: q.oldestWaitingAgeMs, throughput: q.throughput };
 }
+
+/** A schedule as `GET /v1/schedules` shows it. */
+export interface ScheduleView {
+  id: string;
+  task: string;
+  queue: string;
+  every_ms: number | null;
+  cron: string | null;
+  tz: string | null;
+  next_run_at: string | null;
+  iterations: number | null;
+  last_run: { job_id: string; status: string; started_at: string | null; finished_at: string | null } | null;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** A schedule's state as the API shows it (snake_case, ISO times). */
+export function scheduleView(s: ScheduleState): ScheduleView {
+  return {
+    id: s.id,
+    task: s.task,
+    queue: s.queue,
+    every_ms: s.every,
+    cron: s.cron,
+    tz: s.tz,
+    next_run_at: iso(s.nextRunAt),
+    iterations: s.iterations,
+    last_run: s.lastRun && { job_id: s.lastRun.jobId, status: s.lastRun.status, started_at: iso(s.lastRun.startedAt), finished_at: iso(s.lastRun.finishedAt) },
+  };
+}
+
+const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
+
+const schedulesResponse = {
+  type: 'object',
+  properties: {
+    schedules: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          id: { type: 'string', description: 'The schedule id (`schedule(…, { id })`, by default derived from the task and its timing).' },
+          task: { type: 'string' },
+          queue: { type: 'string' },
+          every_ms: { type: ['integer', 'null'] },
+          cron: { type: ['string', 'null'] },
+          tz: { type: ['string', 'null'] },
+          next_run_at: { ...nullableTime, description: 'When the next tick is due.' },
+          iterations: { type: ['integer', 'null'], description: 'Ticks made so far.' },
+          last_run: {
+            type: ['object', 'null'],
+            description: 'The newest tick that started, from the history; null before the first.',
+            properties: { job_id: { type: 'string' }, status: { type: 'string' }, started_at: nullableTime, finished_at: nullableTime },
+            required: ['job_id', 'status', 'started_at', 'finished_at'],
+          },
+        },
+        required: ['id', 'task', 'queue', 'every_ms', 'cron', 'tz', 'next_run_at', 'iterations', 'last_run'],
+      },
+    },
+  },
+  required: ['schedules'],
+} as const;
 
 const throughputSchema = {
   type: 'object',
@@ -111,7 +174,7 @@ const queuesResponse = {
   required: ['queues'],
 } as const;
 
-/** `GET /v1/workers` (the worker registry) and `GET /v1/queues` (counts, oldest waiting job, throughput). */
+/** `GET /v1/workers` (the worker registry), `GET /v1/queues` (counts, oldest waiting job, throughput) and `GET /v1/schedules`. */
 export async function opsRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.get(
     '/v1/workers',
@@ -142,5 +205,19 @@ export async function opsRoutes(server: FastifyInstance, { app }: { app: App }):
       config: { celerity: { scope: 'ops:read' } },
     },
     async () => ({ queues: (await queueStats(app.broker, app.queueNames())).map(queueView) }),
+  );
+
+  server.get(
+    '/v1/schedules',
+    {
+      schema: {
+        summary: "The schedules of the app's queues: timing, next tick and last run",
+        description: "Read from BullMQ's job schedulers, so a schedule declared by another version of the app (during a rolling deploy) is listed too; the last run comes from the history.",
+        tags: ['operations'],
+        response: { 200: schedulesResponse, 503: { $ref: 'Error#' } },
+      },
+      config: { celerity: { scope: 'ops:read' } },
+    },
+    async () => ({ schedules: (await readSchedules(app.broker, await app.openStore(), app.queueNames())).map(scheduleView) }),
   );
 }
