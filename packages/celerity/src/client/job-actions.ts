@@ -213,18 +213,26 @@ export async function deleteJob(host: JobActionsHost, id: string, opts: { scope?
   }
   // A job cancelled while queued lives on in its marker, which reads and the recorder would use.
   await viaBroker(broker.redis, () => broker.redis.del(keys.cancel(broker.config.prefix, id), ...(record.steps ?? []).map((s) => keys.cancel(broker.config.prefix, s.id))));
-  const seq = await streamPosition(broker, record.queue);
+  const seq = await positionAfterNow(broker, record.queue);
   const store = await host.openStore();
   const rows = [record, ...(record.steps ?? []).map((s) => ({ ...record, id: s.id, task: s.task }))];
   for (const row of rows) await tombstone(store, row, seq);
 }
 
-/** The queue's event stream position now: every event of a job removed before this call is older. */
-async function streamPosition(broker: Broker, queue: string): Promise<string> {
+/**
+ * A position in the queue's event stream just past its last event: a row
+ * written there is newer than every event appended so far (the `event_seq`
+ * guard refuses equal positions, hence one past), and so than anything a
+ * recorder may still write from them.
+ */
+export async function positionAfterNow(broker: Broker, queue: string): Promise<string> {
   const info = await viaBroker(broker.redis, () => broker.redis.xinfo('STREAM', broker.eventsKey(queue))).catch(() => null);
   if (Array.isArray(info)) {
     const at = info.indexOf('last-generated-id');
-    if (at >= 0) return padStreamId(String(info[at + 1]));
+    if (at >= 0) {
+      const [ms = '0', n = '0'] = String(info[at + 1]).split('-');
+      return padStreamId(`${ms}-${Number(n) + 1}`);
+    }
   }
   // No stream (nothing was ever recorded for the queue): Redis' clock.
   const [seconds, micros] = await viaBroker(broker.redis, () => broker.redis.time());

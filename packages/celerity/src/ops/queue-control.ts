@@ -2,9 +2,9 @@ import type { Job } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
+import { positionAfterNow } from '../client/job-actions.ts';
 import { CelerityError } from '../errors.ts';
 import { recordFromJob, type JobRecord } from '../job-record.ts';
-import { padStreamId } from '../store/event-fold.ts';
 import type { JobStore } from '../store/job-store.ts';
 
 /** The queue is not one of the app's (its tasks' and workflows' routing queues). */
@@ -98,9 +98,7 @@ export async function drainQueue(host: QueueControlHost, name: string): Promise<
     multi.set(keys.cancel(config.prefix, record.id), JSON.stringify(marker), 'EX', config.resultTtl);
   }
   await viaBroker(redis, () => multi.exec());
-  const info = (await viaBroker(redis, () => redis.xinfo('STREAM', broker.eventsKey(name))).catch(() => null)) as unknown[] | null;
-  const at = info ? info.indexOf('last-generated-id') : -1;
-  const seq = padStreamId(at >= 0 ? String(info![at + 1]) : `${now}-0`);
+  const seq = await positionAfterNow(broker, name);
   const store = await host.openStore();
   await store.write(records.map((record) => ({ record, eventSeq: seq })));
   return { removed: drained.length };
