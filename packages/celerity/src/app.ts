@@ -10,6 +10,9 @@ import { InvalidOptionsError, JobFinishedError, JobNotFoundError, TaskDefinition
 import { TERMINAL_STATUSES, type JobRecord, type JobStatus } from './job-record.ts';
 import { deleteJob, promoteJob, retryJob, type RetryJobOptions } from './client/job-actions.ts';
 import { drainQueue, isQueuePaused, pauseQueue, resumeQueue } from './ops/queue-control.ts';
+import { bulkTask, countBulk, startBulk, stopBulk } from './ops/bulk/run.ts';
+import { readOperation, type BulkAction, type BulkActor, type BulkFilter, type BulkOperation } from './ops/bulk/operations.ts';
+import { newJobId } from './ids.ts';
 import { createLogger } from './logger.ts';
 import { createRedis } from './broker/connection.ts';
 import { newRecorderStats, Recorder, type RecorderStats } from './store/recorder.ts';
@@ -156,7 +159,8 @@ export class App {
       workflows.set(wf.name, wf);
     }
     this.workflows = workflows;
-    const builtins = opts.maintenance === false ? [] : maintenanceTasks(this);
+    // Bulk actions run on the maintenance queue, with the maintenance tasks.
+    const builtins = opts.maintenance === false ? [] : [...maintenanceTasks(this), bulkTask(this)];
     this.builtinTasks = new Map(builtins.map((t) => [t.name, t]));
     const runnable = new Map([...tasks, ...this.builtinTasks]);
     this.schedules = resolveSchedules([...(opts.schedules ?? []), ...(builtins.length > 0 ? maintenanceSchedules() : [])], runnable);
@@ -478,6 +482,34 @@ export class App {
    */
   async drainQueue(name: string): Promise<{ removed: number }> {
     return drainQueue(this, name);
+  }
+
+  /**
+   * Starts a bulk action (`retry`, `cancel` or `delete`) over the jobs of the
+   * history that `filter` matches (the fields of `listJobs`), confined to
+   * `actor`'s tenant scope and task patterns. It runs in the background as
+   * the internal task `celerity.bulk` (a worker must consume the queue
+   * `celerity`), saving its progress in the audit log
+   * ({@link App.bulkOperation}); {@link App.stopBulk} stops it. Use
+   * {@link App.countBulk} first for a dry run. `id` defaults to a new job id.
+   */
+  async startBulk(actor: BulkActor, action: BulkAction, filter: BulkFilter, id: string = newJobId()): Promise<BulkOperation> {
+    return startBulk(this, actor, action, filter, id);
+  }
+
+  /** A bulk action's dry run: how many jobs `filter` matches for `actor` now. */
+  async countBulk(actor: BulkActor, filter: BulkFilter): Promise<number> {
+    return countBulk(this, actor, filter);
+  }
+
+  /** A bulk operation (audit entry and progress), or null. */
+  async bulkOperation(id: string): Promise<BulkOperation | null> {
+    return readOperation(await this.openStore(), id);
+  }
+
+  /** Stops a bulk operation before its next job; a finished one is returned as it is. */
+  async stopBulk(id: string): Promise<BulkOperation> {
+    return stopBulk(this, id);
   }
 
   async listJobs(filter: ListFilter): Promise<JobPage> {
