@@ -93,6 +93,34 @@ export async function stopBulk(host: BulkHost, id: string): Promise<BulkOperatio
   return (await readOperation(store, id)) ?? op;
 }
 
+/** What a run needs of its task context (a job's, or the CLI's own). */
+export type BulkRunContext = Pick<TaskContext, 'signal' | 'attempt' | 'maxAttempts' | 'progress'>;
+
+/**
+ * Runs a bulk operation in this process, not as a job: for the CLI, which
+ * must not depend on a worker of the maintenance queue. Same audit entry,
+ * same run; aborting `signal` with an error named `JobCancelled` stops it
+ * (`stopped`).
+ */
+export async function runBulkHere(
+  host: BulkHost,
+  actor: BulkActor,
+  action: BulkAction,
+  filter: BulkFilter,
+  id: string,
+  ctx: Pick<BulkRunContext, 'signal' | 'progress'>,
+): Promise<BulkOperation> {
+  const store = await host.openStore();
+  const op: BulkOperation = { id, action, filter, actor, status: 'queued', matched: 0, done: 0, failed: 0, errors: [], cursor: null, createdAt: Date.now(), startedAt: null, finishedAt: null };
+  await insertOperation(store, op);
+  try {
+    await runBulk(host, id, { ...ctx, attempt: 1, maxAttempts: 1 });
+  } catch (err) {
+    if ((err as Error)?.name !== 'JobCancelled') throw err;
+  }
+  return (await readOperation(store, id)) ?? op;
+}
+
 /** The task `celerity.bulk`, bound to the app. */
 export function bulkTask(host: BulkHost): Task {
   return defineTask({
@@ -116,7 +144,7 @@ export function bulkTask(host: BulkHost): Task {
  * counts as failed, its reason kept; an outage throws, and the next attempt
  * resumes at the cursor. Cancelling the job stops it before its next job.
  */
-async function runBulk(host: BulkHost, id: string, ctx: TaskContext): Promise<{ matched: number; done: number; failed: number; status: string }> {
+async function runBulk(host: BulkHost, id: string, ctx: BulkRunContext): Promise<{ matched: number; done: number; failed: number; status: string }> {
   const store = await host.openStore();
   const op = await readOperation(store, id);
   if (!op) throw new BulkOperationNotFoundError(id);
