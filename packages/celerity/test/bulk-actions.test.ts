@@ -4,6 +4,9 @@ import { z } from 'zod';
 import { buildServer } from '../src/api/server.ts';
 import { createKey } from '../src/auth/key-store.ts';
 import { NonRetryableError } from '../src/errors.ts';
+import { BULK_TASK, runBulkHere } from '../src/ops/bulk/run.ts';
+import type { TaskContext } from '../src/task.ts';
+import { JobCancelled } from '../src/worker/limits.ts';
 import { defineTask } from '../src/task.ts';
 import { onCleanup, openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
 
@@ -154,5 +157,40 @@ describe.each(stores)('bulk actions (%s)', (kind) => {
     expect(acmeAudit.map((o) => o.operation_id).sort()).toEqual([waiting.operation_id, op.operation_id].sort());
     expect((await server.inject({ url: '/v1/audit', headers: as(globex) })).json().operations).toEqual([]);
     expect((await server.inject({ url: '/v1/audit?limit=1', headers: as(admin) })).json().next_cursor).not.toBeNull();
+  });
+
+  it('stops before its next job when its signal aborts, and resumes at its cursor after a shutdown', async () => {
+    const app = await openTestApp(kind, tasks);
+    await startRecorder(app);
+    const queued = await Promise.all(Array.from({ length: 130 }, (_, n) => app.enqueue(flaky, { n, fail: false }, { delay: 3_600_000 })));
+    await recorded(
+      app,
+      queued.map((h) => h.id),
+      'queued',
+    );
+    const actor = { keyId: null, keyName: 'test', scope: { all: true } as const, taskPatterns: null };
+
+    // Stopped after its first page: the jobs done stay done, the rest are untouched.
+    const controller = new AbortController();
+    const stopped = await runBulkHere(app, actor, 'cancel', { status: 'queued', task: 'b.flaky' }, `op-${Date.now()}`, {
+      signal: controller.signal,
+      progress: async () => controller.abort(new JobCancelled()),
+    });
+    expect(stopped).toMatchObject({ status: 'stopped', matched: 130, done: 50, failed: 0 });
+    expect(stopped.finishedAt).not.toBeNull();
+    const cancelled = async () => (await Promise.all(queued.map((h) => app.getJob(h.id)))).filter((r) => r?.status === 'cancelled').length;
+    expect(await cancelled()).toBe(50);
+
+    // A run handed back by a worker shutdown after one page: the next run of its job resumes at the cursor.
+    const op = await app.startBulk(actor, 'cancel', { status: 'queued', task: 'b.flaky' });
+    const task = app.builtinTasks.get(BULK_TASK)!;
+    const shutdown = new AbortController();
+    const ctx = (signal: AbortSignal, attempt: number) =>
+      ({ signal, attempt, maxAttempts: 4, progress: async () => shutdown.abort(Object.assign(new Error('worker shutdown'), { name: 'WorkerShutdown' })) }) as unknown as TaskContext;
+    await expect(task.handler({ operation: op.id }, ctx(shutdown.signal, 1))).rejects.toThrow('worker shutdown');
+    expect(await app.bulkOperation(op.id)).toMatchObject({ status: 'running', matched: 80, done: 50 });
+    const result = await task.handler({ operation: op.id }, { ...ctx(new AbortController().signal, 2), progress: async () => {} } as TaskContext);
+    expect(result).toMatchObject({ status: 'completed', matched: 80, done: 80, failed: 0 });
+    expect(await cancelled()).toBe(130);
   });
 });
