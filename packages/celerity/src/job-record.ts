@@ -42,8 +42,8 @@ export interface JobRecord {
   tenant: string | null;
   /** Public id of the API key that submitted the job; null when none did (the library, a schedule, authentication off). */
   keyId: string | null;
-  /** Id of the failed or cancelled job this one retries (`app.retry`); absent or null otherwise. */
-  retryOf?: string | null;
+  /** Id of the failed or cancelled job this one retries (`app.retry`); absent for any other job. */
+  retryOf?: string;
   status: JobStatus;
   /** Attempts started so far. */
   attempts: number;
@@ -146,7 +146,8 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
     queue,
     tenant: data.tenant ?? null,
     keyId: data.keyId ?? null,
-    retryOf: data.retryOf ?? null,
+    // Only on retries: records of other jobs stay as they were before retries existed.
+    ...(data.retryOf ? { retryOf: data.retryOf } : {}),
     status,
     attempts: Math.max(job.attemptsStarted ?? 0, job.attemptsMade ?? 0),
     maxAttempts: job.opts.attempts ?? 1,

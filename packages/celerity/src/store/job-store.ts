@@ -362,7 +362,7 @@ function fromRow(row: JobsTable): JobRecord {
     queue: row.queue,
     tenant: row.tenant,
     keyId: row.key_id,
-    retryOf: row.retry_of ?? null,
+    ...(row.retry_of ? { retryOf: row.retry_of } : {}),
     status: row.status as JobStatus,
     attempts: row.attempts,
     maxAttempts: row.max_attempts,

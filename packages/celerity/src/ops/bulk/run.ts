@@ -102,14 +102,7 @@ export type BulkRunContext = Pick<TaskContext, 'signal' | 'attempt' | 'maxAttemp
  * same run; aborting `signal` with an error named `JobCancelled` stops it
  * (`stopped`).
  */
-export async function runBulkHere(
-  host: BulkHost,
-  actor: BulkActor,
-  action: BulkAction,
-  filter: BulkFilter,
-  id: string,
-  ctx: Pick<BulkRunContext, 'signal' | 'progress'>,
-): Promise<BulkOperation> {
+export async function runBulkHere(host: BulkHost, actor: BulkActor, action: BulkAction, filter: BulkFilter, id: string, ctx: Pick<BulkRunContext, 'signal' | 'progress'>): Promise<BulkOperation> {
   const store = await host.openStore();
   const op: BulkOperation = { id, action, filter, actor, status: 'queued', matched: 0, done: 0, failed: 0, errors: [], cursor: null, createdAt: Date.now(), startedAt: null, finishedAt: null };
   await insertOperation(store, op);
