@@ -142,6 +142,11 @@ async function runBulk(host: BulkHost, id: string, ctx: BulkRunContext): Promise
   const op = await readOperation(store, id);
   if (!op) throw new BulkOperationNotFoundError(id);
   if (FINISHED_BULK.has(op.status)) return { matched: op.matched, done: op.done, failed: op.failed, status: op.status };
+  // Asked to stop, then its worker died before it could: a new run must not go on.
+  if (op.status === 'stopping') {
+    await markOperation(store, id, 'stopped', Date.now());
+    return { matched: op.matched, done: op.done, failed: op.failed, status: 'stopped' };
+  }
   op.status = 'running';
   op.startedAt ??= Date.now();
   if (op.cursor === null && op.done === 0 && op.failed === 0) op.matched = await countMatching(store, op);
