@@ -7,6 +7,7 @@ import { JobActiveError, JobNotDelayedError, JobNotRetryableError, RetryInProgre
 import { JobNotFoundError, NonRetryableError } from '../src/errors.ts';
 import { padStreamId } from '../src/store/event-fold.ts';
 import { defineTask } from '../src/task.ts';
+import { group, step } from '../src/workflows/workflow.ts';
 import { onCleanup, openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
@@ -176,6 +177,29 @@ describe.each(stores)('operating actions on one job (%s)', (kind) => {
     await running.wait();
     await app.deleteJob(running.id);
     expect(await app.getJob(running.id)).toBeNull();
+  });
+
+  it('deletes a workflow with its steps, and refuses to retry one', async () => {
+    const app = await openTestApp(kind, tasks);
+    await startRecorder(app);
+    await startWorker(app);
+    const wf = await app.workflow(group(step(parity, { n: 2 }), step(parity, { n: 4 })));
+    const done = await wf.wait();
+    expect(done.status).toBe('completed');
+    const stepIds = (await app.getJob(wf.id))!.steps!.map((s) => s.id);
+    await stored(app, wf.id, 'completed');
+    for (const id of stepIds) await stored(app, id, 'completed');
+    const failedRoot = await app.workflow(group(step(parity, { n: 1 }), step(parity, { n: 4 })));
+    expect((await failedRoot.wait()).status).toBe('failed');
+    await expect(app.retry(failedRoot.id)).rejects.toBeInstanceOf(JobNotRetryableError);
+
+    await app.deleteJob(wf.id);
+    await sleep(300);
+    for (const id of [wf.id, ...stepIds]) {
+      expect(await app.getJob(id)).toBeNull();
+      expect(await app.store.get(id)).toBeNull();
+    }
+    expect((await app.listJobs({ limit: 50 })).jobs.map((j) => j.id)).not.toContain(stepIds[0]);
   });
 
   it('promotes a delayed job, and refuses any other', async () => {
