@@ -7,7 +7,12 @@ import { readJob } from './client/status.ts';
 import { cancelJob, type CancelOutcome } from './client/cancel.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from './config.ts';
 import { InvalidOptionsError, JobFinishedError, JobNotFoundError, TaskDefinitionError, UnknownTaskError } from './errors.ts';
-import { TERMINAL_STATUSES, type JobRecord } from './job-record.ts';
+import { TERMINAL_STATUSES, type JobRecord, type JobStatus } from './job-record.ts';
+import { deleteJob, promoteJob, retryJob, type RetryJobOptions } from './client/job-actions.ts';
+import { drainQueue, isQueuePaused, pauseQueue, resumeQueue } from './ops/queue-control.ts';
+import { bulkTask, countBulk, startBulk, stopBulk } from './ops/bulk/run.ts';
+import { readOperation, type BulkAction, type BulkActor, type BulkFilter, type BulkOperation } from './ops/bulk/operations.ts';
+import { newJobId } from './ids.ts';
 import { createLogger } from './logger.ts';
 import { createRedis } from './broker/connection.ts';
 import { newRecorderStats, Recorder, type RecorderStats } from './store/recorder.ts';
@@ -154,7 +159,8 @@ export class App {
       workflows.set(wf.name, wf);
     }
     this.workflows = workflows;
-    const builtins = opts.maintenance === false ? [] : maintenanceTasks(this);
+    // Bulk actions run on the maintenance queue, with the maintenance tasks.
+    const builtins = opts.maintenance === false ? [] : [...maintenanceTasks(this), bulkTask(this)];
     this.builtinTasks = new Map(builtins.map((t) => [t.name, t]));
     const runnable = new Map([...tasks, ...this.builtinTasks]);
     this.schedules = resolveSchedules([...(opts.schedules ?? []), ...(builtins.length > 0 ? maintenanceSchedules() : [])], runnable);
@@ -418,6 +424,92 @@ export class App {
       return running ? 'cancelling' : own;
     }
     return cancelJob(this.broker, store, queues, id);
+  }
+
+  /**
+   * Retries a failed or cancelled job as a new job of the same task and
+   * tenant, whose `retryOf` names the original (see
+   * {@link retryJob}): with the original's input, or `opts.input` (an edited
+   * input, validated by the task's schema like any submission). The original
+   * keeps its history. Throws JobNotRetryableError (409) for a queued,
+   * running or completed job, RetryInProgressError (409) while an earlier
+   * retry of it has not finished, JobNotFoundError outside `opts.scope`.
+   *
+   * @example const again = await app.retry(failedId, { input: { ...fixed } });
+   */
+  async retry(id: string, opts: RetryJobOptions = {}): Promise<JobHandle> {
+    return this.handle(await retryJob(this, id, opts));
+  }
+
+  /**
+   * Deletes a job from Redis and from the SQL history (a workflow's root
+   * with its steps). A running job throws JobActiveError (409): cancel it
+   * first. See {@link deleteJob}.
+   */
+  async deleteJob(id: string, opts: { scope?: TenantScope } = {}): Promise<void> {
+    await deleteJob(this, id, opts);
+  }
+
+  /** Runs a delayed job now (BullMQ's promote); anything else throws JobNotDelayedError (409). Returns its status. */
+  async promote(id: string, opts: { scope?: TenantScope } = {}): Promise<JobStatus> {
+    return promoteJob(this, id, opts);
+  }
+
+  /**
+   * Pauses one of the app's queues for every worker, until
+   * {@link App.resumeQueue}; the pause is kept in Redis, so workers started
+   * later take nothing either. Running jobs finish. An unknown queue throws
+   * UnknownQueueError (404).
+   */
+  async pauseQueue(name: string): Promise<void> {
+    await pauseQueue(this, name);
+  }
+
+  /** Resumes a paused queue (harmless on a running one). */
+  async resumeQueue(name: string): Promise<void> {
+    await resumeQueue(this, name);
+  }
+
+  /** Whether one of the app's queues is paused. */
+  async isQueuePaused(name: string): Promise<boolean> {
+    return isQueuePaused(this, name);
+  }
+
+  /**
+   * Removes every job of a queue that waits to run (waiting, delayed,
+   * prioritized; not running ones); each reads `cancelled` afterwards, in
+   * Redis and in the history. Returns how many. See {@link drainQueue}.
+   */
+  async drainQueue(name: string): Promise<{ removed: number }> {
+    return drainQueue(this, name);
+  }
+
+  /**
+   * Starts a bulk action (`retry`, `cancel` or `delete`) over the jobs of the
+   * history that `filter` matches (the fields of `listJobs`), confined to
+   * `actor`'s tenant scope and task patterns. It runs in the background as
+   * the internal task `celerity.bulk` (a worker must consume the queue
+   * `celerity`), saving its progress in the audit log
+   * ({@link App.bulkOperation}); {@link App.stopBulk} stops it. Use
+   * {@link App.countBulk} first for a dry run. `id` defaults to a new job id.
+   */
+  async startBulk(actor: BulkActor, action: BulkAction, filter: BulkFilter, id: string = newJobId()): Promise<BulkOperation> {
+    return startBulk(this, actor, action, filter, id);
+  }
+
+  /** A bulk action's dry run: how many jobs `filter` matches for `actor` now. */
+  async countBulk(actor: BulkActor, filter: BulkFilter): Promise<number> {
+    return countBulk(this, actor, filter);
+  }
+
+  /** A bulk operation (audit entry and progress), or null. */
+  async bulkOperation(id: string): Promise<BulkOperation | null> {
+    return readOperation(await this.openStore(), id);
+  }
+
+  /** Stops a bulk operation before its next job; a finished one is returned as it is. */
+  async stopBulk(id: string): Promise<BulkOperation> {
+    return stopBulk(this, id);
   }
 
   async listJobs(filter: ListFilter): Promise<JobPage> {

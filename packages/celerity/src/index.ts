@@ -45,3 +45,17 @@ export {
   type TenantScope,
 } from './auth/principal.ts';
 export { createKey, listKeys, revokeKey, type ApiKey, type NewKey } from './auth/key-store.ts';
+export { JobActiveError, JobNotDelayedError, JobNotRetryableError, RetryInProgressError, type RetryJobOptions } from './client/job-actions.ts';
+export { UnknownQueueError } from './ops/queue-control.ts';
+export {
+  BULK_ACTIONS,
+  BulkOperationNotFoundError,
+  BulkUnavailableError,
+  type BulkAction,
+  type BulkActor,
+  type BulkFailure,
+  type BulkFilter,
+  type BulkOperation,
+  type BulkStatus,
+} from './ops/bulk/operations.ts';
+export { BULK_TASK } from './ops/bulk/run.ts';

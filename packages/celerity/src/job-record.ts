@@ -42,6 +42,8 @@ export interface JobRecord {
   tenant: string | null;
   /** Public id of the API key that submitted the job; null when none did (the library, a schedule, authentication off). */
   keyId: string | null;
+  /** Id of the failed or cancelled job this one retries (`app.retry`); absent for any other job. */
+  retryOf?: string;
   status: JobStatus;
   /** Attempts started so far. */
   attempts: number;
@@ -79,6 +81,8 @@ export interface JobEnvelope {
   tenant?: string | null;
   /** Public id of the API key that submitted the job. */
   keyId?: string;
+  /** Id of the job this one retries (`app.retry`). */
+  retryOf?: string;
   /** Per-call time limits (ms), over the task's. */
   limits?: { soft?: number; hard?: number };
   /** Digest of task and input when enqueued with an idempotency key. */
@@ -142,6 +146,8 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
     queue,
     tenant: data.tenant ?? null,
     keyId: data.keyId ?? null,
+    // Only on retries: records of other jobs stay as they were before retries existed.
+    ...(data.retryOf ? { retryOf: data.retryOf } : {}),
     status,
     attempts: Math.max(job.attemptsStarted ?? 0, job.attemptsMade ?? 0),
     maxAttempts: job.opts.attempts ?? 1,

@@ -424,7 +424,8 @@ function refusedBeforeTheRoute(res: Answer, request: Buffer): boolean {
   } catch {
     return false;
   }
-  if (code === 'headers_too_large' || code === 'uri_too_long' || code === 'invalid_url') return true;
+  // bad_request: Node's HTTP parser refused the bytes (a NUL in a header value) before any route ran.
+  if (code === 'headers_too_large' || code === 'uri_too_long' || code === 'invalid_url' || code === 'bad_request') return true;
   const head = request.subarray(0, request.indexOf('\r\n\r\n')).toString('latin1');
   return code === 'unsupported_media_type' && /\r\ncontent-type:[ \t]*(\r\n|$)/i.test(head);
 }

@@ -10,6 +10,7 @@ export function jobView(r: JobRecord) {
     tenant: r.tenant,
     // A record from before key ids (a cancel marker written by an older version) has none.
     key_id: r.keyId ?? null,
+    retry_of: r.retryOf ?? null,
     status: r.status,
     progress: r.progress,
     result: r.result,
@@ -70,6 +71,7 @@ export const jobViewSchema = {
     queue: { type: 'string' },
     tenant: { type: ['string', 'null'] },
     key_id: { type: ['string', 'null'], description: 'Public id of the API key that submitted the job; null when none did.' },
+    retry_of: { type: ['string', 'null'], description: 'The job this one retries (POST /v1/jobs/{id}/retry); null for a job submitted as such.' },
     status: { type: 'string', enum: [...JOB_STATUSES] },
     progress: { description: 'Latest progress snapshot: percent, stage and any counters.' },
     result: { description: 'What the handler returned, once completed.' },

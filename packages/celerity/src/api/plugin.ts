@@ -12,6 +12,9 @@ import { healthRoutes } from './routes/health.ts';
 import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
+import { jobActionRoutes } from './routes/actions.ts';
+import { queueActionRoutes } from './routes/queue-actions.ts';
+import { bulkRoutes } from './routes/bulk.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { uploadRoutes } from './routes/uploads.ts';
 
@@ -144,6 +147,9 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   await server.register(hookRoutes, { app });
   await server.register(uploadRoutes, { app });
   await server.register(opsRoutes, { app });
+  await server.register(jobActionRoutes, { app });
+  await server.register(queueActionRoutes, { app });
+  await server.register(bulkRoutes, { app });
   // The app's own routes, after Celerity's: they share the error shape and the OpenAPI document.
   for (const routes of app.routes) await server.register(routes, { app });
   if (opts.openapi) server.get('/openapi.json', { schema: { hide: true }, config: { celerity: { open: true } } }, async () => server.swagger());

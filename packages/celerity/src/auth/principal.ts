@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify';
  * What an API key may do. `admin` implies every other scope, every tenant,
  * the key commands and the internal tasks (`celerity.*`).
  */
-export const SCOPES = ['jobs:submit', 'jobs:read', 'jobs:cancel', 'jobs:retry', 'ops:read', 'admin'] as const;
+export const SCOPES = ['jobs:submit', 'jobs:read', 'jobs:cancel', 'jobs:retry', 'jobs:delete', 'ops:read', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /**

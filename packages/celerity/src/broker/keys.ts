@@ -24,6 +24,8 @@ export const keys = {
   scheduleDeclarations: (prefix: string) => `${prefix}:celerity:schedules:declared`,
   /** Sorted set of worker ids scored by last heartbeat (ms): the index readers walk instead of SCAN. */
   workers: (prefix: string) => `${prefix}:celerity:workers`,
+  /** A job's latest retry (`<retry id> <ms>`): at most one unfinished retry per job (client/job-actions.ts). */
+  retryGuard: (prefix: string, jobId: string) => `${prefix}:celerity:retry:${jobId}`,
 };
 
 /** What the cancel key holds. */

@@ -14,6 +14,8 @@ import { CliError } from './cli-error.ts';
 import { ensureDevRedis, type PrivateRedis } from './dev-redis.ts';
 import { registerHooks } from './hooks.ts';
 import { registerInspect } from './inspect.ts';
+import { registerJobs } from './jobs.ts';
+import { registerQueues } from './queues.ts';
 import { devKey, registerKeys } from './keys.ts';
 import { hasActiveKey } from '../auth/key-store.ts';
 
@@ -266,6 +268,8 @@ withConfig(program.command('dev').description('API and worker in one process, fo
 registerInspect(program);
 registerKeys(program);
 registerHooks(program);
+registerJobs(program);
+registerQueues(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -40,7 +40,8 @@ export interface MaintenanceHost {
 }
 
 const DAY_MS = 86_400_000;
-const TERMINAL = ['completed', 'failed', 'cancelled'];
+// With the tombstones of deleted jobs (client/job-actions.ts), which only guard against late recorder writes.
+const TERMINAL = ['completed', 'failed', 'cancelled', 'deleted'];
 
 /**
  * Deletes the SQL history of jobs finished more than `retentionDays` ago, in

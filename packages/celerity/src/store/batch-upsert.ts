@@ -24,6 +24,7 @@ const COLUMNS = [
   'queue',
   'tenant',
   'key_id',
+  'retry_of',
   'status',
   'attempts',
   'max_attempts',
@@ -45,11 +46,12 @@ const FULL_UPDATE = `status = excluded.status, attempts = excluded.attempts, max
   result = excluded.result, error_type = excluded.error_type, error_message = excluded.error_message,
   error_stack = excluded.error_stack, progress = COALESCE(excluded.progress, jobs.progress),
   attempt_history = excluded.attempt_history, started_at = excluded.started_at, finished_at = excluded.finished_at,
-  updated_at = excluded.updated_at, event_seq = excluded.event_seq, key_id = COALESCE(excluded.key_id, jobs.key_id)
+  updated_at = excluded.updated_at, event_seq = excluded.event_seq, key_id = COALESCE(excluded.key_id, jobs.key_id),
+  retry_of = COALESCE(excluded.retry_of, jobs.retry_of)
   WHERE excluded.event_seq > jobs.event_seq`;
 
 /** Columns bound as raw text (the JSON columns hold JSON.stringify output, always storable). */
-const TEXT_COLUMNS = ['id', 'task', 'queue', 'tenant', 'key_id', 'status', 'error_type', 'error_message', 'error_stack', 'event_seq'] as const satisfies readonly (keyof JobsTable)[];
+const TEXT_COLUMNS = ['id', 'task', 'queue', 'tenant', 'key_id', 'retry_of', 'status', 'error_type', 'error_message', 'error_stack', 'event_seq'] as const satisfies readonly (keyof JobsTable)[];
 
 /** Several states of one job in one statement would conflict with each other: keep the newest. */
 function newestPerId(rows: JobsTable[]): JobsTable[] {
@@ -92,6 +94,7 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
   queue: 'text',
   tenant: 'text',
   key_id: 'text',
+  retry_of: 'text',
   status: 'text',
   attempts: 'int',
   max_attempts: 'int',

@@ -13,6 +13,8 @@ export interface JobsTable {
   tenant: string | null;
   /** Public id of the API key that submitted the job. */
   key_id: string | null;
+  /** Id of the job this one retries (`app.retry`); null for a job submitted as such. */
+  retry_of?: string | null;
   status: string;
   attempts: number;
   max_attempts: number;
@@ -48,9 +50,37 @@ export interface ApiKeysTable {
   last_used_at: number | null;
 }
 
+/** Columns of the `bulk_operations` table: the audit log of bulk actions (see ops/bulk/). */
+export interface BulkOperationsTable {
+  id: string;
+  action: string;
+  /** JSON of the filter as given. */
+  filter: string;
+  /** The tenant of the key that started it (null: the jobs without a tenant), unless `all_tenants`. */
+  tenant: string | null;
+  /** 1 when an admin started it: every tenant's jobs. */
+  all_tenants: number;
+  /** JSON array of the starting key's task patterns; null: every task. */
+  task_patterns: string | null;
+  key_id: string | null;
+  key_name: string;
+  status: string;
+  matched: number;
+  done: number;
+  failed: number;
+  /** JSON array of the first failures. */
+  errors: string | null;
+  /** Where the run is in the history (a list cursor), so that a restarted run resumes there. */
+  cursor: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
 export interface Database {
   jobs: JobsTable;
   api_keys: ApiKeysTable;
+  bulk_operations: BulkOperationsTable;
 }
 
 export type Dialect = 'sqlite' | 'postgres';

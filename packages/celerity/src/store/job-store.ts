@@ -11,6 +11,13 @@ import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
 import type { TableHandle, TableSet } from './tables.ts';
 
+/**
+ * The status of a deleted job's row: a tombstone that no read shows, kept so
+ * that a recorder writing an older state of the job is refused by the
+ * `event_seq` guard instead of bringing the job back (see client/job-actions.ts).
+ */
+export const DELETED = 'deleted';
+
 /** A row to write: a record plus the event position it reflects. */
 export interface RecordedState {
   record: JobRecord;
@@ -161,7 +168,9 @@ export class JobStore {
 
   /** The job's row, if it exists within `scope` (another tenant's job reads as absent). */
   async get(id: string, scope: TenantScope = ALL_TENANTS): Promise<JobRecord | null> {
-    const row = await this.guard(() => withTenantScope(this, scope, (db) => db.selectFrom('jobs').selectAll().where('id', '=', id).where(inScope(scope)).executeTakeFirst()));
+    const row = await this.guard(() =>
+      withTenantScope(this, scope, (db) => db.selectFrom('jobs').selectAll().where('id', '=', id).where(inScope(scope)).where('status', '!=', DELETED).executeTakeFirst()),
+    );
     return row ? fromRow(row) : null;
   }
 
@@ -171,7 +180,9 @@ export class JobStore {
    */
   async workflowSteps(rootId: string, scope: TenantScope = ALL_TENANTS): Promise<JobRecord[]> {
     const rows = await this.guard(() =>
-      withTenantScope(this, scope, (db) => db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).where(inScope(scope)).execute()),
+      withTenantScope(this, scope, (db) =>
+        db.selectFrom('jobs').selectAll().where('id', '>', `${rootId}.`).where('id', '<', `${rootId}/`).where(inScope(scope)).where('status', '!=', DELETED).execute(),
+      ),
     );
     const n = (id: string) => Number(id.slice(rootId.length + 1));
     return rows
@@ -193,6 +204,7 @@ export class JobStore {
           .selectFrom('jobs')
           .selectAll()
           .where(inScope(scope))
+          .where('status', '!=', DELETED)
           .orderBy('created_at', 'desc')
           .orderBy('id', 'desc')
           .limit(filter.limit + 1);
@@ -324,6 +336,7 @@ function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
     queue: r.queue,
     tenant: r.tenant,
     key_id: r.keyId ?? null,
+    retry_of: r.retryOf ?? null,
     status: r.status,
     attempts: r.attempts,
     max_attempts: r.maxAttempts,
@@ -349,6 +362,7 @@ function fromRow(row: JobsTable): JobRecord {
     queue: row.queue,
     tenant: row.tenant,
     keyId: row.key_id,
+    ...(row.retry_of ? { retryOf: row.retry_of } : {}),
     status: row.status as JobStatus,
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
