@@ -42,7 +42,8 @@ const SUBJECT = Symbol('celerity.rateLimitSubject');
  *
  * Budgets, per window of `CELERITY_RATE_LIMIT_WINDOW` ms:
  * - submissions (`CELERITY_RATE_LIMIT_SUBMIT`): routes whose config says
- *   `celerity: { scope: 'jobs:submit' }`, `POST …/v1/uploads` and webhooks;
+ *   `celerity: { scope: 'jobs:submit' }`, POST routes of `jobs:retry`
+ *   (a retry makes a job), `POST …/v1/uploads` and webhooks;
  * - reads (`CELERITY_RATE_LIMIT_READ`): every other route that takes a key.
  * A request is counted against its API key (`principal.keyId`), or its IP
  * address when there is none (authentication off). Open routes
@@ -184,7 +185,9 @@ function rateLimitSubject(request: FastifyRequest): Subject | null {
   const celerity = celerityConfig(route.config);
   const url = route.url;
   const webhook = request.method === 'POST' && url !== undefined && url.endsWith('/v1/hooks/:task');
-  const submits = webhook || celerity?.scope === 'jobs:submit' || (request.method === 'POST' && url !== undefined && url.endsWith('/v1/uploads'));
+  // A retry makes a job as a submission does (POST /v1/jobs/:id/retry, a bulk retry's request).
+  const submits =
+    webhook || celerity?.scope === 'jobs:submit' || (request.method === 'POST' && celerity?.scope === 'jobs:retry') || (request.method === 'POST' && url !== undefined && url.endsWith('/v1/uploads'));
   const budget: Budget = submits ? 'submit' : 'read';
   if (celerity?.open) return submits ? { budget, key: `${budget}:ip:${ipOf(request)}` } : null;
   const keyId = maybePrincipalOf(request)?.keyId;
