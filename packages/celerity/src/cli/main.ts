@@ -63,6 +63,7 @@ const WORKER: OptionName[] = [
   'maxMemoryPerChild',
   'heartbeatInterval',
   'historyRetention',
+  'metricsRetention',
 ];
 const SERVER: OptionName[] = [
   'port',

@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { App } from '../app.ts';
 import type { JobEventInfo, LifecycleEvent } from '../worker/lifecycle.ts';
 import type { Worker } from '../worker/worker.ts';
+import { readTotals } from '../store/job-metrics.ts';
 import { measureHistoryLag, withTimeout } from './readiness.ts';
 
 /** The `status` label of `celerity_jobs_total` and `celerity_job_duration_seconds`: how an attempt ended. */
@@ -39,6 +40,7 @@ export class Metrics {
   readonly registry: Registry;
   private readonly app: App;
   private readonly workers = new Set<Worker>();
+  private clusterTotals = false;
 
   constructor(app: App) {
     this.app = app;
@@ -47,11 +49,12 @@ export class Metrics {
     this.registry = new Registry();
     const registers = [this.registry];
 
-    const jobs = new Counter({
+    const jobs: Counter<'task' | 'queue' | 'status' | 'source'> = new Counter({
       name: 'celerity_jobs_total',
-      help: 'Attempts ended in this process, by task, queue and how they ended (completed, failed, retrying, cancelled).',
-      labelNames: ['task', 'queue', 'status'] as const,
+      help: 'Without `source`: attempts ended in this process, by task, queue and how they ended (completed, failed, retrying, cancelled). With source="cluster" (the API only): jobs of the whole cluster that ended completed, failed or cancelled, and the retried attempts of those jobs (retrying), from the SQL history.',
+      labelNames: ['task', 'queue', 'status', 'source'] as const,
       registers,
+      collect: (): Promise<void> => this.readClusterTotals(jobs),
     });
     const duration = new Histogram({
       name: 'celerity_job_duration_seconds',
@@ -140,6 +143,50 @@ export class Metrics {
         duration.observe({ ...labels(info), status }, Math.max(0, (info.finishedAt ?? Date.now()) - info.startedAt) / 1000);
         if (status === 'retrying') retries.inc(labels(info));
       });
+    }
+  }
+
+  /**
+   * Adds the cluster-wide series `celerity_jobs_total{source="cluster"}`,
+   * read at scrape time from the totals the recorders keep in SQL: what
+   * every worker of the cluster ran, not only this process. The API's job
+   * routes call it, so it is exposed by the API and not by each worker's
+   * health server (which would repeat the same cluster numbers per worker).
+   */
+  exposeClusterTotals(): void {
+    this.clusterTotals = true;
+  }
+
+  /**
+   * The cluster's totals, from `job_metrics_total`: a handful of rows, kept
+   * in the recorders' transactions and never pruned, so each series only
+   * rises. Set to the stored value (remove, then add) so that every API
+   * process reports the same number. A store that does not answer in time
+   * keeps the last values: a scrape never fails or hangs because of SQL.
+   */
+  private async readClusterTotals(counter: Counter<'task' | 'queue' | 'status' | 'source'>): Promise<void> {
+    if (!this.clusterTotals) return;
+    try {
+      const totals = await withTimeout(
+        this.app.openStore().then((store) => readTotals(store)),
+        QUEUE_DEPTH_TIMEOUT_MS,
+        'SQL',
+      );
+      for (const t of totals) {
+        const values: [AttemptStatus, number][] = [
+          ['completed', t.completed],
+          ['failed', t.failed],
+          ['cancelled', t.cancelled],
+          ['retrying', t.retries],
+        ];
+        for (const [status, value] of values) {
+          const labels = { task: t.task, queue: t.queue, status, source: 'cluster' };
+          counter.remove(labels);
+          counter.inc(labels, value);
+        }
+      }
+    } catch {
+      // Stale (or absent) cluster totals; the scrape goes on.
     }
   }
 

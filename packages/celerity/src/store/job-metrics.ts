@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { InvalidOptionsError } from '../errors.ts';
+import { InvalidOptionsError, StoreUnavailableError } from '../errors.ts';
 import { BUCKET_COUNT, percentile } from '../ops/histogram.ts';
 import type { JobStore } from './job-store.ts';
 
@@ -107,6 +107,15 @@ export function resolveStatsQuery(q: StatsQuery, now: number = Date.now()): { gr
   return { granularity, from: start, to: end, ...(q.task !== undefined ? { task: q.task } : {}), ...(q.queue !== undefined ? { queue: q.queue } : {}) };
 }
 
+/** A read the database did not answer is an outage (503), not the caller's fault. */
+async function unavailable<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    throw new StoreUnavailableError(err);
+  }
+}
+
 /**
  * Throughput, failures and latency percentiles per queue and task, by minute
  * or by hour: one range read of the primary key of a rollup table.
@@ -121,7 +130,7 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
     .where('period', '<', q.to);
   if (q.task !== undefined) select = select.where('task', '=', q.task);
   if (q.queue !== undefined) select = select.where('queue', '=', q.queue);
-  const rows = (await select.orderBy('queue').orderBy('task').orderBy('period').execute()) as Record<string, unknown>[];
+  const rows = (await unavailable(() => select.orderBy('queue').orderBy('task').orderBy('period').execute())) as Record<string, unknown>[];
   const series: StatsSeries[] = [];
   let current: StatsSeries | undefined;
   for (const row of rows) {
@@ -151,7 +160,10 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
 /** Every (queue, task)'s totals since the metrics began: a few rows, read per scrape. */
 export async function readTotals(store: JobStore): Promise<JobTotals[]> {
   const db = store.db as unknown as Kysely<any>;
-  const rows = (await db.selectFrom('job_metrics_total').select(['queue', 'task', 'completed', 'failed', 'cancelled', 'retries', 'run_count', 'run_sum_ms']).execute()) as Record<string, unknown>[];
+  const rows = (await unavailable(() => db.selectFrom('job_metrics_total').select(['queue', 'task', 'completed', 'failed', 'cancelled', 'retries', 'run_count', 'run_sum_ms']).execute())) as Record<
+    string,
+    unknown
+  >[];
   return rows.map((r) => ({
     queue: String(r.queue),
     task: String(r.task),
