@@ -2,12 +2,15 @@ import type { Kysely } from 'kysely';
 import { InvalidOptionsError, StoreUnavailableError } from '../errors.ts';
 import { BUCKET_COUNT, percentile } from '../ops/histogram.ts';
 import type { JobStore } from './job-store.ts';
+import { bulkUpserts, PENDING_TABLE } from './migrations/0009_job_metrics.ts';
+import type { SqliteDatabase } from './sqlite-driver.ts';
 
 /**
  * Reads (and prunes) the job metrics over time: `job_metrics_minute`,
  * `job_metrics_hour` and `job_metrics_total`. They are written by triggers on
  * `jobs` (migration `0009_job_metrics`), in the recorder's own transaction,
- * exactly when a row becomes final: see that migration for why this counts
+ * exactly when a row becomes final (on SQLite, through a pending table that
+ * {@link foldJobMetrics} empties): see that migration for why this counts
  * each job once however many recorders there are and however often an event
  * is delivered. Charts read these tables, never `jobs`.
  */
@@ -107,6 +110,38 @@ export function resolveStatsQuery(q: StatsQuery, now: number = Date.now()): { gr
   return { granularity, from: start, to: end, ...(q.task !== undefined ? { task: q.task } : {}), ...(q.queue !== undefined ? { queue: q.queue } : {}) };
 }
 
+const folds = new WeakMap<SqliteDatabase, () => void>();
+
+/**
+ * SQLite: moves the jobs its triggers appended to `job_metrics_pending`
+ * into the metrics tables, and deletes them, in one transaction, so each is
+ * added exactly once whichever process folds it (SQLite has one writer at a
+ * time; the first statement writes, so the transaction holds the write lock
+ * from its start). Synchronous, on the store's own connection, like the
+ * recorder's batches: an async transaction there would take them in.
+ * Nothing to do on PostgreSQL, whose triggers add in place.
+ */
+export function foldJobMetrics(store: JobStore): void {
+  const db = store.sqlite;
+  if (!db) return;
+  let fold = folds.get(db);
+  if (!fold) {
+    const any = db.prepare(`SELECT 1 FROM ${PENDING_TABLE} LIMIT 1`);
+    // The upserts read the pending rows of the transaction's snapshot, which the delete then removes: the same rows.
+    const upserts = bulkUpserts(`(SELECT * FROM ${PENDING_TABLE})`, 'sqlite').map((statement) => db.prepare(statement));
+    const clear = db.prepare(`DELETE FROM ${PENDING_TABLE}`);
+    const move = db.transaction(() => {
+      for (const upsert of upserts) upsert.run();
+      clear.run();
+    });
+    fold = () => {
+      if (any.get() !== undefined) move();
+    };
+    folds.set(db, fold);
+  }
+  fold();
+}
+
 /** A read the database did not answer is an outage (503), not the caller's fault. */
 async function unavailable<T>(read: () => Promise<T>): Promise<T> {
   try {
@@ -122,6 +157,7 @@ async function unavailable<T>(read: () => Promise<T>): Promise<T> {
  */
 export async function readStats(store: JobStore, query: StatsQuery, now: number = Date.now()): Promise<StatsResult> {
   const q = resolveStatsQuery(query, now);
+  await unavailable(async () => foldJobMetrics(store));
   const db = store.db as unknown as Kysely<any>;
   let select = db
     .selectFrom(q.granularity === 'minute' ? 'job_metrics_minute' : 'job_metrics_hour')
@@ -159,6 +195,7 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
 
 /** Every (queue, task)'s totals since the metrics began: a few rows, read per scrape. */
 export async function readTotals(store: JobStore): Promise<JobTotals[]> {
+  await unavailable(async () => foldJobMetrics(store));
   const db = store.db as unknown as Kysely<any>;
   const rows = (await unavailable(() => db.selectFrom('job_metrics_total').select(['queue', 'task', 'completed', 'failed', 'cancelled', 'retries', 'run_count', 'run_sum_ms']).execute())) as Record<
     string,
@@ -183,6 +220,7 @@ export async function readTotals(store: JobStore): Promise<JobTotals[]> {
  * never go down.
  */
 export async function pruneMetrics(store: JobStore, retentionDays: number, now: number = Date.now()): Promise<{ minutes: number; hours: number }> {
+  foldJobMetrics(store);
   const db = store.db as unknown as Kysely<any>;
   const keep = retentionDays > 0 ? Math.min(MINUTE_RETENTION_MS, retentionDays * DAY_MS) : MINUTE_RETENTION_MS;
   const minutes = await db

@@ -1,5 +1,6 @@
 import { type Kysely, type Migration, sql } from 'kysely';
 import type { Dialect } from '../db.ts';
+import { TENANT_SETTING } from '../tenant-scope.ts';
 
 /**
  * Job metrics over time: per (minute, queue, task), per (hour, queue, task)
@@ -17,14 +18,21 @@ import type { Dialect } from '../db.ts';
  * metrics back with its rows. A job that leaves a final status and reaches
  * one again (retried by hand) is counted once per time it ends.
  *
- * SQLite: row triggers (the writer is in-process, one at a time).
  * PostgreSQL: statement triggers with transition tables, which add a whole
  * batch in one upsert per key; they take a transaction-level advisory lock
  * first so that concurrent recorders add into the shared rows one after the
  * other instead of deadlocking on them in different orders.
  *
+ * SQLite has row triggers only, and three upserts of 116 columns per job
+ * made the recorder's writes several times slower. Its triggers append the
+ * job's columns to `job_metrics_pending` instead, in the same transaction as
+ * the row; `foldJobMetrics` (store/job-metrics.ts) moves them into the three
+ * tables with the same aggregate upserts as PostgreSQL's, and deletes them,
+ * in one transaction: after each recorder batch and before each read.
+ *
  * The buckets are frozen here, apart from `src/ops/histogram.ts` which reads
- * them: this migration must never change once released. Bucket 0 holds 0 ms,
+ * them: this migration must never change once released (the fold uses its
+ * upserts, so a new bucket scheme needs new tables and a new fold). Bucket 0 holds 0 ms,
  * bucket k holds ms from ceil(2^((k-1)/2)), bucket 53 everything from 2^26.
  */
 const BUCKETS = 54;
@@ -35,10 +43,25 @@ const bucketColumns = (kind: 'wait' | 'run') => Array.from({ length: BUCKETS }, 
 const VALUES = ['completed', 'failed', 'cancelled', 'retries', 'wait_count', 'wait_sum_ms', 'run_count', 'run_sum_ms', ...bucketColumns('wait'), ...bucketColumns('run')];
 
 const TABLES = [
-  { name: 'job_metrics_minute', keys: ['period', 'queue', 'task'], keyExprs: ['ended - ended % 60000', 'queue', 'task'] },
-  { name: 'job_metrics_hour', keys: ['period', 'queue', 'task'], keyExprs: ['ended - ended % 3600000', 'queue', 'task'] },
-  { name: 'job_metrics_total', keys: ['queue', 'task'], keyExprs: ['queue', 'task'] },
+  { name: 'job_metrics_minute', keys: ['period', 'queue', 'task'], keyExprs: (ended: string) => [`${ended} - ${ended} % 60000`, 'queue', 'task'] },
+  { name: 'job_metrics_hour', keys: ['period', 'queue', 'task'], keyExprs: (ended: string) => [`${ended} - ${ended} % 3600000`, 'queue', 'task'] },
+  { name: 'job_metrics_total', keys: ['queue', 'task'], keyExprs: (_ended: string) => ['queue', 'task'] },
 ] as const;
+
+/**
+ * A job's measures, from the columns of its `jobs` row (`col` names one):
+ * when it ended, its wait (created to started, first attempts only: a
+ * retried job's start is its last attempt's, after the earlier ones and
+ * their backoff) and its run (the final attempt).
+ */
+function measures(col: (c: string) => string, dialect: Dialect): { ended: string; w: string; r: string } {
+  const max = dialect === 'postgres' ? 'GREATEST' : 'MAX';
+  return {
+    ended: `COALESCE(${col('finished_at')}, ${col('updated_at')})`,
+    w: `CASE WHEN ${col('attempts')} <= 1 AND ${col('started_at')} IS NOT NULL THEN ${max}(0, ${col('started_at')} - ${col('created_at')}) END`,
+    r: `CASE WHEN ${col('started_at')} IS NOT NULL AND ${col('finished_at')} IS NOT NULL THEN ${max}(0, ${col('finished_at')} - ${col('started_at')}) END`,
+  };
+}
 
 function bucketCase(v: string): string {
   const whens = [];
@@ -46,28 +69,24 @@ function bucketCase(v: string): string {
   return `CASE WHEN ${v} IS NULL THEN -1 ${whens.join(' ')} ELSE 0 END`;
 }
 
-/**
- * One row per job of `source` (rows of `jobs` that just became final): when
- * it ended, its wait (created to started, first attempts only: a retried
- * job's start is its last attempt's, after the earlier ones and their
- * backoff) and its run (the final attempt), and their buckets.
- */
-function derived(source: string, dialect: Dialect): string {
-  const max = dialect === 'postgres' ? 'GREATEST' : 'MAX';
-  return `SELECT queue, task, status, attempts, ended, w, r, ${bucketCase('w')} AS wb, ${bucketCase('r')} AS rb FROM (
-    SELECT queue, task, status, attempts, COALESCE(finished_at, updated_at) AS ended,
-      CASE WHEN attempts <= 1 AND started_at IS NOT NULL THEN ${max}(0, started_at - created_at) END AS w,
-      CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL THEN ${max}(0, finished_at - started_at) END AS r
-    FROM ${source} AS src) x`;
-}
+const updateSet = (table: string) => VALUES.map((c) => `${c} = ${table}.${c} + excluded.${c}`).join(', ');
 
-function aggregates(): string[] {
+/**
+ * The three upserts that add the jobs of `source` (a relation of `jobs`
+ * rows) into the metrics tables, one row per key. Each job's measures and
+ * buckets are computed once, in a MATERIALIZED CTE: inlined, the 108
+ * bucket counts would each evaluate the bucket's CASE again, for every row.
+ */
+export function bulkUpserts(source: string, dialect: Dialect): string[] {
+  const m = measures((c) => c, dialect);
+  const d = `WITH d AS MATERIALIZED (SELECT queue, task, status, attempts, ended, w, r, ${bucketCase('w')} AS wb, ${bucketCase('r')} AS rb
+    FROM (SELECT queue, task, status, attempts, ${m.ended} AS ended, ${m.w} AS w, ${m.r} AS r FROM ${source} AS src) x)`;
   const count = (cond: string) => `SUM(CASE WHEN ${cond} THEN 1 ELSE 0 END)`;
-  return [
+  const aggs = [
     count(`status = 'completed'`),
     count(`status = 'failed'`),
     count(`status = 'cancelled'`),
-    `SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END)`,
+    'SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END)',
     count('w IS NOT NULL'),
     'COALESCE(SUM(w), 0)',
     count('r IS NOT NULL'),
@@ -75,31 +94,41 @@ function aggregates(): string[] {
     ...Array.from({ length: BUCKETS }, (_, k) => count(`wb = ${k}`)),
     ...Array.from({ length: BUCKETS }, (_, k) => count(`rb = ${k}`)),
   ];
+  return TABLES.map((t) => {
+    const keys = t.keyExprs('ended');
+    return `${d} INSERT INTO ${t.name} (${[...t.keys, ...VALUES].join(', ')})
+    SELECT ${[...keys, ...aggs].join(', ')} FROM d WHERE true GROUP BY ${keys.join(', ')}
+    ON CONFLICT (${t.keys.join(', ')}) DO UPDATE SET ${updateSet(t.name)}`;
+  });
 }
 
-/** The three upserts that add `source`'s jobs into the metrics tables. */
-function upserts(source: string, dialect: Dialect): string[] {
-  const aggs = aggregates();
-  return TABLES.map(
-    (t) => `INSERT INTO ${t.name} (${[...t.keys, ...VALUES].join(', ')})
-    SELECT ${[...t.keyExprs, ...aggs].join(', ')} FROM (${derived(source, dialect)}) d WHERE true GROUP BY ${t.keyExprs.join(', ')}
-    ON CONFLICT (${t.keys.join(', ')}) DO UPDATE SET ${VALUES.map((c) => `${c} = ${t.name}.${c} + excluded.${c}`).join(', ')}`,
-  );
-}
-
-const NEW_ROW = `(SELECT NEW.queue AS queue, NEW.task AS task, NEW.status AS status, NEW.attempts AS attempts, NEW.created_at AS created_at,
-  NEW.started_at AS started_at, NEW.finished_at AS finished_at, NEW.updated_at AS updated_at)`;
+/** SQLite: what the row triggers append, a job's own columns; folded by `foldJobMetrics` (store/job-metrics.ts). */
+export const PENDING_TABLE = 'job_metrics_pending';
+const PENDING_COLUMNS = ['queue', 'task', 'status', 'attempts', 'created_at', 'started_at', 'finished_at', 'updated_at'];
 
 function pgFunction(name: string, source: string): string {
   return `CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $body$
 BEGIN
   IF EXISTS (SELECT 1 FROM ${source} s) THEN
     PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.job_metrics'));
-    ${upserts(source, 'postgres').join(';\n    ')};
+    ${bulkUpserts(source, 'postgres').join(';\n    ')};
   END IF;
   RETURN NULL;
 END
 $body$`;
+}
+
+/**
+ * Adds the jobs the history already holds as ended, so that the charts and
+ * the counters start from the history rather than from zero. Exact because
+ * it runs in the migration's transaction with the triggers already there:
+ * on PostgreSQL, CREATE TRIGGER's lock on `jobs` keeps recorders out until
+ * the commit, after which the triggers count what they write; SQLite has one
+ * writer at a time anyway. Every tenant's rows: row-level security's `*`.
+ */
+async function backfill(db: Kysely<any>, dialect: Dialect): Promise<void> {
+  if (dialect === 'postgres') await sql`select set_config(${TENANT_SETTING}, '*', true)`.execute(db);
+  for (const statement of bulkUpserts(`(SELECT * FROM jobs WHERE status IN ${FINAL})`, dialect)) await sql.raw(statement).execute(db);
 }
 
 export function migration(dialect: Dialect): Migration {
@@ -110,18 +139,21 @@ export function migration(dialect: Dialect): Migration {
         await sql.raw(`CREATE TABLE ${t.name} (${columns.join(', ')}, PRIMARY KEY (${t.keys.join(', ')}))`).execute(db);
       }
       if (dialect === 'sqlite') {
-        await sql.raw(`CREATE TRIGGER job_metrics_insert AFTER INSERT ON jobs WHEN NEW.status IN ${FINAL} BEGIN ${upserts(NEW_ROW, dialect).join('; ')}; END`).execute(db);
-        await sql
-          .raw(`CREATE TRIGGER job_metrics_update AFTER UPDATE OF status ON jobs WHEN NEW.status IN ${FINAL} AND OLD.status NOT IN ${FINAL} BEGIN ${upserts(NEW_ROW, dialect).join('; ')}; END`)
-          .execute(db);
+        await backfill(db, dialect);
+        const bigints = new Set(['attempts', 'created_at', 'started_at', 'finished_at', 'updated_at']);
+        await sql.raw(`CREATE TABLE ${PENDING_TABLE} (${PENDING_COLUMNS.map((c) => `${c} ${bigints.has(c) ? 'integer' : 'text'}`).join(', ')})`).execute(db);
+        const append = `INSERT INTO ${PENDING_TABLE} (${PENDING_COLUMNS.join(', ')}) VALUES (${PENDING_COLUMNS.map((c) => `NEW.${c}`).join(', ')})`;
+        await sql.raw(`CREATE TRIGGER job_metrics_insert AFTER INSERT ON jobs WHEN NEW.status IN ${FINAL} BEGIN ${append}; END`).execute(db);
+        await sql.raw(`CREATE TRIGGER job_metrics_update AFTER UPDATE OF status ON jobs WHEN NEW.status IN ${FINAL} AND OLD.status NOT IN ${FINAL} BEGIN ${append}; END`).execute(db);
         return;
       }
       await sql.raw(pgFunction('job_metrics_inserted', `(SELECT * FROM new_rows WHERE status IN ${FINAL})`)).execute(db);
-      await sql.raw(pgFunction('job_metrics_updated', `(SELECT n.* FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE n.status IN ${FINAL} AND o.status NOT IN ${FINAL})`)).execute(db);
+      await sql.raw(pgFunction('job_metrics_updated', `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`)).execute(db);
       await sql.raw('CREATE TRIGGER job_metrics_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION job_metrics_inserted()').execute(db);
       await sql
         .raw('CREATE TRIGGER job_metrics_update AFTER UPDATE ON jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION job_metrics_updated()')
         .execute(db);
+      await backfill(db, dialect);
     },
     async down(db: Kysely<any>) {
       const on = dialect === 'postgres' ? ' ON jobs' : '';
@@ -132,6 +164,7 @@ export function migration(dialect: Dialect): Migration {
         await sql.raw('DROP FUNCTION IF EXISTS job_metrics_updated()').execute(db);
       }
       for (const t of TABLES) await sql.raw(`DROP TABLE IF EXISTS ${t.name}`).execute(db);
+      await sql.raw(`DROP TABLE IF EXISTS ${PENDING_TABLE}`).execute(db);
     },
   };
 }
