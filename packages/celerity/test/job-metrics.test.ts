@@ -231,6 +231,18 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
     expect(minutes.reduce((n, m) => n + Number(m.completed), 0)).toBe(2000);
   });
 
+  it("the store's buckets are the histogram's, at every bound", async () => {
+    const store = openStore(kind);
+    await store.migrate();
+    const runs = [...new Set(BUCKET_LOWER.flatMap((lo) => [lo - 1, lo, lo + 1]).filter((v) => v >= 0)), 2 ** 30];
+    await store.write(runs.map((run, i) => state(`b${i}`, 1, { startedAt: T0, finishedAt: T0 + run })));
+    const [total] = await rows(store, 'job_metrics_total');
+    const expected = new Array(BUCKET_COUNT).fill(0);
+    for (const run of runs) expected[bucketOf(run)] += 1;
+    expect(Array.from({ length: BUCKET_COUNT }, (_, k) => total![`run_b${String(k).padStart(2, '0')}`])).toEqual(expected);
+    expect(total!.run_sum_ms).toBe(runs.reduce((a, b) => a + b, 0));
+  });
+
   it('a batch that fails leaves no metrics behind', async () => {
     const store = openStore(kind);
     await store.migrate();

@@ -128,7 +128,9 @@ export function foldJobMetrics(store: JobStore): void {
   if (!fold) {
     const any = db.prepare(`SELECT 1 FROM ${PENDING_TABLE} LIMIT 1`);
     // The upserts read the pending rows of the transaction's snapshot, which the delete then removes: the same rows.
-    const upserts = bulkUpserts(`(SELECT * FROM ${PENDING_TABLE})`, 'sqlite').map((statement) => db.prepare(statement));
+    const [createTemp, ...statements] = bulkUpserts(`(SELECT * FROM ${PENDING_TABLE})`, 'sqlite');
+    db.exec(createTemp!);
+    const upserts = statements.map((statement) => db.prepare(statement));
     const clear = db.prepare(`DELETE FROM ${PENDING_TABLE}`);
     const move = db.transaction(() => {
       for (const upsert of upserts) upsert.run();

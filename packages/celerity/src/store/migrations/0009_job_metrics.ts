@@ -63,53 +63,89 @@ function measures(col: (c: string) => string, dialect: Dialect): { ended: string
   };
 }
 
-function bucketCase(v: string): string {
-  const whens = [];
-  for (let k = BUCKETS - 1; k > 0; k--) whens.push(`WHEN ${v} >= ${LOWER[k]} THEN ${k}`);
-  return `CASE WHEN ${v} IS NULL THEN -1 ${whens.join(' ')} ELSE 0 END`;
+/** The bucket of `v` (-1 for null): a binary search, 6 comparisons instead of up to 53. */
+function bucketExpr(v: string, lo = 0, hi = BUCKETS - 1): string {
+  if (lo === hi) return String(lo);
+  const mid = Math.ceil((lo + hi) / 2);
+  const inner = `CASE WHEN ${v} >= ${LOWER[mid]} THEN ${bucketExpr(v, mid, hi)} ELSE ${bucketExpr(v, lo, mid - 1)} END`;
+  return lo === 0 && hi === BUCKETS - 1 ? `CASE WHEN ${v} IS NULL THEN -1 ELSE ${inner} END` : inner;
 }
 
 const updateSet = (table: string) => VALUES.map((c) => `${c} = ${table}.${c} + excluded.${c}`).join(', ');
 
 /**
- * The three upserts that add the jobs of `source` (a relation of `jobs`
- * rows) into the metrics tables, one row per key. Each job's measures and
- * buckets are computed once, in a MATERIALIZED CTE: inlined, the 108
- * bucket counts would each evaluate the bucket's CASE again, for every row.
+ * `WITH d` (each job of `source`, a relation of `jobs` rows, with its
+ * measures and buckets) and `m` (their sums per minute, queue and task). Both
+ * MATERIALIZED: inlined, each of the 108 bucket counts would evaluate the
+ * job's bucket again. The hours and totals are then sums of `m`'s few rows.
  */
-export function bulkUpserts(source: string, dialect: Dialect): string[] {
+function perMinute(source: string, dialect: Dialect): string {
   const m = measures((c) => c, dialect);
-  const d = `WITH d AS MATERIALIZED (SELECT queue, task, status, attempts, ended, w, r, ${bucketCase('w')} AS wb, ${bucketCase('r')} AS rb
-    FROM (SELECT queue, task, status, attempts, ${m.ended} AS ended, ${m.w} AS w, ${m.r} AS r FROM ${source} AS src) x)`;
-  const count = (cond: string) => `SUM(CASE WHEN ${cond} THEN 1 ELSE 0 END)`;
+  const count = (cond: string) => `COUNT(*) FILTER (WHERE ${cond})`;
   const aggs = [
     count(`status = 'completed'`),
     count(`status = 'failed'`),
     count(`status = 'cancelled'`),
-    'SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END)',
-    count('w IS NOT NULL'),
+    'COALESCE(SUM(attempts - 1) FILTER (WHERE attempts > 1), 0)',
+    'COUNT(w)',
     'COALESCE(SUM(w), 0)',
-    count('r IS NOT NULL'),
+    'COUNT(r)',
     'COALESCE(SUM(r), 0)',
     ...Array.from({ length: BUCKETS }, (_, k) => count(`wb = ${k}`)),
     ...Array.from({ length: BUCKETS }, (_, k) => count(`rb = ${k}`)),
   ];
-  return TABLES.map((t) => {
-    const keys = t.keyExprs('ended');
-    return `${d} INSERT INTO ${t.name} (${[...t.keys, ...VALUES].join(', ')})
-    SELECT ${[...keys, ...aggs].join(', ')} FROM d WHERE true GROUP BY ${keys.join(', ')}
-    ON CONFLICT (${t.keys.join(', ')}) DO UPDATE SET ${updateSet(t.name)}`;
-  });
+  return `WITH d AS MATERIALIZED (SELECT queue, task, status, attempts, ended, w, r, ${bucketExpr('w')} AS wb, ${bucketExpr('r')} AS rb
+      FROM (SELECT queue, task, status, attempts, ${m.ended} AS ended, ${m.w} AS w, ${m.r} AS r FROM ${source} AS src) x),
+    m AS MATERIALIZED (SELECT ended - ended % 60000 AS period, queue, task, ${aggs.map((agg, i) => `${agg} AS ${VALUES[i]}`).join(', ')}
+      FROM d GROUP BY ended - ended % 60000, queue, task)`;
+}
+
+/** The upsert of one table from `m`: minutes as they are, hours and totals summed. */
+function upsertFromMinutes(table: (typeof TABLES)[number]): string {
+  const keys = table.name === 'job_metrics_minute' ? ['period', 'queue', 'task'] : table.keyExprs('period');
+  const values = table.name === 'job_metrics_minute' ? VALUES : VALUES.map((c) => `SUM(${c})`);
+  const group = table.name === 'job_metrics_minute' ? '' : ` GROUP BY ${keys.join(', ')}`;
+  return `INSERT INTO ${table.name} (${[...table.keys, ...VALUES].join(', ')}) SELECT ${[...keys, ...values].join(', ')} FROM m WHERE true${group}
+    ON CONFLICT (${table.keys.join(', ')}) DO UPDATE SET ${updateSet(table.name)}`;
+}
+
+/**
+ * The statements that add the jobs of `source` into the three tables.
+ * PostgreSQL: one statement, the upserts as data-modifying CTEs over `m`.
+ * SQLite has none: `m` goes through a temporary table (the connection's own),
+ * emptied at the end.
+ */
+export function bulkUpserts(source: string, dialect: Dialect): string[] {
+  const [minute, hour, total] = TABLES.map(upsertFromMinutes) as [string, string, string];
+  if (dialect === 'postgres') return [`${perMinute(source, dialect)}, a AS (${minute}), b AS (${hour}) ${total}`];
+  const temp = 'temp.job_metrics_fold';
+  const fromTemp = (statement: string) => statement.replace(' FROM m WHERE', ` FROM ${temp} WHERE`);
+  return [
+    `CREATE TEMP TABLE IF NOT EXISTS job_metrics_fold (period, queue, task, ${VALUES.join(', ')})`,
+    `DELETE FROM ${temp}`,
+    `${perMinute(source, dialect)} INSERT INTO ${temp} SELECT * FROM m`,
+    fromTemp(minute),
+    fromTemp(hour),
+    fromTemp(total),
+    `DELETE FROM ${temp}`,
+  ];
 }
 
 /** SQLite: what the row triggers append, a job's own columns; folded by `foldJobMetrics` (store/job-metrics.ts). */
 export const PENDING_TABLE = 'job_metrics_pending';
 const PENDING_COLUMNS = ['queue', 'task', 'status', 'attempts', 'created_at', 'started_at', 'finished_at', 'updated_at'];
 
-function pgFunction(name: string, source: string): string {
-  return `CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $body$
+/**
+ * A statement trigger's function: adds the jobs of `source` if there are
+ * any, `worth` being a cheap test that there may be (most updates of `jobs`
+ * move no row to a final status: starts, progress, rewrites of final rows).
+ * No nested loops: the transition tables are not analysed, and a nested
+ * loop over old and new rows costs a batch's size squared.
+ */
+function pgFunction(name: string, worth: string, source: string): string {
+  return `CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_nestloop = off AS $body$
 BEGIN
-  IF EXISTS (SELECT 1 FROM ${source} s) THEN
+  IF ${worth} AND EXISTS (SELECT 1 FROM ${source} s) THEN
     PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.job_metrics'));
     ${bulkUpserts(source, 'postgres').join(';\n    ')};
   END IF;
@@ -147,8 +183,17 @@ export function migration(dialect: Dialect): Migration {
         await sql.raw(`CREATE TRIGGER job_metrics_update AFTER UPDATE OF status ON jobs WHEN NEW.status IN ${FINAL} AND OLD.status NOT IN ${FINAL} BEGIN ${append}; END`).execute(db);
         return;
       }
-      await sql.raw(pgFunction('job_metrics_inserted', `(SELECT * FROM new_rows WHERE status IN ${FINAL})`)).execute(db);
-      await sql.raw(pgFunction('job_metrics_updated', `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`)).execute(db);
+      const anyFinal = `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL})`;
+      await sql.raw(pgFunction('job_metrics_inserted', anyFinal, `(SELECT * FROM new_rows WHERE status IN ${FINAL})`)).execute(db);
+      await sql
+        .raw(
+          pgFunction(
+            'job_metrics_updated',
+            `${anyFinal} AND EXISTS (SELECT 1 FROM old_rows WHERE status NOT IN ${FINAL})`,
+            `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`,
+          ),
+        )
+        .execute(db);
       await sql.raw('CREATE TRIGGER job_metrics_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION job_metrics_inserted()').execute(db);
       await sql
         .raw('CREATE TRIGGER job_metrics_update AFTER UPDATE ON jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION job_metrics_updated()')
