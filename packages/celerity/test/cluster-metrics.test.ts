@@ -56,6 +56,14 @@ describe.each(stores)('cluster-wide job totals on the API (%s)', (kind) => {
     expect(jobsTotal(text, { task: 'rel.sleep', queue: 'default', status: 'completed' })).toBeUndefined();
     expect(jobsTotal(text, { ...cluster, status: 'failed' })).toBe(0);
     expect(text).toMatch(/# TYPE celerity_jobs_total counter/);
+    // The cluster's run times, as a histogram of their own: every job ran 20 ms or more.
+    const sample = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    const series = 'celerity_cluster_job_run_seconds';
+    expect(text).toMatch(new RegExp(`# TYPE ${series} histogram`));
+    expect(sample(`${series}_count\\{task="rel.sleep",queue="default"\\}`)).toBe(expected);
+    expect(sample(`${series}_bucket\\{task="rel.sleep",queue="default",le="\\+Inf"\\}`)).toBe(expected);
+    expect(sample(`${series}_bucket\\{task="rel.sleep",queue="default",le="0.011"\\}`)).toBe(0);
+    expect(sample(`${series}_sum\\{task="rel.sleep",queue="default"\\}`)).toBeGreaterThanOrEqual(0.02 * expected * 0.9);
 
     // The stats API, from the same process, sees them per minute.
     const stats = (await (await fetch(`http://127.0.0.1:${port}/v1/stats?task=rel.sleep`)).json()) as { series: { points: { completed: number; run_p50: number }[] }[] };

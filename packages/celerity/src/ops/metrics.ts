@@ -2,7 +2,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { App } from '../app.ts';
 import type { JobEventInfo, LifecycleEvent } from '../worker/lifecycle.ts';
 import type { Worker } from '../worker/worker.ts';
-import { readTotals } from '../store/job-metrics.ts';
+import { type JobTotals, readTotals } from '../store/job-metrics.ts';
+import { BUCKET_COUNT, BUCKET_LOWER } from './histogram.ts';
 import { measureHistoryLag, withTimeout } from './readiness.ts';
 
 /** The `status` label of `celerity_jobs_total` and `celerity_job_duration_seconds`: how an attempt ended. */
@@ -41,6 +42,8 @@ export class Metrics {
   private readonly app: App;
   private readonly workers = new Set<Worker>();
   private clusterTotals = false;
+  /** The totals read by the last scrape, for the cluster run-time histogram. */
+  private lastTotals: JobTotals[] = [];
 
   constructor(app: App) {
     this.app = app;
@@ -172,6 +175,7 @@ export class Metrics {
         QUEUE_DEPTH_TIMEOUT_MS,
         'SQL',
       );
+      this.lastTotals = totals;
       for (const t of totals) {
         const values: [AttemptStatus, number][] = [
           ['completed', t.completed],
@@ -204,7 +208,8 @@ export class Metrics {
   /** The exposition: the process defaults (CPU, memory, event loop, GC), then this app's metrics. */
   async render(): Promise<string> {
     const [process, app] = await Promise.all([processRegistry().metrics(), this.registry.metrics()]);
-    return `${process}\n${app}`;
+    const cluster = this.clusterTotals ? `${app.endsWith('\n') ? '' : '\n'}${clusterRunHistogram(this.lastTotals)}` : '';
+    return `${process}\n${app}${cluster}`;
   }
 
   /**
@@ -237,6 +242,39 @@ export class Metrics {
       }),
     );
   }
+}
+
+/**
+ * `celerity_cluster_job_run_seconds`: the run time of the final attempt of
+ * every job of the cluster, from the totals' buckets (see ops/histogram.ts),
+ * as exposition text: prom-client's Histogram only observes values, and
+ * these are counts summed in SQL. A name of its own, because its buckets
+ * are not those of the in-process `celerity_job_duration_seconds`. A run is
+ * whole ms, so each bucket's `le` is its largest ms, exactly.
+ */
+function clusterRunHistogram(totals: readonly JobTotals[]): string {
+  const name = 'celerity_cluster_job_run_seconds';
+  const lines = [`# HELP ${name} Run time of the final attempt of the jobs of the whole cluster that ended, by task and queue, from the SQL history (the API only).`, `# TYPE ${name} histogram`];
+  for (const t of totals) {
+    const labels = `task="${escapeLabel(t.task)}",queue="${escapeLabel(t.queue)}"`;
+    let cumulative = 0;
+    for (let k = 0; k < BUCKET_COUNT; k++) {
+      cumulative += t.runBuckets[k] ?? 0;
+      if (k === BUCKET_COUNT - 1) break;
+      const largest = BUCKET_LOWER[k + 1]! - 1;
+      // A bucket without a whole ms of its own (the second of [1.41, 2)) repeats the previous bound.
+      if (largest < BUCKET_LOWER[k]!) continue;
+      lines.push(`${name}_bucket{${labels},le="${largest / 1000}"} ${cumulative}`);
+    }
+    lines.push(`${name}_bucket{${labels},le="+Inf"} ${cumulative}`);
+    lines.push(`${name}_sum{${labels}} ${t.runSumMs / 1000}`);
+    lines.push(`${name}_count{${labels}} ${t.runCount}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
 function labels(info: JobEventInfo): { task: string; queue: string } {

@@ -66,6 +66,8 @@ export interface JobTotals {
   retries: number;
   runCount: number;
   runSumMs: number;
+  /** Run times of the final attempts, per bucket of `ops/histogram.ts`. */
+  runBuckets: number[];
 }
 
 const MINUTE_MS = 60_000;
@@ -199,10 +201,12 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
 export async function readTotals(store: JobStore): Promise<JobTotals[]> {
   await unavailable(async () => foldJobMetrics(store));
   const db = store.db as unknown as Kysely<any>;
-  const rows = (await unavailable(() => db.selectFrom('job_metrics_total').select(['queue', 'task', 'completed', 'failed', 'cancelled', 'retries', 'run_count', 'run_sum_ms']).execute())) as Record<
-    string,
-    unknown
-  >[];
+  const rows = (await unavailable(() =>
+    db
+      .selectFrom('job_metrics_total')
+      .select(['queue', 'task', 'completed', 'failed', 'cancelled', 'retries', 'run_count', 'run_sum_ms', ...runColumns])
+      .execute(),
+  )) as Record<string, unknown>[];
   return rows.map((r) => ({
     queue: String(r.queue),
     task: String(r.task),
@@ -212,6 +216,7 @@ export async function readTotals(store: JobStore): Promise<JobTotals[]> {
     retries: Number(r.retries),
     runCount: Number(r.run_count),
     runSumMs: Number(r.run_sum_ms),
+    runBuckets: runColumns.map((c) => Number(r[c])),
   }));
 }
 
