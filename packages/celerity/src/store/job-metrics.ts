@@ -77,7 +77,7 @@ const DAY_MS = 86_400_000;
 /** Minute rows are kept this long (or the metrics retention, if shorter): charts past it read hours. */
 export const MINUTE_RETENTION_MS = 48 * HOUR_MS;
 
-/** The longest range one request may cover: 1,440 points per series at either granularity's cap. */
+/** The longest range one request may cover: at most 1,440 points per series by minute, 744 by hour. */
 export const MAX_RANGE_MS: Record<StatsGranularity, number> = { minute: 24 * HOUR_MS, hour: 31 * DAY_MS };
 const DEFAULT_RANGE_MS: Record<StatsGranularity, number> = { minute: HOUR_MS, hour: 24 * HOUR_MS };
 const PERIOD_MS: Record<StatsGranularity, number> = { minute: MINUTE_MS, hour: HOUR_MS };
@@ -146,6 +146,19 @@ export function foldJobMetrics(store: JobStore): void {
   fold();
 }
 
+/**
+ * Reads include what the recorders wrote last. A fold that fails (another
+ * process holds SQLite's write lock past its timeout) leaves the read a
+ * batch behind rather than failing it: the next fold adds those jobs.
+ */
+function foldBeforeRead(store: JobStore): void {
+  try {
+    foldJobMetrics(store);
+  } catch {
+    // Read what is folded.
+  }
+}
+
 /** A read the database did not answer is an outage (503), not the caller's fault. */
 async function unavailable<T>(read: () => Promise<T>): Promise<T> {
   try {
@@ -161,7 +174,7 @@ async function unavailable<T>(read: () => Promise<T>): Promise<T> {
  */
 export async function readStats(store: JobStore, query: StatsQuery, now: number = Date.now()): Promise<StatsResult> {
   const q = resolveStatsQuery(query, now);
-  await unavailable(async () => foldJobMetrics(store));
+  foldBeforeRead(store);
   const db = store.db as unknown as Kysely<any>;
   let select = db
     .selectFrom(q.granularity === 'minute' ? 'job_metrics_minute' : 'job_metrics_hour')
@@ -199,7 +212,7 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
 
 /** Every (queue, task)'s totals since the metrics began: a few rows, read per scrape. */
 export async function readTotals(store: JobStore): Promise<JobTotals[]> {
-  await unavailable(async () => foldJobMetrics(store));
+  foldBeforeRead(store);
   const db = store.db as unknown as Kysely<any>;
   const rows = (await unavailable(() =>
     db
