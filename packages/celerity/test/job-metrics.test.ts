@@ -142,7 +142,9 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
       ]),
     ).toEqual(new Set());
 
-    expect(await readTotals(store)).toEqual([{ queue: 'default', task: 'm.ok', completed: 3, failed: 1, cancelled: 1, retries: 2, runCount: 4, runSumMs: 100 + 100 + 20 + 190 }]);
+    const runBuckets = new Array(BUCKET_COUNT).fill(0);
+    for (const run of [100, 100, 20, 190]) runBuckets[bucketOf(run)] += 1;
+    expect(await readTotals(store)).toEqual([{ queue: 'default', task: 'm.ok', completed: 3, failed: 1, cancelled: 1, retries: 2, runCount: 4, runSumMs: 100 + 100 + 20 + 190, runBuckets }]);
     const minutes = (await rows(store, 'job_metrics_minute')).sort((x, y) => Number(x.period) - Number(y.period));
     expect(minutes.map((m) => [m.period, m.completed, m.failed, m.cancelled, m.retries])).toEqual([
       [T0, 2, 1, 1, 2],
@@ -198,7 +200,9 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
     expect((await migrator.migrateToLatest()).error).toBeUndefined();
     await store.write([state('a', 1), state('b', 1, { status: 'failed', tenant: 'acme' }), state('c', 1, { status: 'started', finishedAt: null })]);
     await store.migrate();
-    expect(await readTotals(store)).toEqual([{ queue: 'default', task: 'm.ok', completed: 1, failed: 1, cancelled: 0, retries: 0, runCount: 2, runSumMs: 200 }]);
+    expect(await readTotals(store)).toEqual([
+      { queue: 'default', task: 'm.ok', completed: 1, failed: 1, cancelled: 0, retries: 0, runCount: 2, runSumMs: 200, runBuckets: expect.arrayContaining([2]) },
+    ]);
     // From then on, the triggers: c ends.
     await store.write([state('c', 2)]);
     expect((await readTotals(store))[0]).toMatchObject({ completed: 2, failed: 1 });
@@ -335,7 +339,7 @@ describe.each(stores)('job metrics from the recorders (%s)', (kind) => {
       { queue: 'default', task: 'jm.fail', completed: 0, failed: 6, cancelled: 0, retries: 0 },
       { queue: 'default', task: 'jm.ok', completed: 60, failed: 0, cancelled: 0, retries: 0 },
     ];
-    const totals = async () => (await readTotals(store)).map(({ runCount: _r, runSumMs: _s, ...t }) => t).sort((a, b) => a.task.localeCompare(b.task));
+    const totals = async () => (await readTotals(store)).map(({ runCount: _r, runSumMs: _s, runBuckets: _b, ...t }) => t).sort((a, b) => a.task.localeCompare(b.task));
     await waitFor(async () => {
       expect(await totals()).toEqual(expected);
       return true;
