@@ -45,4 +45,4 @@ export {
   type TenantScope,
 } from './auth/principal.ts';
 export { createKey, listKeys, revokeKey, type ApiKey, type NewKey } from './auth/key-store.ts';
-export type { StatsGranularity, StatsPoint, StatsQuery, StatsResult, StatsSeries } from './store/job-metrics.ts';
+export type { StatsGranularity, StatsGrouping, StatsPoint, StatsQuery, StatsResult, StatsSeries } from './store/job-metrics.ts';

@@ -294,6 +294,23 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
     expect(Math.abs(point.run_p50! - p50) / p50).toBeLessThan(0.19);
     expect(point.wait_p50).toBe(3);
 
+    // Summed per queue, or all together: counts add up, histograms too.
+    const perTask = await readStats(store, { from: T0, to: T0 + 3 * 3_600_000, granularity: 'hour' }, T0 + 4 * 3_600_000);
+    const perQueue = await readStats(store, { from: T0, to: T0 + 3 * 3_600_000, granularity: 'hour', by: 'queue' }, T0 + 4 * 3_600_000);
+    const all = await readStats(store, { from: T0, to: T0 + 3 * 3_600_000, granularity: 'hour', by: 'all' }, T0 + 4 * 3_600_000);
+    expect(perTask.series.map((x) => x.task)).toEqual(['m.ok', 'm.slow']);
+    expect(perQueue.series.map((x) => [x.queue, x.task])).toEqual([['default', null]]);
+    expect(all.series.map((x) => [x.queue, x.task])).toEqual([[null, null]]);
+    expect(all.by).toBe('all');
+    const hourTotals = (r: typeof perTask) => r.series.flatMap((x) => x.points).reduce((n, p) => n + p.completed + p.failed, 0);
+    expect(hourTotals(perTask)).toBe(200);
+    expect(hourTotals(perQueue)).toBe(200);
+    expect(hourTotals(all)).toBe(200);
+    expect(all.series[0]!.points).toEqual(perQueue.series[0]!.points);
+    // The slow task is a quarter of the jobs: the 95th percentile of them all is one of its runs, the median one of the quick task's.
+    expect(all.series[0]!.points[0]!.run_p95).toBeGreaterThan(900);
+    expect(all.series[0]!.points[0]!.run_p50).toBeLessThan(15);
+
     const none = await readStats(store, { from: T0, to: T0 + 3_600_000, queue: 'elsewhere' }, T0 + 3_600_000);
     expect(none.series).toEqual([]);
   });
@@ -403,6 +420,8 @@ describe('GET /v1/stats', () => {
       expect(res.body.error.code).toEqual(expect.any(String));
     };
     await bad('?granularity=day', 'granularity');
+    await bad('?by=tenant', 'by');
+    expect((await get('?by=all')).body.series).toEqual([{ queue: null, task: null, points: [expect.objectContaining({ completed: 1 })] }]);
     await bad('?from=yesterday', 'from');
     await bad('?to=2026-13-45T00:00:00Z', 'to');
     await bad(`?from=${now}&to=${now - 1}`, 'from');

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { InvalidOptionsError, StoreUnavailableError } from '../errors.ts';
 import { BUCKET_COUNT, percentile } from '../ops/histogram.ts';
 import type { JobStore } from './job-store.ts';
@@ -25,7 +25,11 @@ export interface StatsQuery {
   granularity?: StatsGranularity | undefined;
   task?: string | undefined;
   queue?: string | undefined;
+  /** One series per queue and task (default), per queue (its tasks summed), or one for `all`. */
+  by?: StatsGrouping | undefined;
 }
+
+export type StatsGrouping = 'task' | 'queue' | 'all';
 
 /** One period of one series; latencies in ms, null when no job of the period had one. */
 export interface StatsPoint {
@@ -43,14 +47,17 @@ export interface StatsPoint {
 }
 
 export interface StatsSeries {
-  queue: string;
-  task: string;
+  /** Null when the series sums several queues (`by: 'all'`). */
+  queue: string | null;
+  /** Null when the series sums several tasks (`by: 'queue'` or `'all'`). */
+  task: string | null;
   /** Periods in which at least one job of the series ended, oldest first; periods without any are left out. */
   points: StatsPoint[];
 }
 
 export interface StatsResult {
   granularity: StatsGranularity;
+  by: StatsGrouping;
   from: string;
   to: string;
   series: StatsSeries[];
@@ -84,6 +91,7 @@ const PERIOD_MS: Record<StatsGranularity, number> = { minute: MINUTE_MS, hour: H
 
 const waitColumns = Array.from({ length: BUCKET_COUNT }, (_, k) => `wait_b${String(k).padStart(2, '0')}`);
 const runColumns = Array.from({ length: BUCKET_COUNT }, (_, k) => `run_b${String(k).padStart(2, '0')}`);
+const SUMMED = ['completed', 'failed', 'cancelled', 'retries', ...waitColumns, ...runColumns];
 
 function instant(value: Date | number | string, field: string): number {
   const ms = value instanceof Date ? value.getTime() : typeof value === 'number' ? value : /^\d+$/.test(value) ? Number(value) : Date.parse(value);
@@ -92,9 +100,11 @@ function instant(value: Date | number | string, field: string): number {
 }
 
 /** The query with its defaults, its range rounded out to whole periods; throws InvalidOptionsError naming the field at fault. */
-export function resolveStatsQuery(q: StatsQuery, now: number = Date.now()): { granularity: StatsGranularity; from: number; to: number; task?: string; queue?: string } {
+export function resolveStatsQuery(q: StatsQuery, now: number = Date.now()): { granularity: StatsGranularity; by: StatsGrouping; from: number; to: number; task?: string; queue?: string } {
   const granularity = q.granularity ?? 'minute';
   if (granularity !== 'minute' && granularity !== 'hour') throw new InvalidOptionsError([{ path: 'granularity', message: 'must be "minute" or "hour"' }]);
+  const by = q.by ?? 'task';
+  if (by !== 'task' && by !== 'queue' && by !== 'all') throw new InvalidOptionsError([{ path: 'by', message: 'must be "task", "queue" or "all"' }]);
   const period = PERIOD_MS[granularity];
   const to = q.to === undefined ? now : instant(q.to, 'to');
   const from = q.from === undefined ? to - DEFAULT_RANGE_MS[granularity] : instant(q.from, 'from');
@@ -109,7 +119,7 @@ export function resolveStatsQuery(q: StatsQuery, now: number = Date.now()): { gr
   // Whole periods: a range that cuts a period in two reports all of it.
   const start = from - (from % period);
   const end = to % period === 0 ? to : to - (to % period) + period;
-  return { granularity, from: start, to: end, ...(q.task !== undefined ? { task: q.task } : {}), ...(q.queue !== undefined ? { queue: q.queue } : {}) };
+  return { granularity, by, from: start, to: end, ...(q.task !== undefined ? { task: q.task } : {}), ...(q.queue !== undefined ? { queue: q.queue } : {}) };
 }
 
 const folds = new WeakMap<SqliteDatabase, () => void>();
@@ -178,17 +188,19 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
   const db = store.db as unknown as Kysely<any>;
   let select = db
     .selectFrom(q.granularity === 'minute' ? 'job_metrics_minute' : 'job_metrics_hour')
-    .selectAll()
     .where('period', '>=', q.from)
     .where('period', '<', q.to);
   if (q.task !== undefined) select = select.where('task', '=', q.task);
   if (q.queue !== undefined) select = select.where('queue', '=', q.queue);
-  const rows = (await unavailable(() => select.orderBy('queue').orderBy('task').orderBy('period').execute())) as Record<string, unknown>[];
+  // Grouped series are sums of the rows, histograms included (they add up bucket by bucket).
+  const keys = q.by === 'task' ? ['queue', 'task'] : q.by === 'queue' ? ['queue'] : [];
+  const grouped = q.by === 'task' ? select.selectAll() : select.select([...keys, 'period', ...SUMMED.map((c) => sql<number>`sum(${sql.ref(c)})`.as(c))]).groupBy([...keys, 'period']);
+  const rows = (await unavailable(() => [...keys, 'period'].reduce((query, key) => query.orderBy(key), grouped).execute())) as Record<string, unknown>[];
   const series: StatsSeries[] = [];
   let current: StatsSeries | undefined;
   for (const row of rows) {
-    const queue = String(row.queue);
-    const task = String(row.task);
+    const queue = row.queue === undefined ? null : String(row.queue);
+    const task = row.task === undefined ? null : String(row.task);
     if (!current || current.queue !== queue || current.task !== task) {
       current = { queue, task, points: [] };
       series.push(current);
@@ -207,7 +219,7 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
       run_p95: percentile(run, 0.95),
     });
   }
-  return { granularity: q.granularity, from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), series };
+  return { granularity: q.granularity, by: q.by, from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), series };
 }
 
 /** Every (queue, task)'s totals since the metrics began: a few rows, read per scrape. */

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import { IDENTIFIER_PATTERN, MAX_NAME_LENGTH, TASK_NAME_PATTERN } from '../../limits.ts';
 import { appMetrics } from '../../ops/metrics.ts';
-import type { StatsGranularity } from '../../store/job-metrics.ts';
+import type { StatsGranularity, StatsGrouping } from '../../store/job-metrics.ts';
 
 const latency = (what: string) => ({ type: ['number', 'null'], description: `${what} in ms, from log-scale buckets (within 19%); null when no job of the period had one.` }) as const;
 
@@ -10,6 +10,7 @@ const statsResponse = {
   type: 'object',
   properties: {
     granularity: { type: 'string', enum: ['minute', 'hour'] },
+    by: { type: 'string', enum: ['task', 'queue', 'all'] },
     from: { type: 'string', format: 'date-time', description: 'Start of the first period covered (the range, rounded out to whole periods).' },
     to: { type: 'string', format: 'date-time', description: 'End of the last period covered (exclusive).' },
     series: {
@@ -17,8 +18,8 @@ const statsResponse = {
       items: {
         type: 'object',
         properties: {
-          queue: { type: 'string' },
-          task: { type: 'string' },
+          queue: { type: ['string', 'null'], description: 'Null when the series sums every queue (`by=all`).' },
+          task: { type: ['string', 'null'], description: 'Null when the series sums tasks (`by=queue` or `by=all`).' },
           points: {
             type: 'array',
             description: 'Periods in which a job of the series ended, oldest first; the others are left out.',
@@ -43,7 +44,7 @@ const statsResponse = {
       },
     },
   },
-  required: ['granularity', 'from', 'to', 'series'],
+  required: ['granularity', 'by', 'from', 'to', 'series'],
 } as const;
 
 /**
@@ -57,7 +58,7 @@ const statsResponse = {
  */
 export async function statsRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   appMetrics(app).exposeClusterTotals();
-  server.get<{ Querystring: { from?: string; to?: string; granularity?: StatsGranularity; task?: string; queue?: string } }>(
+  server.get<{ Querystring: { from?: string; to?: string; granularity?: StatsGranularity; by?: StatsGrouping; task?: string; queue?: string } }>(
     '/v1/stats',
     {
       schema: {
@@ -72,6 +73,12 @@ export async function statsRoutes(server: FastifyInstance, { app }: { app: App }
             from: { type: 'string', minLength: 1, maxLength: 40, description: 'Start (inclusive): an ISO 8601 date-time or epoch ms.' },
             to: { type: 'string', minLength: 1, maxLength: 40, description: 'End (exclusive): an ISO 8601 date-time or epoch ms; default now.' },
             granularity: { type: 'string', enum: ['minute', 'hour'], default: 'minute' },
+            by: {
+              type: 'string',
+              enum: ['task', 'queue', 'all'],
+              default: 'task',
+              description: 'One series per queue and task, per queue (its tasks summed, percentiles of them all), or one for everything.',
+            },
             task: { type: 'string', pattern: TASK_NAME_PATTERN },
             queue: { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: IDENTIFIER_PATTERN },
           },
