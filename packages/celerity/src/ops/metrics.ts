@@ -152,9 +152,10 @@ export class Metrics {
   /**
    * Adds the cluster-wide series `celerity_jobs_total{source="cluster"}`,
    * read at scrape time from the totals the recorders keep in SQL: what
-   * every worker of the cluster ran, not only this process. The API's job
-   * routes call it, so it is exposed by the API and not by each worker's
-   * health server (which would repeat the same cluster numbers per worker).
+   * every worker of the cluster ran, not only this process, and the
+   * histogram `celerity_cluster_job_run_seconds`. The API's stats routes
+   * call it, so they are exposed by the API and not by each worker's health
+   * server (which would repeat the same cluster numbers once per worker).
    */
   exposeClusterTotals(): void {
     this.clusterTotals = true;
