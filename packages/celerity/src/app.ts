@@ -17,6 +17,7 @@ import { createLogger } from './logger.ts';
 import { createRedis } from './broker/connection.ts';
 import { newRecorderStats, Recorder, type RecorderStats } from './store/recorder.ts';
 import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
+import { readStats, type StatsQuery, type StatsResult } from './store/job-metrics.ts';
 import { parseInput, type Task, type TaskInput, type TaskResult } from './task.ts';
 import { Worker } from './worker/worker.ts';
 import { Lifecycle, type LifecycleEvent, type LifecycleHook } from './worker/lifecycle.ts';
@@ -514,6 +515,15 @@ export class App {
 
   async listJobs(filter: ListFilter): Promise<JobPage> {
     return (await this.openStore()).list(filter);
+  }
+
+  /**
+   * Throughput, failures and wait and run percentiles per queue and task, by
+   * minute or hour, for every tenant (see `GET /v1/stats`). Throws
+   * InvalidOptionsError naming the field for a bad range.
+   */
+  async stats(query: StatsQuery = {}): Promise<StatsResult> {
+    return readStats(await this.openStore(), query);
   }
 
   /** Starts a recorder for the app's queues on its own connection. */

@@ -147,6 +147,12 @@ export const OPTIONS = {
     doc: 'Days the SQL history keeps a finished job before the `celerity.purge` maintenance task deletes it; 0 keeps it for ever.',
     default: '30',
   },
+  metricsRetention: {
+    env: 'CELERITY_METRICS_RETENTION',
+    flag: '--metrics-retention',
+    doc: 'Days the hourly job metrics (`GET /v1/stats?granularity=hour`) are kept before `celerity.purge` deletes them; 0 keeps them for ever. Per-minute metrics are kept 48 hours (or this, if shorter); the totals behind the cluster-wide Prometheus counters are never deleted.',
+    default: '30',
+  },
   auth: {
     env: 'CELERITY_AUTH',
     flag: '--auth',
@@ -278,6 +284,7 @@ const schema = z.object({
   uploadMaxBytes: positiveInt,
   uploadTtl: positiveInt,
   historyRetention: z.coerce.number().int().min(0),
+  metricsRetention: z.coerce.number().int().min(0),
   healthPort: z.coerce.number().int().min(1).max(65535).optional(),
   auth: z.enum(['keys', 'off']),
   metricsToken: z.string().min(16, 'must be at least 16 characters').optional(),

@@ -59,3 +59,4 @@ export {
   type BulkStatus,
 } from './ops/bulk/operations.ts';
 export { BULK_TASK } from './ops/bulk/run.ts';
+export type { StatsGranularity, StatsGrouping, StatsPoint, StatsQuery, StatsResult, StatsSeries } from './store/job-metrics.ts';

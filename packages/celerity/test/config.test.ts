@@ -47,6 +47,7 @@ describe('loadConfig', () => {
       uploadMaxBytes: 104857600,
       uploadTtl: 86400,
       historyRetention: 30,
+      metricsRetention: 30,
       auth: 'keys',
     });
     expect(config.databaseUrl).toBeUndefined();
@@ -103,6 +104,7 @@ describe('loadConfig', () => {
         CELERITY_UPLOAD_MAX_BYTES: '1000',
         CELERITY_UPLOAD_TTL: '60',
         CELERITY_HISTORY_RETENTION: '0',
+        CELERITY_METRICS_RETENTION: '7',
         CELERITY_HEALTH_PORT: '9090',
         CELERITY_AUTH: 'off',
         CELERITY_METRICS_TOKEN: 'scrape-token-0123456789',
@@ -147,6 +149,7 @@ describe('loadConfig', () => {
       uploadMaxBytes: 1000,
       uploadTtl: 60,
       historyRetention: 0,
+      metricsRetention: 7,
       healthPort: 9090,
       auth: 'off',
       metricsToken: 'scrape-token-0123456789',
@@ -208,6 +211,7 @@ describe('loadConfig', () => {
     ['uploadTtl', 'forever', /.+/],
     ['historyRetention', '-1', /.+/],
     ['historyRetention', '1.5', /.+/],
+    ['metricsRetention', '-1', /.+/],
     ['healthPort', '0', /.+/],
     ['rateLimitSubmit', '-1', /.+/],
     ['rateLimitRead', 'lots', /.+/],

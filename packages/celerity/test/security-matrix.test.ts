@@ -172,6 +172,9 @@ describe.each(stores)('the access matrix of docs/security.md (%s)', (kind: Store
         form.set('file', new Blob(['a,b\n1,2\n'], { type: 'text/csv' }), 'rows.csv');
         return fetch(url('/v1/uploads'), { method: 'POST', headers, body: form });
       }
+      case 'GET /v1/stats':
+        // Aggregates of every tenant: a tenant's ops:read key reads the same as any other (see docs/security.md).
+        return fetch(url('/v1/stats?granularity=hour&task=mail.send'), { headers });
       case 'POST /v1/hooks/{task}': {
         const body = JSON.stringify({ ticket: 'T-1' });
         const signed: Record<string, string> = c === 'Right key' ? { 'celerity-signature': signWebhook(HOOK_SECRET, body) } : {};

@@ -11,6 +11,7 @@ import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
 import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { statsRoutes } from './routes/stats.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { jobActionRoutes } from './routes/actions.ts';
 import { queueActionRoutes } from './routes/queue-actions.ts';
@@ -150,6 +151,7 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   await server.register(jobActionRoutes, { app });
   await server.register(queueActionRoutes, { app });
   await server.register(bulkRoutes, { app });
+  await server.register(statsRoutes, { app });
   // The app's own routes, after Celerity's: they share the error shape and the OpenAPI document.
   for (const routes of app.routes) await server.register(routes, { app });
   if (opts.openapi) server.get('/openapi.json', { schema: { hide: true }, config: { celerity: { open: true } } }, async () => server.swagger());

@@ -66,6 +66,7 @@ const WORKER: OptionName[] = [
   'maxMemoryPerChild',
   'heartbeatInterval',
   'historyRetention',
+  'metricsRetention',
 ];
 const SERVER: OptionName[] = [
   'port',

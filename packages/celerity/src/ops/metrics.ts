@@ -2,6 +2,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { App } from '../app.ts';
 import type { JobEventInfo, LifecycleEvent } from '../worker/lifecycle.ts';
 import type { Worker } from '../worker/worker.ts';
+import { type JobTotals, readTotals } from '../store/job-metrics.ts';
+import { BUCKET_COUNT, BUCKET_LOWER } from './histogram.ts';
 import { measureHistoryLag, withTimeout } from './readiness.ts';
 
 /** The `status` label of `celerity_jobs_total` and `celerity_job_duration_seconds`: how an attempt ended. */
@@ -39,6 +41,9 @@ export class Metrics {
   readonly registry: Registry;
   private readonly app: App;
   private readonly workers = new Set<Worker>();
+  private clusterTotals = false;
+  /** The totals read by the last scrape, for the cluster run-time histogram. */
+  private lastTotals: JobTotals[] = [];
 
   constructor(app: App) {
     this.app = app;
@@ -47,11 +52,12 @@ export class Metrics {
     this.registry = new Registry();
     const registers = [this.registry];
 
-    const jobs = new Counter({
+    const jobs: Counter<'task' | 'queue' | 'status' | 'source'> = new Counter({
       name: 'celerity_jobs_total',
-      help: 'Attempts ended in this process, by task, queue and how they ended (completed, failed, retrying, cancelled).',
-      labelNames: ['task', 'queue', 'status'] as const,
+      help: 'Without `source`: attempts ended in this process, by task, queue and how they ended (completed, failed, retrying, cancelled). With source="cluster" (the API only): jobs of the whole cluster that ended completed, failed or cancelled, and the retried attempts of those jobs (retrying), from the SQL history.',
+      labelNames: ['task', 'queue', 'status', 'source'] as const,
       registers,
+      collect: (): Promise<void> => this.readClusterTotals(jobs),
     });
     const duration = new Histogram({
       name: 'celerity_job_duration_seconds',
@@ -143,6 +149,52 @@ export class Metrics {
     }
   }
 
+  /**
+   * Adds the cluster-wide series `celerity_jobs_total{source="cluster"}`,
+   * read at scrape time from the totals the recorders keep in SQL: what
+   * every worker of the cluster ran, not only this process, and the
+   * histogram `celerity_cluster_job_run_seconds`. The API's stats routes
+   * call it, so they are exposed by the API and not by each worker's health
+   * server (which would repeat the same cluster numbers once per worker).
+   */
+  exposeClusterTotals(): void {
+    this.clusterTotals = true;
+  }
+
+  /**
+   * The cluster's totals, from `job_metrics_total`: a handful of rows, kept
+   * in the recorders' transactions and never pruned, so each series only
+   * rises. Set to the stored value (remove, then add) so that every API
+   * process reports the same number. A store that does not answer in time
+   * keeps the last values: a scrape never fails or hangs because of SQL.
+   */
+  private async readClusterTotals(counter: Counter<'task' | 'queue' | 'status' | 'source'>): Promise<void> {
+    if (!this.clusterTotals) return;
+    try {
+      const totals = await withTimeout(
+        this.app.openStore().then((store) => readTotals(store)),
+        QUEUE_DEPTH_TIMEOUT_MS,
+        'SQL',
+      );
+      this.lastTotals = totals;
+      for (const t of totals) {
+        const values: [AttemptStatus, number][] = [
+          ['completed', t.completed],
+          ['failed', t.failed],
+          ['cancelled', t.cancelled],
+          ['retrying', t.retries],
+        ];
+        for (const [status, value] of values) {
+          const labels = { task: t.task, queue: t.queue, status, source: 'cluster' };
+          counter.remove(labels);
+          counter.inc(labels, value);
+        }
+      }
+    } catch {
+      // Stale (or absent) cluster totals; the scrape goes on.
+    }
+  }
+
   /** Counts `worker`'s running jobs in `celerity_worker_active_jobs` (and its queues in the depth); returns the undo. */
   trackWorker(worker: Worker): () => void {
     this.workers.add(worker);
@@ -157,7 +209,8 @@ export class Metrics {
   /** The exposition: the process defaults (CPU, memory, event loop, GC), then this app's metrics. */
   async render(): Promise<string> {
     const [process, app] = await Promise.all([processRegistry().metrics(), this.registry.metrics()]);
-    return `${process}\n${app}`;
+    const cluster = this.clusterTotals ? `${app.endsWith('\n') ? '' : '\n'}${clusterRunHistogram(this.lastTotals)}` : '';
+    return `${process}\n${app}${cluster}`;
   }
 
   /**
@@ -190,6 +243,39 @@ export class Metrics {
       }),
     );
   }
+}
+
+/**
+ * `celerity_cluster_job_run_seconds`: the run time of the final attempt of
+ * every job of the cluster, from the totals' buckets (see ops/histogram.ts),
+ * as exposition text: prom-client's Histogram only observes values, and
+ * these are counts summed in SQL. A name of its own, because its buckets
+ * are not those of the in-process `celerity_job_duration_seconds`. A run is
+ * whole ms, so each bucket's `le` is its largest ms, exactly.
+ */
+function clusterRunHistogram(totals: readonly JobTotals[]): string {
+  const name = 'celerity_cluster_job_run_seconds';
+  const lines = [`# HELP ${name} Run time of the final attempt of the jobs of the whole cluster that ended, by task and queue, from the SQL history (the API only).`, `# TYPE ${name} histogram`];
+  for (const t of totals) {
+    const labels = `task="${escapeLabel(t.task)}",queue="${escapeLabel(t.queue)}"`;
+    let cumulative = 0;
+    for (let k = 0; k < BUCKET_COUNT; k++) {
+      cumulative += t.runBuckets[k] ?? 0;
+      if (k === BUCKET_COUNT - 1) break;
+      const largest = BUCKET_LOWER[k + 1]! - 1;
+      // A bucket without a whole ms of its own (the second of [1.41, 2)) repeats the previous bound.
+      if (largest < BUCKET_LOWER[k]!) continue;
+      lines.push(`${name}_bucket{${labels},le="${largest / 1000}"} ${cumulative}`);
+    }
+    lines.push(`${name}_bucket{${labels},le="+Inf"} ${cumulative}`);
+    lines.push(`${name}_sum{${labels}} ${t.runSumMs / 1000}`);
+    lines.push(`${name}_count{${labels}} ${t.runCount}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
 function labels(info: JobEventInfo): { task: string; queue: string } {

@@ -5,6 +5,7 @@ import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import type { CelerityConfig } from '../config.ts';
 import type { JobStore } from '../store/job-store.ts';
+import { pruneMetrics } from '../store/job-metrics.ts';
 import { withTenantScope } from '../store/tenant-scope.ts';
 import { defineTask, type Task } from '../task.ts';
 import { sweepUploads } from '../uploads/store.ts';
@@ -138,7 +139,7 @@ const noInput = z.object({}).strict();
 /**
  * The built-in maintenance tasks, bound to the app: `celerity.purge`
  * (history past `CELERITY_HISTORY_RETENTION`, Redis results past
- * `CELERITY_RESULT_TTL`), `celerity.uploads.sweep` (orphan uploads past
+ * `CELERITY_RESULT_TTL`, job metrics past their retention), `celerity.uploads.sweep` (orphan uploads past
  * `CELERITY_UPLOAD_TTL`) and `celerity.stuck` (reports stuck jobs).
  */
 export function maintenanceTasks(host: MaintenanceHost): Task[] {
@@ -147,11 +148,21 @@ export function maintenanceTasks(host: MaintenanceHost): Task[] {
     defineTask({
       ...common,
       name: MAINTENANCE_TASKS.purge,
-      description: 'Deletes the job history past CELERITY_HISTORY_RETENTION days and Redis results past CELERITY_RESULT_TTL.',
+      description:
+        'Deletes the job history past CELERITY_HISTORY_RETENTION days, Redis results past CELERITY_RESULT_TTL, and job metrics past 48 hours (minutes) and CELERITY_METRICS_RETENTION days (hours).',
       handler: async () => {
-        const sql = await purgeHistory(await host.openStore(), host.config.historyRetention);
+        const store = await host.openStore();
+        const sql = await purgeHistory(store, host.config.historyRetention);
+        const metrics = await pruneMetrics(store, host.config.metricsRetention);
         const redis = await cleanRedisResults(host.broker, host.queueNames(), host.config.resultTtl);
-        const result = { jobs_deleted: sql.deleted, cutoff: sql.cutoff, redis_completed_removed: redis.completed, redis_failed_removed: redis.failed };
+        const result = {
+          jobs_deleted: sql.deleted,
+          cutoff: sql.cutoff,
+          metric_minutes_deleted: metrics.minutes,
+          metric_hours_deleted: metrics.hours,
+          redis_completed_removed: redis.completed,
+          redis_failed_removed: redis.failed,
+        };
         if (sql.deleted + redis.completed + redis.failed > 0) host.logger.info(result, 'purged old jobs');
         return result;
       },

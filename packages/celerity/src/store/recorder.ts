@@ -9,6 +9,7 @@ import type { HappyUpdate } from './batch-upsert.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
+import { foldJobMetrics } from './job-metrics.ts';
 
 /**
  * The recorder keeps the SQL history in step with Redis without putting SQL
@@ -222,6 +223,8 @@ export class Recorder {
       // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
       const events = entries.filter(([, raw]) => raw !== null).map(([id, raw]) => parseEntry(id, raw!));
       await this.apply(queue, events);
+      // SQLite: the jobs that just ended go from the pending table into the metrics (a no-op on PostgreSQL).
+      foldJobMetrics(this.opts.store);
       this.consecutiveFailures = 0;
       if (entries.length > 0) {
         await this.opts.redis.xack(key, RECORDER_GROUP, ...entries.map(([id]) => id));
