@@ -2,23 +2,23 @@
  * s6_events: the live event feed under load. `celerity serve` (with its
  * recorder, CELERITY_AUTH=off) and one `celerity worker` (concurrency 50) run
  * as child processes on a PostgreSQL history, both on
- * bench/apps/events-app.ts. The bench process opens 100 Server-Sent Events
- * streams on GET /v1/events and submits `bench.progress` jobs at 250 jobs/s;
+ * bench/apps/events-app.ts. 100 Server-Sent Events streams are open on
+ * GET /v1/events, and the bench process submits `bench.progress` jobs at 250 jobs/s;
  * each job makes four messages (queued, started, progress, completed), so
  * the feed carries 1,000 job events per second to each of the 100 streams.
  *
+ * The streams are read by a process of their own (bench/workers/sse-clients.ts).
  * The latency of a message is the time from its event's `at` (when Redis
  * appended the entry to the queue's event stream, Redis' clock, in the id
- * of the entry) to the moment the bench process has read the message off
- * its stream (Date.now()). Redis and the bench run on the same machine, so
+ * of the entry) to the moment that process has read the message off its
+ * stream (Date.now()). Redis and the readers run on the same machine, so
  * both read the same clock, at 1 ms resolution. The warm-up's jobs are of
  * another task (`bench.progress-warmup`), and their messages not counted.
  */
-import { request, type ClientRequest } from 'node:http';
 import { progressTask, warmupTask } from '../apps/events-app.ts';
 import { openApp, storeEnv } from '../lib/env.ts';
 import { summariseLogs } from '../lib/logs.ts';
-import { now, percentile, pollUntil, round, sleep } from '../lib/measure.ts';
+import { now, pollUntil, round, sleep } from '../lib/measure.ts';
 import { freePort, Proc } from '../lib/procs.ts';
 import type { Scope } from '../lib/scope.ts';
 import type { Scenario, ScenarioContext } from '../lib/types.ts';
@@ -26,16 +26,6 @@ import type { Scenario, ScenarioContext } from '../lib/types.ts';
 const STREAMS = 100;
 const JOBS_PER_S = 250;
 const EVENTS_PER_JOB = 4;
-const MEASURED = `"task":"${progressTask.name}"`;
-
-/** One open stream: the messages it read, as latencies (ms) of those that count. */
-interface Client {
-  req: ClientRequest;
-  latencies: number[];
-  /** Messages read, counted or not. */
-  messages: number;
-  lagged: number;
-}
 
 /** `node packages/celerity/bin/celerity.js <command> --app bench/apps/events-app.ts`; its warnings become notes. */
 function celerityProc(ctx: ScenarioContext, scope: Scope, name: string, command: 'serve' | 'worker', env: NodeJS.ProcessEnv): Proc {
@@ -47,46 +37,13 @@ function celerityProc(ctx: ScenarioContext, scope: Scope, name: string, command:
   return proc;
 }
 
-/**
- * Opens a stream and reads it as a browser's EventSource would, but keeps
- * only what the measure needs: the `at` of each message (found in the JSON
- * without parsing it whole, so that 100,000 messages a second do not
- * measure the bench's own JSON.parse). Only messages of `bench.progress`
- * jobs count.
- */
-function openStream(url: string): Promise<Client> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { headers: { accept: 'text/event-stream' }, agent: false });
-    const client: Client = { req, latencies: [], messages: 0, lagged: 0 };
-    req.on('error', reject);
-    req.on('response', (res) => {
-      if (res.statusCode !== 200) {
-        reject(new Error(`GET /v1/events answered ${res.statusCode}`));
-        return;
-      }
-      res.setEncoding('utf8');
-      let buffer = '';
-      res.on('data', (chunk: string) => {
-        const received = Date.now();
-        buffer += chunk;
-        let end = buffer.indexOf('\n\n');
-        while (end >= 0) {
-          const message = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          end = buffer.indexOf('\n\n');
-          if (message.includes('event: lagged')) client.lagged++;
-          const at = message.lastIndexOf('"at":"');
-          if (at < 0) continue;
-          client.messages++;
-          if (!message.includes(MEASURED)) continue;
-          client.latencies.push(received - Date.parse(message.slice(at + 6, message.indexOf('"', at + 6))));
-        }
-      });
-      res.on('error', () => {});
-      resolve(client);
-    });
-    req.end();
-  });
+interface ClientsReport {
+  complete: boolean;
+  fewest: number;
+  count: number;
+  messages: number;
+  lagged: number;
+  latencies: { p50: number; p95: number; p99: number; max: number };
 }
 
 async function waitHttp(url: string, procs: Proc[]): Promise<void> {
@@ -133,11 +90,12 @@ export const s6Events: Scenario = {
       { intervalMs: 50, timeoutMs: 60_000, what: 'the worker to connect' },
     );
 
-    const clients: Client[] = [];
-    for (let i = 0; i < STREAMS; i++) clients.push(await openStream(`${base}/v1/events`));
-    scope.defer('close streams', () => {
-      for (const c of clients) c.req.destroy();
+    // The streams' readers run in a process of their own, as browsers would.
+    const readers = new Proc(scope, 'sse-clients', process.execPath, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/sse-clients.ts'], {
+      env: { ...process.env, BENCH_URL: `${base}/v1/events`, BENCH_STREAMS: String(STREAMS), BENCH_TASK: progressTask.name },
+      ipc: true,
     });
+    await readers.message((m: { type?: string }) => m.type === 'ready', 60_000);
 
     ctx.log(`${STREAMS} streams open; ${JOBS_PER_S} jobs/s: warm-up ${warmupMs} ms, then ${measureMs} ms`);
     const errors: unknown[] = [];
@@ -159,23 +117,16 @@ export const s6Events: Scenario = {
     if (errors.length > 0) throw errors[0];
     const measuredJobs = total - warmupJobs;
     const expectedPerStream = measuredJobs * EVENTS_PER_JOB;
-    // Every stream has its messages of every measured job, or a stream has stalled.
-    await pollUntil(async () => clients.every((c) => c.latencies.length >= expectedPerStream), {
-      intervalMs: 50,
-      timeoutMs: 60_000,
-      what: `${expectedPerStream} messages on each of ${STREAMS} streams`,
-      describe: async () => `fewest ${Math.min(...clients.map((c) => c.latencies.length))}`,
-    });
+    // Every stream has the messages of every measured job, or the report says it has not.
+    readers.child.send({ type: 'wait', expected: expectedPerStream, timeoutMs: 60_000 });
+    const report = await readers.message<ClientsReport>((m: { type?: string }) => m.type === 'done', 90_000);
     server.assertRunning();
     worker.assertRunning();
+    if (!report.complete) throw new Error(`a stream got ${report.fewest} of the ${expectedPerStream} messages of the measured jobs`);
 
-    const all = clients.flatMap((c) => c.latencies).sort((a, b) => a - b);
-    const received = all.length;
-    const lagged = clients.reduce((n, c) => n + c.lagged, 0);
-    const p50 = percentile(all, 50);
-    const p95 = percentile(all, 95);
-    const p99 = percentile(all, 99);
-    const max = all[all.length - 1] ?? Number.NaN;
+    const received = report.count;
+    const lagged = report.lagged;
+    const { p50, p95, p99, max } = report.latencies;
     const perStream = received / STREAMS;
     const eventsPerS = (perStream / measuredFor) * 1000;
     const notes: string[] = [];

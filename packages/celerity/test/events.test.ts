@@ -55,6 +55,8 @@ interface Stream {
   status: number;
   headers: Headers;
   messages: SseMessage[];
+  /** Comment lines (heartbeats) read. */
+  comments: number;
   /** The id the browser would send back on reconnection. */
   lastEventId: string | undefined;
   jobEvents(): (JobEvent & { event: string })[];
@@ -69,6 +71,7 @@ async function openStream(base: string, path: string, headers: Record<string, st
     status: res.statusCode ?? 0,
     headers: new Headers(Object.entries(res.headers).map(([k, v]) => [k, String(v)])),
     messages,
+    comments: 0,
     lastEventId: undefined,
     jobEvents: () => messages.filter((m) => m.event !== 'lagged').map((m) => ({ ...(JSON.parse(m.data) as JobEvent), event: m.event })),
     ended: new Promise((resolve) => res.on('close', resolve)),
@@ -94,7 +97,9 @@ async function openStream(base: string, path: string, headers: Record<string, st
         data = [];
         event = '';
         id = undefined;
-      } else if (!line.startsWith(':')) {
+      } else if (line.startsWith(':')) {
+        stream.comments++;
+      } else {
         const colon = line.indexOf(':');
         const field = colon < 0 ? line : line.slice(0, colon);
         const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
@@ -290,6 +295,30 @@ describe('GET /v1/events', () => {
     const stream = await openStream(base, '/v1/events', { 'last-event-id': old });
     await waitFor(() => stream.messages.some((m) => m.event === 'lagged'));
     expect(JSON.parse(stream.messages[0]!.data)).toMatchObject({ reason: 'gap', queue: 'default' });
+  });
+
+  it('sends heartbeats that carry the position, and resumes past the ring from the streams', async () => {
+    const app = await openTestApp('sqlite', [quick]);
+    const { hub, release } = acquireEventHub(app, { heartbeatMs: 100, ringSize: 1 });
+    onCleanup(release);
+    const { base } = await serve(app);
+    const stream = await openStream(base, '/v1/events');
+    await startWorker(app);
+    const job = await app.enqueue(quick, { n: 1 });
+    await job.wait({ timeoutMs: 10_000 });
+    await waitFor(() => statuses(stream, job.id).includes('completed'));
+    const heartbeatsBefore = stream.comments;
+    await waitFor(() => stream.comments >= heartbeatsBefore + 2);
+    // The id of a heartbeat is where the feed stands: at or past the last message's.
+    const last = parsePosition(stream.messages.at(-1)!.id!, 'id');
+    for (const [queue, id] of parsePosition(stream.lastEventId!, 'id')) expect(compareStreamIds(id, last.get(queue)!)).toBeGreaterThanOrEqual(0);
+    // The ring holds the last message only: a resume from the first needs the streams.
+    const replays = hub.stats.replays;
+    const resumed = await openStream(base, '/v1/events', { 'last-event-id': stream.messages[0]!.id! });
+    await waitFor(() => resumed.messages.length >= 2);
+    expect(hub.stats.replays).toBe(replays + 1);
+    expect(resumed.messages.map((m) => m.data)).toEqual(stream.messages.slice(1).map((m) => m.data));
+    expect(resumed.messages.map((m) => m.id)).toEqual(stream.messages.slice(1).map((m) => m.id));
   });
 
   it('feeds fifty clients from one Redis reader, and forgets a client that leaves', async () => {

@@ -24,6 +24,8 @@ export interface EventHubOptions {
   app: App;
   /** Events kept in memory for clients that resume (Last-Event-ID) without a Redis read. */
   ringSize?: number;
+  /** Most characters of SSE text the ring holds (progress snapshots may be large). */
+  ringBytes?: number;
   /** Jobs whose task, tenant and status the hub remembers. */
   cacheSize?: number;
   /** Block time of one XREAD; also how long a close waits at most. */
@@ -68,7 +70,13 @@ interface FeedItem {
 export interface EventSink {
   /** True when this client is to receive the event (tenant, task patterns, filters). */
   matches(event: HubEvent): boolean;
-  write(text: string): void;
+  /**
+   * Sinks with the same key match the same events (same tenant scope, task
+   * patterns and filters): a batch's text is then built and encoded once for
+   * all of them. Undefined: built for this sink alone.
+   */
+  readonly filterKey?: string;
+  write(text: string | Buffer): void;
   /** Bytes written and not yet sent to the client. */
   readonly bufferedBytes: number;
   /** Ends the response (the client went away, lagged, or the server closes). */
@@ -108,6 +116,7 @@ type RawEntry = [id: string, fields: string[]];
 
 const DEFAULTS = {
   ringSize: 10_000,
+  ringBytes: 16 * 1024 * 1024,
   cacheSize: 50_000,
   blockMs: 5_000,
   batchSize: 1_000,
@@ -134,6 +143,8 @@ export class EventHub {
   private readonly floor = new Map<string, string>();
   private ring: FeedItem[] = [];
   private ringStart = 0;
+  /** Characters of the frames in the ring. */
+  private ringBytes = 0;
   private readonly subs = new Set<Subscription>();
   private readonly meta: Lru<string, JobMeta>;
   private readonly states: Lru<string, JobEventState>;
@@ -334,24 +345,19 @@ export class EventHub {
     const wanted = new Map<string, string>();
     const failed = new Set<string>();
     const actives = new Map<string, number>();
-    const born = new Set<string>();
-    const seen = new Set<string>();
+    const first = new Map<string, Record<string, string>>();
     for (const e of entries) {
       const jobId = e.fields.jobId;
       const event = e.fields.event ?? '';
       if (!jobId || !FEED_EVENTS.has(event)) continue;
       if (!this.meta.has(jobId) || !states.has(jobId)) wanted.set(jobId, e.queue);
-      // A job whose first event in hand is its creation has made no attempt before them.
-      if (!seen.has(jobId) && event === 'added') born.add(jobId);
-      seen.add(jobId);
+      if (!first.has(jobId)) first.set(jobId, e.fields);
       if (event === 'failed') failed.add(jobId);
       if (event === 'active') actives.set(jobId, (actives.get(jobId) ?? 0) + 1);
     }
     const found = wanted.size > 0 || failed.size > 0 ? await this.lookup(wanted, failed) : { ats: new Map<string, number>(), cancelled: new Set<string>() };
     for (const [jobId] of wanted) {
-      // Otherwise the hash's count, read after the events, less the starts among them.
-      const attempts = born.has(jobId) ? 0 : attemptsBefore(found.ats.get(jobId) ?? 0, actives.get(jobId) ?? 0);
-      if (!states.has(jobId) && this.meta.has(jobId)) states.set(jobId, { attempts, last: null });
+      if (!states.has(jobId) && this.meta.has(jobId)) states.set(jobId, stateBefore(first.get(jobId)!, found.ats.get(jobId) ?? 0, actives.get(jobId) ?? 0));
     }
     const out: { queue: string; id: string; event: HubEvent | null }[] = [];
     for (const e of entries) {
@@ -444,31 +450,45 @@ export class EventHub {
     }
     if (items.length === 0) return;
     this.remember(items);
+    // Clients that see the same events share one encoded buffer per batch:
+    // with many dashboards open, the fan-out costs one write per client.
+    const shared = new Map<string, Buffer | null>();
     for (const sub of this.subs) {
       if (sub.pending) {
         for (const item of items) sub.pending.push(item);
         if (sub.pending.length > this.opts.maxReplay) this.lag(sub, 'slow');
         continue;
       }
-      let out = '';
-      for (const item of items) if (sub.sink.matches(item.event)) out += item.frame;
-      if (out === '') continue;
+      const key = sub.sink.filterKey;
+      let out = key === undefined ? undefined : shared.get(key);
+      if (out === undefined) {
+        let text = '';
+        for (const item of items) if (sub.sink.matches(item.event)) text += item.frame;
+        out = text === '' ? null : Buffer.from(text);
+        if (key !== undefined) shared.set(key, out);
+      }
+      if (out === null) continue;
       sub.sink.write(out);
       if (sub.sink.bufferedBytes > this.opts.maxBufferedBytes) this.lag(sub, 'slow');
     }
   }
 
   private remember(items: FeedItem[]): void {
-    for (const item of items) this.ring.push(item);
-    const excess = this.ring.length - this.ringStart - this.opts.ringSize;
-    if (excess <= 0) return;
-    for (let i = this.ringStart; i < this.ringStart + excess; i++) {
-      const { queue, streamId } = this.ring[i]!.event;
-      this.floor.set(queue, streamId);
+    for (const item of items) {
+      this.ring.push(item);
+      this.ringBytes += item.frame.length;
     }
-    this.ringStart += excess;
+    // Bounded by count and by size: progress snapshots may be large.
+    let first = this.ringStart;
+    while (first < this.ring.length && (this.ring.length - first > this.opts.ringSize || this.ringBytes > this.opts.ringBytes)) {
+      const { event, frame } = this.ring[first]!;
+      this.floor.set(event.queue, event.streamId);
+      this.ringBytes -= frame.length;
+      first++;
+    }
+    this.ringStart = first;
     // Compacted now and then rather than shifted per event.
-    if (this.ringStart >= this.opts.ringSize) {
+    if (this.ringStart >= 1_024 && this.ringStart * 2 >= this.ring.length) {
       this.ring = this.ring.slice(this.ringStart);
       this.ringStart = 0;
     }
@@ -510,6 +530,23 @@ export class EventHub {
     this.starting = null;
     this.loop = null;
   }
+}
+
+/**
+ * A job's state before the first of its events in hand, for a job the feed
+ * (or a replay) meets for the first time. Born in hand (`added`): nothing
+ * yet. Else its attempts are the hash's count, read after the events, less
+ * the starts among them; and what its last message said is inferred, so
+ * that BullMQ's second announcement of a wait (`waiting` after `added` or
+ * `delayed`) is not sent twice: with no attempt yet the job was announced
+ * `queued`, and a wait that follows a delay after an attempt was announced
+ * `retrying` with the delay.
+ */
+function stateBefore(first: Record<string, string>, ats: number, actives: number): JobEventState {
+  if (first.event === 'added') return { attempts: 0, last: null };
+  const attempts = attemptsBefore(ats, actives);
+  if (attempts === 0) return { attempts, last: 'queued' };
+  return { attempts, last: first.event === 'waiting' && first.prev === 'delayed' ? 'retrying' : null };
 }
 
 function frameOf(position: string, event: HubEvent): string {

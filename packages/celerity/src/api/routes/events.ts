@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App } from '../../app.ts';
-import { inTenantScope, principalOf, taskAllowed, taskPatternMatches, tenantScopeOf } from '../../auth/principal.ts';
+import { inTenantScope, isAdmin, principalOf, taskAllowed, taskPatternMatches, tenantScopeOf } from '../../auth/principal.ts';
 import { MAX_NAME_LENGTH, MAX_PATH_ID_LENGTH, PATH_ID_PATTERN } from '../../limits.ts';
 import { acquireEventHub, type EventSink, type HubEvent } from '../event-hub.ts';
 import { InvalidEventIdError, MAX_POSITION_LENGTH, parsePosition, type Position } from '../events/position.ts';
@@ -72,7 +72,7 @@ export async function eventRoutes(server: FastifyInstance, { app }: { app: App }
     },
     async (request: FastifyRequest<{ Querystring: EventsQuery }>, reply: FastifyReply) => {
       const from = resumePosition(request);
-      const matches = filterOf(request);
+      const { matches, filterKey } = filterOf(request);
       // Redis must answer before the stream opens: a 503 now, rather than a stream that never speaks.
       await hub.start();
 
@@ -94,6 +94,7 @@ export async function eventRoutes(server: FastifyInstance, { app }: { app: App }
       let endTimer: NodeJS.Timeout | null = null;
       const sink: EventSink = {
         matches,
+        filterKey,
         write(text) {
           if (!raw.writableEnded && !raw.destroyed) raw.write(text);
         },
@@ -140,15 +141,22 @@ function resumePosition(request: FastifyRequest<{ Querystring: EventsQuery }>): 
   return null;
 }
 
-/** What a stream shows: the key's tenant and tasks, narrowed by the query's filters. */
-function filterOf(request: FastifyRequest<{ Querystring: EventsQuery }>): (event: HubEvent) => boolean {
+/**
+ * What a stream shows: the key's tenant and tasks, narrowed by the query's
+ * filters; and a key naming exactly those, shared by streams that see the same.
+ */
+function filterOf(request: FastifyRequest<{ Querystring: EventsQuery }>): { matches: (event: HubEvent) => boolean; filterKey: string } {
   const principal = principalOf(request);
   const scope = tenantScopeOf(principal);
   const { job, task, queue } = request.query;
-  return (event) =>
-    (job === undefined || event.jobId === job) &&
-    (queue === undefined || event.queue === queue) &&
-    (task === undefined || taskPatternMatches(task, event.task)) &&
-    inTenantScope(scope, event.tenant) &&
-    taskAllowed(principal, event.task);
+  const patterns = isAdmin(principal) ? null : principal.tasks;
+  return {
+    matches: (event) =>
+      (job === undefined || event.jobId === job) &&
+      (queue === undefined || event.queue === queue) &&
+      (task === undefined || taskPatternMatches(task, event.task)) &&
+      inTenantScope(scope, event.tenant) &&
+      taskAllowed(principal, event.task),
+    filterKey: JSON.stringify([scope.all ? null : [scope.tenant], patterns, job ?? null, task ?? null, queue ?? null]),
+  };
 }
