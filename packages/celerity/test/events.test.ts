@@ -30,6 +30,37 @@ const steps = defineTask({
   },
 });
 const quick = defineTask({ name: 'events.quick', input: z.object({ n: z.number() }), handler: async ({ n }) => ({ n }) });
+const flaky = defineTask({
+  name: 'events.flaky',
+  retries: 1,
+  backoff: { base: 20, max: 20, jitter: 'none' },
+  input: z.object({}),
+  handler: async (_input, ctx) => {
+    if (ctx.attempt === 1) throw new Error('first attempt fails');
+    return { attempt: ctx.attempt };
+  },
+});
+const doomed = defineTask({
+  name: 'events.doomed',
+  retries: 0,
+  input: z.object({}),
+  handler: async () => {
+    throw new Error('always');
+  },
+});
+const slow = defineTask({
+  name: 'events.slow',
+  input: z.object({}),
+  handler: async (_input, ctx) => {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, 30_000);
+      ctx.signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(ctx.signal.reason);
+      });
+    });
+  },
+});
 const report = defineTask({ name: 'reports.daily', queue: 'reports', input: z.object({ day: z.string() }), handler: async () => ({ ok: true }) });
 const mail = defineTask({ name: 'mail.send', queue: 'mail', input: z.object({ to: z.string() }), handler: async () => ({ sent: true }) });
 
@@ -164,6 +195,33 @@ describe('GET /v1/events', () => {
     for (const e of events) expect(Math.abs(Date.parse(e.at) - Date.now())).toBeLessThan(60_000);
     // Every message carries a position naming each queue of the app.
     for (const m of stream.messages) expect([...parsePosition(m.id!, 'id').keys()]).toEqual(app.queueNames());
+  });
+
+  it('names retries, failures and cancellations as the job statuses do', async () => {
+    const app = await openTestApp('sqlite', [flaky, doomed, slow]);
+    const { base } = await serve(app);
+    const stream = await openStream(base, '/v1/events');
+    const retried = await app.enqueue(flaky, {});
+    const failed = await app.enqueue(doomed, {});
+    const cancelledQueued = await app.enqueue(slow, {});
+    await app.cancel(cancelledQueued.id);
+    await startWorker(app);
+    const running = await app.enqueue(slow, {});
+    await waitFor(() => statuses(stream, running.id).includes('started'));
+    await app.cancel(running.id);
+    await waitFor(() => statuses(stream, running.id).includes('cancelled'));
+    await waitFor(() => statuses(stream, retried.id).includes('completed') && statuses(stream, failed.id).includes('failed'));
+    expect(statuses(stream, retried.id)).toEqual(['queued', 'started', 'retrying', 'started', 'completed']);
+    const attempts = stream
+      .jobEvents()
+      .filter((e) => e.job_id === retried.id)
+      .map((e) => e.attempt ?? 0);
+    expect(attempts).toEqual([0, 1, 1, 2, 2]);
+    expect(statuses(stream, failed.id)).toEqual(['queued', 'started', 'failed']);
+    expect(statuses(stream, cancelledQueued.id)).toEqual(['queued', 'cancelled']);
+    expect(statuses(stream, running.id)).toEqual(['queued', 'started', 'cancelled']);
+    // Each message's status is the one GET /v1/jobs/{id} ends with.
+    for (const h of [retried, failed, cancelledQueued, running]) expect((await app.getJob(h.id))?.status).toBe(statuses(stream, h.id).at(-1));
   });
 
   it('filters by job, task (or pattern) and queue', async () => {
