@@ -308,6 +308,7 @@ export class EventHub {
   }
 
   private async run(redis: Redis): Promise<void> {
+    let failing = false;
     while (this.running) {
       try {
         const ids = this.queues.map((q) => this.position.get(q)!);
@@ -324,9 +325,13 @@ export class EventHub {
         if (reply.length > 1) entries.sort((a, b) => compareStreamIds(a.id, b.id));
         const labelled = await this.label(entries, this.states, false);
         if (this.running) this.deliver(labelled);
+        if (failing) this.logger.info('event hub: reading the event streams again');
+        failing = false;
       } catch (err) {
         if (!this.running) return;
-        this.logger.warn({ err }, 'event hub: reading the event streams failed; retrying');
+        // Once per outage: the batch is read again (positions moved only on delivery), every 500 ms until it goes through.
+        if (!failing) this.logger.warn({ err }, 'event hub: reading the event streams failed; retrying');
+        failing = true;
         await new Promise((r) => setTimeout(r, 500));
       }
     }
