@@ -65,8 +65,8 @@ export const s6Events: Scenario = {
   title: `GET /v1/events: ${STREAMS} SSE streams, ${JOBS_PER_S * EVENTS_PER_JOB} job events/s, event → client latency`,
   async run(ctx: ScenarioContext) {
     const { scope } = ctx;
-    const warmupMs = ctx.quick ? 1_000 : 3_000;
-    const measureMs = ctx.quick ? 3_000 : 10_000;
+    const warmupMs = ctx.quick ? 500 : 3_000;
+    const measureMs = ctx.quick ? 2_000 : 10_000;
     const env = storeEnv(ctx, scope, 'postgres');
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
