@@ -122,6 +122,8 @@ function send(port: number, request: Buffer, head: boolean): Promise<Answer> {
         headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
       }
       let body: Buffer = text.subarray(end + 4);
+      // An event stream (GET /v1/events) stays open: its answer is its status and headers.
+      if (status === 200 && headers['content-type']?.startsWith('text/event-stream')) return { status, headers, body: '' };
       if (headers['transfer-encoding'] === 'chunked') {
         if (!body.includes('0\r\n\r\n')) return null;
         body = dechunk(body);

@@ -7,6 +7,7 @@
  * 404 is byte for byte the 404 of a job that does not exist.
  */
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,6 +47,33 @@ function documentedMatrix(): Row[] {
     const [method, path] = (cells[0] as string).replace(/`/g, '').split(' ') as [string, string];
     const expected = Object.fromEntries(CASES.map((c, i) => [c, Number(/\d{3}/.exec(cells[2 + i] as string)?.[0])])) as Record<Case, number>;
     return { method, path, scope: (cells[1] as string).replace(/`/g, ''), expected };
+  });
+}
+
+/**
+ * An SSE answer stays open: a 200 is read as its status and headers, and the
+ * request is dropped (on its own connection, so that nothing lingers); any
+ * other answer is read whole.
+ */
+function streamStatus(url: string, headers: Record<string, string>): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers, agent: false });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const head = new Headers(Object.entries(res.headers).map(([k, v]) => [k, String(v)]));
+      if (res.statusCode === 200) {
+        req.destroy();
+        resolve(new Response('', { status: 200, headers: head }));
+        return;
+      }
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve(new Response(body, { status: res.statusCode ?? 0, headers: head })));
+    });
+    req.end();
   });
 }
 
@@ -175,6 +203,8 @@ describe.each(stores)('the access matrix of docs/security.md (%s)', (kind: Store
       case 'GET /v1/stats':
         // Aggregates of every tenant: a tenant's ops:read key reads the same as any other (see docs/security.md).
         return fetch(url('/v1/stats?granularity=hour&task=mail.send'), { headers });
+      case 'GET /v1/events':
+        return streamStatus(url('/v1/events'), headers);
       case 'POST /v1/hooks/{task}': {
         const body = JSON.stringify({ ticket: 'T-1' });
         const signed: Record<string, string> = c === 'Right key' ? { 'celerity-signature': signWebhook(HOOK_SECRET, body) } : {};

@@ -9,6 +9,7 @@ import { registerAuth, type AuthMode } from './auth.ts';
 import { errorHandlerPlugin, errorSchema } from './errors.ts';
 import { jobViewSchema } from './job-view.ts';
 import { healthRoutes } from './routes/health.ts';
+import { eventRoutes } from './routes/events.ts';
 import { hookRoutes } from './routes/hooks.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { statsRoutes } from './routes/stats.ts';
@@ -152,6 +153,7 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   await server.register(queueActionRoutes, { app });
   await server.register(bulkRoutes, { app });
   await server.register(statsRoutes, { app });
+  await server.register(eventRoutes, { app });
   // The app's own routes, after Celerity's: they share the error shape and the OpenAPI document.
   for (const routes of app.routes) await server.register(routes, { app });
   if (opts.openapi) server.get('/openapi.json', { schema: { hide: true }, config: { celerity: { open: true } } }, async () => server.swagger());
