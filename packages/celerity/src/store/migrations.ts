@@ -4,6 +4,7 @@ import { migration as listOrder } from './migrations/0003_list_order.ts';
 import { migration as apiKeys } from './migrations/0004_api_keys.ts';
 import { migration as jobKeyId } from './migrations/0005_job_key_id.ts';
 import { migration as rowLevelSecurity } from './migrations/0006_row_level_security.ts';
+import { migration as searchIndexes } from './migrations/0008_search_indexes.ts';
 import { setupError } from './setup-errors.ts';
 
 /**
@@ -58,6 +59,7 @@ export function coreMigrations(dialect: Dialect): Record<string, Migration> {
     '0004_api_keys': apiKeys(dialect),
     '0005_job_key_id': jobKeyId(),
     '0006_row_level_security': rowLevelSecurity(dialect),
+    '0008_search_indexes': searchIndexes(dialect),
   };
 }
 
