@@ -10,5 +10,6 @@ import { s2Latency } from './s2_latency.ts';
 import { s3Http } from './s3_http.ts';
 import { s4Csv } from './s4_csv.ts';
 import { s5Scale } from './s5_scale.ts';
+import { historySearch } from './history_search.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, historySearch];
