@@ -77,6 +77,7 @@ const SERVER: OptionName[] = [
   'rateLimitWindow',
   'corsOrigins',
   'trustProxy',
+  'searchTimeout',
 ];
 
 /**
