@@ -55,6 +55,7 @@ const SEARCHES: Search[] = [
   { name: 'key_id', key: 'admin', query: () => `key_id=${keyIdOf(TENANT, 1)}` },
   { name: 'created range (a day, a week ago)', key: 'admin', query: (s) => `created_after=${s.end - 8 * DAY}&created_before=${s.end - 7 * DAY}` },
   { name: 'id_prefix', key: 'admin', query: (s) => `id_prefix=${s.idDayAgo.slice(0, 9)}` },
+  { name: 'id_prefix, broad (3 characters)', key: 'admin', query: (s) => `id_prefix=${s.idDayAgo.slice(0, 3)}` },
   { name: 'error text', key: 'admin', query: () => 'error=econnreset' },
   { name: 'error text, tenant key', key: 'tenant', query: () => `error=${encodeURIComponent('not found')}` },
   { name: 'status+queue+created range', key: 'admin', query: (s) => `status=failed&queue=tickets&created_after=${new Date(s.end - 3 * DAY).toISOString()}` },

@@ -262,6 +262,22 @@ describe.each(stores)('search over the history (%s)', (kind) => {
     expect(ids).toEqual(expected);
   });
 
+  it('pages a broad id prefix (most ids) and a narrow one alike', async () => {
+    const { api, records, admin } = await setup(kind, 9000);
+    const cases: [Record<string, string>, (r: JobRecord) => boolean][] = [
+      // 9,000 ids: more than SQLite seeks by prefix (it scans instead).
+      [{ id_prefix: 'j0', status: 'failed' }, (r) => r.status === 'failed'],
+      [{ id_prefix: 'j0', where: 'input.nested.maybe:null' }, (r) => Number(r.id.slice(1)) % 7 === 0],
+      [{ id_prefix: 'j08', task: 'csv.import' }, (r) => r.id.startsWith('j08') && r.task === 'csv.import'],
+      [{ id_prefix: 'j089' }, (r) => r.id.startsWith('j089')],
+    ];
+    for (const [params, predicate] of cases) {
+      const { ids, pages } = await searchAll(api, admin, q(params), 100);
+      expect(ids, JSON.stringify(params)).toEqual(ordered(records.filter(predicate)));
+      expect(pages.every((p) => p.partial === false)).toBe(true);
+    }
+  });
+
   it('answers every search within its timeout on indexed filters', async () => {
     const { api, records, admin } = await setup(kind, 60, { searchTimeout: 1000 });
     const res = await get(api, admin, 'status=failed&limit=500');

@@ -88,6 +88,8 @@ export const MAX_ERROR_SEARCH_LENGTH = 200;
  * rows.
  */
 const FIRST_CHUNK = 2000;
+/** An id prefix matched by more ids than this is checked row by row on SQLite (see `isBroadPrefix`). */
+const PREFIX_PROBE = 5000;
 const MAX_CHUNK = 64_000;
 
 /**
@@ -214,11 +216,12 @@ export async function searchJobs(target: SearchTarget, filter: SearchFilter): Pr
   const timeoutMs = filter.timeoutMs ?? DEFAULT_SEARCH_TIMEOUT_MS;
   const deadline = performance.now() + timeoutMs;
   const start = filter.cursor ? decodeCursor(filter.cursor) : undefined;
-  const base = baseConditions(target.dialect, filter, scope);
-  const residual = residualConditions(target.dialect, filter);
   const postgres = target.dialect === 'postgres';
 
   return withTenantScope(target, scope, async (db) => {
+    const broadPrefix = !postgres && filter.idPrefix !== undefined && (await isBroadPrefix(db, filter.idPrefix));
+    const base = baseConditions(target.dialect, filter, scope, broadPrefix);
+    const residual = residualConditions(target.dialect, filter, broadPrefix);
     const timeLeft = async () => {
       if (postgres) await sql`select set_config('statement_timeout', ${String(Math.max(1, Math.ceil(deadline - performance.now())))}, true)`.execute(db);
     };
@@ -281,7 +284,7 @@ function page(rows: JobsTable[], limit: number): SearchPage<JobsTable> {
 }
 
 /** The filters an index serves; a chunk's boundary is found on them. */
-function baseConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope): Condition[] {
+function baseConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, broadPrefix: boolean): Condition[] {
   const c: Condition[] = [inScope(scope)];
   if (f.status) c.push((eb) => eb('status', '=', f.status!));
   if (f.task) c.push((eb) => eb('task', '=', f.task!));
@@ -290,16 +293,18 @@ function baseConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope): 
   if (f.keyId) c.push((eb) => eb('key_id', '=', f.keyId!));
   if (f.createdAfter !== undefined) c.push((eb) => eb('created_at', '>=', f.createdAfter!));
   if (f.createdBefore !== undefined) c.push((eb) => eb('created_at', '<', f.createdBefore!));
-  if (f.idPrefix !== undefined) c.push(idStartsWith(dialect, f.idPrefix));
+  if (f.idPrefix !== undefined && !broadPrefix) c.push(idStartsWith(dialect, f.idPrefix));
   if (f.taskPatterns && !f.taskPatterns.some((p) => p.includes('*'))) c.push(taskMatches(dialect, f.taskPatterns));
   // A search of error text walks only the jobs that have an error (migration 0008's partial index).
   if (f.error !== undefined) c.push((eb) => eb('error_message', 'is not', null));
   return c;
 }
 
-/** The conditions checked row by row: a search with any of them scans in chunks. */
-function residualConditions(dialect: Dialect, f: SearchFilter): Condition[] {
+/** The conditions checked row by row: a search with any of them scans in chunks. An id prefix is one on SQLite when it is broad. */
+function residualConditions(dialect: Dialect, f: SearchFilter, broadPrefix: boolean): Condition[] {
   const c: Condition[] = [];
+  // `+id`: SQLite then checks the prefix on each row instead of seeking (and sorting) by it.
+  if (f.idPrefix !== undefined && broadPrefix) c.push(() => sql<SqlBool>`+id glob ${globPrefix(f.idPrefix!)}`);
   if (f.taskPatterns?.some((p) => p.includes('*'))) c.push(taskMatches(dialect, f.taskPatterns));
   if (f.finishedAfter !== undefined) c.push((eb) => eb('finished_at', '>=', f.finishedAfter!));
   if (f.finishedBefore !== undefined) c.push((eb) => eb('finished_at', '<', f.finishedBefore!));
@@ -348,8 +353,32 @@ export function taskMatches(dialect: Dialect, patterns: readonly string[]): Cond
  * it whatever the database's collation). Wildcards are escaped either way.
  */
 function idStartsWith(dialect: Dialect, prefix: string): Condition {
-  if (dialect === 'sqlite') return () => sql<SqlBool>`id glob ${`${prefix.replace(/[[?*]/g, '[$&]')}*`}`;
+  if (dialect === 'sqlite') return () => sql<SqlBool>`id glob ${globPrefix(prefix)}`;
   return () => sql<SqlBool>`id like ${`${prefix.replace(/[!%_]/g, '!$&')}%`} escape '!'`;
+}
+
+function globPrefix(prefix: string): string {
+  return `${prefix.replace(/[[?*]/g, '[$&]')}*`;
+}
+
+/**
+ * Whether more ids than {@link PREFIX_PROBE} start with `prefix`, counted on
+ * the primary key's index alone (so at most that many entries are read).
+ * SQLite, which keeps no statistics unless analysed, otherwise seeks a
+ * prefix on that index and sorts every match: a short prefix (`01k`, most
+ * of the history) read and sorted a million rows in one uninterruptible
+ * statement. A broad prefix is checked row by row in the scan instead,
+ * under the deadline. PostgreSQL's planner weighs the prefix with its
+ * statistics, and statement_timeout bounds it.
+ */
+async function isBroadPrefix(db: Kysely<Database>, prefix: string): Promise<boolean> {
+  const probe = db
+    .selectFrom('jobs')
+    .select('id')
+    .where(() => sql<SqlBool>`id glob ${globPrefix(prefix)}`)
+    .limit(PREFIX_PROBE);
+  const { rows } = await sql<{ n: number }>`select count(*) as n from (${probe})`.execute(db);
+  return (rows[0]?.n ?? 0) >= PREFIX_PROBE;
 }
 
 /** `text` within the error's message or type, case-insensitively; LIKE's wildcards in it are literal. */
@@ -375,14 +404,20 @@ function errorContains(dialect: Dialect, text: string): Condition {
 function jsonEquals(dialect: Dialect, { column, path, value }: JsonCondition): Condition {
   const ref = sql.ref(column);
   const stored = typeof value === 'string' ? storableText(value) : value;
-  if (dialect === 'postgres') return () => sql<SqlBool>`(${ref}::json #> ${path}::text[])::text = ${JSON.stringify(stored)}`;
+  const text = JSON.stringify(stored);
+  // The stored text is JSON.stringify output on both stores, so wherever the
+  // value matches, its JSON text is a substring of the row's: rows without
+  // it are ruled out by a byte search instead of a JSON parse (most rows,
+  // when the value is rare).
+  if (dialect === 'postgres') return () => sql<SqlBool>`(strpos(${ref}, ${text}) > 0 and (${ref}::json #> ${path}::text[])::text = ${text})`;
   const jsonPath = `$.${path.join('.')}`;
   return () => {
     const type = sql`json_type(${ref}, ${jsonPath})`;
-    if (stored === null) return sql<SqlBool>`${type} = 'null'`;
-    if (typeof stored === 'boolean') return sql<SqlBool>`${type} = ${stored ? 'true' : 'false'}`;
+    const has = sql`instr(${ref}, ${text}) > 0`;
+    if (stored === null) return sql<SqlBool>`(${has} and ${type} = 'null')`;
+    if (typeof stored === 'boolean') return sql<SqlBool>`(${has} and ${type} = ${stored ? 'true' : 'false'})`;
     const types = typeof stored === 'number' ? sql`('integer', 'real')` : sql`('text')`;
-    return sql<SqlBool>`(${type} in ${types} and json_extract(${ref}, ${jsonPath}) = ${stored})`;
+    return sql<SqlBool>`(${has} and ${type} in ${types} and json_extract(${ref}, ${jsonPath}) = ${stored})`;
   };
 }
 
