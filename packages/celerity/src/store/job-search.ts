@@ -198,8 +198,9 @@ export interface SearchTarget {
  * Equality filters (status, task, queue, tenant, key, id prefix, creation
  * range) are served by indexes (migrations 0003, 0005, 0008) and run as one
  * statement that reads about a page of rows. The other conditions (error
- * text, JSON paths, finish range, task patterns with `*`) are checked row by
- * row, so they could read the whole history: such a search scans in chunks
+ * text, JSON paths, finish range, task patterns with `*`, and on SQLite an
+ * id prefix that most ids share) are checked row by row, so they could read
+ * the whole history: such a search scans in chunks
  * of the newest-first order (2,000 rows, doubling up to 64,000), each chunk
  * one statement bounded by a position found on an index, and checks its
  * deadline between chunks. Past the deadline it returns what it found with
