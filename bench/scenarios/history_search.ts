@@ -71,10 +71,10 @@ interface Measured {
   p50_ms: number;
   p95_ms: number;
   max_ms: number;
-  rows: number;
-  partial: number;
   timeouts: number;
   errors: number;
+  /** Counts that may be 0: the rows of the last answer, the partial answers. */
+  detail: { rows: number; partial: number };
 }
 
 /** A store to search: fresh (removed with the scope), or the one BENCH_HISTORY_* names (kept). */
@@ -144,7 +144,7 @@ async function measureStore(ctx: ScenarioContext, scope: Scope, kind: StoreKind,
     const url = `${base}/v1/jobs?limit=50${search.query(sample) ? `&${search.query(sample)}` : ''}`;
     const headers = { authorization: `Bearer ${search.key === 'admin' ? admin : tenant}` };
     const times: number[] = [];
-    const m: Measured = { samples: 0, p50_ms: 0, p95_ms: 0, max_ms: 0, rows: 0, partial: 0, timeouts: 0, errors: 0 };
+    const m: Measured = { samples: 0, p50_ms: 0, p95_ms: 0, max_ms: 0, timeouts: 0, errors: 0, detail: { rows: 0, partial: 0 } };
     // A search that runs into its time budget every time would take minutes: it stops after MAX_SEARCH_MS of samples (5 at least).
     const started = now();
     for (let i = 0; i < warmup + samples && (i < warmup + 5 || now() - started < MAX_SEARCH_MS); i++) {
@@ -159,8 +159,8 @@ async function measureStore(ctx: ScenarioContext, scope: Scope, kind: StoreKind,
         m.errors++;
         if (m.errors === 1) ctx.note(`${kind} ${search.name}: ${res.status} ${JSON.stringify(body.error)}`);
       } else {
-        m.rows = body.jobs?.length ?? 0;
-        if (body.partial) m.partial++;
+        m.detail.rows = body.jobs?.length ?? 0;
+        if (body.partial) m.detail.partial++;
       }
     }
     times.sort((a, b) => a - b);
@@ -169,7 +169,9 @@ async function measureStore(ctx: ScenarioContext, scope: Scope, kind: StoreKind,
     m.p95_ms = round(percentile(times, 95));
     m.max_ms = round(times[times.length - 1]!);
     results[search.name] = m;
-    ctx.log(`${kind}: ${search.name}: p50 ${m.p50_ms} ms, p95 ${m.p95_ms} ms, ${m.rows} rows${m.partial ? `, ${m.partial} partial` : ''}${m.timeouts ? `, ${m.timeouts} timeouts` : ''}`);
+    ctx.log(
+      `${kind}: ${search.name}: p50 ${m.p50_ms} ms, p95 ${m.p95_ms} ms, ${m.detail.rows} rows${m.detail.partial ? `, ${m.detail.partial} partial` : ''}${m.timeouts ? `, ${m.timeouts} timeouts` : ''}`,
+    );
   }
   server.assertRunning();
   return { results, seeded_s, queries: Object.fromEntries(SEARCHES.map((s) => [s.name, `${s.key} key: GET /v1/jobs?limit=50&${s.query(sample)}`])) };
