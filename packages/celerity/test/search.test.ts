@@ -230,6 +230,11 @@ describe.each(stores)('search over the history (%s)', (kind) => {
 
   it('bounds a scan by the search timeout: a partial page and a cursor that continues it, or 503 query_timeout', async () => {
     const { api, records, admin } = await setup(kind, 9000, { searchTimeout: 1 });
+    if (kind === 'sqlite') {
+      // Two equalities that never meet: SQLite seeks by one and checks the other row by row, under the deadline.
+      const never = await get(api, admin, 'task=mail.send&queue=nowhere&limit=10');
+      expect(never.json()).toMatchObject({ jobs: [], partial: true, next_cursor: expect.any(String) });
+    }
     // A JSON condition narrows no index: the search scans every row, in chunks.
     const search = `where=${encodeURIComponent('input.nested.maybe:null')}&limit=500`;
     const expected = ordered(records.filter((r) => (r.input as { nested: { maybe: unknown } }).nested.maybe === null));

@@ -197,7 +197,8 @@ export interface SearchTarget {
  *
  * Equality filters (status, task, queue, tenant, key, id prefix, creation
  * range) are served by indexes (migrations 0003, 0005, 0008) and run as one
- * statement that reads about a page of rows. The other conditions (error
+ * statement that reads about a page of rows (on SQLite, one of them: see
+ * `planConditions`). The other conditions (error
  * text, JSON paths, finish range, task patterns with `*`, and on SQLite an
  * id prefix that most ids share) are checked row by row, so they could read
  * the whole history: such a search scans in chunks
@@ -221,8 +222,7 @@ export async function searchJobs(target: SearchTarget, filter: SearchFilter): Pr
 
   return withTenantScope(target, scope, async (db) => {
     const broadPrefix = !postgres && filter.idPrefix !== undefined && (await isBroadPrefix(db, filter.idPrefix));
-    const base = baseConditions(target.dialect, filter, scope, broadPrefix);
-    const residual = residualConditions(target.dialect, filter, broadPrefix);
+    const { base, residual } = planConditions(target.dialect, filter, scope, broadPrefix);
     const timeLeft = async () => {
       if (postgres) await sql`select set_config('statement_timeout', ${String(Math.max(1, Math.ceil(deadline - performance.now())))}, true)`.execute(db);
     };
@@ -258,7 +258,9 @@ export async function searchJobs(target: SearchTarget, filter: SearchFilter): Pr
           .executeTakeFirst();
         boundary = edge ? [edge.created_at, edge.id] : undefined;
         let q = select([...base, ...residual], position);
-        if (boundary) q = q.where(atOrBefore(boundary));
+        // Plain range terms beside the exact bounds: whichever (column, created_at) index the planner takes, it reads the chunk's window only.
+        if (boundary) q = q.where(atOrBefore(boundary)).where('created_at', '>=', boundary[0]);
+        if (position) q = q.where('created_at', '<=', position[0]);
         rows = await q
           .selectAll()
           .limit(filter.limit + 1 - found.length)
@@ -284,34 +286,57 @@ function page(rows: JobsTable[], limit: number): SearchPage<JobsTable> {
   return { jobs, nextCursor: rows.length > limit && last ? encodeCursor([last.created_at, last.id]) : null };
 }
 
-/** The filters an index serves; a chunk's boundary is found on them. */
-function baseConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, broadPrefix: boolean): Condition[] {
-  const c: Condition[] = [inScope(scope)];
-  if (f.status) c.push((eb) => eb('status', '=', f.status!));
-  if (f.task) c.push((eb) => eb('task', '=', f.task!));
-  if (f.queue) c.push((eb) => eb('queue', '=', f.queue!));
-  if (f.tenant) c.push((eb) => eb('tenant', '=', f.tenant!));
-  if (f.keyId) c.push((eb) => eb('key_id', '=', f.keyId!));
-  if (f.createdAfter !== undefined) c.push((eb) => eb('created_at', '>=', f.createdAfter!));
-  if (f.createdBefore !== undefined) c.push((eb) => eb('created_at', '<', f.createdBefore!));
-  if (f.idPrefix !== undefined && !broadPrefix) c.push(idStartsWith(dialect, f.idPrefix));
-  if (f.taskPatterns && !f.taskPatterns.some((p) => p.includes('*'))) c.push(taskMatches(dialect, f.taskPatterns));
-  // A search of error text walks only the jobs that have an error (migration 0008's partial index).
-  if (f.error !== undefined) c.push((eb) => eb('error_message', 'is not', null));
-  return c;
-}
+/** A filter that one index can serve, in the list order. */
+type Lead = 'idPrefix' | 'keyId' | 'task' | 'queue' | 'status' | 'tenant' | 'taskPatterns' | 'error';
 
-/** The conditions checked row by row: a search with any of them scans in chunks. An id prefix is one on SQLite when it is broad. */
-function residualConditions(dialect: Dialect, f: SearchFilter, broadPrefix: boolean): Condition[] {
-  const c: Condition[] = [];
+/**
+ * Splits the filter into `base`, what an index serves (a chunk's boundary
+ * is found on it, and a search without `residual` is that one statement),
+ * and `residual`, what is checked row by row.
+ *
+ * PostgreSQL's planner combines indexes with its statistics, and
+ * statement_timeout bounds whatever it picks: every indexable filter is
+ * base there. SQLite's planner has no statistics and one index per
+ * statement, and nothing interrupts it: a second equality on another
+ * column (`task` and `queue` that never meet) would read every row of the
+ * first. There, base is the scope, the creation range and one lead filter
+ * (the first present of LEADS, which have an index beginning with them, or
+ * with the tenant for a tenant's scope); the other filters are residual,
+ * written `+column` so that SQLite cannot seek by them either.
+ */
+function planConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, broadPrefix: boolean): { base: Condition[]; residual: Condition[] } {
+  const sqlite = dialect === 'sqlite';
+  // On SQLite a residual column is `+column`: not an index term.
+  const col = (name: keyof JobsTable, residual: boolean) => (residual && sqlite ? sql`+${sql.ref(name)}` : sql.ref(name));
+  const eq: [Lead, (residual: boolean) => Condition][] = [];
+  if (f.idPrefix !== undefined && !broadPrefix) eq.push(['idPrefix', () => idStartsWith(dialect, f.idPrefix!)]);
+  if (f.keyId) eq.push(['keyId', (r) => () => sql<SqlBool>`${col('key_id', r)} = ${f.keyId!}`]);
+  if (f.task) eq.push(['task', (r) => () => sql<SqlBool>`${col('task', r)} = ${f.task!}`]);
+  if (f.queue) eq.push(['queue', (r) => () => sql<SqlBool>`${col('queue', r)} = ${f.queue!}`]);
+  if (f.status) eq.push(['status', (r) => () => sql<SqlBool>`${col('status', r)} = ${f.status!}`]);
+  if (f.tenant) eq.push(['tenant', (r) => () => sql<SqlBool>`${col('tenant', r)} = ${f.tenant!}`]);
+  if (f.taskPatterns && !f.taskPatterns.some((p) => p.includes('*'))) eq.push(['taskPatterns', () => taskMatches(dialect, f.taskPatterns!)]);
+  // A search of error text walks only the jobs that have an error (migration 0008's partial indexes).
+  if (f.error !== undefined) eq.push(['error', (r) => () => sql<SqlBool>`${col('error_message', r)} is not null`]);
+
+  const base: Condition[] = [inScope(scope)];
+  if (f.createdAfter !== undefined) base.push((eb) => eb('created_at', '>=', f.createdAfter!));
+  if (f.createdBefore !== undefined) base.push((eb) => eb('created_at', '<', f.createdBefore!));
+  const residual: Condition[] = [];
+  const leads: Lead[] = scope.all ? ['idPrefix', 'keyId', 'task', 'queue', 'status', 'tenant', 'error'] : ['idPrefix', 'status', 'error', 'keyId'];
+  const lead = sqlite ? leads.find((name) => eq.some(([n]) => n === name)) : undefined;
+  for (const [name, condition] of eq) {
+    if (!sqlite || name === lead) base.push(condition(false));
+    else residual.push(condition(true));
+  }
   // `+id`: SQLite then checks the prefix on each row instead of seeking (and sorting) by it.
-  if (f.idPrefix !== undefined && broadPrefix) c.push(() => sql<SqlBool>`+id glob ${globPrefix(f.idPrefix!)}`);
-  if (f.taskPatterns?.some((p) => p.includes('*'))) c.push(taskMatches(dialect, f.taskPatterns));
-  if (f.finishedAfter !== undefined) c.push((eb) => eb('finished_at', '>=', f.finishedAfter!));
-  if (f.finishedBefore !== undefined) c.push((eb) => eb('finished_at', '<', f.finishedBefore!));
-  if (f.error !== undefined) c.push(errorContains(dialect, f.error));
-  for (const condition of f.json ?? []) c.push(jsonEquals(dialect, condition));
-  return c;
+  if (f.idPrefix !== undefined && broadPrefix) residual.push(() => sql<SqlBool>`+id glob ${globPrefix(f.idPrefix!)}`);
+  if (f.taskPatterns?.some((p) => p.includes('*'))) residual.push(taskMatches(dialect, f.taskPatterns));
+  if (f.finishedAfter !== undefined) residual.push(() => sql<SqlBool>`${col('finished_at', true)} >= ${f.finishedAfter!}`);
+  if (f.finishedBefore !== undefined) residual.push(() => sql<SqlBool>`${col('finished_at', true)} < ${f.finishedBefore!}`);
+  if (f.error !== undefined) residual.push(errorContains(dialect, f.error));
+  for (const condition of f.json ?? []) residual.push(jsonEquals(dialect, condition));
+  return { base, residual };
 }
 
 /**
