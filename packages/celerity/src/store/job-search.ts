@@ -198,14 +198,14 @@ export interface SearchTarget {
  * Equality filters (status, task, queue, tenant, key, id prefix, creation
  * range) are served by indexes (migrations 0003, 0005, 0008) and run as one
  * statement that reads about a page of rows (on SQLite, one of them: see
- * `planConditions`). The other conditions (error
- * text, JSON paths, finish range, task patterns with `*`, and on SQLite an
- * id prefix that most ids share) are checked row by row, so they could read
- * the whole history: such a search scans in chunks
- * of the newest-first order (2,000 rows, doubling up to 64,000), each chunk
- * one statement bounded by a position found on an index, and checks its
- * deadline between chunks. Past the deadline it returns what it found with
- * `partial: true` and a cursor where the scan stopped. On PostgreSQL every
+ * `planConditions`). The other conditions (error text, JSON paths, finish
+ * range, task patterns with `*`, and on SQLite an id prefix that most ids
+ * share) are checked row by row, so they could read the whole history: such
+ * a search scans in chunks of the newest-first order (2,000 rows, doubling
+ * up to 64,000), each chunk one statement bounded by a position found on an
+ * index, and checks its deadline between chunks. Past the deadline it
+ * returns what it found with `partial: true` and a cursor where the scan
+ * stopped. On PostgreSQL every
  * statement also runs under `statement_timeout` (the time left), so no one
  * statement outlives the deadline either; a search cancelled before its
  * first chunk completes throws {@link QueryTimeoutError}. SQLite
