@@ -290,7 +290,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
             task: { type: 'string', pattern: TASK_NAME_PATTERN },
             tenant: { ...identifier, description: "Only this tenant's jobs. A key of a tenant sees only its own: naming another is refused (403)." },
             key_id: { type: 'string', pattern: '^[0-9a-z]{16}$', description: 'Only the jobs submitted with this API key (its id, as `celerity keys list` shows it).' },
-            queue: { type: 'string', pattern: TASK_NAME_PATTERN, description: "Only the jobs of this queue (the task's `queue`)." },
+            queue: { type: 'string', pattern: '^[A-Za-z0-9_.\\-]{1,100}$', description: "Only the jobs of this queue (the task's `queue`: 1-100 letters, digits, `_`, `.` or `-`)." },
             id_prefix: { type: 'string', maxLength: MAX_PATH_ID_LENGTH, pattern: PATH_ID_PATTERN, description: 'Only the jobs whose id starts with this.' },
             created_after: instant('Only the jobs created at or after this instant'),
             created_before: instant('Only the jobs created before this instant'),
