@@ -165,6 +165,13 @@ export const OPTIONS = {
     doc: 'A token Prometheus may send as `Authorization: Bearer <token>` to read `/metrics`, instead of an API key with the `ops:read` scope. At least 16 characters.',
     default: '(unset)',
   },
+  searchTimeout: {
+    env: 'CELERITY_SEARCH_TIMEOUT',
+    flag: '--search-timeout',
+    doc: 'Ms a search of the job history (`GET /v1/jobs`) may take. A search that checks rows one by one (error text, JSON paths) then returns what it found with `partial: true` and a cursor to continue; one that found nothing in time answers 503 `query_timeout`. See docs/search.md.',
+    // Parenthesised: applied where it is read (DEFAULT_SEARCH_TIMEOUT_MS), so that a config without it stays as it was.
+    default: '(5000)',
+  },
   healthPort: {
     env: 'CELERITY_HEALTH_PORT',
     flag: '--health-port',
@@ -285,6 +292,7 @@ const schema = z.object({
   uploadTtl: positiveInt,
   historyRetention: z.coerce.number().int().min(0),
   metricsRetention: z.coerce.number().int().min(0),
+  searchTimeout: positiveInt.max(600_000).optional(),
   healthPort: z.coerce.number().int().min(1).max(65535).optional(),
   auth: z.enum(['keys', 'off']),
   metricsToken: z.string().min(16, 'must be at least 16 characters').optional(),

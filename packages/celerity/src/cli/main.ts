@@ -81,6 +81,7 @@ const SERVER: OptionName[] = [
   'rateLimitWindow',
   'corsOrigins',
   'trustProxy',
+  'searchTimeout',
 ];
 
 /**

@@ -1,7 +1,7 @@
-import { type Expression, type ExpressionBuilder, Kysely, PostgresDialect, type SqlBool, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
-import { InvalidOptionsError, InvalidQueryValueError, StoreUnavailableError } from '../errors.ts';
+import { CelerityError, InvalidQueryValueError, StoreUnavailableError } from '../errors.ts';
 import { postgresPool } from './pg-pool.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { coreMigrations, migrate } from './migrations.ts';
@@ -9,14 +9,10 @@ import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHap
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
-import type { TableHandle, TableSet } from './tables.ts';
+import { DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts';
 
-/**
- * The status of a deleted job's row: a tombstone that no read shows, kept so
- * that a recorder writing an older state of the job is refused by the
- * `event_seq` guard instead of bringing the job back (see client/job-actions.ts).
- */
-export const DELETED = 'deleted';
+export { DELETED };
+import type { TableHandle, TableSet } from './tables.ts';
 
 /** A row to write: a record plus the event position it reflects. */
 export interface RecordedState {
@@ -25,29 +21,14 @@ export interface RecordedState {
   eventSeq: string;
 }
 
-export interface ListFilter {
-  status?: JobStatus | undefined;
-  task?: string | undefined;
-  /** Only this tenant's jobs: a filter, on top of (never instead of) `scope`. */
-  tenant?: string | undefined;
-  /** Whose jobs the caller may see; default every tenant's. `{ all: false, tenant: null }`: only the jobs without a tenant. */
-  scope?: TenantScope | undefined;
-  /** Only the jobs submitted with this API key. */
-  keyId?: string | undefined;
-  /**
-   * Only the jobs whose task matches one of these patterns (`*` stands for
-   * any run of characters, as in `taskPatternMatches`); an empty list
-   * matches nothing. Case-sensitive on both stores.
-   */
-  taskPatterns?: readonly string[] | undefined;
-  limit: number;
-  /** Id of the last job of the previous page; the list runs newest first. */
-  cursor?: string | undefined;
-}
+/** The filters of a list (see {@link SearchFilter}). */
+export type ListFilter = SearchFilter;
 
 export interface JobPage {
   jobs: JobRecord[];
   nextCursor: string | null;
+  /** Set when the search ran out of time: `jobs` is what it found, `nextCursor` continues the scan (see `searchJobs`). */
+  partial?: true;
 }
 
 /**
@@ -193,36 +174,12 @@ export class JobStore {
 
   /**
    * Newest first by creation time (ids are time-ordered only when Celerity
-   * makes them), then by id. The cursor is opaque: the last row's position.
+   * makes them), then by id; every filter ANDed, within the filter's tenant
+   * scope and time budget (see `searchJobs`). The cursor is opaque.
    */
   async list(filter: ListFilter): Promise<JobPage> {
-    const scope = filter.scope ?? ALL_TENANTS;
-    const cursor = filter.cursor ? decodeCursor(filter.cursor) : undefined;
-    const rows = await this.guard(() =>
-      withTenantScope(this, scope, (db) => {
-        let q = db
-          .selectFrom('jobs')
-          .selectAll()
-          .where(inScope(scope))
-          .where('status', '!=', DELETED)
-          .orderBy('created_at', 'desc')
-          .orderBy('id', 'desc')
-          .limit(filter.limit + 1);
-        if (filter.status) q = q.where('status', '=', filter.status);
-        if (filter.task) q = q.where('task', '=', filter.task);
-        if (filter.tenant) q = q.where('tenant', '=', filter.tenant);
-        if (filter.keyId) q = q.where('key_id', '=', filter.keyId);
-        if (filter.taskPatterns) q = q.where(taskMatches(this.dialect, filter.taskPatterns));
-        if (cursor) {
-          const [createdAt, id] = cursor;
-          q = q.where((eb) => eb.or([eb('created_at', '<', createdAt), eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)])]));
-        }
-        return q.execute();
-      }),
-    );
-    const page = rows.slice(0, filter.limit).map(fromRow);
-    const last = page[page.length - 1];
-    return { jobs: page, nextCursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null };
+    const page = await this.guard(() => searchJobs(this, filter));
+    return { ...page, jobs: page.jobs.map(fromRow) };
   }
 
   /**
@@ -267,6 +224,8 @@ export class JobStore {
     try {
       return await op();
     } catch (err) {
+      // Ours already (a timeout, a bad cursor): it says more than an outage would.
+      if (err instanceof CelerityError) throw err;
       // A value the database cannot take is the caller's fault, not an outage (a 400, not a 503).
       if (isValueError(err)) throw new InvalidQueryValueError(err);
       throw new StoreUnavailableError(err);
@@ -284,41 +243,6 @@ function isValueError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return false;
   return /^22[0-9A-Z]{3}$/.test(code) || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG';
-}
-
-type JobsEb = ExpressionBuilder<Database, 'jobs'>;
-
-/**
- * The scope as a condition of the query itself: the isolation on SQLite, and
- * on PostgreSQL what lets the planner use the tenant indexes (the row
- * security policy, an OR over the setting, cannot).
- */
-function inScope(scope: TenantScope) {
-  return (eb: JobsEb) => {
-    if (scope.all) return eb.lit(true);
-    return scope.tenant === null ? eb('tenant', 'is', null) : eb('tenant', '=', scope.tenant);
-  };
-}
-
-/**
- * The job's task matches one of `patterns` (`*`: any run of characters),
- * case-sensitively. A pattern without `*` is an equality (the index serves
- * it). Otherwise PostgreSQL's LIKE, case-sensitive, with `%`, `_` and the
- * escape character escaped; SQLite's LIKE ignores ASCII case, so GLOB there,
- * with its own wildcards (`?`, `[`; `*` cannot be literal in a pattern)
- * escaped as one-character classes.
- */
-function taskMatches(dialect: Dialect, patterns: readonly string[]) {
-  return (eb: JobsEb) => {
-    if (patterns.length === 0) return eb.lit(false);
-    return eb.or(
-      patterns.map((pattern): Expression<SqlBool> => {
-        if (!pattern.includes('*')) return eb('task', '=', pattern);
-        if (dialect === 'sqlite') return sql<SqlBool>`task glob ${pattern.replace(/[[?]/g, '[$&]')}`;
-        return sql<SqlBool>`task like ${pattern.replace(/[!%_]/g, '!$&').replaceAll('*', '%')} escape '!'`;
-      }),
-    );
-  };
 }
 
 function json(value: unknown): string | null {
@@ -376,18 +300,4 @@ function fromRow(row: JobsTable): JobRecord {
   };
   record.attemptHistory = (parse(row.attempt_history) as AttemptRecord[] | null) ?? attemptHistory(record, []);
   return record;
-}
-
-function encodeCursor(createdAt: number, id: string): string {
-  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): [number, string] {
-  try {
-    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === 'string') return [value[0], value[1]];
-  } catch {
-    // fall through
-  }
-  throw new InvalidOptionsError([{ path: 'cursor', message: 'is not a next_cursor this API gave out' }]);
 }

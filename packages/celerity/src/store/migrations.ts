@@ -5,6 +5,7 @@ import { migration as apiKeys } from './migrations/0004_api_keys.ts';
 import { migration as jobKeyId } from './migrations/0005_job_key_id.ts';
 import { migration as rowLevelSecurity } from './migrations/0006_row_level_security.ts';
 import { migration as operatingActions } from './migrations/0007_operating_actions.ts';
+import { migration as searchIndexes } from './migrations/0008_search_indexes.ts';
 import { migration as jobMetrics } from './migrations/0009_job_metrics.ts';
 import { setupError } from './setup-errors.ts';
 
@@ -61,6 +62,7 @@ export function coreMigrations(dialect: Dialect): Record<string, Migration> {
     '0005_job_key_id': jobKeyId(),
     '0006_row_level_security': rowLevelSecurity(dialect),
     '0007_operating_actions': operatingActions(dialect),
+    '0008_search_indexes': searchIndexes(dialect),
     '0009_job_metrics': jobMetrics(dialect),
   };
 }

@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App, JobHandle } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
-import { ForbiddenError } from '../../errors.ts';
+import { type FieldIssue, ForbiddenError } from '../../errors.ts';
+import { DEFAULT_SEARCH_TIMEOUT_MS, InvalidSearchError, MAX_ERROR_SEARCH_LENGTH, MAX_JSON_CONDITIONS, parseInstant, parseJsonCondition } from '../../store/job-search.ts';
+import type { ListFilter } from '../../store/job-store.ts';
 import { isAdmin, principalOf, tenantScopeOf } from '../../auth/principal.ts';
 import { assertNoUploadHandle, scopedSubmission, visibleJob } from '../access.ts';
 import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
@@ -40,11 +42,38 @@ interface SubmitBody {
 interface ListQuery {
   status?: JobStatus;
   task?: string;
+  queue?: string;
   tenant?: string;
   key_id?: string;
+  id_prefix?: string;
+  created_after?: string;
+  created_before?: string;
+  finished_after?: string;
+  finished_before?: string;
+  error?: string;
+  where?: string | string[];
   limit: number;
   cursor?: string;
 }
+
+const instant = (what: string) =>
+  ({
+    type: 'string',
+    maxLength: 40,
+    description: `${what}, as epoch milliseconds or ISO-8601 with a time zone (\`2026-11-30\`, \`2026-11-30T12:00:00Z\`).`,
+  }) as const;
+
+const LIST_DESCRIPTION = `Searches the SQL history, newest first (creation time, then id). Every filter given must hold.
+
+- \`status\`, \`task\`, \`queue\`, \`tenant\`, \`key_id\`: equal to the value.
+- \`id_prefix\`: ids that start with it (case-sensitive).
+- \`created_after\` (inclusive), \`created_before\` (exclusive), \`finished_after\`, \`finished_before\`: time ranges; unfinished jobs never match a finish range.
+- \`error\`: text within the error's message or type, case-insensitive (on SQLite only ASCII letters fold); \`%\` and \`_\` are literal.
+- \`where\` (repeatable, at most ${MAX_JSON_CONDITIONS}): \`<input|result>.<key>[.<key>...]:<JSON scalar>\`, e.g. \`where=input.ticket_id:"T-1"\` or \`where=result.pages:12\`. Keys are identifiers (letters, digits, \`_\`); the value is a JSON string (in double quotes), number, \`true\`, \`false\` or \`null\`, compared with its type (\`"12"\` does not match \`12\`; \`null\` matches an explicit null, not a missing key).
+
+A key of a tenant sees only its tenant's jobs, and a key limited to task patterns only jobs of those tasks, whatever the filters say.
+
+Time budget: a search may take \`CELERITY_SEARCH_TIMEOUT\` ms (default 5000). Filters on status, task, queue, tenant, key, id prefix and creation time are served by indexes. The others (error text, \`where\`, finish times) check rows one by one, in chunks of the newest-first order; a search that runs out of time returns the jobs it found with \`partial: true\` and a \`next_cursor\` that continues the scan where it stopped (the page may be short, even empty, and more may match further on). A search that found nothing it could return in time answers 503 \`query_timeout\`: narrow it. See docs/search.md.`;
 
 /** JSON schema of a submission's `options` (also POST /v1/uploads' `options` field). */
 const identifier = { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: IDENTIFIER_PATTERN } as const;
@@ -149,6 +178,51 @@ const submitSchema = {
   },
 } as const;
 
+/**
+ * The query's filters as the store takes them. Every malformed one is
+ * reported, each under its own `querystring.<name>` path.
+ */
+function searchFilterOf(q: ListQuery): ListFilter {
+  const issues: FieldIssue[] = [];
+  const attempt = <T>(fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (err) {
+      if (!(err instanceof InvalidSearchError)) throw err;
+      issues.push(...err.details.issues);
+      return undefined;
+    }
+  };
+  const time = (name: 'created_after' | 'created_before' | 'finished_after' | 'finished_before') => {
+    const text = q[name];
+    return text === undefined ? undefined : attempt(() => parseInstant(text, `querystring.${name}`));
+  };
+  const createdAfter = time('created_after');
+  const createdBefore = time('created_before');
+  const finishedAfter = time('finished_after');
+  const finishedBefore = time('finished_before');
+  const where = q.where === undefined ? [] : Array.isArray(q.where) ? q.where : [q.where];
+  const json = where.map((text, i) => attempt(() => parseJsonCondition(text, Array.isArray(q.where) ? `querystring.where.${i}` : 'querystring.where')));
+  const filter: ListFilter = {
+    limit: q.limit,
+    status: q.status,
+    task: q.task,
+    queue: q.queue,
+    tenant: q.tenant,
+    keyId: q.key_id,
+    idPrefix: q.id_prefix,
+    error: q.error,
+    cursor: q.cursor,
+    createdAfter,
+    createdBefore,
+    finishedAfter,
+    finishedBefore,
+    json: json.filter((c) => c !== undefined),
+  };
+  if (issues.length > 0) throw new InvalidSearchError(issues);
+  return filter;
+}
+
 /** Submit, read and list jobs. */
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema, config: { celerity: { scope: 'jobs:submit' } } }, async (request, reply) => {
@@ -205,7 +279,8 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     '/v1/jobs',
     {
       schema: {
-        summary: 'List jobs, newest first, from the SQL history',
+        summary: 'Search jobs, newest first, in the SQL history',
+        description: LIST_DESCRIPTION,
         tags: ['jobs'],
         querystring: {
           type: 'object',
@@ -215,6 +290,26 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
             task: { type: 'string', pattern: TASK_NAME_PATTERN },
             tenant: { ...identifier, description: "Only this tenant's jobs. A key of a tenant sees only its own: naming another is refused (403)." },
             key_id: { type: 'string', pattern: '^[0-9a-z]{16}$', description: 'Only the jobs submitted with this API key (its id, as `celerity keys list` shows it).' },
+            queue: { type: 'string', pattern: '^[A-Za-z0-9_.\\-]{1,100}$', description: "Only the jobs of this queue (the task's `queue`: 1-100 letters, digits, `_`, `.` or `-`)." },
+            id_prefix: { type: 'string', maxLength: MAX_PATH_ID_LENGTH, pattern: PATH_ID_PATTERN, description: 'Only the jobs whose id starts with this.' },
+            created_after: instant('Only the jobs created at or after this instant'),
+            created_before: instant('Only the jobs created before this instant'),
+            finished_after: instant('Only the jobs finished at or after this instant'),
+            finished_before: instant('Only the jobs finished before this instant'),
+            error: {
+              type: 'string',
+              minLength: 1,
+              maxLength: MAX_ERROR_SEARCH_LENGTH,
+              pattern: IDENTIFIER_PATTERN,
+              description: 'Only the jobs whose error message or type contains this text (case-insensitive).',
+            },
+            where: {
+              anyOf: [
+                { type: 'string', maxLength: 1000 },
+                { type: 'array', maxItems: MAX_JSON_CONDITIONS, items: { type: 'string', maxLength: 1000 } },
+              ],
+              description: 'A condition on the input or the result, `input.ticket_id:"T-1"`; repeat it for several (all must hold).',
+            },
             limit: { type: 'integer', minimum: 1, maximum: MAX_LIST_LIMIT, default: 50 },
             cursor: { type: 'string', pattern: CURSOR_PATTERN, description: 'next_cursor of the previous page.' },
           },
@@ -225,8 +320,9 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
             properties: {
               jobs: { type: 'array', items: { $ref: 'Job#' } },
               next_cursor: { type: ['string', 'null'] },
+              partial: { type: 'boolean', description: 'The search ran out of time: `jobs` is what it found, `next_cursor` continues the scan.' },
             },
-            required: ['jobs', 'next_cursor'],
+            required: ['jobs', 'next_cursor', 'partial'],
           },
           '4xx': { $ref: 'Error#' },
           503: { $ref: 'Error#' },
@@ -236,17 +332,17 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     },
     async (request) => {
       const principal = principalOf(request);
-      const { key_id: keyId, ...query } = request.query;
-      if (!isAdmin(principal) && query.tenant !== undefined && query.tenant !== principal.tenant) {
+      const q = request.query;
+      if (!isAdmin(principal) && q.tenant !== undefined && q.tenant !== principal.tenant) {
         throw new ForbiddenError("tenant names another tenant than the API key's; a key lists only its own tenant's jobs", { field: 'tenant' });
       }
       const page = await app.listJobs({
-        ...query,
+        ...searchFilterOf(q),
         scope: tenantScopeOf(principal),
-        ...(keyId !== undefined ? { keyId } : {}),
         ...(principal.tasks !== null && !isAdmin(principal) ? { taskPatterns: principal.tasks } : {}),
+        timeoutMs: app.config.searchTimeout ?? DEFAULT_SEARCH_TIMEOUT_MS,
       });
-      return { jobs: page.jobs.map(jobView), next_cursor: page.nextCursor };
+      return { jobs: page.jobs.map(jobView), next_cursor: page.nextCursor, partial: page.partial === true };
     },
   );
 }
