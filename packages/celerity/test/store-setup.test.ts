@@ -125,7 +125,17 @@ describe('a fresh PostgreSQL database', () => {
     ).toEqual(['notes', 'notes_migrations', 'notes_migrations_lock']);
     // The core's history and the set's are apart: neither lists the other's migrations.
     const coreMigrations = await query<{ name: string }>(url, 'select name from celerity.celerity_migrations order by name');
-    expect(coreMigrations.map((m) => m.name)).toEqual(['0001_jobs', '0002_attempt_history', '0003_list_order', '0004_api_keys', '0005_job_key_id', '0006_row_level_security', '0008_search_indexes']);
+    expect(coreMigrations.map((m) => m.name)).toEqual([
+      '0001_jobs',
+      '0002_attempt_history',
+      '0003_list_order',
+      '0004_api_keys',
+      '0005_job_key_id',
+      '0006_row_level_security',
+      '0007_operating_actions',
+      '0008_search_indexes',
+      '0009_job_metrics',
+    ]);
   });
 
   it("leaves a user's own public.jobs alone, and refuses in one line to share its schema", async () => {
