@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { App } from '../app.ts';
 import { bearerToken, KeyAuthenticator, sameSecret, type AuthFailure } from '../auth/authenticator.ts';
 import { hasScope, OPEN_PRINCIPAL, setPrincipal, type Principal, type RouteAuth } from '../auth/principal.ts';
+import { CSRF_HEADER, sessionIdOf, sessionsOf } from '../dashboard/sessions.ts';
 import { ForbiddenError, UnauthorizedError } from '../errors.ts';
 
 export type AuthMode = 'keys' | 'off';
@@ -31,6 +32,7 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
   const metricsToken = app.config.metricsToken;
   const authenticator = mode === 'keys' ? new KeyAuthenticator(() => app.openStore(), { logger: server.log }) : undefined;
   if (!authenticator) server.log.warn('CELERITY_AUTH=off: the job API takes no API keys; every caller is an admin of every tenant');
+  const sessions = sessionsOf(app);
   server.addHook('onClose', async () => {
     await authenticator?.close();
   });
@@ -51,6 +53,27 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
         return;
       }
     }
+    // The dashboard's session cookie, only when no key is sent: a request
+    // with an Authorization header is judged by it alone (the fast path).
+    if (header === undefined) {
+      const sessionId = sessionIdOf(request);
+      if (sessionId !== undefined) {
+        const session = await sessions.resolve(sessionId);
+        if (session) {
+          // A browser attaches the cookie to any request to this origin; the
+          // token, which only the dashboard's own pages can read, proves the
+          // request came from one of them (SameSite=Strict is the first guard).
+          if (request.method !== 'GET' && request.method !== 'HEAD' && !csrfMatches(request.headers[CSRF_HEADER], session.csrf)) {
+            throw new ForbiddenError(`A request with the dashboard's session cookie that changes state needs the session's ${CSRF_HEADER} header`, { field: CSRF_HEADER });
+          }
+          if (needs.scope !== undefined && !hasScope(session.principal, needs.scope)) {
+            throw new ForbiddenError(`The API key "${session.principal.name}" lacks the scope ${needs.scope}`, { scope: needs.scope });
+          }
+          setPrincipal(request, session.principal);
+          return;
+        }
+      }
+    }
     const outcome = await authenticator.authenticate(header);
     if (!outcome.ok) {
       reply.header('www-authenticate', outcome.failure === 'missing' ? 'Bearer realm="celerity"' : 'Bearer realm="celerity", error="invalid_token"');
@@ -61,4 +84,8 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
     }
     setPrincipal(request, outcome.principal);
   });
+}
+
+function csrfMatches(sent: string | string[] | undefined, expected: string): boolean {
+  return typeof sent === 'string' && sent !== '' && sameSecret(sent, expected);
 }
