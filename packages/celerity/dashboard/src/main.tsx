@@ -33,10 +33,16 @@ function App() {
       .catch((error) => setState(error instanceof ApiError && error.status === 401 ? { phase: 'login', expired: false } : { phase: 'error', error }));
   }, []);
 
-  // A new page moves the focus to its heading, as a page load would.
+  // Moving to another page moves the focus to its heading, so that a screen
+  // reader announces it; the first page leaves it at the top, where the skip link is.
+  const firstPath = useRef(true);
   useEffect(() => {
+    if (firstPath.current) {
+      firstPath.current = false;
+      return;
+    }
     main.current?.querySelector<HTMLElement>('h1')?.focus();
-  }, [route.path, state.phase]);
+  }, [route.path]);
 
   if (state.phase === 'loading') return <p class="muted center">Loading…</p>;
   if (state.phase === 'error') {

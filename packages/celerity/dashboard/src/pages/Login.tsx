@@ -31,6 +31,7 @@ export function Login({ onLogin, expired }: { onLogin: (s: SessionView) => void;
       <form method="post" action="login" onSubmit={submit} class="card">
         <label for="api-key">API key</label>
         <input
+          ref={input}
           id="api-key"
           name="key"
           type="password"
