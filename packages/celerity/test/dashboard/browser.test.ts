@@ -12,6 +12,8 @@ import { createKey } from '../../src/auth/key-store.ts';
 import { cleanup, deferred, openTestApp, startRecorder, startWorker, waitFor, type Deferred } from '../helpers.ts';
 import { browserAvailable, launch, login, newPage } from './browser-helpers.ts';
 
+// Expressions evaluated in the page are strings: the tests' TypeScript has no DOM types.
+
 const released = new Map<string, Deferred>();
 
 /** Completes when the test releases it: the job stays `started` as long as the test needs. */
@@ -95,7 +97,7 @@ run('the dashboard in a browser (sqlite)', () => {
     await p.getByRole('cell', { name: 'default', exact: true }).first().waitFor();
     expect(await p.getByTestId('who').textContent()).toContain('ops');
     // The cookie is HttpOnly: the page's script cannot read it.
-    expect(await p.evaluate(() => document.cookie)).toBe('');
+    expect(await p.evaluate('document.cookie')).toBe('');
     const [cookie] = await p.context().cookies();
     expect(cookie).toMatchObject({ name: 'celerity_session', httpOnly: true, sameSite: 'Strict' });
   });
@@ -106,9 +108,7 @@ run('the dashboard in a browser (sqlite)', () => {
     await p.getByRole('link', { name: 'Jobs' }).click();
     await p.getByRole('heading', { level: 1, name: 'Jobs' }).waitFor();
     // A marker that a reload would wipe.
-    await p.evaluate(() => {
-      (window as unknown as { marker: number }).marker = 42;
-    });
+    await p.evaluate('window.marker = 42');
     const gate = deferred();
     released.set('q2c', gate);
     const job = await app.enqueue(gated, { gate: 'q2c' });
@@ -117,7 +117,7 @@ run('the dashboard in a browser (sqlite)', () => {
     await startWorker(app, { queues: ['later'] });
     gate.resolve();
     await expect.poll(() => row(p, job.id).locator('.badge').textContent(), { timeout: 15_000 }).toBe('completed');
-    expect(await p.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
+    expect(await p.evaluate('window.marker')).toBe(42);
     // The row links to the job's page.
     await row(p, job.id).getByRole('link').click();
     await p.getByRole('heading', { level: 1, name: /ui\.gated/ }).waitFor();
@@ -196,24 +196,24 @@ run('the dashboard in a browser (sqlite)', () => {
   it('works at a narrow width and in dark mode, by keyboard', async () => {
     const { page: p } = await newPage(browser, errors, { width: 390, colorScheme: 'dark' });
     await p.goto(`${base}/dashboard/`);
-    expect(await p.evaluate(() => document.documentElement.dataset.theme)).toBe('dark');
+    expect(await p.evaluate('document.documentElement.dataset.theme')).toBe('dark');
     // The key field has the focus; Enter submits.
     await p.getByLabel('API key').waitFor();
-    await expect.poll(() => p.evaluate(() => document.activeElement?.id)).toBe('api-key');
+    await expect.poll(() => p.evaluate('document.activeElement?.id')).toBe('api-key');
     await p.keyboard.type(keys.admin);
     await p.keyboard.press('Enter');
     await p.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
     // Nothing wider than the screen but the tables' own scrolling boxes.
-    expect(await p.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    expect(await p.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
     await p.keyboard.press('Tab');
-    expect(await p.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content');
+    expect(await p.evaluate('document.activeElement?.textContent')).toBe('Skip to content');
     await p.keyboard.press('Enter');
-    expect(await p.evaluate(() => document.activeElement?.id)).toBe('main');
+    expect(await p.evaluate('document.activeElement?.id')).toBe('main');
     const toggle = p.getByRole('button', { name: 'Dark mode' });
     expect(await toggle.getAttribute('aria-pressed')).toBe('true');
     await toggle.focus();
     await p.keyboard.press('Space');
-    await expect.poll(() => p.evaluate(() => document.documentElement.dataset.theme)).toBe('light');
+    await expect.poll(() => p.evaluate('document.documentElement.dataset.theme')).toBe('light');
     expect(await toggle.getAttribute('aria-pressed')).toBe('false');
   });
 
