@@ -28,8 +28,8 @@ export async function newPage(browser: Browser, errors: string[], opts: { width?
   const page = await context.newPage();
   page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
   page.on('console', (msg) => {
-    // A refused API call logs a resource error the page handles itself (a 403 it shows, a 404 of a route this server lacks).
-    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (40[134])/.test(msg.text())) errors.push(`console: ${msg.text()}`);
+    // A refused API call logs a resource error the page handles itself (a 400 or 403 it shows, a 404 of a route this server lacks).
+    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (40[0134])/.test(msg.text())) errors.push(`console: ${msg.text()}`);
   });
   return { context, page };
 }
