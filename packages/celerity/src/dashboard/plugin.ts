@@ -169,6 +169,12 @@ export const celerityDashboard: FastifyPluginAsync<CelerityDashboardOptions> = a
       config: OPEN,
     },
     async (request, reply) => {
+      // Login CSRF: another site's page posting its own key would log the
+      // victim into the attacker's tenant. Browsers name the page's origin.
+      const origin = request.headers.origin;
+      if (origin !== undefined && hostOf(origin) !== request.host) {
+        throw new ForbiddenError('A dashboard login must come from a page of this server', { field: 'origin' });
+      }
       const fromForm = request.headers['content-type']?.startsWith('application/x-www-form-urlencoded') === true;
       if (!authenticator) {
         if (fromForm) return reply.redirect(`${base}/`, 303);
@@ -241,6 +247,14 @@ function view(p: Principal, auth: AuthMode, csrf: string | null, createdAt: numb
     csrf_token: csrf,
     expires_at: createdAt === null ? null : new Date(createdAt + SESSION_TTL_MS).toISOString(),
   };
+}
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
 }
 
 function escapeHtml(text: string): string {

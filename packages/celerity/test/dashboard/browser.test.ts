@@ -259,3 +259,33 @@ run('the dashboard in a browser (sqlite)', () => {
   it.todo('bulk-retries the failed jobs of one task after a dry-run count (needs POST /v1/bulk, on another branch)');
   it.todo("shows the CSV import's progress bar rising (the import lives in examples/documents; the progress bar itself is tested above)");
 });
+
+run('the dashboard in a browser with authentication off', () => {
+  let browser: Browser;
+  const errors: string[] = [];
+  beforeAll(async () => {
+    browser = await launch();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await cleanup();
+    expect(errors).toEqual([]);
+  });
+
+  it('opens without a login and says that every visitor is an admin', async () => {
+    const app = await openTestApp('sqlite', [note], { auth: 'off' });
+    await startRecorder(app);
+    const server = await buildServer(app, { logger: false });
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { page: p } = await newPage(browser, errors);
+      await p.goto(`http://127.0.0.1:${(server.server.address() as { port: number }).port}/dashboard/`);
+      await p.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
+      expect(await p.getByRole('status').textContent()).toContain('CELERITY_AUTH=off');
+      expect(await p.getByRole('button', { name: 'Log out' }).count()).toBe(0);
+      expect(await p.getByLabel('API key').count()).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+});

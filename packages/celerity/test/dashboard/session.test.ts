@@ -107,6 +107,16 @@ describe.each(stores)('dashboard sessions (%s)', (kind: StoreKind) => {
     expect(keys.some((k) => k.includes(s.cookie.split('=')[1] as string))).toBe(false);
   });
 
+  it("refuses a login posted by another site's page", async () => {
+    const post = (origin: string) => fetch(`${base}/dashboard/login`, { method: 'POST', headers: { 'content-type': 'application/json', origin }, body: JSON.stringify({ key: admin }) });
+    const foreign = await post('https://evil.example');
+    expect(foreign.status).toBe(403);
+    expect(foreign.headers.get('set-cookie')).toBeNull();
+    expect(await foreign.json()).toMatchObject({ error: { code: 'forbidden', details: { field: 'origin' } } });
+    expect((await post('null')).status).toBe(403);
+    expect((await post(base)).status).toBe(200);
+  });
+
   it('answers a form login with a redirect to the dashboard', async () => {
     const res = await fetch(`${base}/dashboard/login`, {
       method: 'POST',
@@ -177,6 +187,23 @@ describe.each(stores)('dashboard sessions (%s)', (kind: StoreKind) => {
     const res = await fetch(`${base}/v1/jobs`, { headers: { cookie: 'celerity_session=../../etc; other=1' } });
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toContain('Bearer');
+  });
+});
+
+describe('the session cookie over HTTPS', () => {
+  afterAll(cleanup);
+
+  it('is Secure when a trusted proxy says the request came over HTTPS', async () => {
+    const app = await openTestApp('sqlite', [mail], { auth: 'keys', trustProxy: '127.0.0.1' });
+    const key = (await createKey(app.store, { name: 'ops', scopes: ['admin'], tenant: null })).token;
+    const api = await buildServer(app, { logger: false });
+    try {
+      const login = (headers: Record<string, string>) => api.inject({ method: 'POST', url: '/dashboard/login', headers: { 'content-type': 'application/json', ...headers }, payload: { key } });
+      expect(String((await login({ 'x-forwarded-proto': 'https' })).headers['set-cookie'])).toMatch(/; Secure$/);
+      expect(String((await login({})).headers['set-cookie'])).not.toContain('Secure');
+    } finally {
+      await api.close();
+    }
   });
 });
 

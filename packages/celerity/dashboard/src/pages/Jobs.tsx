@@ -36,6 +36,9 @@ export function Jobs({ route }: { route: Route }) {
   const [mode, setMode] = useState<string>('');
   const cursorRef = useRef<string | null>(null);
   const reload = useRef<() => void>(() => {});
+  /** The ids on the page, for the live events to tell theirs from new jobs. */
+  const shown = useRef<Set<string>>(new Set());
+  shown.current = new Set(page?.jobs.map((j) => j.job_id));
 
   useEffect(() => setDraft(filter), [key]);
 
@@ -67,16 +70,11 @@ export function Jobs({ route }: { route: Route }) {
     const stop = live({
       filter: { task: filter.task, queue: filter.queue },
       onEvent: (e) => {
-        let known = false;
-        setPage((p) => {
-          if (!p) return p;
-          const jobs = p.jobs.map((j) => {
-            if (j.job_id !== e.job_id) return j;
-            known = true;
-            return { ...j, ...(e.status ? { status: e.status } : {}), ...(e.progress ? { progress: e.progress } : {}) };
-          });
-          return known ? { ...p, jobs } : p;
-        });
+        const known = shown.current.has(e.job_id);
+        if (known) {
+          setPage((p) => p && { ...p, jobs: p.jobs.map((j) => (j.job_id === e.job_id ? { ...j, ...(e.status ? { status: e.status } : {}), ...(e.progress ? { progress: e.progress } : {}) } : j)) });
+        }
+        // A job new to the page, or one that may have left a status filter: the page is read again.
         if (!known || filter.status) refresh();
       },
       poll: () => {
