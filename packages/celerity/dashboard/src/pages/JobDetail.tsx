@@ -72,7 +72,7 @@ export function JobDetail({ id }: { id: string }) {
         {job.task} <StatusBadge status={job.status} />
       </h1>
       <p class="muted">
-        <span class="mono">{job.job_id}</span> {mode && `· ${mode}`}
+        <span class="mono">{job.job_id}</span> {mode && <span data-testid="live-mode">· {mode}</span>}
       </p>
       <ErrorNote error={error} />
       <Actions job={job} reload={() => reload.current()} />

@@ -176,7 +176,7 @@ export function Jobs({ route }: { route: Route }) {
       </form>
       <ErrorNote error={error} />
       <p class="muted" aria-live="polite">
-        {page ? `${page.jobs.length} job${page.jobs.length === 1 ? '' : 's'} on this page` : 'Loading…'} {mode && `· ${mode}`}
+        {page ? `${page.jobs.length} job${page.jobs.length === 1 ? '' : 's'} on this page` : 'Loading…'} {mode && <span data-testid="live-mode">· {mode}</span>}
       </p>
       {page && page.jobs.length > 0 && (
         <div class="table-wrap">
