@@ -7,6 +7,12 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
+/** Per test: a browser on a shared CI machine can be slow to start and to paint. */
+export const BROWSER_TEST_TIMEOUT = 90_000;
+
+/** expect.poll's options for what the page shows: its default second is short for a browser on a busy machine. */
+export const POLL = { timeout: 15_000, interval: 100 } as const;
+
 export const CHROMIUM = process.env.CELERITY_CHROMIUM ?? '/usr/bin/chromium';
 
 /** True when the browser tests can run here; throws in CI when they cannot, so that a missing browser fails the build rather than hiding. */
@@ -25,6 +31,8 @@ export async function launch(): Promise<Browser> {
 /** A fresh context (its own cookies) with a 1280-wide window, failing on any error the page logs. */
 export async function newPage(browser: Browser, errors: string[], opts: { width?: number; colorScheme?: 'light' | 'dark' } = {}): Promise<{ context: BrowserContext; page: Page }> {
   const context = await browser.newContext({ viewport: { width: opts.width ?? 1280, height: 900 }, colorScheme: opts.colorScheme ?? 'light' });
+  // A step that hangs fails at that step, well within the test's own timeout (BROWSER_TEST_TIMEOUT).
+  context.setDefaultTimeout(20_000);
   const page = await context.newPage();
   page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
   page.on('console', (msg) => {

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { buildServer, chain, defineTask, step, type App } from '../../src/index.ts';
 import { createKey } from '../../src/auth/key-store.ts';
 import { cleanup, deferred, openTestApp, startRecorder, startWorker, waitFor, type Deferred } from '../helpers.ts';
-import { browserAvailable, launch, login, newPage } from './browser-helpers.ts';
+import { BROWSER_TEST_TIMEOUT, browserAvailable, launch, login, newPage, POLL } from './browser-helpers.ts';
 
 // Expressions evaluated in the page are strings: the tests' TypeScript has no DOM types.
 
@@ -48,7 +48,7 @@ const parked = defineTask({ name: 'ui.parked', queue: 'parked', input: z.object(
 
 const run = browserAvailable() ? describe : describe.skip;
 
-run('the dashboard in a browser (sqlite)', () => {
+run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, () => {
   let app: App;
   let server: FastifyInstance;
   let base: string;
@@ -91,7 +91,7 @@ run('the dashboard in a browser (sqlite)', () => {
     await p.goto(`${base}/dashboard`);
     await p.getByLabel('API key').fill('cel_0123456789abcdef_notakey');
     await p.getByRole('button', { name: 'Log in' }).click();
-    await expect.poll(() => p.getByRole('alert').textContent()).toContain('not valid');
+    await expect.poll(() => p.getByRole('alert').textContent(), POLL).toContain('not valid');
     await p.getByLabel('API key').fill(keys.admin);
     await p.getByRole('button', { name: 'Log in' }).click();
     await p.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
@@ -124,7 +124,7 @@ run('the dashboard in a browser (sqlite)', () => {
     // The row links to the job's page.
     await row(p, job.id).getByRole('link').click();
     await p.getByRole('heading', { level: 1, name: /ui\.gated/ }).waitFor();
-    await expect.poll(() => p.getByLabel('Result').textContent()).toContain('"opened": "q2c"');
+    await expect.poll(() => p.getByLabel('Result').textContent(), POLL).toContain('"opened": "q2c"');
   });
 
   it("shows a running job's progress rising, and cancels it from its page", async () => {
@@ -182,7 +182,7 @@ run('the dashboard in a browser (sqlite)', () => {
     expect(new Set(tenants)).toEqual(new Set(['globex']));
     // Another tenant's job by its URL: as if it did not exist.
     await p.goto(`${base}/dashboard/#/jobs/${acme.id}`);
-    await expect.poll(() => p.getByRole('alert').textContent()).toContain('No such job');
+    await expect.poll(() => p.getByRole('alert').textContent(), POLL).toContain('No such job');
   });
 
   it("shows a workflow's steps with their statuses", async () => {
@@ -193,7 +193,7 @@ run('the dashboard in a browser (sqlite)', () => {
     await p.goto(`${base}/dashboard/#/jobs/${handle.id}`);
     const steps = p.getByRole('list', { name: 'Workflow steps' });
     await steps.waitFor();
-    await expect.poll(() => steps.locator('[data-step]').allTextContents()).toEqual(['1. ui.note completed', '2. ui.double completed']);
+    await expect.poll(() => steps.locator('[data-step]').allTextContents(), POLL).toEqual(['1. ui.note completed', '2. ui.double completed']);
   });
 
   it('works at a narrow width and in dark mode, by keyboard', async () => {
@@ -202,7 +202,7 @@ run('the dashboard in a browser (sqlite)', () => {
     expect(await p.evaluate('document.documentElement.dataset.theme')).toBe('dark');
     // The key field has the focus; Enter submits.
     await p.getByLabel('API key').waitFor();
-    await expect.poll(() => p.evaluate('document.activeElement?.id')).toBe('api-key');
+    await expect.poll(() => p.evaluate('document.activeElement?.id'), POLL).toBe('api-key');
     await p.keyboard.type(keys.admin);
     await p.keyboard.press('Enter');
     await p.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
@@ -216,7 +216,7 @@ run('the dashboard in a browser (sqlite)', () => {
     expect(await toggle.getAttribute('aria-pressed')).toBe('true');
     await toggle.focus();
     await p.keyboard.press('Space');
-    await expect.poll(() => p.evaluate('document.documentElement.dataset.theme')).toBe('light');
+    await expect.poll(() => p.evaluate('document.documentElement.dataset.theme'), POLL).toBe('light');
     expect(await toggle.getAttribute('aria-pressed')).toBe('false');
   });
 
@@ -242,16 +242,16 @@ run('the dashboard in a browser (sqlite)', () => {
     await p.getByLabel('Task').fill('ui.parked');
     await p.getByLabel('Status').selectOption('queued');
     await p.getByRole('button', { name: 'Apply filters' }).click();
-    await expect.poll(() => p.evaluate('location.hash')).toContain('status=queued');
-    await expect.poll(() => rows.count()).toBe(50);
+    await expect.poll(() => p.evaluate('location.hash'), POLL).toContain('status=queued');
+    await expect.poll(() => rows.count(), POLL).toBe(50);
     const first = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-job-id')));
     await p.getByRole('button', { name: 'Next page' }).click();
-    await expect.poll(() => rows.count()).toBe(5);
+    await expect.poll(() => rows.count(), POLL).toBe(5);
     const second = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-job-id')));
     expect(new Set([...first, ...second])).toEqual(new Set(ids));
     expect(await p.getByRole('button', { name: 'Next page' }).count()).toBe(0);
     await p.getByRole('button', { name: 'First page' }).click();
-    await expect.poll(() => rows.count()).toBe(50);
+    await expect.poll(() => rows.count(), POLL).toBe(50);
     await app.broker.queue('parked').resume();
   });
 
@@ -260,12 +260,12 @@ run('the dashboard in a browser (sqlite)', () => {
   it.todo("shows the CSV import's progress bar rising (the import lives in examples/documents; the progress bar itself is tested above)");
 });
 
-run('the dashboard in a browser with authentication off', () => {
+run('the dashboard in a browser with authentication off', { timeout: BROWSER_TEST_TIMEOUT }, () => {
   let browser: Browser;
   const errors: string[] = [];
   beforeAll(async () => {
     browser = await launch();
-  });
+  }, 60_000);
   afterAll(async () => {
     await browser?.close();
     await cleanup();
