@@ -35,7 +35,8 @@ export function Jobs({ route }: { route: Route }) {
   const [error, setError] = useState<unknown>(null);
   const [mode, setMode] = useState<string>('');
   const cursorRef = useRef<string | null>(null);
-  const reload = useRef<() => void>(() => {});
+  /** Shows the page at a cursor (null: the first), in the effect's scope so that a new filter drops answers to the old one. */
+  const goTo = useRef<(cursor: string | null, cursors: (string | null)[]) => void>(() => {});
   /** The ids on the page, for the live events to tell theirs from new jobs. */
   const shown = useRef<Set<string>>(new Set());
   shown.current = new Set(page?.jobs.map((j) => j.job_id));
@@ -46,18 +47,22 @@ export function Jobs({ route }: { route: Route }) {
     let alive = true;
     let pending: ReturnType<typeof setTimeout> | undefined;
     const controller = new AbortController();
+    cursorRef.current = null;
     const load = async (cursor: string | null, cursors: (string | null)[]) => {
       try {
         const res = await endpoints.jobs({ ...queryOf(filter), limit: PAGE_SIZE, cursor }, controller.signal);
-        if (!alive) return;
-        cursorRef.current = cursor;
+        // A poll of the first page that answers after the user moved to the next is dropped.
+        if (!alive || cursorRef.current !== cursor) return;
         setPage({ jobs: res.jobs, next: res.next_cursor, cursors });
         setError(null);
       } catch (err) {
         if (alive && (err as Error).name !== 'AbortError') setError(err);
       }
     };
-    reload.current = () => void load(null, [null]);
+    goTo.current = (cursor, cursors) => {
+      cursorRef.current = cursor;
+      void load(cursor, cursors);
+    };
     void load(null, [null]);
     // Live: a job on the page changes in place; anything else refreshes the first page, at most once a second.
     const refresh = () => {
@@ -101,15 +106,9 @@ export function Jobs({ route }: { route: Route }) {
     onInput: (e: Event) => setDraft({ ...draft, [name]: (e.target as HTMLInputElement).value }),
   });
   const nextPage = () => {
-    if (!page?.next) return;
-    const cursors = [...page.cursors, page.next];
-    cursorRef.current = page.next;
-    void endpoints
-      .jobs({ ...queryOf(filter), limit: PAGE_SIZE, cursor: page.next })
-      .then((res) => setPage({ jobs: res.jobs, next: res.next_cursor, cursors }))
-      .catch(setError);
+    if (page?.next) goTo.current(page.next, [...page.cursors, page.next]);
   };
-  const firstPage = () => reload.current();
+  const firstPage = () => goTo.current(null, [null]);
 
   return (
     <>
