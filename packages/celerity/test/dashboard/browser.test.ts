@@ -255,8 +255,9 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     await app.broker.queue('parked').resume();
   });
 
-  it.todo('retries a failed job from its page (needs POST /v1/jobs/:id/retry, on another branch)');
-  it.todo('bulk-retries the failed jobs of one task after a dry-run count (needs POST /v1/bulk, on another branch)');
+  // contracts.test.ts drives the page through both against stand-ins of their announced contracts until then.
+  it.todo('retries a failed job from its page (needs the real POST /v1/jobs/:id/retry, on another branch)');
+  it.todo('bulk-retries the failed jobs of one task after a dry-run count (needs the real POST /v1/bulk, on another branch)');
   it.todo("shows the CSV import's progress bar rising (the import lives in examples/documents; the progress bar itself is tested above)");
 });
 
