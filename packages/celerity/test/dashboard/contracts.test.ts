@@ -41,7 +41,7 @@ run('the operating actions against their announced contracts', { timeout: BROWSE
   let admin: string;
   const seen: Seen[] = [];
   const errors: string[] = [];
-  const standIn = { retry: false, bulk: false };
+  const standIn = { retry: false, bulk: false, stats: false };
 
   beforeAll(async () => {
     app = await openTestApp('sqlite', [fails], { auth: 'keys' });
@@ -71,6 +71,25 @@ run('the operating actions against their announced contracts', { timeout: BROWSE
         return { id: 'op-1' };
       });
       server.get('/v1/bulk/:id', async () => ({ id: 'op-1', status: 'completed', done: 3, total: 3 }));
+    }
+    standIn.stats = !server.hasRoute({ method: 'GET', url: '/v1/stats' });
+    if (standIn.stats) {
+      server.get<{ Querystring: Record<string, string> }>('/v1/stats', async (request) => {
+        note('stats', { body: request.query, headers: request.headers });
+        // Ten minutes of made-up points: this checks the drawing, not the numbers.
+        const to = Date.parse(request.query.to ?? '');
+        return {
+          series: Array.from({ length: 10 }, (_, i) => ({
+            t: new Date(to - (10 - i) * 60_000).toISOString(),
+            completed: 10 + i,
+            failed: i % 3,
+            wait_p50: 5,
+            wait_p95: 20 + i,
+            run_p50: 40,
+            run_p95: 90,
+          })),
+        };
+      });
     }
     await server.listen({ port: 0, host: '127.0.0.1' });
     base = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
@@ -148,5 +167,17 @@ run('the operating actions against their announced contracts', { timeout: BROWSE
     expect(seen.at(-1)).toMatchObject({ route: 'bulk', body: { dry_run: false }, csrf: expect.any(String) });
     await expect.poll(() => p.getByRole('heading', { name: 'Operation op-1' }).count(), POLL).toBe(1);
     await expect.poll(() => p.locator('pre').textContent(), POLL).toContain('"status": "completed"');
+  });
+
+  it("draws the throughput charts from the stats API, under the page's CSP", async (ctx) => {
+    if (!standIn.stats) ctx.skip();
+    const p = await page();
+    const charts = p.getByRole('img', { name: /^Jobs per minute|^Wait and run time/ });
+    await expect.poll(() => charts.count(), POLL).toBe(2);
+    // uPlot draws on canvases; its legend names the series.
+    expect(await p.locator('.chart canvas').count()).toBeGreaterThanOrEqual(2);
+    expect(await p.locator('.u-legend').first().textContent()).toContain('completed');
+    expect(await charts.first().getAttribute('aria-label')).toContain('completed 145');
+    expect(seen.find((s) => s.route === 'stats')?.body).toMatchObject({ granularity: 'minute', from: expect.any(String), to: expect.any(String) });
   });
 });
