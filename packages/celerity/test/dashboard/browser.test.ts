@@ -278,14 +278,16 @@ run('the dashboard in a browser with authentication off', { timeout: BROWSER_TES
     await startRecorder(app);
     const server = await buildServer(app, { logger: false });
     await server.listen({ port: 0, host: '127.0.0.1' });
+    const { context, page: p } = await newPage(browser, errors);
     try {
-      const { page: p } = await newPage(browser, errors);
       await p.goto(`http://127.0.0.1:${(server.server.address() as { port: number }).port}/dashboard/`);
       await p.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
       expect(await p.getByRole('status').textContent()).toContain('CELERITY_AUTH=off');
       expect(await p.getByRole('button', { name: 'Log out' }).count()).toBe(0);
       expect(await p.getByLabel('API key').count()).toBe(0);
     } finally {
+      // The page first: a poll arriving while the server closes would be answered 503.
+      await context.close();
       await server.close();
     }
   });

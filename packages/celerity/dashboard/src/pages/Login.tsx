@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ErrorNote } from '../components/common.tsx';
 import { endpoints, type SessionView } from '../endpoints.ts';
-import { ApiError } from '../http.ts';
+import { ApiError, settings } from '../http.ts';
 
 export function Login({ onLogin, expired }: { onLogin: (s: SessionView) => void; expired: boolean }) {
   const [key, setKey] = useState('');
@@ -28,7 +28,7 @@ export function Login({ onLogin, expired }: { onLogin: (s: SessionView) => void;
     <main id="main" class="login" tabIndex={-1}>
       <h1>Celerity</h1>
       {expired && <p class="note">Your session has ended. Log in again.</p>}
-      <form method="post" action="login" onSubmit={submit} class="card">
+      <form method="post" action={`${settings.base}/login`} onSubmit={submit} class="card">
         <label for="api-key">API key</label>
         <input
           ref={input}
