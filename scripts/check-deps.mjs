@@ -196,7 +196,8 @@ export function checkDeps(root) {
     const shipped = (name) => lib.runtime.has(name) || name === owner;
     const uses = new Set();
     scan([...abs('src'), ...abs('bin')], owner, shipped, { library: true, uses });
-    scan([...abs('test'), ...abs('scripts')], owner, (name) => shipped(name) || lib.dev.has(name) || rootDev.has(name), { library: true });
+    // dashboard/: the browser client, bundled at build time into dist/, so its libraries are devDependencies.
+    scan([...abs('test'), ...abs('scripts'), ...abs('dashboard')], owner, (name) => shipped(name) || lib.dev.has(name) || rootDev.has(name), { library: true });
     // A runtime declaration nothing ships with would be installed by every user for nothing.
     for (const field of ['dependencies', 'optionalDependencies', 'peerDependencies']) {
       for (const name of Object.keys(lib.pkg[field] ?? {})) {

@@ -17,6 +17,7 @@ export type { SqliteDatabase, SqliteStatement } from './store/sqlite-driver.ts';
 
 export { buildServer, type ServerOptions } from './api/server.ts';
 export { celerityApi, type CelerityApiOptions } from './api/plugin.ts';
+export { celerityDashboard, type CelerityDashboardOptions } from './dashboard/plugin.ts';
 export { signWebhook, verifyWebhook, type VerifiedWebhook, type VerifyWebhookOptions } from './api/webhook-signature.ts';
 export type { Webhook, WebhookOptions, WebhookSecret, WebhookSecretLookup } from './webhook.ts';
 export { clientErrorHandler as celerityClientErrorHandler, frameworkErrorHandler as celerityFrameworkErrors } from './api/errors.ts';

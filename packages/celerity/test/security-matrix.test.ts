@@ -210,6 +210,23 @@ describe.each(stores)('the access matrix of docs/security.md (%s)', (kind: Store
         const signed: Record<string, string> = c === 'Right key' ? { 'celerity-signature': signWebhook(HOOK_SECRET, body) } : {};
         return fetch(url('/v1/hooks/tickets.hook'), { method: 'POST', headers: { ...headers, ...signed, 'content-type': 'application/json' }, body });
       }
+      case 'GET /dashboard/assets/{file}': {
+        const page = await (await fetch(url('/dashboard'))).text();
+        return fetch(url(/src="([^"]+\.js)"/.exec(page)?.[1] ?? '/dashboard/assets/none.js'), { headers });
+      }
+      case 'POST /dashboard/login':
+        return fetch(url('/dashboard/login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(key ? { key } : {}) });
+      case 'GET /dashboard/session':
+      case 'POST /dashboard/logout': {
+        // The key logs in; the route is sent the session cookie (and CSRF token) it got, as a browser would.
+        const login = key ? await fetch(url('/dashboard/login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ key }) }) : undefined;
+        const session: Record<string, string> = {};
+        if (login?.ok) {
+          session.cookie = (login.headers.get('set-cookie') ?? '').split(';')[0] as string;
+          session['x-csrf-token'] = ((await login.json()) as { csrf_token: string }).csrf_token;
+        }
+        return fetch(url(row.path), { method: row.method, headers: session });
+      }
       default:
         return fetch(url(row.path), { method: row.method, headers });
     }

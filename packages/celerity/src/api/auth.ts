@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App } from '../app.ts';
 import { bearerToken, KeyAuthenticator, sameSecret, type AuthFailure, type AuthOutcome } from '../auth/authenticator.ts';
 import { hasScope, OPEN_PRINCIPAL, setPrincipal, type Principal, type RouteAuth } from '../auth/principal.ts';
+import { CSRF_HEADER, sessionIdOf, sessionsOf } from '../dashboard/sessions.ts';
 import { ForbiddenError, UnauthorizedError } from '../errors.ts';
 
 export type AuthMode = 'keys' | 'off';
@@ -31,6 +32,7 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
   const metricsToken = app.config.metricsToken;
   const authenticator = mode === 'keys' ? new KeyAuthenticator(() => app.openStore(), { logger: server.log }) : undefined;
   if (!authenticator) server.log.warn('CELERITY_AUTH=off: the job API takes no API keys; every caller is an admin of every tenant');
+  const sessions = sessionsOf(app);
   server.addHook('onClose', async () => {
     await authenticator?.close();
   });
@@ -53,10 +55,10 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
         return done();
       }
     }
-    const admit = (outcome: AuthOutcome): void => {
+    const finish = (check: () => void): void => {
       let refused: Error | undefined;
       try {
-        admitted(request, reply, needs, outcome);
+        check();
       } catch (err) {
         refused = err as Error;
       }
@@ -64,9 +66,31 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
       if (refused) done(refused);
       else done();
     };
-    const cached = authenticator.authenticateCached(header);
-    if (cached) return admit(cached);
-    authenticator.authenticate(header).then(admit, (err: Error) => done(err));
+    const byKey = (): void => {
+      const cached = authenticator.authenticateCached(header);
+      if (cached) finish(() => admitted(request, reply, needs, cached));
+      else authenticator.authenticate(header).then((outcome) => finish(() => admitted(request, reply, needs, outcome)), done);
+    };
+    // The dashboard's session cookie, only when no key is sent: a request
+    // with an Authorization header is judged by it alone (the fast path).
+    const sessionId = header === undefined ? sessionIdOf(request) : undefined;
+    if (sessionId === undefined) return byKey();
+    sessions.resolve(sessionId).then((session) => {
+      // No live session (expired, logged out, its key revoked): the 401 of a request without a key.
+      if (!session) {
+        byKey();
+        return;
+      }
+      finish(() => {
+        // A browser attaches the cookie to any request to this origin; the
+        // token, which only the dashboard's own pages can read, proves the
+        // request came from one of them (SameSite=Strict is the first guard).
+        if (request.method !== 'GET' && request.method !== 'HEAD' && !csrfMatches(request.headers[CSRF_HEADER], session.csrf)) {
+          throw new ForbiddenError(`A request with the dashboard's session cookie that changes state needs the session's ${CSRF_HEADER} header`, { field: CSRF_HEADER });
+        }
+        admitted(request, reply, needs, { ok: true, principal: session.principal });
+      });
+    }, done);
   });
 }
 
@@ -80,4 +104,8 @@ function admitted(request: FastifyRequest, reply: FastifyReply, needs: RouteAuth
     throw new ForbiddenError(`The API key "${outcome.principal.name}" lacks the scope ${needs.scope}`, { scope: needs.scope });
   }
   setPrincipal(request, outcome.principal);
+}
+
+function csrfMatches(sent: string | string[] | undefined, expected: string): boolean {
+  return typeof sent === 'string' && sent !== '' && sameSecret(sent, expected);
 }

@@ -5,6 +5,7 @@ import type { App } from '../app.ts';
 import { traceIdOf } from '../ids.ts';
 import { MAX_PARAM_LENGTH } from '../limits.ts';
 import { body, clientErrorHandler, frameworkErrorHandler } from './errors.ts';
+import { celerityDashboard } from '../dashboard/plugin.ts';
 import { celerityApi } from './plugin.ts';
 
 export interface ServerOptions {
@@ -12,6 +13,8 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Request logging; default the app's logger. Pass false to silence. */
   logger?: Logger | false;
+  /** Serve the dashboard at `/dashboard`; default true. */
+  dashboard?: boolean;
 }
 
 /**
@@ -59,5 +62,6 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
 
   // The whole server is the API's, so its 404s are Celerity's too.
   await server.register(celerityApi, { app, bodyLimit, openapi: true, notFound: true });
+  if (opts.dashboard !== false) await server.register(celerityDashboard, { app, prefix: '/dashboard' });
   return server;
 }

@@ -263,6 +263,7 @@ withConfig(program.command('dev').description('API and worker in one process, fo
   if (key) console.log(`API key: ${key.token} (admin; ${key.created ? 'new, ' : ''}saved in ${DEV_KEY_FILE})`);
   else console.log('Warning: CELERITY_AUTH=off, the API takes requests without a key');
   console.log(`Tasks: ${base}/v1/tasks   OpenAPI: ${base}/openapi.json`);
+  console.log(`Dashboard: ${base}/dashboard${key ? ' (log in with the API key above)' : ''}`);
   console.log(`Try:   curl -X POST ${base}/v1/jobs${auth} -H 'content-type: application/json' -d '${first}'`);
   console.log(`Then:  curl${auth} ${base}/v1/jobs/<job_id>\n`);
 });

@@ -1,0 +1,345 @@
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { ErrorNote, Json, ProgressView, Section, StatusBadge } from '../components/common.tsx';
+import { ACTION_SCOPES, endpoints, TERMINAL, type AttemptView, type JobView, type StepView } from '../endpoints.ts';
+import { between, formatDuration, formatTime, json } from '../format.ts';
+import { ApiError } from '../http.ts';
+import { live } from '../live.ts';
+import { href, navigate } from '../router.ts';
+import { can, useSession } from '../session.ts';
+
+export function JobDetail({ id }: { id: string }) {
+  const [job, setJob] = useState<JobView | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [mode, setMode] = useState('');
+  const jobRef = useRef<JobView | null>(null);
+  const reload = useRef<() => Promise<void>>(async () => {});
+
+  useEffect(() => {
+    let alive = true;
+    let pending: ReturnType<typeof setTimeout> | undefined;
+    const load = async () => {
+      try {
+        const j = await endpoints.job(id);
+        if (!alive) return;
+        jobRef.current = j;
+        setJob(j);
+        setError(null);
+      } catch (err) {
+        if (alive) setError(err);
+      }
+    };
+    reload.current = load;
+    setJob(null);
+    void load();
+    const stop = live({
+      filter: { job: id },
+      onEvent: (e) => {
+        if (e.job_id !== id) return;
+        // The event carries status and progress; the attempts, result and error come with the job.
+        if (e.event === 'progress' && e.progress) setJob((j) => j && { ...j, progress: e.progress ?? null });
+        if (!pending)
+          pending = setTimeout(() => {
+            pending = undefined;
+            void load();
+          }, 250);
+      },
+      poll: () => {
+        // Finished jobs do not change: no reads for them.
+        if (!jobRef.current || !TERMINAL.has(jobRef.current.status)) void load();
+      },
+      pollMs: 1_000,
+      onMode: (m) => setMode(m === 'events' ? 'Live' : m === 'polling' ? 'Live (polling)' : 'Reconnecting…'),
+    });
+    return () => {
+      alive = false;
+      if (pending) clearTimeout(pending);
+      stop();
+    };
+  }, [id]);
+
+  if (!job) {
+    return (
+      <>
+        <h1 tabIndex={-1}>Job {id}</h1>
+        {error ? <ErrorNote error={error instanceof ApiError && error.status === 404 ? 'No such job (or not one your key may see).' : error} /> : <p class="muted">Loading…</p>}
+      </>
+    );
+  }
+
+  return (
+    <>
+      <h1 tabIndex={-1}>
+        {job.task} <StatusBadge status={job.status} />
+      </h1>
+      <p class="muted">
+        <span class="mono">{job.job_id}</span> {mode && <span data-testid="live-mode">· {mode}</span>}
+      </p>
+      <ErrorNote error={error} />
+      <Actions job={job} reload={() => reload.current()} />
+      <Section title="Details" id="details-title">
+        <dl class="facts">
+          <div>
+            <dt>Queue</dt>
+            <dd>{job.queue}</dd>
+          </div>
+          <div>
+            <dt>Tenant</dt>
+            <dd>{job.tenant ?? '—'}</dd>
+          </div>
+          <div>
+            <dt>Submitted by key</dt>
+            <dd class="mono">{job.key_id ?? '—'}</dd>
+          </div>
+          <div>
+            <dt>Attempts</dt>
+            <dd>
+              {job.attempts}
+              {job.max_attempts ? ` of ${job.max_attempts}` : ''}
+            </dd>
+          </div>
+          <div>
+            <dt>Created</dt>
+            <dd>{formatTime(job.created_at)}</dd>
+          </div>
+          <div>
+            <dt>Started</dt>
+            <dd>{formatTime(job.started_at)}</dd>
+          </div>
+          <div>
+            <dt>Finished</dt>
+            <dd>{formatTime(job.finished_at)}</dd>
+          </div>
+          {job.retry_of && (
+            <div>
+              <dt>Retry of</dt>
+              <dd>
+                <a href={href(`/jobs/${job.retry_of}`)} class="mono">
+                  {job.retry_of}
+                </a>
+              </dd>
+            </div>
+          )}
+        </dl>
+      </Section>
+      <Section title="Progress" id="progress-title">
+        <ProgressView progress={job.progress} />
+      </Section>
+      {job.steps && (
+        <Section title="Workflow steps" id="steps-title">
+          <Steps steps={job.steps} />
+        </Section>
+      )}
+      <Section title="Input" id="input-title">
+        {'input' in job ? <Json value={job.input} label="Input" /> : <p class="muted">The job API of this server does not show inputs.</p>}
+      </Section>
+      {job.status === 'completed' && (
+        <Section title="Result" id="result-title">
+          <Json value={job.result} label="Result" />
+        </Section>
+      )}
+      {job.error && (
+        <Section title="Error" id="error-title">
+          <p>
+            <strong>{job.error.type}</strong>: {job.error.message}
+          </p>
+          {job.error.stack && <pre class="stack">{job.error.stack}</pre>}
+        </Section>
+      )}
+      <Section title="Attempts" id="attempts-title">
+        <Attempts job={job} />
+      </Section>
+      {job.logs && job.logs.length > 0 && (
+        <Section title="Logs" id="logs-title">
+          <pre class="logs">{job.logs.join('\n')}</pre>
+        </Section>
+      )}
+    </>
+  );
+}
+
+/** What the session may do to this job, and only that. */
+function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> }) {
+  const session = useSession();
+  const [busy, setBusy] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [what, setWhat] = useState<string>('');
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [edited, setEdited] = useState<string>(() => ('input' in job ? json(job.input) : '{}'));
+  const finished = TERMINAL.has(job.status);
+  const canCancel = can(session, ACTION_SCOPES.cancel) && !finished;
+  const canRetry = can(session, ACTION_SCOPES.retry) && (job.status === 'failed' || job.status === 'cancelled');
+  const canDelete = can(session, ACTION_SCOPES.delete) && finished;
+  if (!canCancel && !canRetry && !canDelete) return null;
+
+  const run = async (name: string, label: string, fn: () => Promise<void>) => {
+    setBusy(name);
+    setError(null);
+    setWhat(label);
+    try {
+      await fn();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(null);
+    }
+  };
+  const cancel = () =>
+    run('cancel', 'Cancelling', async () => {
+      await endpoints.cancel(job.job_id);
+      await reload();
+    });
+  const retry = (input?: unknown) =>
+    run('retry', 'Retrying', async () => {
+      const res = await endpoints.retry(job.job_id, input);
+      navigate(`/jobs/${res.job_id}`);
+    });
+  const retryEdited = (e: Event) => {
+    e.preventDefault();
+    let input: unknown;
+    try {
+      input = JSON.parse(edited);
+    } catch (err) {
+      setError(new Error(`The edited input is not JSON: ${(err as Error).message}`));
+      return;
+    }
+    void retry(input);
+  };
+  const remove = () =>
+    run('delete', 'Deleting', async () => {
+      await endpoints.remove(job.job_id);
+      navigate('/jobs');
+    });
+
+  return (
+    <section class="card actions-card" aria-label="Actions">
+      <div class="actions">
+        {canCancel && (
+          <button type="button" class="danger" onClick={cancel} disabled={busy !== null}>
+            {busy === 'cancel' ? 'Cancelling…' : 'Cancel job'}
+          </button>
+        )}
+        {canRetry && (
+          <button type="button" onClick={() => retry()} disabled={busy !== null}>
+            {busy === 'retry' ? 'Retrying…' : 'Retry'}
+          </button>
+        )}
+        {canDelete && !confirmDelete && (
+          <button type="button" class="danger" onClick={() => setConfirmDelete(true)} disabled={busy !== null}>
+            Delete
+          </button>
+        )}
+        {canDelete && confirmDelete && (
+          <>
+            <button type="button" class="danger" onClick={remove} disabled={busy !== null}>
+              Confirm delete
+            </button>
+            <button type="button" class="secondary" onClick={() => setConfirmDelete(false)}>
+              Keep the job
+            </button>
+          </>
+        )}
+      </div>
+      {canRetry && (
+        <details>
+          <summary>Retry with edited input</summary>
+          <form class="stack" onSubmit={retryEdited}>
+            <label for="edited-input">Input (JSON)</label>
+            <textarea id="edited-input" rows={8} value={edited} onInput={(e) => setEdited((e.target as HTMLTextAreaElement).value)} class="mono" />
+            <button type="submit" disabled={busy !== null}>
+              Retry with this input
+            </button>
+          </form>
+        </details>
+      )}
+      <ErrorNote error={error} what={`${what} from the dashboard`} />
+    </section>
+  );
+}
+
+function Attempts({ job }: { job: JobView }) {
+  const history = job.attempt_history ?? [];
+  if (history.length === 0) return <p class="muted">No attempt has started.</p>;
+  const start = Date.parse(job.created_at);
+  const end = Math.max(...history.map((a) => Date.parse(a.finished_at ?? '') || Date.now()), start + 1);
+  const span = end - start;
+  const pct = (t: number) => `${Math.max(0, Math.min(100, ((t - start) / span) * 100))}%`;
+  return (
+    <>
+      <div class="timeline" aria-hidden="true">
+        {history.map((a) => {
+          const s = Date.parse(a.started_at ?? '') || start;
+          const f = Date.parse(a.finished_at ?? '') || Date.now();
+          return <div key={a.attempt} class={`bar bar-${a.status}`} style={{ left: pct(s), width: `max(2px, calc(${pct(f)} - ${pct(s)}))` }} title={`Attempt ${a.attempt}: ${a.status}`} />;
+        })}
+      </div>
+      <div class="table-wrap">
+        <table>
+          <caption class="sr-only">Attempts with their wait and run times</caption>
+          <thead>
+            <tr>
+              <th scope="col">Attempt</th>
+              <th scope="col">Status</th>
+              <th scope="col">Waited</th>
+              <th scope="col">Ran</th>
+              <th scope="col">Started</th>
+              <th scope="col">Error</th>
+            </tr>
+          </thead>
+          <tbody>
+            {history.map((a, i) => (
+              <tr key={a.attempt}>
+                <th scope="row">{a.attempt}</th>
+                <td>
+                  <StatusBadge status={a.status} />
+                </td>
+                <td>{formatDuration(between(i === 0 ? job.created_at : previousEnd(history, i), a.started_at))}</td>
+                <td>{formatDuration(between(a.started_at, a.finished_at))}</td>
+                <td>{formatTime(a.started_at)}</td>
+                <td>{a.error ? `${a.error.type}: ${a.error.message}` : '—'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </>
+  );
+}
+
+function previousEnd(history: AttemptView[], i: number): string | null {
+  return history[i - 1]?.finished_at ?? null;
+}
+
+/** A workflow's steps, grouped under their stage (a group's steps run side by side). */
+function Steps({ steps }: { steps: StepView[] }) {
+  const stages: { stage: string | null; steps: StepView[] }[] = [];
+  for (const s of steps) {
+    const last = stages[stages.length - 1];
+    if (last && last.stage === s.stage && s.stage !== null) last.steps.push(s);
+    else stages.push({ stage: s.stage, steps: [s] });
+  }
+  return (
+    <ol class="steps" aria-label="Workflow steps">
+      {stages.map((g, i) => (
+        <li key={i}>
+          {g.stage !== null && <span class="stage">{g.stage}</span>}
+          <ul>
+            {g.steps.map((s) => (
+              <li key={s.job_id} data-step={s.step}>
+                <a href={href(`/jobs/${s.job_id}`)}>
+                  {s.step}. {s.task}
+                </a>{' '}
+                <StatusBadge status={s.status} />
+                {s.error && (
+                  <span class="muted">
+                    {' '}
+                    {s.error.type}: {s.error.message}
+                  </span>
+                )}
+              </li>
+            ))}
+          </ul>
+        </li>
+      ))}
+    </ol>
+  );
+}

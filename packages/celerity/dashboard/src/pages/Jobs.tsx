@@ -1,0 +1,237 @@
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { ErrorNote, StatusBadge } from '../components/common.tsx';
+import { endpoints, JOB_FILTERS, JOB_STATUSES, type JobView } from '../endpoints.ts';
+import { between, formatDuration, formatTime } from '../format.ts';
+import { live } from '../live.ts';
+import { href, navigate, type Route } from '../router.ts';
+import { isAdmin, useSession } from '../session.ts';
+
+const PAGE_SIZE = 50;
+/** The free filter box: `name=value` pairs (e.g. the JSON-path filters of the search API), sent as they are. */
+const EXTRA = 'more';
+
+type Filter = Record<string, string>;
+
+function filterOf(route: Route): Filter {
+  const f: Filter = {};
+  for (const name of [...JOB_FILTERS, EXTRA]) f[name] = route.query.get(name) ?? '';
+  return f;
+}
+
+/** The API query of a filter: the form's fields, then the free box's pairs. */
+function queryOf(f: Filter): Record<string, string> {
+  const q: Record<string, string> = {};
+  for (const name of JOB_FILTERS) if (f[name]) q[name] = name.startsWith('created_') ? new Date(f[name] as string).toISOString() : (f[name] as string);
+  for (const [k, v] of new URLSearchParams((f[EXTRA] ?? '').replace(/\s*[\n;]\s*/g, '&'))) if (k) q[k] = v;
+  return q;
+}
+
+export function Jobs({ route }: { route: Route }) {
+  const session = useSession();
+  const filter = filterOf(route);
+  const key = JSON.stringify(filter);
+  const [draft, setDraft] = useState<Filter>(filter);
+  const [page, setPage] = useState<{ jobs: JobView[]; next: string | null; cursors: (string | null)[] } | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [mode, setMode] = useState<string>('');
+  const cursorRef = useRef<string | null>(null);
+  /** Shows the page at a cursor (null: the first), in the effect's scope so that a new filter drops answers to the old one. */
+  const goTo = useRef<(cursor: string | null, cursors: (string | null)[]) => void>(() => {});
+  /** The ids on the page, for the live events to tell theirs from new jobs. */
+  const shown = useRef<Set<string>>(new Set());
+  shown.current = new Set(page?.jobs.map((j) => j.job_id));
+
+  useEffect(() => setDraft(filter), [key]);
+
+  useEffect(() => {
+    let alive = true;
+    let pending: ReturnType<typeof setTimeout> | undefined;
+    const controller = new AbortController();
+    cursorRef.current = null;
+    const load = async (cursor: string | null, cursors: (string | null)[]) => {
+      try {
+        const res = await endpoints.jobs({ ...queryOf(filter), limit: PAGE_SIZE, cursor }, controller.signal);
+        // A poll of the first page that answers after the user moved to the next is dropped.
+        if (!alive || cursorRef.current !== cursor) return;
+        setPage({ jobs: res.jobs, next: res.next_cursor, cursors });
+        setError(null);
+      } catch (err) {
+        if (alive && (err as Error).name !== 'AbortError') setError(err);
+      }
+    };
+    goTo.current = (cursor, cursors) => {
+      cursorRef.current = cursor;
+      void load(cursor, cursors);
+    };
+    void load(null, [null]);
+    // Live: a job on the page changes in place; anything else refreshes the first page, at most once a second.
+    const refresh = () => {
+      if (pending || cursorRef.current !== null) return;
+      pending = setTimeout(() => {
+        pending = undefined;
+        void load(null, [null]);
+      }, 1_000);
+    };
+    const stop = live({
+      filter: { task: filter.task, queue: filter.queue },
+      onEvent: (e) => {
+        const known = shown.current.has(e.job_id);
+        if (known) {
+          setPage((p) => p && { ...p, jobs: p.jobs.map((j) => (j.job_id === e.job_id ? { ...j, ...(e.status ? { status: e.status } : {}), ...(e.progress ? { progress: e.progress } : {}) } : j)) });
+        }
+        // A job new to the page, or one that may have left a status filter: the page is read again.
+        if (!known || filter.status) refresh();
+      },
+      poll: () => {
+        if (cursorRef.current === null) void load(null, [null]);
+      },
+      onMode: (m) => setMode(m === 'events' ? 'Live' : m === 'polling' ? 'Live (polling)' : 'Reconnecting…'),
+    });
+    return () => {
+      alive = false;
+      controller.abort();
+      if (pending) clearTimeout(pending);
+      stop();
+    };
+  }, [key]);
+
+  const submit = (e: Event) => {
+    e.preventDefault();
+    navigate('/jobs', draft);
+  };
+  const field = (name: string) => ({
+    id: `filter-${name}`,
+    name,
+    value: draft[name] ?? '',
+    onInput: (e: Event) => setDraft({ ...draft, [name]: (e.target as HTMLInputElement).value }),
+  });
+  const nextPage = () => {
+    if (page?.next) goTo.current(page.next, [...page.cursors, page.next]);
+  };
+  const firstPage = () => goTo.current(null, [null]);
+
+  return (
+    <>
+      <h1 tabIndex={-1}>Jobs</h1>
+      <form class="card filters" onSubmit={submit} aria-label="Filter jobs">
+        <div class="field">
+          <label for="filter-status">Status</label>
+          <select {...field('status')} onChange={(e) => setDraft({ ...draft, status: (e.target as HTMLSelectElement).value })}>
+            <option value="">any</option>
+            {JOB_STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div class="field">
+          <label for="filter-task">Task</label>
+          <input {...field('task')} placeholder="reports.* " />
+        </div>
+        <div class="field">
+          <label for="filter-queue">Queue</label>
+          <input {...field('queue')} />
+        </div>
+        {isAdmin(session) && (
+          <div class="field">
+            <label for="filter-tenant">Tenant</label>
+            <input {...field('tenant')} />
+          </div>
+        )}
+        <div class="field">
+          <label for="filter-key_id">Key id</label>
+          <input {...field('key_id')} />
+        </div>
+        <div class="field">
+          <label for="filter-id_prefix">Id starts with</label>
+          <input {...field('id_prefix')} />
+        </div>
+        <div class="field">
+          <label for="filter-error">Error text</label>
+          <input {...field('error')} />
+        </div>
+        <div class="field">
+          <label for="filter-created_after">Created after</label>
+          <input {...field('created_after')} type="datetime-local" />
+        </div>
+        <div class="field">
+          <label for="filter-created_before">Created before</label>
+          <input {...field('created_before')} type="datetime-local" />
+        </div>
+        <div class="field wide">
+          <label for={`filter-${EXTRA}`}>More filters</label>
+          <input {...field(EXTRA)} placeholder="name=value; name=value" aria-describedby="more-help" />
+          <span id="more-help" class="muted">
+            Any other query parameters of GET /v1/jobs, as name=value pairs.
+          </span>
+        </div>
+        <div class="actions">
+          <button type="submit">Apply filters</button>
+          <a class="button secondary" href={href('/jobs')}>
+            Clear
+          </a>
+        </div>
+      </form>
+      <ErrorNote error={error} />
+      <p class="muted" aria-live="polite">
+        {page ? `${page.jobs.length} job${page.jobs.length === 1 ? '' : 's'} on this page` : 'Loading…'} {mode && <span data-testid="live-mode">· {mode}</span>}
+      </p>
+      {page && page.jobs.length > 0 && (
+        <div class="table-wrap">
+          <table class="jobs">
+            <caption class="sr-only">Jobs, newest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Job</th>
+                <th scope="col">Task</th>
+                <th scope="col">Queue</th>
+                <th scope="col">Status</th>
+                <th scope="col">Tenant</th>
+                <th scope="col">Attempts</th>
+                <th scope="col">Created</th>
+                <th scope="col">Duration</th>
+              </tr>
+            </thead>
+            <tbody>
+              {page.jobs.map((j) => (
+                <tr key={j.job_id} data-job-id={j.job_id}>
+                  <th scope="row">
+                    <a href={href(`/jobs/${j.job_id}`)} class="mono">
+                      {j.job_id}
+                    </a>
+                  </th>
+                  <td>{j.task}</td>
+                  <td>{j.queue}</td>
+                  <td>
+                    <StatusBadge status={j.status} />
+                  </td>
+                  <td>{j.tenant ?? '—'}</td>
+                  <td>
+                    {j.attempts}
+                    {j.max_attempts ? `/${j.max_attempts}` : ''}
+                  </td>
+                  <td>{formatTime(j.created_at)}</td>
+                  <td>{formatDuration(between(j.started_at, j.finished_at))}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {page && page.jobs.length === 0 && <p class="muted">No jobs match.</p>}
+      <nav class="pager" aria-label="Pages">
+        {page && page.cursors.length > 1 && (
+          <button type="button" class="secondary" onClick={firstPage}>
+            First page
+          </button>
+        )}
+        {page?.next && (
+          <button type="button" onClick={nextPage}>
+            Next page
+          </button>
+        )}
+      </nav>
+    </>
+  );
+}
