@@ -29,6 +29,24 @@ describe('API keys', () => {
     expect(second.token).not.toBe(token);
   });
 
+  it('checks the secret of every request: a wrong one is refused after the right one was accepted, and a revoked key after its cached read', async () => {
+    const app = await openTestApp('sqlite', [noop]);
+    const { token, key } = await createKey(app.store, { name: 'ci', tenant: 'acme', scopes: ['jobs:read'] });
+    const authenticator = new KeyAuthenticator(() => app.openStore(), { cacheMs: 200 });
+    onCleanup(() => authenticator.close());
+    const secret = parseToken(token)!.secret;
+    // Same id, same length, one character off: only the secret tells them apart.
+    const wrong = `cel_${key.id}_${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'}`;
+    for (let i = 0; i < 3; i++) {
+      expect((await authenticator.authenticate(`Bearer ${token}`)).ok).toBe(true);
+      expect(authenticator.authenticateCached(`Bearer ${token}`)?.ok).toBe(true);
+      expect(await authenticator.authenticate(`Bearer ${wrong}`)).toEqual({ ok: false, failure: 'invalid' });
+      expect(authenticator.authenticateCached(`Bearer ${wrong}`)).toEqual({ ok: false, failure: 'invalid' });
+    }
+    await revokeKey(app.store, key.id);
+    await waitFor(async () => !(await authenticator.authenticate(`Bearer ${token}`)).ok, 2_000);
+  });
+
   it('refuses bad fields, naming each', async () => {
     const app = await openTestApp('sqlite', [noop]);
     const err = await createKey(app.store, { name: '', scopes: ['jobs:write'], tasks: ['bad pattern!'] }).catch((e: unknown) => e);

@@ -23,8 +23,7 @@ const INTERNAL_TASK = /^celerity\./;
  */
 export function scopedSubmission(principal: Principal, task: string, options: EnqueueOptions, tenantField: string): EnqueueOptions {
   assertMaySubmit(principal, task);
-  const keyId = principal.keyId !== null ? { keyId: principal.keyId } : {};
-  if (isAdmin(principal)) return { ...options, ...keyId };
+  if (isAdmin(principal)) return principal.keyId !== null ? { ...options, keyId: principal.keyId } : options;
   if (options.tenant !== undefined && options.tenant !== principal.tenant) {
     throw new ForbiddenError(`${tenantField} names another tenant than the API key's; leave it out (the key's tenant is used)`, { field: tenantField });
   }
@@ -33,13 +32,13 @@ export function scopedSubmission(principal: Principal, task: string, options: En
       { path: 'options.job_id', message: "job ids are global across tenants, so a tenant's key cannot choose one; send an Idempotency-Key instead (it is scoped to the tenant)" },
     ]);
   }
-  const { tenant: _tenant, idempotencyKey, ...rest } = options;
-  return {
-    ...rest,
-    ...(principal.tenant !== null ? { tenant: principal.tenant } : {}),
-    ...(idempotencyKey !== undefined ? { idempotencyKey: tenantIdempotencyKey(principal.tenant, idempotencyKey) } : {}),
-    ...keyId,
-  };
+  // Assigned field by field, not spread from parts: this runs on every submission.
+  // options.tenant is now absent or the key's own.
+  const scoped: EnqueueOptions = { ...options };
+  if (principal.tenant !== null) scoped.tenant = principal.tenant;
+  if (options.idempotencyKey !== undefined) scoped.idempotencyKey = tenantIdempotencyKey(principal.tenant, options.idempotencyKey);
+  if (principal.keyId !== null) scoped.keyId = principal.keyId;
+  return scoped;
 }
 
 /**
