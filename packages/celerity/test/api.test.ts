@@ -53,7 +53,7 @@ describe.each(stores)('HTTP API (%s store)', (kind) => {
       const r = (await api.inject({ method: 'GET', url: body.status_url })).json();
       return r.status === 'completed' ? r : undefined;
     });
-    expect(job).toMatchObject({ job_id: body.job_id, task: 'math.add', queue: 'default', tenant: 'acme', result: { sum: 5 }, error: null, attempts: 1, max_attempts: 4 });
+    expect(job).toMatchObject({ job_id: body.job_id, task: 'math.add', queue: 'default', tenant: 'acme', input: { a: 2, b: 3 }, result: { sum: 5 }, error: null, attempts: 1, max_attempts: 4 });
     for (const key of ['created_at', 'started_at', 'finished_at']) expect(new Date(job[key]).toISOString()).toBe(job[key]);
 
     const list = await waitFor(async () => {

@@ -148,6 +148,9 @@ describe('POST /v1/uploads', () => {
     expect(done.tenant).toBe('acme');
     const ref = (done.input as { file: { upload_id: string; path: string; size: number } }).file;
     expect(ref.path).toBe(join(resolve(uploadDir), ref.upload_id, 'fruit.csv'));
+    // The job view shows which file it was, not where the server keeps it.
+    const view = (await (await fetch(`${address}${body.status_url}`)).json()) as { input: { has_header: boolean; file: Record<string, unknown> } };
+    expect(view.input).toEqual({ has_header: true, file: { upload_id: ref.upload_id, filename: 'fruit.csv', content_type: 'text/csv', size: ref.size } });
     expect(ref.size).toBe(Buffer.byteLength(CSV));
     await waitFor(() => onDisk(uploadDir).length === 0);
   });

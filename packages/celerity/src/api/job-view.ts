@@ -12,6 +12,7 @@ export function jobView(r: JobRecord) {
     key_id: r.keyId ?? null,
     retry_of: r.retryOf ?? null,
     status: r.status,
+    input: inputView(r.input),
     progress: r.progress,
     result: r.result,
     error: r.error && { ...r.error, stack: withoutFrames(r.error.stack) },
@@ -46,6 +47,20 @@ export function jobView(r: JobRecord) {
 }
 
 /**
+ * The input as submitted, but an upload handle (`POST /v1/uploads` puts one
+ * in `file`) without its `path`: where the API and the workers store files
+ * is the server's, not the client's; the id, name, type and size say which
+ * file it was.
+ */
+function inputView(input: unknown): unknown {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) return input ?? null;
+  const file = (input as { file?: unknown }).file;
+  if (file === null || typeof file !== 'object' || !('upload_id' in file) || !('path' in file)) return input;
+  const { path: _path, ...handle } = file as Record<string, unknown>;
+  return { ...input, file: handle };
+}
+
+/**
  * A stack's header (type and message) without its frames: frames show the
  * server's paths to every API client. They stay in the SQL history, and in
  * the worker's log line of the failed attempt.
@@ -73,6 +88,7 @@ export const jobViewSchema = {
     key_id: { type: ['string', 'null'], description: 'Public id of the API key that submitted the job; null when none did.' },
     retry_of: { type: ['string', 'null'], description: 'The job this one retries (POST /v1/jobs/{id}/retry); null for a job submitted as such.' },
     status: { type: 'string', enum: [...JOB_STATUSES] },
+    input: { description: "The task's input as submitted (an uploaded file's handle without its server path)." },
     progress: { description: 'Latest progress snapshot: percent, stage and any counters.' },
     result: { description: 'What the handler returned, once completed.' },
     error: {
