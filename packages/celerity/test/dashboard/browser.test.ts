@@ -312,7 +312,7 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     await expect.poll(() => p.locator('h1 .badge').textContent(), POLL).toBe('failed');
   });
 
-  it("bulk-retries the failed jobs of one task after a dry-run count, follows the operation to its end, and the jobs run again", async () => {
+  it('bulk-retries the failed jobs of one task after a dry-run count, follows the operation to its end, and the jobs run again', async () => {
     const failed = await Promise.all(['b1', 'b2', 'b3'].map((token) => app.enqueue(batch, { token })));
     const other = await app.enqueue(broken, {});
     await waitFor(async () => (await app.listJobs({ status: 'failed', limit: 100 })).jobs.filter((j) => [...failed, other].some((f) => f.id === j.id)).length === 4);
@@ -335,7 +335,18 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     await expect.poll(() => p.getByRole('heading', { name: /^Operation retry / }).count(), POLL).toBe(1);
     await startWorker(app, { queues: ['celerity'] });
     await expect.poll(() => p.getByTestId('bulk-progress').textContent(), { timeout: 20_000, interval: 200 }).toBe('3 of 3');
-    await expect.poll(() => p.getByRole('heading', { name: /^Operation retry / }).locator('..').locator('.badge').first().textContent(), POLL).toBe('completed');
+    await expect
+      .poll(
+        () =>
+          p
+            .getByRole('heading', { name: /^Operation retry / })
+            .locator('..')
+            .locator('.badge')
+            .first()
+            .textContent(),
+        POLL,
+      )
+      .toBe('completed');
     expect(await p.getByRole('progressbar', { name: 'Progress of the operation' }).getAttribute('value')).toBe('3');
     expect(await p.getByRole('button', { name: 'Stop' }).count()).toBe(0);
     // Each failed job of the task has a new job, which completes; the other task's failure is left alone.
@@ -350,7 +361,7 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     expect(await entry.textContent()).toContain('ops');
   });
 
-  it("shows the progress bar of a CSV import rising, from an upload through POST /v1/uploads", async () => {
+  it('shows the progress bar of a CSV import rising, from an upload through POST /v1/uploads', async () => {
     const csv = ['key,summary', ...Array.from({ length: 12 }, (_, i) => `T-${i},row ${i}`)].join('\n');
     const form = new FormData();
     form.set('task', 'ui.csv');
