@@ -23,7 +23,11 @@ function queryOf(f: Filter): Record<string, string | string[]> {
   for (const name of JOB_FILTERS) {
     const value = f[name]?.trim();
     if (!value) continue;
-    if (name === 'where') q.where = value.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+    if (name === 'where')
+      q.where = value
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((line) => line !== '');
     else if (TIMES.has(name)) q[name] = new Date(value).toISOString();
     else q[name] = value;
   }

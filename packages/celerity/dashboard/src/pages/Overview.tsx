@@ -87,20 +87,29 @@ function QueueActions({ queue, changed }: { queue: QueueView; changed: () => voi
     }
   };
   const name = queue.name;
+  const pause = async () => {
+    await endpoints.pauseQueue(name);
+    return null;
+  };
+  const resume = async () => {
+    await endpoints.resumeQueue(name);
+    return null;
+  };
+  const drain = async () => `${(await endpoints.drainQueue(name)).removed} waiting jobs removed`;
   return (
     <div class="row-actions">
       {queue.paused ? (
-        <button type="button" class="secondary" disabled={busy} aria-label={`Resume ${name}`} onClick={() => void act(async () => (await endpoints.resumeQueue(name), null))}>
+        <button type="button" class="secondary" disabled={busy} aria-label={`Resume ${name}`} onClick={() => void act(resume)}>
           Resume
         </button>
       ) : (
-        <button type="button" class="secondary" disabled={busy} aria-label={`Pause ${name}`} onClick={() => void act(async () => (await endpoints.pauseQueue(name), null))}>
+        <button type="button" class="secondary" disabled={busy} aria-label={`Pause ${name}`} onClick={() => void act(pause)}>
           Pause
         </button>
       )}
       {confirmDrain ? (
         <>
-          <button type="button" class="danger" disabled={busy} aria-label={`Confirm draining ${name}`} onClick={() => void act(async () => `${(await endpoints.drainQueue(name)).removed} waiting jobs removed`)}>
+          <button type="button" class="danger" disabled={busy} aria-label={`Confirm draining ${name}`} onClick={() => void act(drain)}>
             Remove waiting jobs
           </button>
           <button type="button" class="secondary" onClick={() => setConfirmDrain(false)}>
