@@ -124,7 +124,7 @@ export function JobDetail({ id }: { id: string }) {
         </Section>
       )}
       <Section title="Input" id="input-title">
-        {'input' in job ? <Json value={job.input} label="Input" /> : <p class="muted">The job API of this server does not show inputs.</p>}
+        {'input' in job ? <Json value={job.input} label="Input" /> : <p class="muted">The job API does not show a job's input yet (GET /v1/jobs/:id has no input field).</p>}
       </Section>
       {job.status === 'completed' && (
         <Section title="Result" id="result-title">

@@ -313,10 +313,10 @@ function Charts() {
       { label: 'retries', values: points.map((p) => p.retries), color: '--chart-3' },
     ];
     const latency: ChartSeries[] = [
-      { label: 'wait p50', values: points.map((p) => p.wait_p50 ?? null), color: '--chart-3' },
-      { label: 'wait p95', values: points.map((p) => p.wait_p95 ?? null), color: '--chart-4' },
-      { label: 'run p50', values: points.map((p) => p.run_p50 ?? null), color: '--chart-1' },
-      { label: 'run p95', values: points.map((p) => p.run_p95 ?? null), color: '--chart-2' },
+      { label: 'wait p50', values: points.map((p) => p.wait_p50 ?? null), color: '--chart-3', sparse: true },
+      { label: 'wait p95', values: points.map((p) => p.wait_p95 ?? null), color: '--chart-4', sparse: true },
+      { label: 'run p50', values: points.map((p) => p.run_p50 ?? null), color: '--chart-1', sparse: true },
+      { label: 'run p95', values: points.map((p) => p.run_p95 ?? null), color: '--chart-2', sparse: true },
     ];
     return { times, done, latency };
   }, [state.points]);
