@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { buildServer, defineTask, schedule, type App } from '../../src/index.ts';
 import { createKey } from '../../src/auth/key-store.ts';
+import type { JobRecord } from '../../src/job-record.ts';
 import { cleanup, openTestApp, startRecorder, startWorker, waitFor } from '../helpers.ts';
 import { BROWSER_TEST_TIMEOUT, browserAvailable, launch, login, newPage, POLL } from './browser-helpers.ts';
 
@@ -215,5 +216,69 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     await p.getByLabel('Input or result fields').fill('input.n=7');
     await p.getByRole('button', { name: 'Apply filters' }).click();
     await expect.poll(() => p.getByRole('alert').textContent(), POLL).toContain('where');
+  });
+});
+
+run('a search cut by its time budget, in a browser', { timeout: BROWSER_TEST_TIMEOUT }, () => {
+  let server: FastifyInstance;
+  let base: string;
+  let browser: Browser;
+  let admin: string;
+  const errors: string[] = [];
+
+  beforeAll(async () => {
+    // A 1 ms budget over 9,000 rows: a search that checks rows one by one stops after its first chunk (as in search.test.ts).
+    const app = await openTestApp('sqlite', [fails], { auth: 'keys', searchTimeout: 1 });
+    const t0 = Date.now() - 86_400_000;
+    const records = Array.from(
+      { length: 9000 },
+      (_, i): JobRecord => ({
+        id: `p${String(i).padStart(5, '0')}`,
+        task: 'ops.fails',
+        queue: 'default',
+        tenant: null,
+        keyId: null,
+        status: 'completed',
+        attempts: 1,
+        maxAttempts: 1,
+        input: { n: i },
+        result: { n: i },
+        error: null,
+        progress: null,
+        createdAt: t0 + i * 1000,
+        startedAt: t0 + i * 1000 + 10,
+        finishedAt: t0 + i * 1000 + 20,
+      }),
+    );
+    await app.store.write(records.map((record) => ({ record, eventSeq: '0000000000001-0000000000' })));
+    admin = (await createKey(app.store, { name: 'ops', scopes: ['admin'], tenant: null })).token;
+    server = await buildServer(app, { logger: false });
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    base = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
+    browser = await launch();
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    await cleanup();
+    expect(errors).toEqual([]);
+  });
+
+  it('says that the answer is partial, and continues the scan from its cursor', async () => {
+    const { page: p } = await newPage(browser, errors);
+    await login(p, base, admin);
+    const searches: string[] = [];
+    p.on('request', (r) => {
+      if (new URL(r.url()).pathname === '/v1/jobs') searches.push(r.url());
+    });
+    // Task and queue that never meet: SQLite seeks by one and checks the other row by row, under the deadline.
+    await p.goto(`${base}/dashboard/#/jobs?task=ops.fails&queue=nowhere`);
+    await expect.poll(() => p.getByTestId('partial').count(), POLL).toBe(1);
+    expect(await p.getByText('No jobs match.').count()).toBe(0);
+    const before = searches.length;
+    await p.getByRole('button', { name: 'Continue the search' }).click();
+    await expect.poll(() => searches.slice(before).some((u) => new URL(u).searchParams.has('cursor')), POLL).toBe(true);
+    expect(new URL(searches.at(-1)!).searchParams.get('queue')).toBe('nowhere');
   });
 });
