@@ -178,7 +178,7 @@ function OperationProgress({ initial }: { initial: OperationView }) {
       <p aria-live="polite">
         <StatusBadge status={op.status} /> <span data-testid="bulk-progress">{`${handled} of ${op.matched}`}</span> handled: {op.done} done, {op.failed} refused.
       </p>
-      <progress class="wide" max={Math.max(op.matched, 1)} value={op.matched === 0 && finished ? 1 : handled} aria-label="Progress of the operation" />
+      <progress max={Math.max(op.matched, 1)} value={op.matched === 0 && finished ? 1 : handled} aria-label="Progress of the operation" />
       {!finished && can(session, ACTION_SCOPES.stopBulk) && (
         <div class="actions">
           <button type="button" class="danger" onClick={stop} disabled={stopping || op.status === 'stopping'}>
