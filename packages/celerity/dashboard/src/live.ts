@@ -34,8 +34,13 @@ export interface LiveOptions {
 /** Every `event:` name of a job message; `lagged` is handled apart. */
 const JOB_EVENTS = ['queued', 'started', 'retrying', 'completed', 'failed', 'cancelled', 'progress'] as const;
 
-/** Before opening a new stream when the server refused one (EventSource gives up on any answer but a 200 stream). */
+/**
+ * Before opening a new stream when the server refused one (EventSource gives
+ * up on any answer but a 200 stream), doubled at each refusal in a row: a
+ * filter the route rejects (400) is not asked again every few seconds forever.
+ */
 const REOPEN_MS = 3_000;
+const MAX_REOPEN_MS = 60_000;
 
 /** Starts listening; the function returned stops. */
 export function live(opts: LiveOptions): () => void {
@@ -43,12 +48,14 @@ export function live(opts: LiveOptions): () => void {
   let lastId = '';
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  let refusals = 0;
 
   const open = (): void => {
     // A new EventSource does not carry the old one's Last-Event-ID: the query does.
     const es = new EventSource(urlOf('/v1/events', 'api', { ...opts.filter, last_event_id: lastId || undefined }));
     source = es;
     es.onopen = () => {
+      refusals = 0;
       opts.onMode?.('events');
       if (lastId === '') opts.resync();
     };
@@ -76,7 +83,7 @@ export function live(opts: LiveOptions): () => void {
       // CONNECTING: the browser reconnects by itself. CLOSED: it gave up (an error answer, e.g. 503 while Redis is away).
       if (es.readyState === EventSource.CLOSED) {
         es.close();
-        timer = setTimeout(open, REOPEN_MS);
+        timer = setTimeout(open, Math.min(MAX_REOPEN_MS, REOPEN_MS * 2 ** refusals++));
       }
     };
   };
