@@ -62,6 +62,9 @@ try {
     .getByText(/^[1-9]\d*\/\d+/)
     .first()
     .waitFor();
+  // The schedules (GET /v1/schedules) and the charts drawn from GET /v1/stats.
+  await page.getByRole('heading', { name: 'Schedules' }).waitFor();
+  await page.locator('.chart canvas').first().waitFor();
   mkdirSync(images, { recursive: true });
   await page.screenshot({ path: join(images, 'dashboard-overview.png'), fullPage: true });
   await page.goto(`${base}/dashboard/#/jobs/${flaky}`);

@@ -1,13 +1,10 @@
 /**
- * Every route of the job API the page uses, in one place. Some belong to
- * APIs being built beside the dashboard (retry, delete, bulk, stats, events,
- * the richer job search): when a server does not have one yet it answers a
- * route 404 (`ApiError.routeMissing`), and the page says so instead of
- * failing. Adjust here when their contracts settle.
+ * Every route of the job API the page uses, in one place, typed as the
+ * routes' response schemas (src/api/routes/) say.
  */
 import { request, type Query } from './http.ts';
 
-export type Scope = 'jobs:submit' | 'jobs:read' | 'jobs:cancel' | 'jobs:retry' | 'ops:read' | 'admin';
+export type Scope = 'jobs:submit' | 'jobs:read' | 'jobs:cancel' | 'jobs:retry' | 'jobs:delete' | 'ops:read' | 'admin';
 
 export interface SessionView {
   auth: 'keys' | 'off';
@@ -58,7 +55,7 @@ export interface JobView {
   key_id: string | null;
   status: string;
   progress?: Record<string, unknown> | null;
-  /** Not in today's job view; shown when the API carries it. */
+  /** Not in the API's job view (src/api/job-view.ts) yet; shown when it carries it. */
   input?: unknown;
   result?: unknown;
   error?: JobErrorView | null;
@@ -71,7 +68,7 @@ export interface JobView {
   steps?: StepView[];
   /** The job this one retries (the retry API sets it). */
   retry_of?: string | null;
-  /** Not in today's job view; shown when the API carries it. */
+  /** Not in the API's job view yet; shown when it carries it. */
   logs?: string[];
 }
 
@@ -96,27 +93,88 @@ export interface WorkerView {
 }
 
 export interface StatsPoint {
-  t: string | number;
+  t: string;
   completed: number;
   failed: number;
-  wait_p50?: number | null;
-  wait_p95?: number | null;
-  run_p50?: number | null;
-  run_p95?: number | null;
+  cancelled: number;
+  retries: number;
+  wait_p50: number | null;
+  wait_p95: number | null;
+  run_p50: number | null;
+  run_p95: number | null;
+}
+
+export interface StatsView {
+  granularity: 'minute' | 'hour';
+  by: 'task' | 'queue' | 'all';
+  from: string;
+  to: string;
+  series: { queue: string | null; task: string | null; points: StatsPoint[] }[];
+}
+
+export interface ScheduleView {
+  id: string;
+  task: string;
+  queue: string;
+  every_ms: number | null;
+  cron: string | null;
+  tz: string | null;
+  next_run_at: string | null;
+  iterations: number | null;
+  last_run: { job_id: string; status: string; started_at: string | null; finished_at: string | null } | null;
 }
 
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 
-/** The scope each action needs; the buttons of a session without it are not shown (the API refuses anyway). */
+/** The filter of `POST /v1/bulk`: a subset of `GET /v1/jobs`' (no queue, no search). */
+export interface BulkFilter {
+  status?: string;
+  task?: string;
+  tenant?: string;
+  key_id?: string;
+}
+
+export interface OperationView {
+  operation_id: string;
+  action: BulkAction;
+  filter: BulkFilter;
+  status: 'queued' | 'running' | 'stopping' | 'completed' | 'stopped' | 'failed';
+  matched: number;
+  done: number;
+  failed: number;
+  errors?: { job_id: string; code: string; message: string }[];
+  key_id?: string | null;
+  key_name: string;
+  tenant?: string | null;
+  all_tenants?: boolean;
+  created_at: string;
+  started_at?: string | null;
+  finished_at?: string | null;
+}
+
+export const OPERATION_DONE: ReadonlySet<string> = new Set(['completed', 'stopped', 'failed']);
+
+/** The scope each action needs, as the routes declare it; the buttons of a session without it are not shown (the API refuses anyway). */
 export const ACTION_SCOPES = {
   cancel: 'jobs:cancel',
   retry: 'jobs:retry',
-  delete: 'jobs:retry',
-  bulk: { retry: 'jobs:retry', cancel: 'jobs:cancel', delete: 'jobs:retry' },
+  delete: 'jobs:delete',
+  // POST /v1/jobs/:id/promote: "changes when a job runs, not what it does".
+  promote: 'jobs:retry',
+  bulk: { retry: 'jobs:retry', cancel: 'jobs:cancel', delete: 'jobs:delete' },
+  // POST /v1/bulk/:id/stop.
+  stopBulk: 'jobs:cancel',
 } as const satisfies Record<string, Scope | Record<BulkAction, Scope>>;
 
-/** The query parameters of `GET /v1/jobs` the filter form offers; anything else goes through its free filter box. */
-export const JOB_FILTERS = ['status', 'task', 'queue', 'tenant', 'key_id', 'id_prefix', 'error', 'created_after', 'created_before'] as const;
+/** The query parameters of `GET /v1/jobs` (docs/search.md) the filter form offers, each a field; `where` is repeatable, one condition a line. */
+export const JOB_FILTERS = ['status', 'task', 'queue', 'tenant', 'key_id', 'id_prefix', 'error', 'created_after', 'created_before', 'finished_after', 'finished_before', 'where'] as const;
+
+export interface JobsPage {
+  jobs: JobView[];
+  next_cursor: string | null;
+  /** The search ran out of time: `jobs` is what it found, `next_cursor` continues the scan. */
+  partial: boolean;
+}
 
 const path = encodeURIComponent;
 
@@ -126,16 +184,24 @@ export const endpoints = {
   logout: () => request<void>('POST', '/logout', { under: 'dashboard' }),
 
   queues: () => request<{ queues: QueueView[] }>('GET', '/v1/queues'),
+  pauseQueue: (name: string) => request<{ queue: string; paused: boolean }>('POST', `/v1/queues/${path(name)}/pause`),
+  resumeQueue: (name: string) => request<{ queue: string; paused: boolean }>('POST', `/v1/queues/${path(name)}/resume`),
+  drainQueue: (name: string) => request<{ queue: string; removed: number }>('POST', `/v1/queues/${path(name)}/drain`),
   workers: () => request<{ workers: WorkerView[] }>('GET', '/v1/workers'),
-  stats: (query: Query) => request<{ series: StatsPoint[] } | StatsPoint[]>('GET', '/v1/stats', { query }),
+  schedules: () => request<{ schedules: ScheduleView[] }>('GET', '/v1/schedules'),
+  stats: (query: Query) => request<StatsView>('GET', '/v1/stats', { query }),
 
-  jobs: (query: Query, signal?: AbortSignal) => request<{ jobs: JobView[]; next_cursor: string | null }>('GET', '/v1/jobs', { query, signal }),
+  jobs: (query: Query, signal?: AbortSignal) => request<JobsPage>('GET', '/v1/jobs', { query, signal }),
   job: (id: string, signal?: AbortSignal) => request<JobView>('GET', `/v1/jobs/${path(id)}`, { signal }),
   cancel: (id: string) => request<{ job_id: string; status: string }>('POST', `/v1/jobs/${path(id)}/cancel`),
-  /** A new job; with `input`, "retry with edited input". */
-  retry: (id: string, input?: unknown) => request<{ job_id: string }>('POST', `/v1/jobs/${path(id)}/retry`, input === undefined ? {} : { body: { input } }),
-  remove: (id: string) => request<unknown>('DELETE', `/v1/jobs/${path(id)}`),
+  /** A new job whose `retry_of` is this one; with `input`, "retry with edited input". */
+  retry: (id: string, input?: unknown) => request<{ job_id: string; retry_of: string; status: string }>('POST', `/v1/jobs/${path(id)}/retry`, input === undefined ? {} : { body: { input } }),
+  remove: (id: string) => request<{ job_id: string; deleted: boolean }>('DELETE', `/v1/jobs/${path(id)}`),
+  promote: (id: string) => request<{ job_id: string; status: string }>('POST', `/v1/jobs/${path(id)}/promote`),
 
-  bulk: (action: BulkAction, filter: Record<string, string>, dryRun: boolean) => request<{ count?: number; id?: string }>('POST', '/v1/bulk', { body: { action, filter, dry_run: dryRun } }),
-  bulkStatus: (id: string) => request<Record<string, unknown>>('GET', `/v1/bulk/${path(id)}`),
+  bulkCount: (action: BulkAction, filter: BulkFilter) => request<{ count: number }>('POST', '/v1/bulk', { body: { action, filter, dry_run: true } }),
+  bulkStart: (action: BulkAction, filter: BulkFilter) => request<OperationView>('POST', '/v1/bulk', { body: { action, filter, dry_run: false } }),
+  bulkStatus: (id: string) => request<OperationView>('GET', `/v1/bulk/${path(id)}`),
+  bulkStop: (id: string) => request<OperationView>('POST', `/v1/bulk/${path(id)}/stop`),
+  audit: (cursor: string | null) => request<{ operations: OperationView[]; next_cursor: string | null }>('GET', '/v1/audit', { query: { limit: 50, cursor } }),
 };

@@ -36,19 +36,18 @@ export class ApiError extends Error {
     this.code = code;
     this.details = details;
   }
-
-  /** The route itself does not exist on this server (an API newer than the server), as opposed to a 404 about a job. */
-  get routeMissing(): boolean {
-    return this.status === 404 && this.code === 'not_found';
-  }
 }
 
-export type Query = Record<string, string | number | boolean | undefined | null>;
+/** A query's parameters; an array is a repeated parameter (`where=…&where=…`). */
+export type Query = Record<string, string | number | boolean | string[] | undefined | null>;
 
 export function queryString(query: Query | undefined): string {
   if (!query) return '';
   const params = new URLSearchParams();
-  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== '') params.set(k, String(v));
+  for (const [k, v] of Object.entries(query)) {
+    if (Array.isArray(v)) for (const item of v) params.append(k, item);
+    else if (v !== undefined && v !== null && v !== '') params.set(k, String(v));
+  }
   const s = params.toString();
   return s ? `?${s}` : '';
 }

@@ -1,10 +1,10 @@
 /**
- * Live job events from `GET /v1/events` (Server-Sent Events), read with
- * fetch rather than EventSource: EventSource cannot tell a 404 from a
- * dropped connection. A server without the route (404 `not_found`) is polled
- * instead, slowly; TODO(events): drop the poll once every server has the route.
+ * Live job events from `GET /v1/events` (Server-Sent Events, docs/events.md),
+ * read with EventSource: same-origin, so the session cookie authenticates it,
+ * and on a dropped connection the browser reconnects by itself with
+ * `Last-Event-ID`, so that nothing sent meanwhile is lost.
  */
-import { headersFor, urlOf, type Query } from './http.ts';
+import { urlOf, type Query } from './http.ts';
 
 export interface LiveEvent {
   /** The SSE `event:` name: a status, or `progress`. */
@@ -21,110 +21,77 @@ export interface LiveEvent {
 export interface LiveOptions {
   filter: Query;
   onEvent: (e: LiveEvent) => void;
-  /** Called every `pollMs` instead, when the server has no events route. */
-  poll: () => void;
-  pollMs?: number;
-  /** Told whether updates come as events or by polling, for the page to say. */
-  onMode?: (mode: 'events' | 'polling' | 'reconnecting') => void;
+  /**
+   * Read again what the page shows: called when the stream opens with no
+   * position to resume from (what changed before it opened is not in it),
+   * and on `lagged`, which says some events will not come.
+   */
+  resync: () => void;
+  /** Told whether the stream is open, for the page to say. */
+  onMode?: (mode: 'events' | 'reconnecting') => void;
 }
 
-const RETRY_MS = 3_000;
+/** Every `event:` name of a job message; `lagged` is handled apart. */
+const JOB_EVENTS = ['queued', 'started', 'retrying', 'completed', 'failed', 'cancelled', 'progress'] as const;
+
+/**
+ * Before opening a new stream when the server refused one (EventSource gives
+ * up on any answer but a 200 stream), doubled at each refusal in a row: a
+ * filter the route rejects (400) is not asked again every few seconds forever.
+ */
+const REOPEN_MS = 3_000;
+const MAX_REOPEN_MS = 60_000;
 
 /** Starts listening; the function returned stops. */
 export function live(opts: LiveOptions): () => void {
-  const controller = new AbortController();
+  let source: EventSource | null = null;
+  let lastId = '';
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  let refusals = 0;
 
-  const connect = async (): Promise<void> => {
-    let res: Response;
-    try {
-      res = await fetch(urlOf('/v1/events', 'api', opts.filter), {
-        headers: { ...headersFor('GET', false), accept: 'text/event-stream' },
-        credentials: 'same-origin',
-        signal: controller.signal,
+  const open = (): void => {
+    // A new EventSource does not carry the old one's Last-Event-ID: the query does.
+    const es = new EventSource(urlOf('/v1/events', 'api', { ...opts.filter, last_event_id: lastId || undefined }));
+    source = es;
+    es.onopen = () => {
+      refusals = 0;
+      opts.onMode?.('events');
+      if (lastId === '') opts.resync();
+    };
+    for (const name of JOB_EVENTS) {
+      es.addEventListener(name, (e) => {
+        const message = e as MessageEvent<string>;
+        if (message.lastEventId) lastId = message.lastEventId;
+        let data: Omit<LiveEvent, 'event'>;
+        try {
+          data = JSON.parse(message.data) as Omit<LiveEvent, 'event'>;
+        } catch {
+          return;
+        }
+        opts.onEvent({ ...data, event: name });
       });
-    } catch {
-      return retry();
     }
-    if (res.status === 404 && (await isRouteMissing(res))) {
-      opts.onMode?.('polling');
-      const tick = () => {
-        if (stopped) return;
-        opts.poll();
-        timer = setTimeout(tick, opts.pollMs ?? 2_000);
-      };
-      timer = setTimeout(tick, opts.pollMs ?? 2_000);
-      return;
-    }
-    if (!res.ok || !res.body) return retry();
-    opts.onMode?.('events');
-    // Events missed while connecting: one poll catches up.
-    opts.poll();
-    try {
-      await readEvents(res.body, opts.onEvent);
-    } catch {
-      // Dropped: reconnect below.
-    }
-    return retry();
+    es.addEventListener('lagged', (e) => {
+      const message = e as MessageEvent<string>;
+      if (message.lastEventId) lastId = message.lastEventId;
+      opts.resync();
+    });
+    es.onerror = () => {
+      if (stopped) return;
+      opts.onMode?.('reconnecting');
+      // CONNECTING: the browser reconnects by itself. CLOSED: it gave up (an error answer, e.g. 503 while Redis is away).
+      if (es.readyState === EventSource.CLOSED) {
+        es.close();
+        timer = setTimeout(open, Math.min(MAX_REOPEN_MS, REOPEN_MS * 2 ** refusals++));
+      }
+    };
   };
 
-  const retry = (): void => {
-    if (stopped) return;
-    opts.onMode?.('reconnecting');
-    timer = setTimeout(() => void connect(), RETRY_MS);
-  };
-
-  void connect();
+  open();
   return () => {
     stopped = true;
-    controller.abort();
+    source?.close();
     if (timer) clearTimeout(timer);
   };
-}
-
-async function isRouteMissing(res: Response): Promise<boolean> {
-  try {
-    const body = (await res.json()) as { error?: { code?: string } };
-    return body.error?.code === 'not_found';
-  } catch {
-    return false;
-  }
-}
-
-/** Parses an SSE stream (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation). */
-async function readEvents(body: ReadableStream<Uint8Array>, onEvent: (e: LiveEvent) => void): Promise<void> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
-  let name = 'message';
-  let data: string[] = [];
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let nl = buffer.search(/\r\n|\r|\n/);
-    while (nl !== -1) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + (buffer.startsWith('\r\n', nl) ? 2 : 1));
-      if (line === '') {
-        if (data.length > 0) {
-          try {
-            onEvent({ ...(JSON.parse(data.join('\n')) as Omit<LiveEvent, 'event'>), event: name });
-          } catch {
-            // Not an event of the documented shape (a comment, a keep-alive): ignored.
-          }
-        }
-        name = 'message';
-        data = [];
-      } else if (!line.startsWith(':')) {
-        const colon = line.indexOf(':');
-        const field = colon === -1 ? line : line.slice(0, colon);
-        const val = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '');
-        if (field === 'event') name = val;
-        else if (field === 'data') data.push(val);
-      }
-      nl = buffer.search(/\r\n|\r|\n/);
-    }
-  }
 }

@@ -4,7 +4,7 @@ import { render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { endpoints, type SessionView } from './endpoints.ts';
 import { ApiError, setCsrfToken, settings, whenUnauthorized } from './http.ts';
-import { Bulk } from './pages/Bulk.tsx';
+import { Audit, Bulk } from './pages/Bulk.tsx';
 import { JobDetail } from './pages/JobDetail.tsx';
 import { Jobs } from './pages/Jobs.tsx';
 import { Login } from './pages/Login.tsx';
@@ -76,7 +76,7 @@ function App() {
       setState({ phase: 'login', expired: false });
     }
   };
-  const acts = can(session, 'jobs:cancel') || can(session, 'jobs:retry');
+  const acts = can(session, 'jobs:cancel') || can(session, 'jobs:retry') || can(session, 'jobs:delete');
   const current = (path: string) => (route.path === path || (path !== '/' && route.path.startsWith(`${path}/`)) ? 'page' : undefined);
 
   let page;
@@ -84,6 +84,7 @@ function App() {
   if (jobMatch) page = <JobDetail id={decodeURIComponent(jobMatch[1] as string)} />;
   else if (route.path === '/jobs') page = <Jobs route={route} />;
   else if (route.path === '/bulk') page = <Bulk />;
+  else if (route.path === '/audit') page = <Audit />;
   else if (route.path === '/' || route.path === '') page = <Overview />;
   else
     page = (
@@ -124,6 +125,11 @@ function App() {
                 </a>
               </li>
             )}
+            <li>
+              <a href={href('/audit')} aria-current={current('/audit')}>
+                Audit log
+              </a>
+            </li>
           </ul>
         </nav>
         <div class="who">

@@ -6,6 +6,8 @@ export interface ChartSeries {
   values: (number | null)[];
   /** A CSS custom property of the theme (--chart-1…), so both colour schemes read well. */
   color: string;
+  /** Null where nothing was measured (a percentile of a minute with no job): its points are drawn and joined across the gaps, not dropped. */
+  sparse?: boolean;
 }
 
 /** A uPlot line chart over time (seconds since the epoch), sized to its container. */
@@ -27,6 +29,7 @@ export function TimeChart({ title, times, series, unit }: { title: string; times
           label: s.label,
           stroke: style.getPropertyValue(s.color).trim() || s.color,
           width: 2,
+          ...(s.sparse ? { spanGaps: true, points: { show: true, size: 5 } } : {}),
           value: (_u: uPlot, v: number | null) => (v === null ? '—' : `${v}${unit ?? ''}`),
         })),
       ],

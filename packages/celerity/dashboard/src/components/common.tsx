@@ -1,16 +1,14 @@
 import type { ComponentChildren } from 'preact';
-import { ApiError } from '../http.ts';
 import { json } from '../format.ts';
 
 export function StatusBadge({ status }: { status: string }) {
   return <span class={`badge badge-${status}`}>{status}</span>;
 }
 
-/** An error of the API, said in words; a route this server lacks is said as such. */
-export function ErrorNote({ error, what }: { error: unknown; what?: string }) {
+/** An error of the API, said in words: the API's messages name the field or the rule at fault. */
+export function ErrorNote({ error }: { error: unknown }) {
   if (!error) return null;
-  let text = error instanceof Error ? error.message : String(error);
-  if (error instanceof ApiError && error.routeMissing && what) text = `${what} is not available on this server yet.`;
+  const text = error instanceof Error ? error.message : String(error);
   return (
     <p class="error" role="alert">
       {text}

@@ -1,79 +1,56 @@
 import { useEffect, useState } from 'preact/hooks';
-import { ErrorNote, Json } from '../components/common.tsx';
-import { ACTION_SCOPES, endpoints, JOB_STATUSES, type BulkAction } from '../endpoints.ts';
-import { can, useSession } from '../session.ts';
+import { ErrorNote, Section, StatusBadge } from '../components/common.tsx';
+import { ACTION_SCOPES, endpoints, JOB_STATUSES, OPERATION_DONE, type BulkAction, type BulkFilter, type OperationView } from '../endpoints.ts';
+import { formatTime } from '../format.ts';
+import { href } from '../router.ts';
+import { can, isAdmin, useSession } from '../session.ts';
 
 const ACTIONS: BulkAction[] = ['retry', 'cancel', 'delete'];
+const POLL_MS = 1_000;
 
-/** Bulk actions: count first (a dry run), then act on that filter once confirmed. */
+type Form = Record<keyof BulkFilter, string>;
+
+/** Bulk actions: count first (a dry run), then act on that filter once confirmed, and follow the operation. */
 export function Bulk() {
   const session = useSession();
   const allowed = ACTIONS.filter((a) => can(session, ACTION_SCOPES.bulk[a]));
   const [action, setAction] = useState<BulkAction>(allowed[0] ?? 'retry');
-  const [filter, setFilter] = useState<Record<string, string>>({ status: 'failed', task: '', queue: '' });
+  const [form, setForm] = useState<Form>({ status: 'failed', task: '', tenant: '', key_id: '' });
   const [count, setCount] = useState<number | null>(null);
-  const [operation, setOperation] = useState<string | null>(null);
-  const [progress, setProgress] = useState<Record<string, unknown> | null>(null);
+  const [operation, setOperation] = useState<OperationView | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
 
-  const chosen = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== ''));
+  const filter = Object.fromEntries(Object.entries(form).filter(([, v]) => v !== '')) as BulkFilter;
   // A changed form is a new question: the count shown no longer answers it.
-  const edit = (patch: Partial<Record<string, string>>) => {
-    setFilter({ ...filter, ...(patch as Record<string, string>) });
+  const edit = (patch: Partial<Form>) => {
+    setForm({ ...form, ...patch });
     setCount(null);
   };
 
-  const dryRun = async (e: Event) => {
+  const attempt = async (fn: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await fn();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const dryRun = (e: Event) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    setOperation(null);
-    try {
-      const res = await endpoints.bulk(action, chosen, true);
-      setCount(res.count ?? 0);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    void attempt(async () => {
+      setOperation(null);
+      setCount((await endpoints.bulkCount(action, filter)).count);
+    });
   };
-  const confirm = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      const res = await endpoints.bulk(action, chosen, false);
-      setOperation(res.id ?? null);
+  const confirm = () =>
+    attempt(async () => {
+      setOperation(await endpoints.bulkStart(action, filter));
       setCount(null);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  useEffect(() => {
-    if (!operation) return;
-    let alive = true;
-    let timer: ReturnType<typeof setTimeout>;
-    const tick = async () => {
-      try {
-        const p = await endpoints.bulkStatus(operation);
-        if (!alive) return;
-        setProgress(p);
-        if (p.status === 'completed' || p.status === 'failed' || p.finished_at) return;
-      } catch (err) {
-        if (alive) setError(err);
-        return;
-      }
-      timer = setTimeout(tick, 1_000);
-    };
-    void tick();
-    return () => {
-      alive = false;
-      clearTimeout(timer);
-    };
-  }, [operation]);
+    });
 
   return (
     <>
@@ -101,7 +78,7 @@ export function Bulk() {
           </div>
           <div class="field">
             <label for="bulk-status">Status</label>
-            <select id="bulk-status" value={filter.status} onChange={(e) => edit({ status: (e.target as HTMLSelectElement).value })}>
+            <select id="bulk-status" value={form.status} onChange={(e) => edit({ status: (e.target as HTMLSelectElement).value })}>
               <option value="">any</option>
               {JOB_STATUSES.map((s) => (
                 <option key={s} value={s}>
@@ -112,24 +89,34 @@ export function Bulk() {
           </div>
           <div class="field">
             <label for="bulk-task">Task</label>
-            <input id="bulk-task" value={filter.task} onInput={(e) => edit({ task: (e.target as HTMLInputElement).value })} />
+            <input id="bulk-task" value={form.task} onInput={(e) => edit({ task: (e.target as HTMLInputElement).value })} />
           </div>
+          {/* A tenant's key acts on its own tenant only (the API refuses another): the field is an admin's. */}
+          {isAdmin(session) && (
+            <div class="field">
+              <label for="bulk-tenant">Tenant</label>
+              <input id="bulk-tenant" value={form.tenant} onInput={(e) => edit({ tenant: (e.target as HTMLInputElement).value })} />
+            </div>
+          )}
           <div class="field">
-            <label for="bulk-queue">Queue</label>
-            <input id="bulk-queue" value={filter.queue} onInput={(e) => edit({ queue: (e.target as HTMLInputElement).value })} />
+            <label for="bulk-key">Submitted by key id</label>
+            <input id="bulk-key" value={form.key_id} onInput={(e) => edit({ key_id: (e.target as HTMLInputElement).value })} />
           </div>
           <div class="actions">
             <button type="submit" disabled={busy}>
               Count matching jobs
             </button>
+            <a class="button secondary" href={href('/audit')}>
+              Audit log
+            </a>
           </div>
         </form>
       )}
-      <ErrorNote error={error} what="Bulk actions (POST /v1/bulk)" />
+      <ErrorNote error={error} />
       {count !== null && (
         <section class="card" aria-live="polite">
           <p>
-            <strong data-testid="bulk-count">{count}</strong> job{count === 1 ? '' : 's'} match.
+            <strong data-testid="bulk-count">{count}</strong> job{count === 1 ? '' : 's'} match now.
           </p>
           {count > 0 && (
             <button type="button" class="danger" onClick={confirm} disabled={busy}>
@@ -138,11 +125,176 @@ export function Bulk() {
           )}
         </section>
       )}
-      {operation && (
-        <section class="card" aria-live="polite">
-          <h2>Operation {operation}</h2>
-          {progress ? <Json value={progress} label="Progress of the operation" /> : <p class="muted">Starting…</p>}
-        </section>
+      {operation && <OperationProgress initial={operation} />}
+    </>
+  );
+}
+
+/** A running operation, read every second until it ends: a bar of done and refused jobs over those matched, and Stop. */
+function OperationProgress({ initial }: { initial: OperationView }) {
+  const session = useSession();
+  const [op, setOp] = useState(initial);
+  const [error, setError] = useState<unknown>(null);
+  const [stopping, setStopping] = useState(false);
+  const id = initial.operation_id;
+
+  useEffect(() => {
+    let alive = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const tick = async () => {
+      try {
+        const next = await endpoints.bulkStatus(id);
+        if (!alive) return;
+        setOp(next);
+        setError(null);
+        if (OPERATION_DONE.has(next.status)) return;
+      } catch (err) {
+        if (!alive) return;
+        setError(err);
+      }
+      timer = setTimeout(tick, POLL_MS);
+    };
+    timer = setTimeout(tick, POLL_MS);
+    return () => {
+      alive = false;
+      clearTimeout(timer);
+    };
+  }, [id]);
+
+  const stop = async () => {
+    setStopping(true);
+    try {
+      setOp(await endpoints.bulkStop(id));
+    } catch (err) {
+      setError(err);
+    } finally {
+      setStopping(false);
+    }
+  };
+  const handled = op.done + op.failed;
+  const finished = OPERATION_DONE.has(op.status);
+  return (
+    <Section title={`Operation ${op.action} ${id}`} id="operation-title">
+      <p aria-live="polite">
+        <StatusBadge status={op.status} /> <span data-testid="bulk-progress">{`${handled} of ${op.matched}`}</span> handled: {op.done} done, {op.failed} refused.
+      </p>
+      <progress max={Math.max(op.matched, 1)} value={op.matched === 0 && finished ? 1 : handled} aria-label="Progress of the operation" />
+      {!finished && can(session, ACTION_SCOPES.stopBulk) && (
+        <div class="actions">
+          <button type="button" class="danger" onClick={stop} disabled={stopping || op.status === 'stopping'}>
+            {op.status === 'stopping' ? 'Stopping…' : 'Stop'}
+          </button>
+        </div>
+      )}
+      {op.errors && op.errors.length > 0 && <Refused errors={op.errors} />}
+      <ErrorNote error={error} />
+    </Section>
+  );
+}
+
+function Refused({ errors }: { errors: NonNullable<OperationView['errors']> }) {
+  return (
+    <div class="table-wrap">
+      <table>
+        <caption>Jobs the action refused (the first ones)</caption>
+        <thead>
+          <tr>
+            <th scope="col">Job</th>
+            <th scope="col">Code</th>
+            <th scope="col">Message</th>
+          </tr>
+        </thead>
+        <tbody>
+          {errors.map((e) => (
+            <tr key={e.job_id}>
+              <th scope="row">
+                <a class="mono" href={href(`/jobs/${e.job_id}`)}>
+                  {e.job_id}
+                </a>
+              </th>
+              <td class="mono">{e.code}</td>
+              <td>{e.message}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+/** `GET /v1/audit`: who ran which bulk operation, on what filter, when, and how it went. */
+export function Audit() {
+  const [pages, setPages] = useState<{ operations: OperationView[]; next: string | null } | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const load = async (cursor: string | null) => {
+    try {
+      const res = await endpoints.audit(cursor);
+      setPages((p) => ({ operations: [...(cursor && p ? p.operations : []), ...res.operations], next: res.next_cursor }));
+      setError(null);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  useEffect(() => {
+    void load(null);
+  }, []);
+  return (
+    <>
+      <h1 tabIndex={-1}>Audit log</h1>
+      <p class="muted">Bulk operations, newest first.</p>
+      <ErrorNote error={error} />
+      {!pages && !error && <p class="muted">Loading…</p>}
+      {pages && pages.operations.length === 0 && <p class="muted">No bulk operation yet.</p>}
+      {pages && pages.operations.length > 0 && (
+        <div class="table-wrap">
+          <table class="audit">
+            <caption class="sr-only">Bulk operations</caption>
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">Key</th>
+                <th scope="col">Action</th>
+                <th scope="col">Filter</th>
+                <th scope="col">Status</th>
+                <th scope="col">Matched</th>
+                <th scope="col">Done</th>
+                <th scope="col">Refused</th>
+                <th scope="col">Finished</th>
+              </tr>
+            </thead>
+            <tbody>
+              {pages.operations.map((op) => (
+                <tr key={op.operation_id} data-operation-id={op.operation_id}>
+                  <th scope="row">{formatTime(op.created_at)}</th>
+                  <td>
+                    {op.key_name} {op.key_id && <span class="muted mono">{op.key_id}</span>}
+                  </td>
+                  <td>{op.action}</td>
+                  <td class="mono">
+                    {Object.entries(op.filter)
+                      .map(([k, v]) => `${k}=${String(v)}`)
+                      .join(' ') || 'all'}
+                    {op.all_tenants ? ' (every tenant)' : op.tenant ? ` (tenant ${op.tenant})` : ''}
+                  </td>
+                  <td>
+                    <StatusBadge status={op.status} />
+                  </td>
+                  <td>{op.matched}</td>
+                  <td>{op.done}</td>
+                  <td>{op.failed}</td>
+                  <td>{formatTime(op.finished_at)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {pages?.next && (
+        <nav class="pager" aria-label="Pages">
+          <button type="button" onClick={() => void load(pages.next)}>
+            Older operations
+          </button>
+        </nav>
       )}
     </>
   );

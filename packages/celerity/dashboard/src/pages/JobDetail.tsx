@@ -11,7 +11,6 @@ export function JobDetail({ id }: { id: string }) {
   const [job, setJob] = useState<JobView | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [mode, setMode] = useState('');
-  const jobRef = useRef<JobView | null>(null);
   const reload = useRef<() => Promise<void>>(async () => {});
 
   useEffect(() => {
@@ -21,7 +20,6 @@ export function JobDetail({ id }: { id: string }) {
       try {
         const j = await endpoints.job(id);
         if (!alive) return;
-        jobRef.current = j;
         setJob(j);
         setError(null);
       } catch (err) {
@@ -43,12 +41,8 @@ export function JobDetail({ id }: { id: string }) {
             void load();
           }, 250);
       },
-      poll: () => {
-        // Finished jobs do not change: no reads for them.
-        if (!jobRef.current || !TERMINAL.has(jobRef.current.status)) void load();
-      },
-      pollMs: 1_000,
-      onMode: (m) => setMode(m === 'events' ? 'Live' : m === 'polling' ? 'Live (polling)' : 'Reconnecting…'),
+      resync: () => void load(),
+      onMode: (m) => setMode(m === 'events' ? 'Live' : 'Reconnecting…'),
     });
     return () => {
       alive = false;
@@ -130,7 +124,7 @@ export function JobDetail({ id }: { id: string }) {
         </Section>
       )}
       <Section title="Input" id="input-title">
-        {'input' in job ? <Json value={job.input} label="Input" /> : <p class="muted">The job API of this server does not show inputs.</p>}
+        {'input' in job ? <Json value={job.input} label="Input" /> : <p class="muted">The job API does not show a job's input yet (GET /v1/jobs/:id has no input field).</p>}
       </Section>
       {job.status === 'completed' && (
         <Section title="Result" id="result-title">
@@ -162,19 +156,19 @@ function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> })
   const session = useSession();
   const [busy, setBusy] = useState<string | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [what, setWhat] = useState<string>('');
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [edited, setEdited] = useState<string>(() => ('input' in job ? json(job.input) : '{}'));
   const finished = TERMINAL.has(job.status);
   const canCancel = can(session, ACTION_SCOPES.cancel) && !finished;
   const canRetry = can(session, ACTION_SCOPES.retry) && (job.status === 'failed' || job.status === 'cancelled');
   const canDelete = can(session, ACTION_SCOPES.delete) && finished;
-  if (!canCancel && !canRetry && !canDelete) return null;
+  // The job view does not say whether a queued job is delayed: the route answers 409 `job_not_delayed` for one that is not, shown as such.
+  const canPromote = can(session, ACTION_SCOPES.promote) && (job.status === 'queued' || job.status === 'retrying');
+  if (!canCancel && !canRetry && !canDelete && !canPromote) return null;
 
-  const run = async (name: string, label: string, fn: () => Promise<void>) => {
+  const run = async (name: string, fn: () => Promise<void>) => {
     setBusy(name);
     setError(null);
-    setWhat(label);
     try {
       await fn();
     } catch (err) {
@@ -184,12 +178,12 @@ function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> })
     }
   };
   const cancel = () =>
-    run('cancel', 'Cancelling', async () => {
+    run('cancel', async () => {
       await endpoints.cancel(job.job_id);
       await reload();
     });
   const retry = (input?: unknown) =>
-    run('retry', 'Retrying', async () => {
+    run('retry', async () => {
       const res = await endpoints.retry(job.job_id, input);
       navigate(`/jobs/${res.job_id}`);
     });
@@ -204,8 +198,13 @@ function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> })
     }
     void retry(input);
   };
+  const promote = () =>
+    run('promote', async () => {
+      await endpoints.promote(job.job_id);
+      await reload();
+    });
   const remove = () =>
-    run('delete', 'Deleting', async () => {
+    run('delete', async () => {
       await endpoints.remove(job.job_id);
       navigate('/jobs');
     });
@@ -216,6 +215,11 @@ function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> })
         {canCancel && (
           <button type="button" class="danger" onClick={cancel} disabled={busy !== null}>
             {busy === 'cancel' ? 'Cancelling…' : 'Cancel job'}
+          </button>
+        )}
+        {canPromote && (
+          <button type="button" class="secondary" onClick={promote} disabled={busy !== null}>
+            {busy === 'promote' ? 'Promoting…' : 'Run now'}
           </button>
         )}
         {canRetry && (
@@ -251,7 +255,7 @@ function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> })
           </form>
         </details>
       )}
-      <ErrorNote error={error} what={`${what} from the dashboard`} />
+      <ErrorNote error={error} />
     </section>
   );
 }

@@ -7,22 +7,30 @@ import { href, navigate, type Route } from '../router.ts';
 import { isAdmin, useSession } from '../session.ts';
 
 const PAGE_SIZE = 50;
-/** The free filter box: `name=value` pairs (e.g. the JSON-path filters of the search API), sent as they are. */
-const EXTRA = 'more';
-
 type Filter = Record<string, string>;
 
 function filterOf(route: Route): Filter {
   const f: Filter = {};
-  for (const name of [...JOB_FILTERS, EXTRA]) f[name] = route.query.get(name) ?? '';
+  for (const name of JOB_FILTERS) f[name] = route.query.get(name) ?? '';
   return f;
 }
 
-/** The API query of a filter: the form's fields, then the free box's pairs. */
-function queryOf(f: Filter): Record<string, string> {
-  const q: Record<string, string> = {};
-  for (const name of JOB_FILTERS) if (f[name]) q[name] = name.startsWith('created_') ? new Date(f[name] as string).toISOString() : (f[name] as string);
-  for (const [k, v] of new URLSearchParams((f[EXTRA] ?? '').replace(/\s*[\n;]\s*/g, '&'))) if (k) q[k] = v;
+const TIMES = new Set(['created_after', 'created_before', 'finished_after', 'finished_before']);
+
+/** The API query of a filter: a time field in the browser's zone becomes an instant, and `where` one condition per line. */
+function queryOf(f: Filter): Record<string, string | string[]> {
+  const q: Record<string, string | string[]> = {};
+  for (const name of JOB_FILTERS) {
+    const value = f[name]?.trim();
+    if (!value) continue;
+    if (name === 'where')
+      q.where = value
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((line) => line !== '');
+    else if (TIMES.has(name)) q[name] = new Date(value).toISOString();
+    else q[name] = value;
+  }
   return q;
 }
 
@@ -31,7 +39,7 @@ export function Jobs({ route }: { route: Route }) {
   const filter = filterOf(route);
   const key = JSON.stringify(filter);
   const [draft, setDraft] = useState<Filter>(filter);
-  const [page, setPage] = useState<{ jobs: JobView[]; next: string | null; cursors: (string | null)[] } | null>(null);
+  const [page, setPage] = useState<{ jobs: JobView[]; next: string | null; partial: boolean; cursors: (string | null)[] } | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [mode, setMode] = useState<string>('');
   const cursorRef = useRef<string | null>(null);
@@ -53,7 +61,7 @@ export function Jobs({ route }: { route: Route }) {
         const res = await endpoints.jobs({ ...queryOf(filter), limit: PAGE_SIZE, cursor }, controller.signal);
         // A poll of the first page that answers after the user moved to the next is dropped.
         if (!alive || cursorRef.current !== cursor) return;
-        setPage({ jobs: res.jobs, next: res.next_cursor, cursors });
+        setPage({ jobs: res.jobs, next: res.next_cursor, partial: res.partial, cursors });
         setError(null);
       } catch (err) {
         if (alive && (err as Error).name !== 'AbortError') setError(err);
@@ -82,10 +90,10 @@ export function Jobs({ route }: { route: Route }) {
         // A job new to the page, or one that may have left a status filter: the page is read again.
         if (!known || filter.status) refresh();
       },
-      poll: () => {
+      resync: () => {
         if (cursorRef.current === null) void load(null, [null]);
       },
-      onMode: (m) => setMode(m === 'events' ? 'Live' : m === 'polling' ? 'Live (polling)' : 'Reconnecting…'),
+      onMode: (m) => setMode(m === 'events' ? 'Live' : 'Reconnecting…'),
     });
     return () => {
       alive = false;
@@ -159,11 +167,19 @@ export function Jobs({ route }: { route: Route }) {
           <label for="filter-created_before">Created before</label>
           <input {...field('created_before')} type="datetime-local" />
         </div>
+        <div class="field">
+          <label for="filter-finished_after">Finished after</label>
+          <input {...field('finished_after')} type="datetime-local" />
+        </div>
+        <div class="field">
+          <label for="filter-finished_before">Finished before</label>
+          <input {...field('finished_before')} type="datetime-local" />
+        </div>
         <div class="field wide">
-          <label for={`filter-${EXTRA}`}>More filters</label>
-          <input {...field(EXTRA)} placeholder="name=value; name=value" aria-describedby="more-help" />
-          <span id="more-help" class="muted">
-            Any other query parameters of GET /v1/jobs, as name=value pairs.
+          <label for="filter-where">Input or result fields</label>
+          <textarea {...field('where')} rows={2} class="mono" placeholder={'input.ticket_id:"T-1"\nresult.pages:12'} aria-describedby="where-help" />
+          <span id="where-help" class="muted">
+            One condition a line: input.key:value or result.key:value, the value in JSON ("text", 12, true, null).
           </span>
         </div>
         <div class="actions">
@@ -219,7 +235,12 @@ export function Jobs({ route }: { route: Route }) {
           </table>
         </div>
       )}
-      {page && page.jobs.length === 0 && <p class="muted">No jobs match.</p>}
+      {page?.partial && (
+        <p class="note" role="status" data-testid="partial">
+          The search ran out of time before it read the whole history: these are the jobs it found so far, and more may match further on.
+        </p>
+      )}
+      {page && page.jobs.length === 0 && !page.partial && <p class="muted">No jobs match.</p>}
       <nav class="pager" aria-label="Pages">
         {page && page.cursors.length > 1 && (
           <button type="button" class="secondary" onClick={firstPage}>
@@ -228,7 +249,7 @@ export function Jobs({ route }: { route: Route }) {
         )}
         {page?.next && (
           <button type="button" onClick={nextPage}>
-            Next page
+            {page.partial ? 'Continue the search' : 'Next page'}
           </button>
         )}
       </nav>

@@ -1,17 +1,18 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { TimeChart, type ChartSeries } from '../components/chart.tsx';
 import { ErrorNote, Section } from '../components/common.tsx';
-import { endpoints, type QueueView, type StatsPoint, type WorkerView } from '../endpoints.ts';
+import { endpoints, type QueueView, type ScheduleView, type StatsPoint, type WorkerView } from '../endpoints.ts';
 import { formatDuration, formatTime } from '../format.ts';
-import { ApiError } from '../http.ts';
 import { href } from '../router.ts';
-import { can, useSession } from '../session.ts';
+import { can, isAdmin, useSession } from '../session.ts';
+import { StatusBadge } from '../components/common.tsx';
 
 const REFRESH_MS = 5_000;
 
 /** Polls `load` every `ms` while the page is shown. */
-function usePolled<T>(load: () => Promise<T>, ms: number, enabled = true): { data: T | undefined; error: unknown } {
+function usePolled<T>(load: () => Promise<T>, ms: number, enabled = true): { data: T | undefined; error: unknown; refresh: () => void } {
   const [state, setState] = useState<{ data: T | undefined; error: unknown }>({ data: undefined, error: null });
+  const [round, setRound] = useState(0);
   useEffect(() => {
     if (!enabled) return;
     let alive = true;
@@ -30,8 +31,8 @@ function usePolled<T>(load: () => Promise<T>, ms: number, enabled = true): { dat
       alive = false;
       clearTimeout(timer);
     };
-  }, [enabled]);
-  return state;
+  }, [enabled, round]);
+  return { ...state, refresh: () => setRound((r) => r + 1) };
 }
 
 export function Overview() {
@@ -39,6 +40,7 @@ export function Overview() {
   const ops = can(session, 'ops:read');
   const queues = usePolled(() => endpoints.queues(), REFRESH_MS, ops);
   const workers = usePolled(() => endpoints.workers(), REFRESH_MS, ops);
+  const schedules = usePolled(() => endpoints.schedules(), REFRESH_MS, ops);
   return (
     <>
       <h1 tabIndex={-1}>Overview</h1>
@@ -47,7 +49,7 @@ export function Overview() {
         <>
           <Section title="Queues" id="queues-title">
             <ErrorNote error={queues.error} />
-            <QueuesTable queues={queues.data?.queues} />
+            <QueuesTable queues={queues.data?.queues} admin={isAdmin(session)} changed={queues.refresh} />
           </Section>
           <Section title="Throughput" id="charts-title">
             <Charts />
@@ -56,13 +58,81 @@ export function Overview() {
             <ErrorNote error={workers.error} />
             <WorkersTable workers={workers.data?.workers} />
           </Section>
+          <Section title="Schedules" id="schedules-title">
+            <ErrorNote error={schedules.error} />
+            <SchedulesTable schedules={schedules.data?.schedules} />
+          </Section>
         </>
       )}
     </>
   );
 }
 
-function QueuesTable({ queues }: { queues: QueueView[] | undefined }) {
+/** Pause, resume and drain: admin keys' alone, since a queue holds every tenant's jobs. */
+function QueueActions({ queue, changed }: { queue: QueueView; changed: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [confirmDrain, setConfirmDrain] = useState(false);
+  const [said, setSaid] = useState<unknown>(null);
+  const act = async (fn: () => Promise<string | null>) => {
+    setBusy(true);
+    setSaid(null);
+    try {
+      setSaid(await fn());
+      changed();
+    } catch (err) {
+      setSaid(err);
+    } finally {
+      setBusy(false);
+      setConfirmDrain(false);
+    }
+  };
+  const name = queue.name;
+  const pause = async () => {
+    await endpoints.pauseQueue(name);
+    return null;
+  };
+  const resume = async () => {
+    await endpoints.resumeQueue(name);
+    return null;
+  };
+  const drain = async () => `${(await endpoints.drainQueue(name)).removed} waiting jobs removed`;
+  return (
+    <div class="row-actions">
+      {queue.paused ? (
+        <button type="button" class="secondary" disabled={busy} aria-label={`Resume ${name}`} onClick={() => void act(resume)}>
+          Resume
+        </button>
+      ) : (
+        <button type="button" class="secondary" disabled={busy} aria-label={`Pause ${name}`} onClick={() => void act(pause)}>
+          Pause
+        </button>
+      )}
+      {confirmDrain ? (
+        <>
+          <button type="button" class="danger" disabled={busy} aria-label={`Confirm draining ${name}`} onClick={() => void act(drain)}>
+            Remove waiting jobs
+          </button>
+          <button type="button" class="secondary" onClick={() => setConfirmDrain(false)}>
+            Keep them
+          </button>
+        </>
+      ) : (
+        <button type="button" class="danger" disabled={busy} aria-label={`Drain ${name}`} onClick={() => setConfirmDrain(true)}>
+          Drain
+        </button>
+      )}
+      {typeof said === 'string' ? (
+        <span role="status" class="muted">
+          {said}
+        </span>
+      ) : (
+        <ErrorNote error={said} />
+      )}
+    </div>
+  );
+}
+
+function QueuesTable({ queues, admin, changed }: { queues: QueueView[] | undefined; admin: boolean; changed: () => void }) {
   if (!queues) return <p class="muted">Loading…</p>;
   if (queues.length === 0) return <p class="muted">No queues yet.</p>;
   return (
@@ -79,6 +149,7 @@ function QueuesTable({ queues }: { queues: QueueView[] | undefined }) {
             <th scope="col">Oldest waiting</th>
             <th scope="col">State</th>
             <th scope="col">Completed / failed (1 min · 5 min)</th>
+            {admin && <th scope="col">Actions</th>}
           </tr>
         </thead>
         <tbody>
@@ -96,6 +167,11 @@ function QueuesTable({ queues }: { queues: QueueView[] | undefined }) {
               <td>
                 {q.throughput.completed.m1} / {q.throughput.failed.m1} · {q.throughput.completed.m5} / {q.throughput.failed.m5}
               </td>
+              {admin && (
+                <td>
+                  <QueueActions queue={q} changed={changed} />
+                </td>
+              )}
             </tr>
           ))}
         </tbody>
@@ -149,14 +225,65 @@ function WorkersTable({ workers }: { workers: WorkerView[] | undefined }) {
   );
 }
 
-/** Seconds since the epoch of a stats point's `t` (ISO text, ms or s). */
-function seconds(t: string | number): number {
-  if (typeof t === 'string') return Date.parse(t) / 1000;
-  return t > 1e11 ? t / 1000 : t;
+function SchedulesTable({ schedules }: { schedules: ScheduleView[] | undefined }) {
+  if (!schedules) return <p class="muted">Loading…</p>;
+  if (schedules.length === 0) return <p class="muted">No schedules.</p>;
+  return (
+    <div class="table-wrap">
+      <table>
+        <caption class="sr-only">Schedules with their next and last runs</caption>
+        <thead>
+          <tr>
+            <th scope="col">Schedule</th>
+            <th scope="col">Task</th>
+            <th scope="col">Timing</th>
+            <th scope="col">Next run</th>
+            <th scope="col">Last run</th>
+            <th scope="col">Runs</th>
+          </tr>
+        </thead>
+        <tbody>
+          {schedules.map((s) => (
+            <tr key={`${s.queue}/${s.id}`} data-schedule-id={s.id}>
+              <th scope="row" class="mono">
+                {s.id}
+              </th>
+              <td>
+                {s.task} <span class="muted">on {s.queue}</span>
+              </td>
+              <td>{s.cron !== null ? `cron ${s.cron}${s.tz ? ` (${s.tz})` : ''}` : s.every_ms !== null ? `every ${formatDuration(s.every_ms)}` : '—'}</td>
+              <td>{formatTime(s.next_run_at)}</td>
+              <td>
+                {s.last_run ? (
+                  <>
+                    <a href={href(`/jobs/${s.last_run.job_id}`)}>{formatTime(s.last_run.started_at)}</a> <StatusBadge status={s.last_run.status} />
+                  </>
+                ) : (
+                  'not yet'
+                )}
+              </td>
+              <td>{s.iterations ?? '—'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
 }
 
+/** The API leaves out the minutes in which no job ended; the chart draws them as zeros rather than a line across them. */
+function everyMinute(from: string, to: string, points: StatsPoint[]): StatsPoint[] {
+  const given = new Map(points.map((p) => [Date.parse(p.t), p]));
+  const out: StatsPoint[] = [];
+  for (let t = Date.parse(from); t < Date.parse(to); t += 60_000) {
+    out.push(given.get(t) ?? { t: new Date(t).toISOString(), completed: 0, failed: 0, cancelled: 0, retries: 0, wait_p50: null, wait_p95: null, run_p50: null, run_p95: null });
+  }
+  return out;
+}
+
+/** The last hour by minute, every queue and task summed (`by=all`: one series), read again every 30 s. */
 function Charts() {
-  const [state, setState] = useState<{ points?: StatsPoint[]; missing?: boolean; error?: unknown }>({});
+  const [state, setState] = useState<{ points?: StatsPoint[]; error?: unknown }>({});
   useEffect(() => {
     let alive = true;
     let timer: ReturnType<typeof setTimeout>;
@@ -164,12 +291,10 @@ function Charts() {
       const to = new Date();
       const from = new Date(to.getTime() - 60 * 60 * 1000);
       try {
-        const res = await endpoints.stats({ from: from.toISOString(), to: to.toISOString(), granularity: 'minute' });
-        if (alive) setState({ points: Array.isArray(res) ? res : res.series });
+        const res = await endpoints.stats({ from: from.toISOString(), to: to.toISOString(), granularity: 'minute', by: 'all' });
+        if (alive) setState({ points: everyMinute(res.from, res.to, res.series[0]?.points ?? []) });
       } catch (error) {
-        if (!alive) return;
-        if (error instanceof ApiError && error.routeMissing) return setState({ missing: true });
-        setState((s) => ({ ...s, error }));
+        if (alive) setState((s) => ({ ...s, error }));
       }
       if (alive) timer = setTimeout(load, 30_000);
     };
@@ -181,23 +306,23 @@ function Charts() {
   }, []);
   const charts = useMemo(() => {
     const points = state.points ?? [];
-    const times = points.map((p) => seconds(p.t));
+    const times = points.map((p) => Date.parse(p.t) / 1000);
     const done: ChartSeries[] = [
       { label: 'completed', values: points.map((p) => p.completed), color: '--chart-1' },
       { label: 'failed', values: points.map((p) => p.failed), color: '--chart-2' },
+      { label: 'retries', values: points.map((p) => p.retries), color: '--chart-3' },
     ];
     const latency: ChartSeries[] = [
-      { label: 'wait p50', values: points.map((p) => p.wait_p50 ?? null), color: '--chart-3' },
-      { label: 'wait p95', values: points.map((p) => p.wait_p95 ?? null), color: '--chart-4' },
-      { label: 'run p50', values: points.map((p) => p.run_p50 ?? null), color: '--chart-1' },
-      { label: 'run p95', values: points.map((p) => p.run_p95 ?? null), color: '--chart-2' },
+      { label: 'wait p50', values: points.map((p) => p.wait_p50 ?? null), color: '--chart-3', sparse: true },
+      { label: 'wait p95', values: points.map((p) => p.wait_p95 ?? null), color: '--chart-4', sparse: true },
+      { label: 'run p50', values: points.map((p) => p.run_p50 ?? null), color: '--chart-1', sparse: true },
+      { label: 'run p95', values: points.map((p) => p.run_p95 ?? null), color: '--chart-2', sparse: true },
     ];
     return { times, done, latency };
   }, [state.points]);
-  if (state.missing) return <p class="muted">Charts need the stats API (GET /v1/stats), which this server does not have yet. The queue table shows the last minutes' counts.</p>;
   if (state.error) return <ErrorNote error={state.error} />;
   if (!state.points) return <p class="muted">Loading…</p>;
-  if (state.points.length === 0) return <p class="muted">No jobs finished in the last hour.</p>;
+  if (!state.points.some((p) => p.completed + p.failed + p.cancelled > 0)) return <p class="muted">No jobs finished in the last hour.</p>;
   return (
     <div class="charts">
       <TimeChart title="Jobs per minute" times={charts.times} series={charts.done} />
