@@ -8,7 +8,10 @@
  * `GET /v1/stats` (the last hour by minute, one series per queue and task:
  * the dashboard's query), timed until the last one answers. Loads run one
  * after another (one person's page, not the server's throughput): `warm-up`
- * uncounted, then `loads`; reported: p50/p95 of a load, and p95 of each route.
+ * uncounted, then `loads`; reported: p50/p95 of a load, and p50/p95 of
+ * each route within the loads. Then each route alone, one request at a
+ * time (`alone`): its own cost, without waiting behind the page's other
+ * requests in the same single-threaded server.
  *
  * The store looks like production for these reads:
  * - the history of bench/seed-history.ts (30 days, ending now);
@@ -102,7 +105,7 @@ async function liveJobs(ctx: ScenarioContext, scope: Scope, env: StoreEnv, perQu
   }
 }
 
-async function measureStore(ctx: ScenarioContext, scope: Scope, kind: StoreKind, rows: number, warmup: number, loads: number) {
+async function measureStore(ctx: ScenarioContext, scope: Scope, kind: StoreKind, rows: number, warmup: number, loads: number, aloneSamples: number) {
   const env = storeEnv(ctx, scope, kind);
   const prepared = await prepare(ctx, env, rows);
   const admin = await key(scope, env, 'bench-admin', ['--scopes', 'admin']);
@@ -160,11 +163,24 @@ async function measureStore(ctx: ScenarioContext, scope: Scope, kind: StoreKind,
     );
     if (counted) loadTimes.push(now() - t0);
   }
+  // Each route alone, one request at a time: its own cost, without the queueing behind the page's other requests in the same server.
+  const alone = {} as Record<RouteName, Timing>;
+  for (const route of ROUTES) {
+    const times: number[] = [];
+    for (let i = 0; i < aloneSamples; i++) {
+      const t = now();
+      const { status } = await get(route.path());
+      times.push(now() - t);
+      if (status !== 200) detail.errors++;
+    }
+    alone[route.name] = timing(times);
+  }
   server.assertRunning();
   const load = timing(loadTimes);
   const routes = Object.fromEntries(ROUTES.map((r) => [r.name, timing(perRoute[r.name])])) as Record<RouteName, Timing>;
   ctx.log(`${kind}: overview load p50 ${load.p50_ms} ms, p95 ${load.p95_ms} ms; ${ROUTES.map((r) => `${r.name} p95 ${routes[r.name].p95_ms} ms`).join(', ')}; ${JSON.stringify(detail)}`);
-  return { seeded_s: prepared.seeded_s, load, routes, detail: { ...detail, schedule_runs: prepared.scheduleRuns, metric_minute_rows: prepared.minuteRows } };
+  ctx.log(`${kind}: alone, ${ROUTES.map((r) => `${r.name} p50 ${alone[r.name].p50_ms} ms p95 ${alone[r.name].p95_ms} ms`).join(', ')}`);
+  return { seeded_s: prepared.seeded_s, load, routes, alone, detail: { ...detail, schedule_runs: prepared.scheduleRuns, metric_minute_rows: prepared.minuteRows } };
 }
 
 export const overview: Scenario = {
@@ -174,15 +190,16 @@ export const overview: Scenario = {
     const rows = ctx.quick ? 20_000 : 1_000_000;
     const warmup = ctx.quick ? 2 : 20;
     const loads = ctx.quick ? 10 : 200;
+    const aloneSamples = ctx.quick ? 5 : 50;
     const fields: Record<string, unknown> = {};
     const rowsOut: Row[] = [];
     for (const kind of ['sqlite', 'postgres'] as const) {
       // Each store's processes stop (and its store goes) before the next store is measured.
-      const result = await withScope(ctx.scope, (scope) => measureStore(ctx, scope, kind, rows, warmup, loads));
+      const result = await withScope(ctx.scope, (scope) => measureStore(ctx, scope, kind, rows, warmup, loads, aloneSamples));
       fields[kind] = result;
       rowsOut.push({ metric: `${kind}: overview load p95`, unit: 'ms', celerity: result.load.p95_ms });
       for (const [name, t] of Object.entries(result.routes)) rowsOut.push({ metric: `${kind}: GET /v1/${name} p95`, unit: 'ms', celerity: t.p95_ms });
     }
-    return { fields, params: { rows, warmup, loads, clients: 1, routes: ROUTES.map((r) => r.path().split('?')[0]), schedules: OVERVIEW_SCHEDULES }, rows: rowsOut };
+    return { fields, params: { rows, warmup, loads, alone_samples: aloneSamples, clients: 1, routes: ROUTES.map((r) => r.path().split('?')[0]), schedules: OVERVIEW_SCHEDULES }, rows: rowsOut };
   },
 };
