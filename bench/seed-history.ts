@@ -219,22 +219,7 @@ export async function seedHistory(store: JobStore, opts: SeedOptions): Promise<n
   await store.migrate();
   const indexes = await dropIndexes(store);
   log(`dropped ${indexes.length} secondary indexes; writing ${opts.rows} rows`);
-  const insert = store.sqlite
-    ? (() => {
-        const stmt = store.sqlite.prepare(`insert into jobs (${COLUMNS.join(', ')}) values (${COLUMNS.map(() => '?').join(', ')})`);
-        const many = store.sqlite.transaction((rows: JobsTable[]) => {
-          for (const row of rows) stmt.run(...COLUMNS.map((c) => row[c]));
-        });
-        return async (rows: JobsTable[]) => many(rows);
-      })()
-    : async (rows: JobsTable[]) => {
-        const arrays = COLUMNS.map((c) => sql`${rows.map((row) => row[c])}::${sql.raw(PG_TYPES[c])}[]`);
-        await store.db.connection().execute(async (db) => {
-          await sql`begin; select set_config('celerity.tenant', '*', true)`.execute(db);
-          await sql`insert into jobs (${sql.join(COLUMNS.map((c) => sql.ref(c)))}) select * from unnest(${sql.join(arrays)})`.execute(db);
-          await sql`commit`.execute(db);
-        });
-      };
+  const insert = inserter(store);
   for (let done = 0; done < opts.rows; ) {
     const size = Math.min(batch, opts.rows - done);
     const rows = Array.from({ length: size }, (_, k) => row(done + k, opts.rows, end, r));
@@ -254,6 +239,90 @@ export async function seedHistory(store: JobStore, opts: SeedOptions): Promise<n
   // statistics, as in a real deployment.
   if (store.dialect === 'postgres') await sql`vacuum (analyze) jobs`.execute(store.db);
   return performance.now() - t0;
+}
+
+/** Writes rows in one transaction (every tenant's: row-level security's `*` on PostgreSQL). */
+function inserter(store: JobStore): (rows: JobsTable[]) => Promise<void> {
+  if (store.sqlite) {
+    const stmt = store.sqlite.prepare(`insert into jobs (${COLUMNS.join(', ')}) values (${COLUMNS.map(() => '?').join(', ')})`);
+    const many = store.sqlite.transaction((rows: JobsTable[]) => {
+      for (const row of rows) stmt.run(...COLUMNS.map((c) => row[c]));
+    });
+    return async (rows) => many(rows);
+  }
+  return async (rows) => {
+    const arrays = COLUMNS.map((c) => sql`${rows.map((row) => row[c])}::${sql.raw(PG_TYPES[c])}[]`);
+    await store.db.connection().execute(async (db) => {
+      await sql`begin; select set_config('celerity.tenant', '*', true)`.execute(db);
+      await sql`insert into jobs (${sql.join(COLUMNS.map((c) => sql.ref(c)))}) select * from unnest(${sql.join(arrays)})`.execute(db);
+      await sql`commit`.execute(db);
+    });
+  };
+}
+
+/** A schedule whose past runs {@link seedScheduleRuns} writes. */
+export interface SeededSchedule {
+  /** The schedule's id: its runs are BullMQ's `repeat:celerity:<id>:<due ms>`. */
+  id: string;
+  task: string;
+  queue: string;
+  everyMs: number;
+}
+
+/**
+ * Writes the runs of `schedules` over the `days` (default 30) before `end`, one per
+ * period, with the job ids BullMQ gives a job scheduler's jobs
+ * (`repeat:celerity:<id>:<due ms>`): what the schedules' last-run read
+ * (ops/schedules-view.ts) ranges over. Mostly completed, some failed; the
+ * newest tick is still queued (not started), as when the overview is opened
+ * between a tick and its start. Written with the indexes in place (a few
+ * tens of thousands of rows). Returns the rows written.
+ */
+export async function seedScheduleRuns(store: JobStore, schedules: readonly SeededSchedule[], opts: { end?: number; seed?: number; days?: number } = {}): Promise<number> {
+  const days = opts.days ?? 30;
+  const end = opts.end ?? Date.now();
+  const r = seededRandom(opts.seed ?? 31);
+  const insert = inserter(store);
+  let written = 0;
+  for (const s of schedules) {
+    const last = end - (end % s.everyMs);
+    const rows: JobsTable[] = [];
+    for (let due = last - Math.floor((days * DAY) / s.everyMs) * s.everyMs; due <= last; due += s.everyMs) {
+      const queued = due === last;
+      const failed = !queued && r() < 0.03;
+      const started = queued ? null : due + Math.floor(r() * 500);
+      const finished = started === null ? null : started + Math.floor(r() * 5000);
+      rows.push({
+        id: `repeat:celerity:${s.id}:${due}`,
+        task: s.task,
+        queue: s.queue,
+        tenant: null,
+        key_id: null,
+        status: queued ? 'queued' : failed ? 'failed' : 'completed',
+        attempts: queued ? 0 : 1,
+        max_attempts: 3,
+        input: '{}',
+        result: queued || failed ? null : '{"ok":true}',
+        error_type: failed ? 'FetchError' : null,
+        error_message: failed ? 'ECONNRESET while calling https://api.example.com/v2/sync' : null,
+        error_stack: null,
+        progress: null,
+        created_at: due,
+        started_at: started,
+        finished_at: finished,
+        updated_at: finished ?? due,
+        attempt_history: null,
+        event_seq: '0000000000001-0000000000',
+      });
+      if (rows.length === 5000) {
+        await insert(rows.splice(0));
+        written += 5000;
+      }
+    }
+    await insert(rows);
+    written += rows.length;
+  }
+  return written;
 }
 
 /** Drops the `jobs` table's indexes but its primary key; returns the statements that recreate them. */

@@ -152,9 +152,9 @@ function watched(ctx: ScenarioContext, scope: Scope, name: string, args: string[
   return proc;
 }
 
-/** `node packages/celerity/bin/celerity.js <command> --app bench/apps/noop-app.ts` with `env`. */
-export function celerity(ctx: ScenarioContext, scope: Scope, name: string, command: 'worker' | 'serve', env: NodeJS.ProcessEnv): Proc {
-  return watched(ctx, scope, name, ['packages/celerity/bin/celerity.js', command, '--app', 'bench/apps/noop-app.ts'], { env });
+/** `node packages/celerity/bin/celerity.js <command> --app <app>` (default bench/apps/noop-app.ts) with `env`. */
+export function celerity(ctx: ScenarioContext, scope: Scope, name: string, command: 'worker' | 'serve', env: NodeJS.ProcessEnv, app = 'bench/apps/noop-app.ts'): Proc {
+  return watched(ctx, scope, name, ['packages/celerity/bin/celerity.js', command, '--app', app], { env });
 }
 
 /** A raw BullMQ worker process (bench/workers/raw-worker.ts). */

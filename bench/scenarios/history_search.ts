@@ -116,7 +116,7 @@ async function prepare(ctx: ScenarioContext, env: StoreEnv, rows: number): Promi
   }
 }
 
-async function key(scope: Scope, env: StoreEnv, name: string, args: string[]): Promise<string> {
+export async function key(scope: Scope, env: StoreEnv, name: string, args: string[]): Promise<string> {
   const proc = new Proc(scope, `keys-create-${name}`, process.execPath, ['packages/celerity/bin/celerity.js', 'keys', 'create', '--name', name, ...args], { env: env.childEnv() });
   return (await proc.result(60_000)).trim();
 }

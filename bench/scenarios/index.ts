@@ -12,5 +12,6 @@ import { s4Csv } from './s4_csv.ts';
 import { s5Scale } from './s5_scale.ts';
 import { s6Events } from './s6_events.ts';
 import { historySearch } from './history_search.ts';
+import { overview } from './overview.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, historySearch];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, historySearch, overview];

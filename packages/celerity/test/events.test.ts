@@ -224,6 +224,48 @@ describe('GET /v1/events', () => {
     for (const h of [retried, failed, cancelledQueued, running]) expect((await app.getJob(h.id))?.status).toBe(statuses(stream, h.id).at(-1));
   });
 
+  it('names a deleted job `deleted`, waiting or finished, and a cancel still `cancelled`', async () => {
+    const app = await openTestApp('sqlite', [quick, slow]);
+    const { base } = await serve(app);
+    const stream = await openStream(base, '/v1/events');
+    const waiting = await app.enqueue(slow, {});
+    const cancelled = await app.enqueue(slow, {});
+    await waitFor(() => statuses(stream, waiting.id).includes('queued') && statuses(stream, cancelled.id).includes('queued'));
+    await app.deleteJob(waiting.id);
+    await app.cancel(cancelled.id);
+    await startWorker(app);
+    const finished = await app.enqueue(quick, { n: 1 });
+    await finished.wait({ timeoutMs: 10_000 });
+    await waitFor(() => statuses(stream, finished.id).includes('completed'));
+    await app.deleteJob(finished.id);
+    await waitFor(() => statuses(stream, finished.id).includes('deleted') && statuses(stream, waiting.id).includes('deleted'));
+    await waitFor(() => statuses(stream, cancelled.id).includes('cancelled'));
+    expect(statuses(stream, waiting.id)).toEqual(['queued', 'deleted']);
+    expect(statuses(stream, cancelled.id)).toEqual(['queued', 'cancelled']);
+    expect(statuses(stream, finished.id)).toEqual(['queued', 'started', 'completed', 'deleted']);
+    const deleted = stream.jobEvents().find((e) => e.job_id === finished.id && e.event === 'deleted');
+    expect(deleted).toMatchObject({ job_id: finished.id, task: 'events.quick', queue: 'default', tenant: null, status: 'deleted' });
+    expect(await app.getJob(finished.id)).toBeNull();
+  });
+
+  it("tells a retry's `queued` the job it retries, and no other job's", async () => {
+    const app = await openTestApp('sqlite', [doomed]);
+    const { base } = await serve(app);
+    const stream = await openStream(base, '/v1/events');
+    await startWorker(app);
+    const original = await app.enqueue(doomed, {});
+    await waitFor(() => statuses(stream, original.id).includes('failed'));
+    const recorder = await app.startRecorder();
+    onCleanup(() => recorder.stop());
+    await waitFor(async () => (await app.getJob(original.id))?.status === 'failed');
+    const retry = await app.retry(original.id);
+    await waitFor(() => statuses(stream, retry.id).includes('failed'));
+    const events = stream.jobEvents();
+    expect(events.find((e) => e.job_id === retry.id && e.event === 'queued')).toMatchObject({ status: 'queued', retry_of: original.id });
+    for (const e of events.filter((e) => e.job_id === retry.id && e.event !== 'queued')) expect(e).not.toHaveProperty('retry_of');
+    for (const e of events.filter((e) => e.job_id === original.id)) expect(e).not.toHaveProperty('retry_of');
+  });
+
   it('filters by job, task (or pattern) and queue', async () => {
     const app = await openTestApp('sqlite', [quick, report, mail]);
     const { base } = await serve(app);
@@ -518,5 +560,26 @@ describe.each(stores)('events of jobs gone from Redis (%s)', (kind: StoreKind) =
     await new Promise((r) => setTimeout(r, 200));
     expect(theirs.jobEvents()).toEqual([]);
     expect(JSON.stringify(mine.messages)).not.toContain(ghost);
+  });
+
+  it('announce the delete of a job the feed never met, placed from its row or tombstone, to its tenant only', async () => {
+    const app = await openTestApp(kind, [quick], { auth: 'keys' });
+    const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;
+    const globex = (await createKey(app.store, { name: 'globex', scopes: ['jobs:read'], tenant: 'globex' })).token;
+    await startWorker(app);
+    const recorder = await app.startRecorder();
+    onCleanup(() => recorder.stop());
+    const job = await app.enqueue(quick, { n: 1 }, { tenant: 'acme' });
+    await job.wait({ timeoutMs: 10_000 });
+    await waitFor(async () => (await app.store.get(job.id))?.status === 'completed');
+    // The feed starts now, past the job's events: it knows nothing of the job.
+    const { base } = await serve(app);
+    const mine = await openStream(base, '/v1/events', { authorization: `Bearer ${acme}` });
+    const theirs = await openStream(base, '/v1/events', { authorization: `Bearer ${globex}` });
+    await app.deleteJob(job.id);
+    await waitFor(() => statuses(mine, job.id).includes('deleted'));
+    expect(mine.jobEvents()).toEqual([expect.objectContaining({ event: 'deleted', job_id: job.id, task: 'events.quick', tenant: 'acme', status: 'deleted' })]);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(theirs.jobEvents()).toEqual([]);
   });
 });

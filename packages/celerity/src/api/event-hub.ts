@@ -3,7 +3,9 @@ import type { Logger } from 'pino';
 import type { App } from '../app.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
 import { createRedis, viaBroker, waitReady } from '../broker/connection.ts';
+import { ALL_TENANTS } from '../auth/principal.ts';
 import type { JobEnvelope } from '../job-record.ts';
+import { withTenantScope } from '../store/tenant-scope.ts';
 import { attemptsBefore, FEED_EVENTS, labelEvent, type JobEventState, type JobEventType, type Labelled } from './events/job-events.ts';
 import { compareStreamIds, encodePosition, streamIdTime, type Position } from './events/position.ts';
 
@@ -103,6 +105,8 @@ export interface EventHubStats {
 interface JobMeta {
   task: string;
   tenant: string | null;
+  /** The job this one retries (its envelope's `retryOf`), told in its `queued` message. */
+  retryOf?: string;
 }
 
 interface Subscription {
@@ -348,7 +352,8 @@ export class EventHub {
     replay: boolean,
   ): Promise<{ queue: string; id: string; event: HubEvent | null }[]> {
     const wanted = new Map<string, string>();
-    const failed = new Set<string>();
+    // Jobs whose cancel marker names their event: `failed` (a cancel or a failure) and `removed` (a cancel or a delete).
+    const marked = new Set<string>();
     const actives = new Map<string, number>();
     const first = new Map<string, Record<string, string>>();
     for (const e of entries) {
@@ -357,10 +362,10 @@ export class EventHub {
       if (!jobId || !FEED_EVENTS.has(event)) continue;
       if (!this.meta.has(jobId) || !states.has(jobId)) wanted.set(jobId, e.queue);
       if (!first.has(jobId)) first.set(jobId, e.fields);
-      if (event === 'failed') failed.add(jobId);
+      if (event === 'failed' || event === 'removed') marked.add(jobId);
       if (event === 'active') actives.set(jobId, (actives.get(jobId) ?? 0) + 1);
     }
-    const found = wanted.size > 0 || failed.size > 0 ? await this.lookup(wanted, failed) : { ats: new Map<string, number>(), cancelled: new Set<string>() };
+    const found = wanted.size > 0 || marked.size > 0 ? await this.lookup(wanted, marked) : { ats: new Map<string, number>(), cancelled: new Set<string>() };
     for (const [jobId] of wanted) {
       if (!states.has(jobId) && this.meta.has(jobId)) states.set(jobId, stateBefore(first.get(jobId)!, found.ats.get(jobId) ?? 0, actives.get(jobId) ?? 0));
     }
@@ -383,17 +388,17 @@ export class EventHub {
 
   /**
    * One pipeline for the batch: each unknown job's task, envelope and
-   * attempts from its hash, and whether each failed job was cancelled.
+   * attempts from its hash, and whether each of `marked` has a cancel marker.
    * Jobs whose hash is gone are placed from their cancel marker or the SQL
    * history, or not at all.
    */
-  private async lookup(wanted: Map<string, string>, failed: Set<string>): Promise<{ ats: Map<string, number>; cancelled: Set<string> }> {
+  private async lookup(wanted: Map<string, string>, marked: Set<string>): Promise<{ ats: Map<string, number>; cancelled: Set<string> }> {
     const redis = this.app.broker.redis;
     const { prefix } = this.app.config;
     const ats = new Map<string, number>();
     const cancelled = new Set<string>();
     const jobs = [...wanted];
-    const flagged = [...failed];
+    const flagged = [...marked];
     this.stats.lookups++;
     const pipeline = redis.pipeline();
     for (const [id, queue] of jobs) pipeline.hmget(this.app.broker.queue(queue).toKey(id), 'name', 'data', 'ats');
@@ -407,7 +412,7 @@ export class EventHub {
         missing.push(id);
         return;
       }
-      this.meta.set(id, { task: name, tenant: tenantOf(data) });
+      this.meta.set(id, { task: name, ...placeOf(data) });
       ats.set(id, Number(attempts) || 0);
     });
     flagged.forEach((id, i) => {
@@ -418,7 +423,12 @@ export class EventHub {
     return { ats, cancelled };
   }
 
-  /** Jobs no longer in Redis: a cancelled queued job's marker keeps its record; else the SQL history. */
+  /**
+   * Jobs no longer in Redis: a cancelled queued job's marker keeps its
+   * record; else the SQL history, tombstones included: a deleted job's
+   * tombstone keeps its task and tenant, which place its `deleted` message
+   * (the delete may have written it before the feed reads the event).
+   */
   private async placeGone(ids: string[], ats: Map<string, number>): Promise<void> {
     const redis = this.app.broker.redis;
     const markers = await viaBroker(redis, () => redis.mget(...ids.map((id) => keys.cancel(this.app.config.prefix, id)))).catch(() => ids.map(() => null));
@@ -426,18 +436,17 @@ export class EventHub {
     ids.forEach((id, i) => {
       const record = parseMarker(markers[i] ?? null)?.record;
       if (record) {
-        this.meta.set(id, { task: record.task, tenant: record.tenant });
+        this.meta.set(id, { task: record.task, tenant: record.tenant, ...(record.retryOf ? { retryOf: record.retryOf } : {}) });
         ats.set(id, record.attempts);
       } else rest.push(id);
     });
     if (rest.length === 0) return;
     try {
       const store = await this.app.openStore();
-      for (const id of rest) {
-        const record = await store.get(id);
-        if (!record) continue;
-        this.meta.set(id, { task: record.task, tenant: record.tenant });
-        ats.set(id, record.attempts);
+      const rows = await withTenantScope(store, ALL_TENANTS, (db) => db.selectFrom('jobs').select(['id', 'task', 'tenant', 'attempts', 'retry_of']).where('id', 'in', rest).execute());
+      for (const row of rows) {
+        this.meta.set(row.id, { task: row.task, tenant: row.tenant, ...(row.retry_of ? { retryOf: row.retry_of } : {}) });
+        ats.set(row.id, Number(row.attempts));
       }
     } catch (err) {
       this.logger.warn({ err, jobs: rest.length }, 'event hub: the job history could not place jobs gone from Redis; their events are dropped');
@@ -563,6 +572,7 @@ function hubEvent(queue: string, streamId: string, jobId: string, meta: JobMeta,
   const body: Record<string, unknown> = { job_id: jobId, task: meta.task, queue, tenant: meta.tenant, status: labelled.type };
   if (labelled.progress !== undefined) body.progress = labelled.progress;
   if (labelled.attempt !== undefined) body.attempt = labelled.attempt;
+  if (labelled.type === 'queued' && meta.retryOf !== undefined) body.retry_of = meta.retryOf;
   body.at = new Date(at).toISOString();
   return {
     queue,
@@ -578,13 +588,14 @@ function hubEvent(queue: string, streamId: string, jobId: string, meta: JobMeta,
   };
 }
 
-function tenantOf(data: string | null): string | null {
-  if (!data) return null;
+/** The tenant and `retryOf` of a job's envelope (its hash's `data`). */
+function placeOf(data: string | null): { tenant: string | null; retryOf?: string } {
+  if (!data) return { tenant: null };
   try {
     const envelope = JSON.parse(data) as JobEnvelope | null;
-    return typeof envelope?.tenant === 'string' ? envelope.tenant : null;
+    return { tenant: typeof envelope?.tenant === 'string' ? envelope.tenant : null, ...(typeof envelope?.retryOf === 'string' ? { retryOf: envelope.retryOf } : {}) };
   } catch {
-    return null;
+    return { tenant: null };
   }
 }
 

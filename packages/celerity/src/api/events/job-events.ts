@@ -1,9 +1,9 @@
 import { TERMINAL_STATUSES, type JobStatus } from '../../job-record.ts';
 
-/** The `event:` of an SSE message: a job status, or `progress`. */
-export type JobEventType = JobStatus | 'progress';
+/** The `event:` of an SSE message: a job status, `progress`, or `deleted` (the job was deleted: it has no status any more). */
+export type JobEventType = JobStatus | 'progress' | 'deleted';
 
-export const JOB_EVENT_TYPES: readonly JobEventType[] = ['queued', 'started', 'progress', 'retrying', 'completed', 'failed', 'cancelled'];
+export const JOB_EVENT_TYPES: readonly JobEventType[] = ['queued', 'started', 'progress', 'retrying', 'completed', 'failed', 'cancelled', 'deleted'];
 
 /**
  * What the feed remembers of a job between its events, to name them as the
@@ -14,8 +14,8 @@ export const JOB_EVENT_TYPES: readonly JobEventType[] = ['queued', 'started', 'p
 export interface JobEventState {
   /** Attempts started so far (BullMQ's `ats` when the job was first seen, then one per `active`). */
   attempts: number;
-  /** The last status announced; null before any. */
-  last: JobStatus | null;
+  /** The last status announced (or `deleted`); null before any. */
+  last: JobStatus | 'deleted' | null;
 }
 
 /** One message of the feed before it is addressed to anyone. */
@@ -33,8 +33,9 @@ export const FEED_EVENTS: ReadonlySet<string> = new Set([...WAITING, 'active', '
 
 /**
  * Names one BullMQ stream event of a job, updating its state; null when the
- * event repeats what the job's last message said. `cancelled` tells a
- * `failed` event of a cancelled job (its cancel marker exists) from a failure.
+ * event repeats what the job's last message said. `cancelled` (the job's
+ * cancel marker exists) tells a `failed` event of a cancelled job from a
+ * failure, and a `removed` event of a cancel from a delete.
  */
 export function labelEvent(event: string, fields: Record<string, string>, state: JobEventState, cancelled: boolean): Labelled | null {
   let type: JobEventType;
@@ -46,11 +47,17 @@ export function labelEvent(event: string, fields: Record<string, string>, state:
   } else if (event === 'progress') return { type: 'progress', progress: parseProgress(fields.data), ...(state.attempts > 0 ? { attempt: state.attempts } : {}) };
   else if (event === 'completed') type = 'completed';
   else if (event === 'failed') type = cancelled ? 'cancelled' : 'failed';
-  // Celerity removes a job only to cancel it (client/cancel.ts); a finished
-  // job removed later (retention, purge) has nothing left to announce.
+  // BullMQ says `removed` only for an explicit removal (its retention and
+  // `clean` say nothing), which Celerity makes to cancel a waiting job
+  // (client/cancel.ts writes the cancel marker BEFORE removing the job, so
+  // the marker is there when the event is read) or to delete a job
+  // (client/job-actions.ts writes no marker; it removes one a cancel left).
+  // A finished job cannot be cancelled: its removal is a delete whatever the
+  // marker. (The next tick of a schedule the app no longer declares is
+  // removed with its scheduler, without a marker: `deleted` too.)
   else if (event === 'removed') {
-    if (state.last !== null && TERMINAL_STATUSES.has(state.last)) return null;
-    type = 'cancelled';
+    const finished = state.last !== null && state.last !== 'deleted' && TERMINAL_STATUSES.has(state.last);
+    type = cancelled && !finished ? 'cancelled' : 'deleted';
   } else return null;
   if (state.last === type) return null;
   state.last = type;
