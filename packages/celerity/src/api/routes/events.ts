@@ -42,7 +42,7 @@ export async function eventRoutes(server: FastifyInstance, { app }: { app: App }
       schema: {
         summary: 'Follow job state changes and progress (Server-Sent Events)',
         description:
-          "A `text/event-stream` of the jobs the key may read. Each message's `event` is the job's new status (`queued`, `started`, `retrying`, `completed`, `failed`, `cancelled`) or `progress`; its `data` is JSON `{job_id, task, queue, tenant, status, progress?, attempt?, at}`; its `id` is a position in the feed. Reconnecting with `Last-Event-ID` (or `?last_event_id=`) resumes after it: the missed messages, then the live feed. A message `lagged` says some were not delivered (the client fell behind, or the position is older than what is kept): read the jobs you follow again. A comment every 15 s keeps the stream open. See docs/events.md.",
+          "A `text/event-stream` of the jobs the key may read. Each message's `event` is the job's new status (`queued`, `started`, `retrying`, `completed`, `failed`, `cancelled`, `deleted`) or `progress`; its `data` is JSON `{job_id, task, queue, tenant, status, progress?, attempt?, retry_of?, at}` (`retry_of` on a retry's `queued`); its `id` is a position in the feed. Reconnecting with `Last-Event-ID` (or `?last_event_id=`) resumes after it: the missed messages, then the live feed. A message `lagged` says some were not delivered (the client fell behind, or the position is older than what is kept): read the jobs you follow again. A comment every 15 s keeps the stream open. See docs/events.md.",
         tags: ['jobs'],
         querystring: {
           type: 'object',
