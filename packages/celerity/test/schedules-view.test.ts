@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import type { ScheduleView } from '../src/api/routes/ops.ts';
 import { buildServer } from '../src/api/server.ts';
 import { schedule } from '../src/schedules/schedule.ts';
 import { defineTask } from '../src/task.ts';
@@ -14,17 +15,7 @@ useCleanup();
 const tick = defineTask({ name: 'sv.tick', input: z.object({}), handler: async () => ({ ticked: true }) });
 const nightly = defineTask({ name: 'sv.nightly', input: z.object({}), handler: async () => null });
 
-interface View {
-  id: string;
-  task: string;
-  queue: string;
-  every_ms: number | null;
-  cron: string | null;
-  tz: string | null;
-  next_run_at: string | null;
-  iterations: number | null;
-  last_run: { job_id: string; status: string; started_at: string | null; finished_at: string | null } | null;
-}
+type View = ScheduleView;
 
 describe.each(stores)('GET /v1/schedules (%s)', (kind) => {
   it('lists each schedule with its timing, next tick and last run', async () => {
