@@ -8,7 +8,7 @@ import { durationMs, resolveQueueLimits } from '../src/rate-limits/options.ts';
 import { GATE_SCRIPT } from '../src/rate-limits/scripts.ts';
 import { defineTask, type TaskContext } from '../src/task.ts';
 import { onCleanup, openTestApp, startRecorder, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
-import { LIMITS_APP, minute } from './fixtures/limits-app.ts';
+import { isoPause, LIMITS_APP, minute } from './fixtures/limits-app.ts';
 import { PrivateRedis, Proc, processEnv, waitForWorkers } from './process-helpers.ts';
 
 /**
@@ -210,6 +210,18 @@ describe('rate limits', () => {
     expect(row.attemptHistory?.map((a) => a.status)).toEqual(['completed']);
   });
 
+  it('ctx.rateLimited(ms) crosses the isolation bridge', async () => {
+    const app = await openTestApp('sqlite', [isoPause]);
+    app.moduleUrl = new URL(`../../../${LIMITS_APP}`, import.meta.url).href;
+    await startWorker(app);
+    const flag = `${app.env.prefix}:test:iso-flag`;
+    const done = await (await app.enqueue(isoPause, { flag, pause_ms: 800 })).wait({ timeoutMs: 15_000 });
+    const pausedAt = Number(await testRedis().get(flag));
+    expect(done).toMatchObject({ status: 'completed', attempts: 1, result: { attempt: 1 } });
+    expect(done.startedAt!).toBeGreaterThanOrEqual(pausedAt + 800 - 20);
+    expect(done.attemptHistory?.map((a) => a.status)).toEqual(['completed']);
+  });
+
   it('a queue rate limit is BullMQ’s limiter', async () => {
     const app = await openTestApp('sqlite', { tasks: [free] });
     const limitedApp = createApp({ tasks: [free], config: app.config, queueLimits: { free: { rateLimit: { max: 2, per: '2s' } } } });
@@ -257,5 +269,11 @@ describe('a rate limit across worker processes', () => {
       expect(job.attemptsStarted).toBeLessThanOrEqual(1);
     }
     expect(counts.filter((j) => j.attemptsMade === 1)).toHaveLength(100);
+    // The 10 left wait for the next window, as jobs that never started, and say so.
+    const left = counts.filter((j) => !j.finishedOn);
+    expect(left).toHaveLength(10);
+    for (const j of left) expect([j.attemptsStarted, j.processedOn || null]).toEqual([0, null]);
+    const view = await app.getJob(left[0]!.id);
+    expect(view).toMatchObject({ status: 'queued', attempts: 0, startedAt: null, waiting: { reason: 'rate_limit', key: 'task:lim.minute' } });
   }, 120_000);
 });
