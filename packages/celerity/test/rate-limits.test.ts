@@ -127,6 +127,15 @@ describe('rate limits', () => {
     await startWorker(app, { concurrency: 5 });
     await startWorker(app, { concurrency: 5 });
     const handles = await Promise.all(Array.from({ length: 8 }, (_, n) => app.enqueue(limited, { n })));
+    // The 5 held are given the slots in turn as they free, a window's worth at a time: 3 when
+    // the first starts leave the window, 2 a window later (not all 5 at once, to be held again).
+    const untils = await waitFor(async () => {
+      const reasons = (await Promise.all(handles.map((h) => app.getJob(h.id)))).map((r) => r?.waiting?.until);
+      const held = reasons.filter((u): u is number => u !== undefined);
+      return held.length === 5 ? held.sort((a, b) => a - b) : null;
+    }, 1_500);
+    expect(untils[2]! - untils[0]!).toBeLessThan(1000);
+    expect(untils[3]! - untils[0]!).toBeGreaterThanOrEqual(2000 - 50);
     const records = await Promise.all(handles.map((h) => h.wait({ timeoutMs: 20_000 })));
     expect(handles.flatMap((h) => starts.get(h.id) ?? [])).toHaveLength(8);
     // A start is the job's recorded start, which is when the limit let it in (Redis's clock); the
@@ -273,7 +282,7 @@ describe('a rate limit across worker processes', () => {
     const left = counts.filter((j) => !j.finishedOn);
     expect(left).toHaveLength(10);
     for (const j of left) expect([j.attemptsStarted, j.processedOn || null]).toEqual([0, null]);
-    const view = await app.getJob(left[0]!.id);
+    const view = await app.getJob(left[0]!.id!);
     expect(view).toMatchObject({ status: 'queued', attempts: 0, startedAt: null, waiting: { reason: 'rate_limit', key: 'task:lim.minute' } });
   }, 120_000);
 });

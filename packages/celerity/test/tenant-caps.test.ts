@@ -83,7 +83,7 @@ describe('tenant concurrency caps', () => {
     expect(new Set(all.map((e) => e.pid)).size).toBe(2);
     const queue = app.broker.queue(capped.queue);
     for (const r of records) {
-      expect(r.status).toBe('completed');
+      expect(r.status, JSON.stringify(r.error)).toBe('completed');
       expect(r.attempts).toBe(1);
       const job = (await queue.getJob(r.id))!;
       expect([job.attemptsMade, job.attemptsStarted]).toEqual([1, 1]);

@@ -30,6 +30,8 @@ export const keys = {
   rateWindow: (prefix: string, limit: string) => `${prefix}:celerity:rl:${limit}`,
   /** A rate limit paused by `ctx.rateLimited(ms)`: exists (with that PX) while the pause lasts. */
   ratePause: (prefix: string, limit: string) => `${prefix}:celerity:rl-pause:${limit}`,
+  /** The jobs a rate limit holds back, in turn: sorted set of job ids scored by the time each was given. */
+  rateHeld: (prefix: string, limit: string) => `${prefix}:celerity:rl-held:${limit}`,
   /** A tenant's running jobs in a queue: sorted set of job ids scored by their lease's end (ms). `cap` is a label such as `queue:llm#tenant=acme`. */
   tenantRunning: (prefix: string, cap: string) => `${prefix}:celerity:cap:${cap}`,
   /** Jobs held back by a limit: sorted set of job ids scored by the end of their hold (ms). */

@@ -88,7 +88,7 @@ export class LimitGate {
     const keyArgs = [keys.held(p), keys.heldReason(p, job.id!), bullmqInternals.jobKey(p, queue, job.id!), keys.tenantRunning(p, limits.cap?.label ?? '-')];
     const argv: (string | number)[] = [job.id!, limits.rates.length, limits.cap?.max ?? 0, this.opts.leaseMs, bullmqInternals.jobKey(p, queue, ''), this.opts.capRecheckMs, limits.cap?.label ?? ''];
     for (const r of limits.rates) {
-      keyArgs.push(keys.rateWindow(p, r.label), keys.ratePause(p, r.label));
+      keyArgs.push(keys.rateWindow(p, r.label), keys.ratePause(p, r.label), keys.rateHeld(p, r.label));
       argv.push(r.max, r.perMs, r.label);
     }
     const [held, ms, reason, key] = await this.redis.celerityLimitGate(keyArgs.length, ...keyArgs, ...argv);

@@ -25,13 +25,14 @@ end
  * Admits a job past its rate limits and its tenant's concurrency cap, or
  * holds it back. All or nothing: a job held by one limit spends none of the
  * others.
-
+ *
  * Input:
  *   KEYS[1] held index: ZSET job id -> end of its hold (ms)
  *   KEYS[2] this job's wait reason (string, JSON)
  *   KEYS[3] this job's BullMQ hash
  *   KEYS[4] the tenant's running set: ZSET job id -> end of its lease (ms); unused when ARGV[3] is 0
- *   KEYS[3 + 2i], KEYS[4 + 2i] for rate limit i (1..n): its window (ZSET of starts scored by time), its pause (string)
+ *   KEYS[2 + 3i], KEYS[3 + 3i], KEYS[4 + 3i] for rate limit i (1..n): its window (ZSET of starts scored
+ *           by time), its pause (string), its queue of held jobs (ZSET job id -> the time it was given)
  *
  *   ARGV[1] job id
  *   ARGV[2] n, the number of rate limits
@@ -56,30 +57,48 @@ local jobId = ARGV[1]
 local n = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local lease = tonumber(ARGV[4])
-local wait, reason, label = 0, nil, nil
-local function consider(ms, why, what)
+local wait, reason, label, binding = 0, nil, nil, 0
+local slots = {}
+local function consider(ms, why, what, limit)
   if ms > wait then
-    wait, reason, label = ms, why, what
+    wait, reason, label, binding = ms, why, what, limit
   end
 end
 
 for i = 1, n do
-  local windowKey = KEYS[3 + 2 * i]
+  local windowKey = KEYS[2 + 3 * i]
+  local heldKey = KEYS[4 + 3 * i]
   local max = tonumber(ARGV[5 + 3 * i])
   local per = tonumber(ARGV[6 + 3 * i])
   local name = ARGV[7 + 3 * i]
-  local paused = rcall("PTTL", KEYS[4 + 2 * i])
+  local paused = rcall("PTTL", KEYS[3 + 3 * i])
   if paused > 0 then
-    consider(paused, "rate_limit_pause", name)
+    consider(paused, "rate_limit_pause", name, 0)
   end
   -- The window holds the starts in (now - per, now].
   rcall("ZREMRANGEBYSCORE", windowKey, "-inf", now - per)
+  -- A job held before keeps its turn: only the jobs given an earlier time
+  -- are ahead of it (a moment early or late, it is not sent to the back).
+  local mine = rcall("ZSCORE", heldKey, jobId)
+  rcall("ZREM", heldKey, jobId)
+  rcall("ZREMRANGEBYSCORE", heldKey, "-inf", now)
   local count = rcall("ZCARD", windowKey)
   if count >= max then
-    -- The start that must leave the window before one more fits (more than
-    -- max when max was lowered since).
-    local entry = rcall("ZRANGE", windowKey, count - max, count - max, "WITHSCORES")
-    consider(tonumber(entry[2]) + per - now, "rate_limit", name)
+    -- Held jobs are given the slots as they free, one each, in turn: the
+    -- j-th frees when the start (count - max + j mod max) leaves the window,
+    -- or the start that will take its place, per ms later for each round.
+    -- (More than max starts are in the window when max was lowered since.)
+    -- So a backlog over the limit wakes a window's worth at a time, not all at once.
+    local ahead
+    if mine then
+      ahead = rcall("ZCOUNT", heldKey, "-inf", "(" .. mine)
+    else
+      ahead = rcall("ZCARD", heldKey)
+    end
+    local index = count - max + (ahead % max)
+    local entry = rcall("ZRANGE", windowKey, index, index, "WITHSCORES")
+    slots[i] = tonumber(entry[2]) + per * (1 + math.floor(ahead / max))
+    consider(slots[i] - now, "rate_limit", name, i)
   end
 end
 
@@ -96,17 +115,26 @@ if cap > 0 and not rcall("ZSCORE", running, jobId) then
     end
   end
   if rcall("ZCARD", running) >= cap then
-    consider(tonumber(ARGV[6]), "tenant_cap", ARGV[7])
+    consider(tonumber(ARGV[6]), "tenant_cap", ARGV[7], 0)
   end
 end
 
 if wait > 0 then
+  if binding > 0 then
+    -- Only the limit that decides the wait keeps the job's turn.
+    local heldKey = KEYS[4 + 3 * binding]
+    rcall("ZADD", heldKey, slots[binding], jobId)
+    local ttl = slots[binding] - now + tonumber(ARGV[6 + 3 * binding])
+    if rcall("PTTL", heldKey) < ttl then
+      rcall("PEXPIRE", heldKey, ttl)
+    end
+  end
   holdJob(KEYS[1], KEYS[2], KEYS[3], jobId, now, wait, reason, label)
   return {1, wait, reason, label}
 end
 
 for i = 1, n do
-  local windowKey = KEYS[3 + 2 * i]
+  local windowKey = KEYS[2 + 3 * i]
   rcall("ZADD", windowKey, now, jobId .. "@" .. now)
   rcall("PEXPIRE", windowKey, tonumber(ARGV[6 + 3 * i]))
 end
