@@ -207,6 +207,9 @@ describe.each(stores)('pdf.ingest (%s store)', (kind) => {
       retry: () => {
         throw new Error('not used here');
       },
+      rateLimited: () => {
+        throw new Error('not used here');
+      },
     };
     const again = await task.handler({ file: stageUpload(app, 'report.pdf', bytes, 'application/pdf') }, ctx);
     expect(again).toEqual(done.result);

@@ -196,6 +196,9 @@ describe.each(stores)('tenants of the documents app (%s)', (kind) => {
       retry: () => {
         throw new Error('not used here');
       },
+      rateLimited: () => {
+        throw new Error('not used here');
+      },
     });
     const bytes = await makePdf({ pages: GLOBEX_PAGES });
     const upload = () => stageUpload(app, 'globex.pdf', bytes, 'application/pdf');

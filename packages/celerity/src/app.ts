@@ -29,6 +29,7 @@ import { maintenanceSchedules, maintenanceTasks } from './schedules/maintenance.
 import type { WorkflowDefinition, WorkflowNode } from './workflows/workflow.ts';
 import type { TableHandle, TableSet } from './store/tables.ts';
 import { ALL_TENANTS, inTenantScope, type TenantScope } from './auth/principal.ts';
+import { resolveQueueLimits, type QueueLimits, type ResolvedQueueLimits } from './rate-limits/options.ts';
 
 /**
  * Marks an App across copies of this package: an app module may import
@@ -83,6 +84,15 @@ export interface AppOptions {
    * `celerity.stuck` every 5 minutes. Default true.
    */
   maintenance?: boolean;
+  /**
+   * Limits per routing queue, for the whole cluster: a rate limit of the
+   * queue (BullMQ's limiter) and caps on each tenant's running jobs. A job
+   * over a cap waits without spending an attempt. See
+   * docs/semantics.md#rate-limits-and-tenant-caps.
+   *
+   * @example queueLimits: { llm: { tenantCap: 5, tenantCaps: { acme: 20 } } }
+   */
+  queueLimits?: Record<string, QueueLimits>;
 }
 
 /** A job as returned by enqueue: its id, plus helpers to read and await it. */
@@ -129,6 +139,8 @@ export class App {
   readonly builtinTasks: ReadonlyMap<string, Task>;
   /** What went wrong while recording, summed over this app's recorders (its metrics export them). */
   readonly recorderStats: RecorderStats = newRecorderStats();
+  /** The checked {@link AppOptions.queueLimits}. */
+  readonly queueLimits: ReadonlyMap<string, ResolvedQueueLimits>;
   private readonly dbSchema: string | undefined;
   private configSource: CelerityConfig | RawConfig | undefined;
   private configInstance: CelerityConfig | undefined;
@@ -165,6 +177,10 @@ export class App {
     this.builtinTasks = new Map(builtins.map((t) => [t.name, t]));
     const runnable = new Map([...tasks, ...this.builtinTasks]);
     this.schedules = resolveSchedules([...(opts.schedules ?? []), ...(builtins.length > 0 ? maintenanceSchedules() : [])], runnable);
+    this.queueLimits = resolveQueueLimits(opts.queueLimits);
+    for (const queue of this.queueLimits.keys()) {
+      if (!this.queueNames().includes(queue)) throw new TaskDefinitionError(`queueLimits.${queue}: no task of the app runs on queue "${queue}"`);
+    }
   }
 
   /**
@@ -580,6 +596,8 @@ export class App {
       maxMemoryPerChild: this.config.maxMemoryPerChild,
       uploadDir: this.config.uploadDir,
       lifecycle: this.lifecycle,
+      queueLimits: this.queueLimits,
+      capRecheckMs: this.config.capRecheck,
     });
   }
 

@@ -169,6 +169,24 @@ export class Retry extends Error {
 }
 
 /**
+ * Thrown by `ctx.rateLimited(ms)`: an upstream answered 429. The worker
+ * pauses the task's rate-limit key (its tenant's, for a per-tenant limit) for
+ * `ms` on every worker and puts the job back to wait that long; the attempt
+ * is not spent. Let it propagate.
+ */
+export class UpstreamRateLimit extends Error {
+  readonly code = 'upstream_rate_limit';
+  /** Ms to pause the key and hold the job. */
+  readonly ms: number;
+
+  constructor(ms: number) {
+    super(`upstream rate limit: paused for ${ms} ms`);
+    this.name = 'UpstreamRateLimit';
+    this.ms = ms;
+  }
+}
+
+/**
  * `ctx.retry()` was called on the last attempt: the job fails with this
  * error, whose message carries the retry's reason.
  */

@@ -61,3 +61,6 @@ export {
 } from './ops/bulk/operations.ts';
 export { BULK_TASK } from './ops/bulk/run.ts';
 export type { StatsGranularity, StatsGrouping, StatsPoint, StatsQuery, StatsResult, StatsSeries } from './store/job-metrics.ts';
+export type { QueueLimits, RateLimit } from './rate-limits/options.ts';
+export type { HoldReason } from './rate-limits/gate.ts';
+export type { WaitReason } from './rate-limits/held.ts';

@@ -1,6 +1,7 @@
 import type { Job } from 'bullmq';
 import type { ProgressUpdate } from './task.ts';
 import type { FlowWiring, WorkflowInfo } from './workflows/compile.ts';
+import type { WaitReason } from './rate-limits/held.ts';
 
 /** The life of a job. `cancelled` arrives with the reliability work. */
 export type JobStatus = 'queued' | 'started' | 'retrying' | 'completed' | 'failed' | 'cancelled';
@@ -61,6 +62,8 @@ export interface JobRecord {
   workflow?: WorkflowInfo;
   /** A workflow root's steps with their state (filled by single-job reads). */
   steps?: StepRecord[];
+  /** Why a queued job waits: the rate limit or tenant cap that last held it back (live single-job reads only). */
+  waiting?: WaitReason;
 }
 
 /** One step of a workflow as GET /v1/jobs/:id shows it. */

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { InvalidInputError, InvalidRetryError, Retry, TaskDefinitionError, type FieldIssue } from './errors.ts';
+import { InvalidInputError, InvalidRetryError, Retry, TaskDefinitionError, UpstreamRateLimit, type FieldIssue } from './errors.ts';
 import { MAX_TIME_LIMIT_MS } from './limits.ts';
+import { resolveRateLimit, type RateLimit, type ResolvedRateLimit } from './rate-limits/options.ts';
 import { webhookOption, type Webhook, type WebhookOptions } from './webhook.ts';
 import { limitsProblem, type TimeLimits } from './worker/limits.ts';
 
@@ -54,6 +55,19 @@ export interface TaskContext {
    * @example if (res.status === 429) ctx.retry({ delay: 30_000, reason: 'rate limited' });
    */
   retry(options?: RetryOptions): never;
+  /**
+   * Reports an upstream rate limit (an HTTP 429 and its `Retry-After`): the
+   * task's `rateLimit` key (its tenant's, when `perTenant`) is paused for
+   * `ms` on every worker, and this job goes back to wait as long without
+   * spending an attempt. It throws, like {@link retry}: let it propagate. A
+   * task without `rateLimit` has no key to pause: only this job waits.
+   *
+   * @param ms Ms to pause, an integer in [0, 2^31). A bad value throws
+   *   `InvalidRetryError`, which fails the job.
+   *
+   * @example if (res.status === 429) ctx.rateLimited(Number(res.headers.get('retry-after') ?? 1) * 1000);
+   */
+  rateLimited(ms: number): never;
 }
 
 /** What {@link TaskContext.retry} takes. */
@@ -78,6 +92,14 @@ export function requestRetry(options: RetryOptions = {}): never {
   }
   if (typeof reason !== 'string') throw new InvalidRetryError('ctx.retry: reason must be a string');
   throw new Retry(reason, delay);
+}
+
+/** The body of `ctx.rateLimited`, shared by inline handlers and isolation threads. */
+export function requestRateLimitPause(ms: number): never {
+  if (!(Number.isInteger(ms) && ms >= 0 && ms < MAX_RETRY_DELAY)) {
+    throw new InvalidRetryError(`ctx.rateLimited: ms must be an integer in [0, 2^31), got ${String(ms)}`);
+  }
+  throw new UpstreamRateLimit(ms);
 }
 
 /** Exponential backoff: `min(max, base * 2^(retry-1))`, optionally with full jitter. */
@@ -137,6 +159,15 @@ export interface TaskDefinition<S extends z.ZodType, R> {
    * @example webhook: { secret: process.env.TICKETS_WEBHOOK_SECRET! }
    */
   webhook?: WebhookOptions;
+  /**
+   * At most `max` starts of this task in any window of `per`, across every
+   * worker of the cluster (Celery's `rate_limit`, but global); with
+   * `perTenant: true`, per tenant. A job over the limit waits without
+   * spending an attempt. See docs/semantics.md#rate-limits-and-tenant-caps.
+   *
+   * @example rateLimit: { max: 50, per: '1m' }
+   */
+  rateLimit?: RateLimit;
   handler: (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
 }
 
@@ -154,6 +185,8 @@ export interface Task<I = unknown, R = unknown> {
   readonly accepts: readonly string[];
   /** How the task takes signed webhooks; undefined when it takes none. */
   readonly webhook?: Webhook | undefined;
+  /** The task's rate limit, its window in ms; undefined when it has none. */
+  readonly rateLimit?: ResolvedRateLimit | undefined;
   readonly inputSchema: z.ZodType;
   readonly handler: (input: any, ctx: TaskContext) => Promise<R> | R;
   /** Type-only markers so the client can infer input and result types. */
@@ -217,6 +250,7 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
     throw new TaskDefinitionError(`Task "${def.name}": accepts must list content types such as 'text/csv'`);
   }
   const webhook = webhookOption(`Task "${def.name}"`, def.webhook);
+  const rateLimit = resolveRateLimit(`Task "${def.name}"`, def.rateLimit);
   if (typeof def.handler !== 'function') {
     throw new TaskDefinitionError(`Task "${def.name}": handler must be a function`);
   }
@@ -231,6 +265,7 @@ export function defineTask<S extends z.ZodType, R>(def: TaskDefinition<S, R>): T
     description: def.description,
     accepts,
     webhook,
+    rateLimit,
     inputSchema: def.input,
     handler: def.handler,
   };

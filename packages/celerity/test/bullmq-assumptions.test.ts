@@ -1,6 +1,8 @@
-import { Job, type Queue } from 'bullmq';
+import { DelayedError, Job, Worker as BullWorker, type Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { createRedis } from '../src/broker/connection.ts';
+import { bullmqInternals } from '../src/broker/keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -12,7 +14,12 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  *   `completed` entries name the job but carry no time (times come from the
  *   job hash: `processedOn`, `finishedOn`);
  * - the recorder's happy path trusts the hash field `ats` (attempts started),
- *   raised on every start and never lowered;
+ *   raised on every start and never lowered by BullMQ (the limit gate lowers
+ *   it for a start it holds back, which did not happen);
+ * - the limits (src/rate-limits/) find a job's hash at `<prefix>:<queue>:<id>`
+ *   and its lock at `<hash key>:lock` while it runs (gone once it ends), and
+ *   `job.moveToDelayed` from active spends no attempt (`atm` unchanged), leaves
+ *   `ats` as the move to active set it, and appends `delayed` to the stream;
  * - idempotency restores BullMQ's deduplication key, `<queue key>:de:<id>`,
  *   holding the first job's id;
  * - BullMQ refuses custom job ids that are integers (`${parseInt(id)}` === id)
@@ -54,6 +61,51 @@ describe('BullMQ internals Celerity depends on', () => {
     expect(Number(ats)).toBe(2);
     expect(Number(processedOn)).toBeGreaterThan(0);
     expect(Number(finishedOn)).toBeGreaterThanOrEqual(Number(processedOn));
+  });
+
+  it("the job hash and lock keys, and moveToDelayed's attempt counts", async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue: Queue = app.broker.queue(flaky.queue);
+    const redis = testRedis();
+    const prefix = app.config.prefix;
+    const job = await queue.add('x', {});
+    expect(queue.toKey(job.id!)).toBe(bullmqInternals.jobKey(prefix, queue.name, job.id!));
+    const seen: { lock: string | null; ats: string | null }[] = [];
+    const connection = createRedis(app.config.brokerUrl, 'worker');
+    const worker = new BullWorker(
+      queue.name,
+      async (active: Job, token?: string) => {
+        const key = bullmqInternals.jobKey(prefix, queue.name, active.id!);
+        seen.push({ lock: await redis.get(`${key}${bullmqInternals.lockSuffix}`), ats: await redis.hget(key, bullmqInternals.attemptsStartedField) });
+        if (seen.length === 1) {
+          await active.moveToDelayed(Date.now() + 50, token!);
+          throw new DelayedError();
+        }
+        return 'done';
+      },
+      { connection, prefix },
+    );
+    try {
+      await waitFor(async () => (await queue.getJobState(job.id!)) === 'completed', 10_000);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    // The lock holds the worker's token while the job runs; each move to active raised ats.
+    expect(seen.map((s) => s.ats)).toEqual(['1', '2']);
+    expect(seen.every((s) => typeof s.lock === 'string' && s.lock.length > 0)).toBe(true);
+    const key = queue.toKey(job.id!);
+    expect(await redis.exists(`${key}${bullmqInternals.lockSuffix}`)).toBe(0);
+    const [atm, processedOn] = await redis.hmget(key, 'atm', bullmqInternals.processedOnField);
+    // The delay spent no attempt: only the completion counted one.
+    expect(Number(atm)).toBe(1);
+    expect(Number(processedOn)).toBeGreaterThan(0);
+    const entries = (await redis.xrange(app.broker.eventsKey(queue.name), '-', '+')) as [string, string[]][];
+    const events = entries
+      .map(([, fields]) => Object.fromEntries(pairs(fields)))
+      .filter((e) => e.jobId === job.id)
+      .map((e) => e.event);
+    expect(events.slice(events.indexOf('active'))).toEqual(['active', 'delayed', 'waiting', 'active', 'completed']);
   });
 
   it('the deduplication key and the refused integer ids', async () => {

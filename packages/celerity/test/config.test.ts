@@ -49,6 +49,7 @@ describe('loadConfig', () => {
       historyRetention: 30,
       metricsRetention: 30,
       auth: 'keys',
+      capRecheck: 1000,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -108,6 +109,7 @@ describe('loadConfig', () => {
         CELERITY_HEALTH_PORT: '9090',
         CELERITY_AUTH: 'off',
         CELERITY_METRICS_TOKEN: 'scrape-token-0123456789',
+        CELERITY_CAP_RECHECK: '250',
       },
     });
     expect(config).toEqual({
@@ -153,6 +155,7 @@ describe('loadConfig', () => {
       healthPort: 9090,
       auth: 'off',
       metricsToken: 'scrape-token-0123456789',
+      capRecheck: 250,
     });
   });
 
@@ -213,6 +216,7 @@ describe('loadConfig', () => {
     ['historyRetention', '1.5', /.+/],
     ['metricsRetention', '-1', /.+/],
     ['healthPort', '0', /.+/],
+    ['capRecheck', '5', /.+/],
     ['rateLimitSubmit', '-1', /.+/],
     ['rateLimitRead', 'lots', /.+/],
     ['rateLimitWindow', '999', /.+/],

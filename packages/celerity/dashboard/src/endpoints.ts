@@ -68,8 +68,16 @@ export interface JobView {
   steps?: StepView[];
   /** The job this one retries (the retry API sets it). */
   retry_of?: string | null;
+  /** Why a queued job waits: the rate limit or tenant cap that last held it back. */
+  waiting?: WaitingView | null;
   /** Not in the API's job view yet; shown when it carries it. */
   logs?: string[];
+}
+
+export interface WaitingView {
+  reason: 'rate_limit' | 'rate_limit_pause' | 'tenant_cap';
+  key: string;
+  until: string;
 }
 
 export interface QueueView {

@@ -18,6 +18,7 @@ export function jobView(r: JobRecord) {
     error: r.error && { ...r.error, stack: withoutFrames(r.error.stack) },
     attempts: r.attempts,
     max_attempts: r.maxAttempts,
+    waiting: r.waiting ? { reason: r.waiting.reason, key: r.waiting.key, until: iso(r.waiting.until) } : null,
     created_at: iso(r.createdAt),
     started_at: iso(r.startedAt),
     finished_at: iso(r.finishedAt),
@@ -106,6 +107,18 @@ export const jobViewSchema = {
     },
     attempts: { type: 'integer', description: 'Attempts started so far.' },
     max_attempts: { type: 'integer' },
+    waiting: {
+      description:
+        "Why a queued job waits: the limit that last held it back (`rate_limit`: a rate limit's window is full; `rate_limit_pause`: `ctx.rateLimited` paused it; `tenant_cap`: its tenant runs its cap of jobs), its label, and when the hold ends. Null otherwise, and in reads from the history.",
+      anyOf: [
+        { type: 'null' },
+        {
+          type: 'object',
+          properties: { reason: { type: 'string', enum: ['rate_limit', 'rate_limit_pause', 'tenant_cap'] }, key: { type: 'string' }, until: { type: 'string', format: 'date-time' } },
+          required: ['reason', 'key', 'until'],
+        },
+      ],
+    },
     created_at: { type: 'string', format: 'date-time' },
     started_at: nullableTime,
     finished_at: nullableTime,

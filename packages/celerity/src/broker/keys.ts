@@ -26,6 +26,37 @@ export const keys = {
   workers: (prefix: string) => `${prefix}:celerity:workers`,
   /** A job's latest retry (`<retry id> <ms>`): at most one unfinished retry per job (client/job-actions.ts). */
   retryGuard: (prefix: string, jobId: string) => `${prefix}:celerity:retry:${jobId}`,
+  /** A rate limit's window: sorted set of its starts, scored by their time (ms, Redis clock). `limit` is a label such as `task:x`. */
+  rateWindow: (prefix: string, limit: string) => `${prefix}:celerity:rl:${limit}`,
+  /** A rate limit paused by `ctx.rateLimited(ms)`: exists (with that PX) while the pause lasts. */
+  ratePause: (prefix: string, limit: string) => `${prefix}:celerity:rl-pause:${limit}`,
+  /** The jobs a rate limit holds back, in turn: sorted set of job ids scored by the time each was given. */
+  rateHeld: (prefix: string, limit: string) => `${prefix}:celerity:rl-held:${limit}`,
+  /** A tenant's running jobs in a queue: sorted set of job ids scored by their lease's end (ms). `cap` is a label such as `queue:llm#tenant=acme`. */
+  tenantRunning: (prefix: string, cap: string) => `${prefix}:celerity:cap:${cap}`,
+  /** Jobs held back by a limit: sorted set of job ids scored by the end of their hold (ms). */
+  held: (prefix: string) => `${prefix}:celerity:held`,
+  /** Why a job is held back (JSON `{ reason, key, until }`), expiring a minute after its hold. */
+  heldReason: (prefix: string, jobId: string) => `${prefix}:celerity:held:${jobId}`,
+};
+
+/**
+ * BullMQ internals the limits rely on (test/bullmq-assumptions.test.ts checks
+ * each): the job hash's key and lock key, and the hash fields a hold puts
+ * back. BullMQ's `moveToActive` counts a start (`ats`) and stamps
+ * `processedOn` before Celerity's gate runs; a job the gate holds back did
+ * not start, so the gate undoes both in its script; a job it admits gets
+ * the admission's time as its `processedOn`, the start the limits counted.
+ */
+export const bullmqInternals = {
+  /** A job's hash: `<prefix>:<queue>:<id>`. */
+  jobKey: (prefix: string, queue: string, jobId: string) => `${prefix}:${queue}:${jobId}`,
+  /** What a job's hash key is suffixed with for its lock (`SET … PX lockDuration`, renewed while it runs). */
+  lockSuffix: ':lock',
+  /** Attempts started: incremented by every move to active. */
+  attemptsStartedField: 'ats',
+  /** Time of the latest move to active; the gate sets it to the admission's time. */
+  processedOnField: 'processedOn',
 };
 
 /** What the cancel key holds. */

@@ -6,12 +6,13 @@ import { viaBroker } from '../broker/connection.ts';
 import { loadConfig, OPTIONS, type RawConfig, type CelerityConfig, type OptionName } from '../config.ts';
 import { BrokerUnavailableError } from '../errors.ts';
 import { queueStats } from '../ops/queue-stats.ts';
+import { listHeld } from '../rate-limits/held.ts';
 import { readWorkers } from '../worker/registry.ts';
 import { CliError } from './cli-error.ts';
 import { loadApp } from './load-app.ts';
 
 /** What `celerity inspect` can show. */
-export const INSPECT_TARGETS = ['workers', 'active', 'queues', 'ping'] as const;
+export const INSPECT_TARGETS = ['workers', 'active', 'queues', 'ping', 'held'] as const;
 export type InspectTarget = (typeof INSPECT_TARGETS)[number];
 
 /** The configuration `inspect` reads: where Redis is, and which queues. */
@@ -27,7 +28,7 @@ type InspectFlags = Partial<Record<OptionName, string>> & { app?: string; json?:
 export function registerInspect(program: Command): void {
   const cmd = program
     .command('inspect')
-    .description('Show the live workers, their running jobs, or the queues; `ping` exits 1 when no worker is alive.')
+    .description('Show the live workers, their running jobs, the queues, or the jobs a rate limit or tenant cap holds back (`held`); `ping` exits 1 when no worker is alive.')
     .addArgument(new Argument('<what>', 'what to show').choices(INSPECT_TARGETS))
     .option('--json', 'print JSON instead of a table')
     .option('--app <module>', 'module exporting the app; needed by `queues` for its queue names (or give --queues)');
@@ -73,6 +74,28 @@ async function show(what: InspectTarget, config: CelerityConfig, app: App | unde
     const queues = (await queueStats(broker, names)).map(queueView);
     if (json) print(JSON.stringify({ queues }, null, 2));
     else print(queuesTable(queues));
+    return 0;
+  }
+
+  if (what === 'held') {
+    const now = Date.now();
+    const held = (await viaBroker(broker.redis, () => listHeld(broker.redis, config.prefix))).map((h) => ({
+      job_id: h.jobId,
+      waiting: { reason: h.reason, key: h.key, until: new Date(h.until).toISOString() },
+    }));
+    if (json) print(JSON.stringify({ held }, null, 2));
+    else
+      print(
+        held.length === 0
+          ? 'no held jobs'
+          : table(
+              ['JOB ID', 'REASON', 'KEY', 'UNTIL'],
+              held.map((h) => {
+                const left = Date.parse(h.waiting.until) - now;
+                return [h.job_id, h.waiting.reason, h.waiting.key, left > 0 ? `in ${duration(left)}` : `${duration(-left)} ago`];
+              }),
+            ),
+      );
     return 0;
   }
 

@@ -5,6 +5,7 @@ import { inOneWrite, viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError } from '../errors.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
 import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
+import { parseWaitReason } from '../rate-limits/held.ts';
 import type { JobStore } from '../store/job-store.ts';
 
 /**
@@ -31,8 +32,10 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const hinted = broker.queueHint(id);
   if (hinted && queues.includes(hinted)) {
     const queue = broker.queue(hinted);
-    const [job, state, logs] = await viaBroker(broker.redis, () => inOneWrite(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id)])));
-    if (job) return liveRecord(broker, hinted, job, state, logs);
+    const [job, state, logs, held] = await viaBroker(broker.redis, () =>
+      inOneWrite(broker.redis, () => Promise.all([Job.fromId(queue, id), queue.getJobState(id), broker.jobLogs(hinted, id), broker.redis.get(keys.heldReason(broker.config.prefix, id))])),
+    );
+    if (job) return liveRecord(broker, hinted, job, state, logs, held);
   }
   // Ids are unique across queues, so at most one queue holds the job; asking
   // all of them at once costs one round trip.
@@ -48,11 +51,13 @@ async function readLive(broker: Broker, queues: readonly string[], id: string): 
   const queueName = queues[index]!;
   broker.hintQueue(id, queueName);
   const queue = broker.queue(queueName);
-  const [state, logs] = await viaBroker(broker.redis, () => inOneWrite(broker.redis, () => Promise.all([queue.getJobState(id), broker.jobLogs(queueName, id)])));
-  return liveRecord(broker, queueName, found[index] as Job, state, logs);
+  const [state, logs, held] = await viaBroker(broker.redis, () =>
+    inOneWrite(broker.redis, () => Promise.all([queue.getJobState(id), broker.jobLogs(queueName, id), broker.redis.get(keys.heldReason(broker.config.prefix, id))])),
+  );
+  return liveRecord(broker, queueName, found[index] as Job, state, logs, held);
 }
 
-async function liveRecord(broker: Broker, queueName: string, job: Job, state: string, logs: string[]): Promise<JobRecord | null> {
+async function liveRecord(broker: Broker, queueName: string, job: Job, state: string, logs: string[], held: string | null): Promise<JobRecord | null> {
   // The hash was read before the state: if the job finished in between, the
   // hash lacks the outcome; read it again (only in that race).
   if ((state === 'completed' || state === 'failed') && !job.finishedOn) {
@@ -62,5 +67,8 @@ async function liveRecord(broker: Broker, queueName: string, job: Job, state: st
   if (!status) return null;
   const record = recordFromJob(job, queueName, status);
   record.attemptHistory = attemptHistory(record, logs);
+  // A limit's reason outlives its hold by a minute; it explains a job still in line, nothing else.
+  const waiting = record.status === 'queued' || record.status === 'retrying' ? parseWaitReason(held) : null;
+  if (waiting) record.waiting = waiting;
   return record;
 }

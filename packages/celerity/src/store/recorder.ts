@@ -304,8 +304,9 @@ export class Recorder {
    * full write of the first attempt would then be refused as older. So the
    * update only applies when the job's own counter says it is the first and
    * only attempt (`ats` = 1, which BullMQ increments on every start and
-   * never decrements): then the events in hand are the whole story since the
-   * row's state. Anything else gets a full write from the hash. Times come
+   * never decrements; the limit gate lowers it only for a start it held
+   * back, which ran nothing: src/rate-limits/): then the events in hand are
+   * the whole story since the row's state. Anything else gets a full write from the hash. Times come
    * from the hash too, so the row equals what the API reads from Redis.
    */
   private async advance(queue: Queue, happy: JobFold[]): Promise<Set<string>> {

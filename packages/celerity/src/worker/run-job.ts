@@ -1,8 +1,8 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { InvalidInputError, MaxRetriesExceededError, NonRetryableError, Retry } from '../errors.ts';
+import { InvalidInputError, MaxRetriesExceededError, NonRetryableError, Retry, UpstreamRateLimit } from '../errors.ts';
 import type { AttemptLogRow, JobEnvelope } from '../job-record.ts';
-import { parseInput, requestRetry, type Task, type TaskContext } from '../task.ts';
+import { parseInput, requestRateLimitPause, requestRetry, type Task, type TaskContext } from '../task.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, isHardTimeLimit, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
@@ -136,6 +136,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
         signal: controller.signal,
         progress: (update) => reporter.update(update),
         retry: requestRetry,
+        rateLimited: requestRateLimitPause,
         get log() {
           return log();
         },
@@ -153,6 +154,9 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     return result === undefined ? null : result;
   } catch (caught) {
     await progress?.settled();
+    // ctx.rateLimited: not a failed attempt; the worker pauses the limit and
+    // holds the job back (unless a cancellation or a time limit ended it first).
+    if (caught instanceof UpstreamRateLimit && !controller.signal.aborted) throw caught;
     const { error, thrown } = classify(caught, controller.signal, task, job, log());
     // A shutdown that handed the job back already ended this attempt as
     // interrupted (the job is in its queue again, its attempt not spent):

@@ -1,8 +1,10 @@
-import { MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
+import { DelayedError, MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createRedis } from '../broker/connection.ts';
-import { Retry } from '../errors.ts';
+import { Retry, UpstreamRateLimit } from '../errors.ts';
+import { LimitGate, type Hold } from '../rate-limits/gate.ts';
+import type { ResolvedQueueLimits } from '../rate-limits/options.ts';
 import { backoffDelay, type Task } from '../task.ts';
 import { releaseUpload, uploadIdOf } from '../uploads/store.ts';
 import { CancelWatcher } from './cancel-watcher.ts';
@@ -37,6 +39,10 @@ export interface WorkerOptions {
   lifecycle?: Lifecycle | undefined;
   /** Heartbeat interval of the worker registry in ms (`CELERITY_HEARTBEAT_INTERVAL`); default 5000. */
   heartbeatMs?: number;
+  /** Per-queue rate limits (BullMQ's limiter) and tenant caps (`createApp({ queueLimits })`). */
+  queueLimits?: ReadonlyMap<string, ResolvedQueueLimits> | undefined;
+  /** Ms a job over its tenant's cap waits before it is tried again (`CELERITY_CAP_RECHECK`); default 1000. */
+  capRecheckMs?: number;
 }
 
 /** The reason handed to running handlers when a shutdown's grace period ends. */
@@ -74,10 +80,18 @@ export class Worker {
   private readonly cancels: CancelWatcher;
   private registry: WorkerRegistry | undefined;
   private firstBeat: Promise<void> | undefined;
+  private readonly gate: LimitGate;
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
     this.connection = createRedis(opts.brokerUrl, 'worker');
+    this.gate = new LimitGate({
+      redis: this.connection,
+      prefix: opts.prefix,
+      queueLimits: opts.queueLimits ?? new Map(),
+      leaseMs: opts.lockDuration ?? 30_000,
+      capRecheckMs: opts.capRecheckMs ?? 1_000,
+    });
     const isolated = [...opts.tasks.values()].some((t) => t.isolation === 'thread' && opts.queues.includes(t.queue));
     this.pool =
       isolated && opts.appModule ? new ThreadPool({ appModule: opts.appModule, maxTasksPerChild: opts.maxTasksPerChild, maxMemoryPerChild: opts.maxMemoryPerChild, logger: opts.logger }) : undefined;
@@ -91,8 +105,11 @@ export class Worker {
     const { tasks, logger } = this.opts;
     void this.cancels.start();
     for (const queue of this.opts.queues) {
+      const limiter = this.opts.queueLimits?.get(queue)?.rateLimit;
       const worker = new BullWorker(queue, (job: Job, token?: string) => this.process(queue, job, token), {
         connection: this.connection,
+        // The queue's rate limit is BullMQ's own limiter, shared by every worker through Redis.
+        ...(limiter ? { limiter: { max: limiter.max, duration: limiter.perMs } } : {}),
         prefix: this.opts.prefix,
         concurrency: this.opts.concurrency,
         autorun: false,
@@ -150,6 +167,16 @@ export class Worker {
   }
 
   private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
+    const task = this.opts.tasks.get(job.name);
+    // Answered from memory: a job without limits pays no round trip.
+    const limits = this.gate.limitsOf(queue, job, task);
+    if (limits) {
+      const hold = await this.gate.admit(queue, job, limits);
+      if (hold) {
+        await this.holdBack(job, token, hold);
+        throw new DelayedError();
+      }
+    }
     const controller = new AbortController();
     const abort = (reason: Error) => controller.abort(reason);
     this.running.set(job.id!, { job, token, abort });
@@ -160,7 +187,7 @@ export class Worker {
     let handlerStopped: Promise<void> = Promise.resolve();
     try {
       const result = await runJob(job, {
-        task: this.opts.tasks.get(job.name),
+        task,
         queue,
         log: this.opts.logger,
         signal: controller.signal,
@@ -185,10 +212,30 @@ export class Worker {
         // neither completes nor fails it, and does not touch it again.
         throw new WaitingError();
       }
+      if (err instanceof UpstreamRateLimit) {
+        await this.holdBack(job, token, await this.gate.pause(queue, job, task, err.ms));
+        throw new DelayedError();
+      }
       throw err;
     } finally {
       untrack();
       this.running.delete(job.id!);
+      if (limits?.cap) await this.gate.release(limits, job.id!).catch((err: unknown) => this.opts.logger.warn({ err, job_id: job.id }, 'tenant cap slot not released; its lease will free it'));
+    }
+  }
+
+  /**
+   * Puts a job a limit held back into BullMQ's delayed set until its hold
+   * ends, without spending an attempt (`moveToDelayed` skips the attempt
+   * count; the gate's script already undid the count of its start).
+   */
+  private async holdBack(job: Job, token: string | undefined, hold: Hold): Promise<void> {
+    if (this.opts.logger.isLevelEnabled('debug')) this.opts.logger.debug({ job_id: job.id, task: job.name, reason: hold.reason, key: hold.key, wait_ms: hold.waitMs }, 'job held back by a limit');
+    try {
+      if (token) await job.moveToDelayed(Date.now() + hold.waitMs, token);
+    } catch (err) {
+      // The lock is gone: the stalled check hands the job back instead.
+      this.opts.logger.warn({ err, job_id: job.id }, 'could not hold job back');
     }
   }
 
@@ -318,6 +365,8 @@ function eventInfo(job: Job, queue: string): JobEventInfo | undefined {
 /** What an attempt's error means for hooks; null when a shutdown handed the job back (it will run again). */
 function attemptOutcome(err: Error, event: JobEventInfo, signal: AbortSignal): LifecycleEvent | null {
   if (signal.aborted && (signal.reason as Error | undefined)?.name === 'WorkerShutdown') return null;
+  // ctx.rateLimited: the job waits for its limit, the attempt is not spent.
+  if (err instanceof UpstreamRateLimit) return null;
   if (errorTypeFromStack(err.stack) === 'JobCancelled') return 'job:cancelled';
   return err instanceof UnrecoverableError || event.attempt >= event.maxAttempts ? 'job:failed' : 'job:retrying';
 }

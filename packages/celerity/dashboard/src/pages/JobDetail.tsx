@@ -7,6 +7,13 @@ import { live } from '../live.ts';
 import { href, navigate } from '../router.ts';
 import { can, useSession } from '../session.ts';
 
+/** What each hold reason of the job view means, in words. */
+const WAIT_REASONS: Record<string, string> = {
+  rate_limit: 'rate limit',
+  rate_limit_pause: 'rate limit paused by an upstream 429',
+  tenant_cap: "tenant's concurrency cap",
+};
+
 export function JobDetail({ id }: { id: string }) {
   const [job, setJob] = useState<JobView | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -103,6 +110,14 @@ export function JobDetail({ id }: { id: string }) {
             <dt>Finished</dt>
             <dd>{formatTime(job.finished_at)}</dd>
           </div>
+          {job.waiting && (
+            <div data-testid="waiting">
+              <dt>Waiting for</dt>
+              <dd>
+                {WAIT_REASONS[job.waiting.reason] ?? job.waiting.reason} <span class="mono">{job.waiting.key}</span> until {formatTime(job.waiting.until)}
+              </dd>
+            </div>
+          )}
           {job.retry_of && (
             <div>
               <dt>Retry of</dt>

@@ -8,6 +8,8 @@ export interface WireError {
   nonRetryable: boolean;
   /** Set for a `ctx.retry()`: the parent rebuilds the Retry, whose delay BullMQ's backoff reads. */
   retry?: { reason: string; delay: number | undefined } | undefined;
+  /** Set for a `ctx.rateLimited(ms)`: the parent rebuilds the UpstreamRateLimit, which pauses the limit and holds the job. */
+  rateLimited?: { ms: number } | undefined;
 }
 
 /** Parent → thread. */

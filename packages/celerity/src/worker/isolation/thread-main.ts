@@ -8,8 +8,8 @@
 import { getHeapStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { importApp } from '../../app-module.ts';
-import { NonRetryableError, Retry } from '../../errors.ts';
-import { parseInput, requestRetry, type TaskContext } from '../../task.ts';
+import { NonRetryableError, Retry, UpstreamRateLimit } from '../../errors.ts';
+import { parseInput, requestRateLimitPause, requestRetry, type TaskContext } from '../../task.ts';
 import type { FromThread, ToThread, WireError } from './protocol.ts';
 
 const port = parentPort!;
@@ -29,6 +29,7 @@ function toWire(err: unknown): WireError {
     stack: e.stack,
     nonRetryable: e instanceof NonRetryableError || ['non_retryable', 'invalid_input'].includes((e as { code?: string }).code ?? ''),
     ...(e instanceof Retry ? { retry: { reason: e.reason, delay: e.delay } } : {}),
+    ...(e instanceof UpstreamRateLimit ? { rateLimited: { ms: e.ms } } : {}),
   };
 }
 
@@ -60,6 +61,7 @@ port.on('message', async (msg: ToThread) => {
       // The parent owns the Redis write and its coalescing.
       progress: async (update) => send({ type: 'progress', update }),
       retry: requestRetry,
+      rateLimited: requestRateLimitPause,
       log,
     };
     const result = await task.handler(parseInput(task, msg.input), ctx);

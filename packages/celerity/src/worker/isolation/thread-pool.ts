@@ -1,6 +1,6 @@
 import { Worker as Thread } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { NonRetryableError, Retry } from '../../errors.ts';
+import { NonRetryableError, Retry, UpstreamRateLimit } from '../../errors.ts';
 import type { ProgressUpdate } from '../../task.ts';
 import type { FromThread, ToThread, WireError } from './protocol.ts';
 
@@ -163,9 +163,15 @@ function toWire(err: Error): WireError {
   return { name: err.name, message: err.message, stack: err.stack, nonRetryable: err instanceof NonRetryableError };
 }
 
-/** Rebuilds a thread's error; non-retryable ones stay non-retryable, a retry stays a Retry (with its delay). */
+/** Rebuilds a thread's error; non-retryable ones stay non-retryable, a retry stays a Retry (with its delay), a rate-limit pause an UpstreamRateLimit. */
 function fromWire(w: WireError): Error {
-  const e: Error = w.retry ? new Retry(w.retry.reason, w.retry.delay) : w.nonRetryable ? new NonRetryableError(w.message) : new Error(w.message);
+  const e: Error = w.rateLimited
+    ? new UpstreamRateLimit(w.rateLimited.ms)
+    : w.retry
+      ? new Retry(w.retry.reason, w.retry.delay)
+      : w.nonRetryable
+        ? new NonRetryableError(w.message)
+        : new Error(w.message);
   e.name = w.name;
   if (w.stack) e.stack = w.stack;
   return e;
