@@ -6,7 +6,7 @@ test('calls made while a connection opens share one wait: no listener per call, 
   const warnings: Error[] = [];
   const onWarning = (w: Error) => warnings.push(w);
   process.on('warning', onWarning);
-  const redis = createRedis(TEST_REDIS_URL, 'producer');
+  const redis = createRedis({ brokerUrl: TEST_REDIS_URL, redisCluster: 'off' }, 'producer');
   try {
     expect(redis.status).not.toBe('ready');
     const before = redis.listenerCount('ready');

@@ -182,7 +182,7 @@ export async function startRecorder(app: App, queues?: string[]): Promise<Record
 export async function startCustomRecorder(app: App, opts: Partial<Omit<RecorderOptions, 'redis' | 'store' | 'queues' | 'logger' | 'prefix'>> & { queues?: string[] } = {}): Promise<Recorder> {
   const { queues = app.queueNames(), ...tuning } = opts;
   const store = await app.openStore();
-  const redis = createRedis(app.config.brokerUrl, 'worker');
+  const redis = createRedis(app.config, 'worker');
   const recorder = new Recorder({
     redis,
     store,

@@ -15,7 +15,7 @@ export const INSPECT_TARGETS = ['workers', 'active', 'queues', 'ping'] as const;
 export type InspectTarget = (typeof INSPECT_TARGETS)[number];
 
 /** The configuration `inspect` reads: where Redis is, and which queues. */
-const INSPECT_OPTIONS: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'queues', 'logLevel'];
+const INSPECT_OPTIONS: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'redisCluster', 'queues', 'logLevel'];
 
 type InspectFlags = Partial<Record<OptionName, string>> & { app?: string; json?: boolean };
 

@@ -1,7 +1,6 @@
 import { MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { createRedis } from '../broker/connection.ts';
+import { createRedis, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { Retry } from '../errors.ts';
 import { backoffDelay, type Task } from '../task.ts';
 import { releaseUpload, uploadIdOf } from '../uploads/store.ts';
@@ -13,8 +12,7 @@ import { WorkerRegistry, type ActiveJob } from './registry.ts';
 import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
 
-export interface WorkerOptions {
-  brokerUrl: string;
+export interface WorkerOptions extends RedisTarget {
   prefix: string;
   /** Routing queues to consume. */
   queues: string[];
@@ -67,7 +65,7 @@ interface Running {
  */
 export class Worker {
   private readonly workers: BullWorker[] = [];
-  private readonly connection: Redis;
+  private readonly connection: RedisClient;
   private readonly opts: WorkerOptions;
   private readonly running = new Map<string, Running>();
   private readonly pool: ThreadPool | undefined;
@@ -77,14 +75,14 @@ export class Worker {
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
-    this.connection = createRedis(opts.brokerUrl, 'worker');
+    this.connection = createRedis(opts, 'worker');
     const isolated = [...opts.tasks.values()].some((t) => t.isolation === 'thread' && opts.queues.includes(t.queue));
     this.pool =
       isolated && opts.appModule ? new ThreadPool({ appModule: opts.appModule, maxTasksPerChild: opts.maxTasksPerChild, maxMemoryPerChild: opts.maxMemoryPerChild, logger: opts.logger }) : undefined;
     if (isolated && !opts.appModule) {
       opts.logger.warn('this app has isolated tasks but no module URL (createApp({ module: import.meta.url })); they will fail');
     }
-    this.cancels = new CancelWatcher({ brokerUrl: opts.brokerUrl, prefix: opts.prefix, redis: this.connection, logger: opts.logger });
+    this.cancels = new CancelWatcher({ target: opts, prefix: opts.prefix, redis: this.connection, logger: opts.logger });
   }
 
   start(): void {
