@@ -17,7 +17,11 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  *   holding the first job's id;
  * - BullMQ refuses custom job ids that are integers (`${parseInt(id)}` === id)
  *   or hold a `:` outside its own `repeat:<key>:<ms>` form; Celerity's
- *   stricter rule (src/limits.ts) keeps callers away from both.
+ *   stricter rule (src/limits.ts) keeps callers away from both;
+ * - every key BullMQ writes for a queue starts with `<prefix>:`, so that a
+ *   hash tag in the prefix puts all of them in one Redis Cluster slot
+ *   (`clusterHashTag` in src/broker/keys.ts; test/redis-cluster.test.ts runs
+ *   on a real cluster).
  */
 useCleanup();
 
@@ -54,6 +58,20 @@ describe('BullMQ internals Celerity depends on', () => {
     expect(Number(ats)).toBe(2);
     expect(Number(processedOn)).toBeGreaterThan(0);
     expect(Number(finishedOn)).toBeGreaterThanOrEqual(Number(processedOn));
+  });
+
+  it('every key of a queue and of its jobs starts with the prefix', async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue = app.broker.queue(flaky.queue);
+    for (const key of Object.values(queue.keys)) expect(key.startsWith(`${app.config.prefix}:`), key).toBe(true);
+    const handle = await app.enqueue(flaky, { fail: true }, { idempotencyKey: 'assume-prefix' });
+    await startWorker(app);
+    await handle.wait({ timeoutMs: 15_000 });
+    const redis = testRedis();
+    // Whatever names the job (its hash, its log...) lies under the prefix, wherever the id sits in the key.
+    const written = await redis.keys(`*${handle.id}*`);
+    expect(written.length).toBeGreaterThanOrEqual(2);
+    for (const key of written) expect(key.startsWith(`${app.config.prefix}:`), key).toBe(true);
   });
 
   it('the deduplication key and the refused integer ids', async () => {
