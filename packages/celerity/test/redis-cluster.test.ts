@@ -47,7 +47,17 @@ class LocalCluster {
       args.push('--save', '', '--appendonly', 'no', '--daemonize', 'no');
       this.procs.push(new Proc(`redis-cluster:${port}`, 'redis-server', args, { cleanup: false }));
     }
-    for (const port of this.ports) await waitFor(() => this.call(port, 'PING'), 10_000, 50);
+    for (const [i, port] of this.ports.entries()) {
+      await waitFor(
+        () => {
+          // A port taken since it was picked: say so rather than wait for nothing.
+          if (!this.procs[i]!.running) throw new Error(`redis-server on ${port} exited:\n${this.procs[i]!.output}`);
+          return this.call(port, 'PING');
+        },
+        10_000,
+        50,
+      );
+    }
     await run('redis-cli', ['--cluster', 'create', ...this.ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'], { timeout: 20_000 });
     // Every node must know the whole slot map before a client is pointed at it.
     for (const port of this.ports) await waitFor(async () => /cluster_state:ok/.test(String(await this.call(port, 'CLUSTER', 'INFO'))), 20_000, 100);

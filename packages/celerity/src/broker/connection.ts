@@ -11,7 +11,8 @@ export type RedisClient = Redis | Cluster;
 /** Where Redis is: the configuration's broker URL (in cluster mode, comma-separated seed nodes) and mode. */
 export interface RedisTarget {
   brokerUrl: string;
-  redisCluster: 'on' | 'off';
+  /** `on`: a Redis Cluster. Absent: one server. */
+  redisCluster?: 'on' | 'off' | undefined;
 }
 
 /** Tuning a caller may ask of its connection, on top of its role. */
