@@ -94,7 +94,8 @@ export interface TestEnv {
  * values (as flags) layered over the test defaults.
  */
 export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
-  const prefix = `t${randomToken()}`;
+  // An override names the prefix (a test on a Redis Cluster gives a hash-tagged one).
+  const prefix = overrides.prefix !== undefined ? String(overrides.prefix) : `t${randomToken()}`;
   const dir = mkdtempSync(join(tmpdir(), 'celerity-test-'));
   const sqlitePath = join(dir, 'jobs.db');
   const schema = kind === 'postgres' ? `t_${randomToken()}` : undefined;

@@ -3,7 +3,8 @@
  * ports, and the same app code as on one server, with
  * `CELERITY_REDIS_CLUSTER=on` and a hash-tagged prefix. Covers the core flow
  * down to the SQL history, cancellation (queued and running), idempotency, a
- * schedule, a workflow and GET /v1/events.
+ * schedule, a workflow, GET /v1/events, and the built CLI's worker
+ * (packages/celerity/dist: run `npm run build` after changing src).
  */
 import { execFile } from 'node:child_process';
 import { type ClientRequest, type IncomingMessage, request } from 'node:http';
@@ -23,7 +24,8 @@ import { schedule } from '../src/schedules/schedule.ts';
 import { defineTask } from '../src/task.ts';
 import { chain, step } from '../src/workflows/workflow.ts';
 import { onCleanup, openTestApp, randomToken, startRecorder, startWorker, useCleanup, waitFor } from './helpers.ts';
-import { Proc } from './process-helpers.ts';
+import { relSleep, tasks as reliabilityTasks } from './fixtures/reliability-app.ts';
+import { Proc, spawnWorker, waitForWorkers } from './process-helpers.ts';
 
 useCleanup();
 
@@ -193,6 +195,20 @@ describe('Celerity on a Redis Cluster of three masters', () => {
       ['cl.double', 'completed'],
     ]);
     await waitFor(async () => (await app.store.get(handle.id))?.status === 'completed');
+  });
+
+  it('the built CLI: a `celerity worker` process runs jobs on the cluster; without a hash tag it stops with one line', async () => {
+    const app = await openTestApp('postgres', reliabilityTasks, onCluster());
+    const worker = spawnWorker(app.env, { env: { CELERITY_REDIS_CLUSTER: 'on' } });
+    await waitForWorkers(app.broker.queue(relSleep.queue), 1, 20_000, [worker]);
+    const handle = await app.enqueue(relSleep, { ms: 1 });
+    expect(await handle.wait({ timeoutMs: 10_000 })).toMatchObject({ status: 'completed', result: { attempt: 1, pid: worker.pid } });
+
+    const refused = spawnWorker(app.env, { name: 'no-tag', env: { CELERITY_REDIS_CLUSTER: 'on', CELERITY_PREFIX: 'celerity' } });
+    expect((await refused.waitExit(20_000)).code).toBe(2);
+    const lines = refused.output.split('\n').filter((l) => l.trim() !== '' && !/ExperimentalWarning|--trace-warnings/.test(l));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/CELERITY_PREFIX \(--prefix\): must carry a hash tag/);
   });
 
   it('serves the API: POST /v1/jobs, and the job on GET /v1/events', async () => {
