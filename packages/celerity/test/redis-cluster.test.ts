@@ -211,8 +211,8 @@ describe('Celerity on a Redis Cluster of three masters', () => {
     expect(lines[0]).toMatch(/CELERITY_PREFIX \(--prefix\): must carry a hash tag/);
   });
 
-  it('serves the API: POST /v1/jobs, and the job on GET /v1/events', async () => {
-    const app = await openTestApp('postgres', [add], onCluster());
+  it('serves the API: POST /v1/jobs, the job on GET /v1/events, rate limits counted in the cluster', async () => {
+    const app = await openTestApp('postgres', [add], { ...onCluster(), rateLimitSubmit: 2 });
     await startWorker(app);
     const server = await buildServer(app, { logger: false });
     await server.listen({ port: 0, host: '127.0.0.1' });
@@ -247,5 +247,15 @@ describe('Celerity on a Redis Cluster of three masters', () => {
     await waitFor(() => statuses().includes('completed'), 10_000);
     expect(statuses()).toEqual(['queued', 'started', 'completed']);
     expect((await server.inject({ method: 'GET', url: `/v1/jobs/${id}` })).json()).toMatchObject({ job_id: id, status: 'completed', result: { sum: 42 } });
+
+    // The submit budget (2 per window) is shared through Redis: the third submission is refused, and the count lives in the tag's slot.
+    expect((await server.inject({ method: 'POST', url: '/v1/jobs', payload: { task: 'cl.add', input: { a: 1, b: 1 } } })).statusCode).toBe(202);
+    const third = await server.inject({ method: 'POST', url: '/v1/jobs', payload: { task: 'cl.add', input: { a: 1, b: 1 } } });
+    expect(third.statusCode).toBe(429);
+    expect(third.json()).toMatchObject({ error: { code: 'rate_limited' } });
+    await waitFor(async () => {
+      const counts = await Promise.all(cluster.ports.map(async (p) => ((await cluster.call(p, 'KEYS', `${app.config.prefix}:celerity:rl:*`)) as string[]).length));
+      return counts.reduce((a, b) => a + b, 0) > 0;
+    });
   });
 });

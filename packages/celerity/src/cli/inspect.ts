@@ -155,7 +155,7 @@ export function duration(ms: number): string {
   return `${Math.floor(s / 86_400)}d${String(Math.floor((s % 86_400) / 3_600)).padStart(2, '0')}h`;
 }
 
-/** The URL without its password, fit for an error line. */
+/** The URL (or a cluster's list of them) without passwords, fit for an error line. */
 function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/g, '//$1:***@');
 }
