@@ -30,7 +30,7 @@ test('a cluster producer whose seeds do not answer fails fast with BrokerUnavail
   const redis = createRedis({ brokerUrl: `redis://127.0.0.1:${port}`, redisCluster: 'on' }, 'producer');
   try {
     expect(redis).toBeInstanceOf(Cluster);
-    // Not queued until the cluster comes back (a worker connection would be): refused.
+    // Refused once the first connection attempt has failed, not held until the cluster comes back.
     await expect(viaBroker(redis, () => redis.get('{x}:k'))).rejects.toBeInstanceOf(BrokerUnavailableError);
   } finally {
     redis.disconnect();
