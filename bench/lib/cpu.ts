@@ -6,7 +6,8 @@
  * them, so these figures are only clean on an otherwise idle machine.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
+import type { RedisClient } from '../../packages/celerity/src/broker/connection.ts';
 
 const TICK_MS = 10; // CLK_TCK = 100 on Linux.
 
@@ -54,14 +55,20 @@ function postgresPids(): number[] {
   }
 }
 
-async function redisCpuMs(redis: Redis): Promise<number> {
-  const info = await redis.info('cpu');
-  const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? NaN);
-  const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? NaN);
-  return (user + sys) * 1000;
+/** Redis' CPU: the server's, or on a cluster the sum of its masters'. */
+async function redisCpuMs(redis: RedisClient): Promise<number> {
+  const servers = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  let ms = 0;
+  for (const server of servers) {
+    const info = await server.info('cpu');
+    const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? NaN);
+    const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? NaN);
+    ms += (user + sys) * 1000;
+  }
+  return ms;
 }
 
-export async function cpuSnapshot(redis: Redis, childPids: number[]): Promise<CpuSnapshot> {
+export async function cpuSnapshot(redis: RedisClient, childPids: number[]): Promise<CpuSnapshot> {
   const usage = process.cpuUsage();
   const children = new Map<number, number>();
   for (const pid of childPids) {

@@ -15,14 +15,14 @@
  * run (as the API process does), and each `celerity worker` runs its own.
  */
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import type { App } from '../../packages/celerity/src/app.ts';
 import { ALL_TENANTS } from '../../packages/celerity/src/auth/principal.ts';
 import { withTenantScope } from '../../packages/celerity/src/store/tenant-scope.ts';
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
 import { cpuSnapshot, cpuUse, type CpuUse } from './cpu.ts';
-import { cleanEnv, openApp, redisPrefix, storeEnv, type StoreKind } from './env.ts';
+import { createRedis } from '../../packages/celerity/src/broker/connection.ts';
+import { cleanEnv, openApp, redisPrefix, redisTarget, storeEnv, type StoreKind } from './env.ts';
 import { now, perSecond, pollUntil, runPool, sleep } from './measure.ts';
 import { celerity, rawWorker, type Proc } from './procs.ts';
 import { withScope } from './scope.ts';
@@ -154,9 +154,9 @@ async function countRows(app: App, status?: string): Promise<number> {
 
 export async function rawDrain(ctx: ScenarioContext, opts: DrainOptions): Promise<RawDrain> {
   return withScope(ctx.scope, async (scope) => {
-    const prefix = redisPrefix(scope, ctx.redisUrl);
-    const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-    connection.on('error', () => {});
+    const prefix = redisPrefix(scope, ctx.redisUrl, ctx.redisCluster);
+    // Celerity's producer connection (fail-fast, no auto-pipelining), the same for both sides.
+    const connection = createRedis(redisTarget(ctx), 'producer');
     scope.defer('disconnect', () => connection.disconnect());
     const queue = new Queue(BENCH_QUEUE, { connection, prefix });
     queue.on('error', () => {});
@@ -169,6 +169,7 @@ export async function rawDrain(ctx: ScenarioContext, opts: DrainOptions): Promis
       const env = {
         ...cleanEnv(),
         BENCH_REDIS_URL: ctx.redisUrl,
+        ...(ctx.redisCluster ? { BENCH_REDIS_CLUSTER: 'on' } : {}),
         BENCH_PREFIX: prefix,
         BENCH_QUEUE,
         BENCH_CONCURRENCY: String(opts.concurrency),
@@ -239,10 +240,9 @@ export async function warmUp(ctx: ScenarioContext, jobs = 1_000): Promise<void> 
     const env = storeEnv(ctx, scope, 'sqlite');
     const app = await openApp(ctx, scope, env);
     await runPool(jobs, 200, () => app.enqueue(noop, {}));
-    const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-    connection.on('error', () => {});
+    const connection = createRedis(redisTarget(ctx), 'producer');
     scope.defer('disconnect', () => connection.disconnect());
-    const raw = new Queue(BENCH_QUEUE, { connection, prefix: redisPrefix(scope, ctx.redisUrl) });
+    const raw = new Queue(BENCH_QUEUE, { connection, prefix: redisPrefix(scope, ctx.redisUrl, ctx.redisCluster) });
     raw.on('error', () => {});
     scope.defer('close warm-up queue', () => raw.close());
     await raw.waitUntilReady();

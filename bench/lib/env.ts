@@ -13,6 +13,7 @@ import { loadConfig, OPTIONS } from '../../packages/celerity/src/config.ts';
 import type { Task } from '../../packages/celerity/src/task.ts';
 import { noop } from '../apps/tasks.ts';
 import { deleteRedisKeys } from '../../packages/celerity/src/cli/dev-redis.ts';
+import type { RedisTarget } from '../../packages/celerity/src/broker/connection.ts';
 import { memoryLogger, summariseLogs } from './logs.ts';
 import type { Scope } from './scope.ts';
 import type { ScenarioContext } from './types.ts';
@@ -23,11 +24,19 @@ export function token(bytes = 5): string {
   return randomBytes(bytes).toString('hex');
 }
 
-/** A fresh Redis key prefix whose keys are deleted when `scope` closes. */
-export function redisPrefix(scope: Scope, redisUrl: string): string {
-  const prefix = `bench${token()}`;
-  scope.defer(`delete redis keys ${prefix}:*`, () => deleteRedisKeys(redisUrl, prefix));
+/**
+ * A fresh Redis key prefix whose keys are deleted when `scope` closes; on a
+ * cluster (`ctx.redisCluster`) a hash tag, so that all its keys share a slot.
+ */
+export function redisPrefix(scope: Scope, redisUrl: string, cluster = false): string {
+  const prefix = cluster ? `{bench${token()}}` : `bench${token()}`;
+  scope.defer(`delete redis keys ${prefix}:*`, () => deleteRedisKeys({ brokerUrl: redisUrl, redisCluster: cluster ? 'on' : 'off' }, prefix));
   return prefix;
+}
+
+/** Where the scenario's Redis is, as Celerity's connection factory takes it. */
+export function redisTarget(ctx: ScenarioContext): RedisTarget {
+  return { brokerUrl: ctx.redisUrl, redisCluster: ctx.redisCluster ? 'on' : 'off' };
 }
 
 export interface StoreEnv {
@@ -43,7 +52,7 @@ export interface StoreEnv {
 
 /** Allocates a prefix and a store (PostgreSQL schema or SQLite file), removed with `scope`. */
 export function storeEnv(ctx: ScenarioContext, scope: Scope, kind: StoreKind): StoreEnv {
-  const prefix = redisPrefix(scope, ctx.redisUrl);
+  const prefix = redisPrefix(scope, ctx.redisUrl, ctx.redisCluster);
   let schema: string | undefined;
   let sqlitePath: string | undefined;
   if (kind === 'postgres') {
@@ -57,6 +66,7 @@ export function storeEnv(ctx: ScenarioContext, scope: Scope, kind: StoreKind): S
   const flags: Record<string, string> = {
     redisUrl: ctx.redisUrl,
     prefix,
+    ...(ctx.redisCluster ? { redisCluster: 'on' } : {}),
     logLevel: 'warn',
     ...(kind === 'postgres' ? { databaseUrl: ctx.databaseUrl, databaseSchema: schema! } : { sqlitePath: sqlitePath! }),
   };

@@ -5,6 +5,12 @@ export interface ScenarioContext {
   /** `--quick`: a smaller run (CI, smoke checks). */
   quick: boolean;
   redisUrl: string;
+  /**
+   * `redisUrl` lists the seed nodes of a Redis Cluster (`BENCH_REDIS_CLUSTER`,
+   * honoured by s5_scale): prefixes then carry a hash tag and every
+   * connection is a Cluster.
+   */
+  redisCluster?: boolean;
   /** PostgreSQL server for the `postgres` store (each run gets its own schema). */
   databaseUrl: string;
   /** Owns everything the scenario starts; closed by the runner even on failure. */

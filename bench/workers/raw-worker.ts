@@ -6,19 +6,19 @@
  *   <- {type: 'stats'}  -> {type: 'stats', completed, failed}
  *   <- {type: 'stop'}                        closes the worker and exits
  *
- * Environment: BENCH_REDIS_URL, BENCH_PREFIX, BENCH_QUEUE, BENCH_CONCURRENCY.
+ * Environment: BENCH_REDIS_URL, BENCH_PREFIX, BENCH_QUEUE, BENCH_CONCURRENCY;
+ * BENCH_REDIS_CLUSTER=on when BENCH_REDIS_URL lists a Redis Cluster's seed nodes.
  */
 import { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { createRedis } from '../../packages/celerity/src/broker/connection.ts';
 
 const url = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = required('BENCH_PREFIX');
 const queue = required('BENCH_QUEUE');
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? '50');
 
-// The same connection options Celerity's workers use.
-const connection = new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
-connection.on('error', () => {});
+// The connection Celerity's workers use.
+const connection = createRedis({ brokerUrl: url, redisCluster: process.env.BENCH_REDIS_CLUSTER === 'on' ? 'on' : 'off' }, 'worker');
 
 let completed = 0;
 let failed = 0;

@@ -552,7 +552,7 @@ export class App {
   /** Starts a recorder for the app's queues on its own connection. */
   async startRecorder(queues: string[] = this.queueNames()): Promise<Recorder> {
     const store = await this.openStore();
-    const redis = createRedis(this.config.brokerUrl, 'worker');
+    const redis = createRedis(this.config, 'worker');
     // Its own queues, on an auto-pipelined connection: a batch's hash reads
     // go out in one write, and they do not queue behind the API's commands.
     const reads = new Broker(this.config, { autoPipelining: true });
@@ -580,6 +580,7 @@ export class App {
   createWorker(opts: { queues?: string[]; concurrency?: number } = {}): Worker {
     return new Worker({
       brokerUrl: this.config.brokerUrl,
+      redisCluster: this.config.redisCluster,
       prefix: this.config.prefix,
       queues: opts.queues ?? this.config.queues ?? this.queueNames(),
       concurrency: opts.concurrency ?? this.config.concurrency,

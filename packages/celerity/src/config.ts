@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
+import { clusterHashTag } from './broker/keys.ts';
 import { MAX_TIME_LIMIT_MS } from './limits.ts';
 import { MAX_SEARCH_PATHS, parseSearchPath, SEARCH_PATH_RULE, type SearchPath } from './store/search-indexes.ts';
 
@@ -17,6 +18,12 @@ export const OPTIONS = {
     flag: '--prefix',
     doc: "Key prefix of every Redis key. Wrap it in braces (`{celerity}`) on Redis Cluster so that a queue's keys share a hash slot.",
     default: 'celerity',
+  },
+  redisCluster: {
+    env: 'CELERITY_REDIS_CLUSTER',
+    flag: '--redis-cluster',
+    doc: '`on`: Redis is a Redis Cluster, reached through the broker URL, which may list several seed nodes (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`); the prefix must then carry a hash tag (`{celerity}`). See docs/deploy.md.',
+    default: 'off',
   },
   databaseUrl: { env: 'DATABASE_URL', flag: '--database-url', doc: 'PostgreSQL URL of the job store. When unset, the store is SQLite at `CELERITY_SQLITE_PATH`.', default: '(unset)' },
   databaseSchema: {
@@ -251,6 +258,7 @@ const schema = z.object({
     .string()
     .min(1)
     .regex(/^[^\s:]+$/, 'must be non-empty, without spaces or colons'),
+  redisCluster: z.enum(['on', 'off']),
   databaseUrl: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
@@ -348,6 +356,7 @@ export function loadConfig(opts: { env?: NodeJS.ProcessEnv; flags?: RawConfig } 
       message: 'must be lower than CELERITY_HARD_TIME_LIMIT',
       path: ['softTimeLimit'],
     })
+    .superRefine(checkCluster)
     .safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -356,4 +365,40 @@ export function loadConfig(opts: { env?: NodeJS.ProcessEnv; flags?: RawConfig } 
     throw new ConfigError(meta ? `${meta.env} (${meta.flag})` : name, `${issue.message} (got ${JSON.stringify(raw[name])})`);
   }
   return parsed.data;
+}
+
+/**
+ * Cluster mode: every key of a queue must hash to one slot (BullMQ's scripts
+ * touch a queue's keys together, and Celerity's own scripts touch its keys
+ * and BullMQ's together), so the prefix that starts every key must carry a
+ * hash tag. Outside cluster mode the broker URL is one server.
+ */
+function checkCluster(c: { redisCluster: 'on' | 'off'; prefix: string; brokerUrl: string }, ctx: z.RefinementCtx): void {
+  const urls = c.brokerUrl.split(',').map((u) => u.trim());
+  if (c.redisCluster === 'off') {
+    if (urls.length > 1) ctx.addIssue({ code: 'custom', path: ['brokerUrl'], message: 'lists several servers: set CELERITY_REDIS_CLUSTER=on for a Redis Cluster, or give one URL' });
+    return;
+  }
+  if (clusterHashTag(c.prefix) === null) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['prefix'],
+      message: `must carry a hash tag on a Redis Cluster (CELERITY_REDIS_CLUSTER=on), e.g. {${c.prefix.replace(/[{}]/g, '') || 'celerity'}}, so that all of Celerity's keys share one slot`,
+    });
+    return;
+  }
+  for (const url of urls) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(url);
+    } catch {}
+    if (!parsed || !/^rediss?:$/.test(parsed.protocol) || !parsed.hostname) {
+      ctx.addIssue({ code: 'custom', path: ['brokerUrl'], message: `each seed node must be a redis:// or rediss:// URL (not one: ${JSON.stringify(url)})` });
+      return;
+    }
+    if (parsed.pathname !== '' && parsed.pathname !== '/' && parsed.pathname !== '/0') {
+      ctx.addIssue({ code: 'custom', path: ['brokerUrl'], message: `a Redis Cluster has database 0 only (got ${JSON.stringify(url)})` });
+      return;
+    }
+  }
 }

@@ -24,7 +24,11 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  *   holding the first job's id;
  * - BullMQ refuses custom job ids that are integers (`${parseInt(id)}` === id)
  *   or hold a `:` outside its own `repeat:<key>:<ms>` form; Celerity's
- *   stricter rule (src/limits.ts) keeps callers away from both.
+ *   stricter rule (src/limits.ts) keeps callers away from both;
+ * - every key BullMQ writes for a queue starts with `<prefix>:`, so that a
+ *   hash tag in the prefix puts all of them in one Redis Cluster slot
+ *   (`clusterHashTag` in src/broker/keys.ts; test/redis-cluster.test.ts runs
+ *   on a real cluster).
  */
 useCleanup();
 
@@ -71,7 +75,7 @@ describe('BullMQ internals Celerity depends on', () => {
     const job = await queue.add('x', {});
     expect(queue.toKey(job.id!)).toBe(bullmqInternals.jobKey(prefix, queue.name, job.id!));
     const seen: { lock: string | null; ats: string | null }[] = [];
-    const connection = createRedis(app.config.brokerUrl, 'worker');
+    const connection = createRedis(app.config, 'worker');
     const worker = new BullWorker(
       queue.name,
       async (active: Job, token?: string) => {
@@ -106,6 +110,20 @@ describe('BullMQ internals Celerity depends on', () => {
       .filter((e) => e.jobId === job.id)
       .map((e) => e.event);
     expect(events.slice(events.indexOf('active'))).toEqual(['active', 'delayed', 'waiting', 'active', 'completed']);
+  });
+
+  it('every key of a queue and of its jobs starts with the prefix', async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue = app.broker.queue(flaky.queue);
+    for (const key of Object.values(queue.keys)) expect(key.startsWith(`${app.config.prefix}:`), key).toBe(true);
+    const handle = await app.enqueue(flaky, { fail: true }, { idempotencyKey: 'assume-prefix' });
+    await startWorker(app);
+    await handle.wait({ timeoutMs: 15_000 });
+    const redis = testRedis();
+    // Whatever names the job (its hash, its log...) lies under the prefix, wherever the id sits in the key.
+    const written = await redis.keys(`*${handle.id}*`);
+    expect(written.length).toBeGreaterThanOrEqual(2);
+    for (const key of written) expect(key.startsWith(`${app.config.prefix}:`), key).toBe(true);
   });
 
   it('the deduplication key and the refused integer ids', async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig, OPTIONS, type OptionName } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
+import { clusterHashTag } from '../src/broker/keys.ts';
 
 function configError(fn: () => unknown): ConfigError {
   try {
@@ -19,6 +20,7 @@ describe('loadConfig', () => {
       redisUrl: 'redis://127.0.0.1:6379',
       brokerUrl: 'redis://127.0.0.1:6379',
       prefix: 'celerity',
+      redisCluster: 'off',
       databaseSchema: 'celerity',
       sqlitePath: './.celerity/celerity.db',
       resultTtl: 3600,
@@ -116,6 +118,7 @@ describe('loadConfig', () => {
       redisUrl: 'redis://cache:6380/2',
       brokerUrl: 'rediss://broker:6390',
       prefix: '{jobs}',
+      redisCluster: 'off',
       databaseUrl: 'postgresql://u:p@db/celerity',
       sqlitePath: '/var/lib/c.db',
       resultTtl: 60,
@@ -237,6 +240,43 @@ describe('loadConfig', () => {
     expect(err.message).toContain(JSON.stringify(value));
     expect(err.message).toMatch(reason);
     expect(err.details).toEqual({ option: `${meta.env} (${meta.flag})` });
+  });
+
+  describe('CELERITY_REDIS_CLUSTER', () => {
+    it('takes the seed nodes from the broker URL, one or a comma-separated list', () => {
+      const one = loadConfig({ env: { CELERITY_REDIS_CLUSTER: 'on', CELERITY_PREFIX: '{celerity}', REDIS_URL: 'redis://node-a:7000' } });
+      expect(one).toMatchObject({ redisCluster: 'on', prefix: '{celerity}', brokerUrl: 'redis://node-a:7000' });
+      const list = 'rediss://:secret@node-a:7000,rediss://node-b:7001';
+      expect(loadConfig({ env: { CELERITY_REDIS_CLUSTER: 'on', CELERITY_PREFIX: 'app{jobs}', CELERITY_BROKER_URL: list } }).brokerUrl).toBe(list);
+    });
+
+    it.each(['celerity', '{}celerity', 'celerity}{'])('refuses the prefix %j, which carries no hash tag, in one line naming the setting', (prefix) => {
+      const err = configError(() => loadConfig({ env: { CELERITY_REDIS_CLUSTER: 'on', CELERITY_PREFIX: prefix } }));
+      expect(err.message).not.toContain('\n');
+      expect(err.message).toContain('CELERITY_PREFIX (--prefix)');
+      expect(err.message).toMatch(/hash tag.*\{celerity\}/);
+    });
+
+    it('refuses the default prefix too: a cluster is never used without saying where its keys go', () => {
+      expect(configError(() => loadConfig({ env: { CELERITY_REDIS_CLUSTER: 'on' } })).message).toContain('CELERITY_PREFIX');
+    });
+
+    it('refuses a list of servers without cluster mode, a bad seed, and a database other than 0', () => {
+      expect(configError(() => loadConfig({ env: { REDIS_URL: 'redis://a:1,redis://b:2' } })).message).toMatch(/CELERITY_BROKER_URL.*CELERITY_REDIS_CLUSTER=on/);
+      const cluster = { CELERITY_REDIS_CLUSTER: 'on', CELERITY_PREFIX: '{c}' };
+      expect(configError(() => loadConfig({ env: { ...cluster, REDIS_URL: 'redis://a:1,b:2' } })).message).toMatch(/CELERITY_BROKER_URL.*"b:2"/);
+      expect(configError(() => loadConfig({ env: { ...cluster, REDIS_URL: 'redis://a:1/3' } })).message).toMatch(/database 0 only/);
+      expect(configError(() => loadConfig({ env: { CELERITY_REDIS_CLUSTER: 'yes' } })).message).toContain('CELERITY_REDIS_CLUSTER');
+    });
+
+    it('clusterHashTag reads a tag as Redis does: the first {, the first } after it, not empty', () => {
+      expect(clusterHashTag('{celerity}')).toBe('celerity');
+      expect(clusterHashTag('app{jobs}x')).toBe('jobs');
+      expect(clusterHashTag('{a}{b}')).toBe('a');
+      expect(clusterHashTag('{}x')).toBeNull();
+      expect(clusterHashTag('}x{')).toBeNull();
+      expect(clusterHashTag('celerity')).toBeNull();
+    });
   });
 
   it('CELERITY_CORS_ORIGINS takes * alone; CELERITY_TRUST_PROXY takes true, false or addresses (IPv6 and named ranges too)', () => {

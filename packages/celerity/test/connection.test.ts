@@ -1,12 +1,15 @@
+import { Cluster } from 'ioredis';
 import { expect, test } from 'vitest';
 import { createRedis, viaBroker } from '../src/broker/connection.ts';
+import { freePort } from '../src/cli/dev-redis.ts';
+import { BrokerUnavailableError } from '../src/errors.ts';
 import { TEST_REDIS_URL } from './helpers.ts';
 
 test('calls made while a connection opens share one wait: no listener per call, no leak warning', async () => {
   const warnings: Error[] = [];
   const onWarning = (w: Error) => warnings.push(w);
   process.on('warning', onWarning);
-  const redis = createRedis(TEST_REDIS_URL, 'producer');
+  const redis = createRedis({ brokerUrl: TEST_REDIS_URL, redisCluster: 'off' }, 'producer');
   try {
     expect(redis.status).not.toBe('ready');
     const before = redis.listenerCount('ready');
@@ -18,6 +21,18 @@ test('calls made while a connection opens share one wait: no listener per call, 
     expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
   } finally {
     process.off('warning', onWarning);
+    redis.disconnect();
+  }
+});
+
+test('a cluster producer whose seeds do not answer fails fast with BrokerUnavailableError, as a single-server one does', async () => {
+  const port = await freePort();
+  const redis = createRedis({ brokerUrl: `redis://127.0.0.1:${port}`, redisCluster: 'on' }, 'producer');
+  try {
+    expect(redis).toBeInstanceOf(Cluster);
+    // Refused once the first connection attempt has failed, not held until the cluster comes back.
+    await expect(viaBroker(redis, () => redis.get('{x}:k'))).rejects.toBeInstanceOf(BrokerUnavailableError);
+  } finally {
     redis.disconnect();
   }
 });

@@ -21,7 +21,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterEach } from 'vitest';
 import { createApp, type App, type AppOptions } from '../src/app.ts';
-import { createRedis } from '../src/broker/connection.ts';
+import { createRedis, type RedisTarget } from '../src/broker/connection.ts';
 import { loadConfig, type CelerityConfig, type RawConfig } from '../src/config.ts';
 import { Recorder, type RecorderOptions } from '../src/store/recorder.ts';
 import type { Task } from '../src/task.ts';
@@ -94,7 +94,8 @@ export interface TestEnv {
  * values (as flags) layered over the test defaults.
  */
 export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
-  const prefix = `t${randomToken()}`;
+  // An override names the prefix (a test on a Redis Cluster gives a hash-tagged one).
+  const prefix = overrides.prefix !== undefined ? String(overrides.prefix) : `t${randomToken()}`;
   const dir = mkdtempSync(join(tmpdir(), 'celerity-test-'));
   const sqlitePath = join(dir, 'jobs.db');
   const schema = kind === 'postgres' ? `t_${randomToken()}` : undefined;
@@ -113,7 +114,7 @@ export function testEnv(kind: StoreKind, overrides: RawConfig = {}): TestEnv {
     },
   });
   onCleanup(async () => {
-    const results = await Promise.allSettled([deleteRedisKeys(prefix, config.brokerUrl), schema ? dropSchema(schema, config.databaseUrl ?? TEST_DATABASE_URL) : Promise.resolve()]);
+    const results = await Promise.allSettled([deleteRedisKeys(prefix, config), schema ? dropSchema(schema, config.databaseUrl ?? TEST_DATABASE_URL) : Promise.resolve()]);
     rmSync(dir, { recursive: true, force: true });
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   });
@@ -182,7 +183,7 @@ export async function startRecorder(app: App, queues?: string[]): Promise<Record
 export async function startCustomRecorder(app: App, opts: Partial<Omit<RecorderOptions, 'redis' | 'store' | 'queues' | 'logger' | 'prefix'>> & { queues?: string[] } = {}): Promise<Recorder> {
   const { queues = app.queueNames(), ...tuning } = opts;
   const store = await app.openStore();
-  const redis = createRedis(app.config.brokerUrl, 'worker');
+  const redis = createRedis(app.config, 'worker');
   const recorder = new Recorder({
     redis,
     store,
@@ -208,9 +209,9 @@ export function testRedis(url: string = TEST_REDIS_URL): Redis {
   return redis;
 }
 
-/** Deletes every Redis key starting with `<prefix>:`. */
-export function deleteRedisKeys(prefix: string, url: string = TEST_REDIS_URL): Promise<number> {
-  return deleteKeysUnder(url, prefix);
+/** Deletes every Redis key starting with `<prefix>:` (at a URL, or where a config points, cluster included). */
+export function deleteRedisKeys(prefix: string, target: string | RedisTarget = TEST_REDIS_URL): Promise<number> {
+  return deleteKeysUnder(target, prefix);
 }
 
 /** Drops a PostgreSQL schema and the schemas of its table sets (`<schema>_<name>`), with everything in them. */

@@ -1,10 +1,9 @@
 import fastifyCors from '@fastify/cors';
 import fastifyRateLimit, { normalizeIP, type RateLimitPluginOptions } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
-import { Redis } from 'ioredis';
 import type { App } from '../app.ts';
 import { maybePrincipalOf, type RouteAuth } from '../auth/principal.ts';
-import { firstOutcome } from '../broker/connection.ts';
+import { createRedis, firstOutcome } from '../broker/connection.ts';
 import { RateLimitedError } from '../errors.ts';
 import { BatchedRedisStore } from './rate-limit-store.ts';
 import { HTML_SECURITY_HEADERS, SECURITY_HEADERS } from './security-headers.ts';
@@ -101,7 +100,7 @@ export async function registerAbuseLimits(server: FastifyInstance, app: App): Pr
 }
 
 async function registerRateLimits(server: FastifyInstance, app: App): Promise<void> {
-  const { rateLimitSubmit, rateLimitRead, rateLimitWindow, prefix, brokerUrl } = app.config;
+  const { rateLimitSubmit, rateLimitRead, rateLimitWindow, prefix } = app.config;
   if (rateLimitSubmit === 0 && rateLimitRead === 0) return;
   if (server.hasDecorator('rateLimit')) {
     // @fastify/rate-limit decorates once per server; registered again below,
@@ -116,14 +115,11 @@ async function registerRateLimits(server: FastifyInstance, app: App): Promise<vo
   // which ioredis copies into every auto-pipelined batch; this one has the
   // store's one, and auto-pipelining sends a flush of many keys in one write.
   // It fails fast rather than queueing while Redis is away.
-  const redis = new Redis(brokerUrl, {
-    enableAutoPipelining: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
+  const redis = createRedis(app.config, 'producer', {
+    autoPipelining: true,
     connectTimeout: LIMITER_CONNECT_TIMEOUT_MS,
     commandTimeout: LIMITER_COMMAND_TIMEOUT_MS,
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
-    connectionName: 'celerity:rate-limit',
+    name: 'celerity:rate-limit',
   });
   let healthy: boolean | undefined;
   redis.on('ready', () => {

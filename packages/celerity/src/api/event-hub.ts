@@ -1,8 +1,7 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { App } from '../app.ts';
 import { keys, type CancelMarker } from '../broker/keys.ts';
-import { createRedis, viaBroker, waitReady } from '../broker/connection.ts';
+import { createRedis, type RedisClient, viaBroker, waitReady } from '../broker/connection.ts';
 import { ALL_TENANTS } from '../auth/principal.ts';
 import type { JobEnvelope } from '../job-record.ts';
 import { withTenantScope } from '../store/tenant-scope.ts';
@@ -136,7 +135,7 @@ export class EventHub {
   private readonly queues: string[];
   private readonly streamKeys: string[];
   private readonly queueOfKey: Map<string, string>;
-  private redis: Redis | null = null;
+  private redis: RedisClient | null = null;
   private starting: Promise<void> | null = null;
   private loop: Promise<void> | null = null;
   private running = false;
@@ -187,13 +186,11 @@ export class EventHub {
   }
 
   private async open(): Promise<void> {
-    const redis = this.redis ?? createRedis(this.app.config.brokerUrl, 'worker');
+    // Named, so that an operator (and the tests) can find the one reader in CLIENT LIST.
+    const redis = this.redis ?? createRedis(this.app.config, 'worker', { name: `${this.app.config.prefix}:celerity:events` });
     if (!this.redis) {
       this.redis = redis;
       this.stats.connections++;
-      // Named, so that an operator (and the tests) can find the one reader in CLIENT LIST.
-      const name = `${this.app.config.prefix}:celerity:events`;
-      redis.on('ready', () => void redis.client('SETNAME', name).catch(() => {}));
     }
     await waitReady(redis, 5_000);
     const heads = await viaBroker(redis, () => lastIds(redis, this.streamKeys));
@@ -311,7 +308,7 @@ export class EventHub {
     if (out) sub.sink.write(out);
   }
 
-  private async run(redis: Redis): Promise<void> {
+  private async run(redis: RedisClient): Promise<void> {
     let failing = false;
     while (this.running) {
       try {
@@ -609,7 +606,7 @@ function parseMarker(text: string | null): CancelMarker | null {
 }
 
 /** Each stream's last generated id (`0-0` for one that does not exist yet): where the feed starts. */
-async function lastIds(redis: Redis, streamKeys: string[]): Promise<string[]> {
+async function lastIds(redis: RedisClient, streamKeys: string[]): Promise<string[]> {
   if (streamKeys.length === 0) return [];
   const pipeline = redis.pipeline();
   for (const key of streamKeys) pipeline.xinfo('STREAM', key);

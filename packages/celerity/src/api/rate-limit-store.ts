@@ -1,5 +1,5 @@
 import type { FastifyRateLimitStore } from '@fastify/rate-limit';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../broker/connection.ts';
 
 /** How often a process adds the requests it counted since to the shared counts in Redis. */
 export const FLUSH_INTERVAL_MS = 50;
@@ -31,7 +31,7 @@ return {current, ttl}
 `;
 
 type AddReply = [current: number, ttlMs: number];
-type RateLimitRedis = Redis & { celerityRateLimitAdd(key: string, amount: number, windowMs: number): Promise<AddReply> };
+type RateLimitRedis = RedisClient & { celerityRateLimitAdd(key: string, amount: number, windowMs: number): Promise<AddReply> };
 
 /** One key's window as this process knows it. */
 interface Window {
@@ -79,7 +79,7 @@ export class BatchedRedisStore implements FastifyRateLimitStore {
   private lastSweep = Date.now();
 
   /** `namespace` prefixes every key in Redis; `onError` hears of counts lost to a failed flush. */
-  constructor(redis: Redis, namespace: string, onError: (err: unknown) => void = () => {}) {
+  constructor(redis: RedisClient, namespace: string, onError: (err: unknown) => void = () => {}) {
     if (!('celerityRateLimitAdd' in redis)) redis.defineCommand('celerityRateLimitAdd', { numberOfKeys: 1, lua: ADD_SCRIPT });
     this.redis = redis as RateLimitRedis;
     this.namespace = namespace;

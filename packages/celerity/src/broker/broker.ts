@@ -1,14 +1,13 @@
 import { FlowProducer, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { CelerityConfig } from '../config.ts';
-import { createRedis, waitReady } from './connection.ts';
+import { createRedis, type RedisClient, waitReady } from './connection.ts';
 
 /**
  * The producer side of Redis: one BullMQ `Queue` per routing queue, all
  * sharing one fail-fast connection. Workers open their own connections.
  */
 export class Broker {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   private readonly queues = new Map<string, Queue>();
   private flowProducer: FlowProducer | undefined;
   /** Job id → its queue, for jobs this process enqueued or read: a status read then needs one round trip. */
@@ -18,7 +17,7 @@ export class Broker {
 
   constructor(config: CelerityConfig, opts: { autoPipelining?: boolean } = {}) {
     this.config = config;
-    this.redis = createRedis(config.brokerUrl, 'producer', opts);
+    this.redis = createRedis(config, 'producer', opts);
   }
 
   /** The BullMQ queue behind a routing queue name; created on first use. */

@@ -1,31 +1,75 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { BrokerUnavailableError } from '../errors.ts';
 
 /**
- * Two kinds of Redis connection:
+ * A connection to Redis: one server, or a Redis Cluster (`CELERITY_REDIS_CLUSTER=on`).
+ * Both speak the same commands; what differs is how they reach the keys
+ * (a Cluster routes each command to the node owning its slot).
+ */
+export type RedisClient = Redis | Cluster;
+
+/** Where Redis is: the configuration's broker URL (in cluster mode, comma-separated seed nodes) and mode. */
+export interface RedisTarget {
+  brokerUrl: string;
+  /** `on`: a Redis Cluster. Absent: one server. */
+  redisCluster?: 'on' | 'off' | undefined;
+}
+
+/** Tuning a caller may ask of its connection, on top of its role. */
+export interface ConnectionTuning {
+  /** See {@link createRedis}; producers only. */
+  autoPipelining?: boolean;
+  connectTimeout?: number;
+  /** Ms after which a command is failed (unset: none). */
+  commandTimeout?: number;
+  /** `CLIENT SETNAME` of the connection (every node's, on a cluster). */
+  name?: string;
+}
+
+/**
+ * Every Redis connection Celerity opens comes from here, with one of three roles:
  * - `producer` fails fast while Redis is away (no offline queue, one retry),
  *   so that an enqueue answers 503 at once instead of hanging, and nothing is
  *   half-done behind the caller's back;
  * - `worker` waits and reconnects forever, as BullMQ requires for workers
- *   (`maxRetriesPerRequest: null`).
+ *   (`maxRetriesPerRequest: null`);
+ * - `probe` connects once when asked (`connect()`) and never reconnects: a
+ *   question whether Redis answers, or a one-off command.
  *
  * Auto-pipelining sends the commands issued in one tick in one socket write,
  * but ioredis builds a Pipeline for each such write and copies every command
  * BullMQ defined on the connection (its ~50 scripts) into it. That pays off
  * only when a tick carries many commands (a recorder batch's reads); the
  * API's few commands per request are cheaper sent as they come.
+ *
+ * In cluster mode the same roles give an ioredis `Cluster`: the node options
+ * (timeouts, retries per request, credentials from the URL) go to every node,
+ * the queueing and reconnection policy to the cluster, which rediscovers the
+ * slots and follows failovers itself.
  */
-export function createRedis(url: string, role: 'producer' | 'worker', opts: { autoPipelining?: boolean } = {}): Redis {
-  const options: RedisOptions =
-    role === 'producer'
-      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000, enableAutoPipelining: opts.autoPipelining ?? false }
-      : { maxRetriesPerRequest: null, enableReadyCheck: true, connectTimeout: 5_000 };
-  const redis = new Redis(url, {
-    ...options,
-    // Reconnect with a capped backoff; never give up, Redis may come back.
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
-    lazyConnect: false,
-  });
+export function createRedis(target: RedisTarget, role: 'producer' | 'worker' | 'probe', tuning: ConnectionTuning = {}): RedisClient {
+  // Reconnect with a capped backoff; never give up, Redis may come back.
+  const backoff = role === 'probe' ? () => null : (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2_000);
+  const queueing =
+    role === 'worker' ? { enableOfflineQueue: true, enableAutoPipelining: false } : { enableOfflineQueue: false, enableAutoPipelining: role === 'producer' && (tuning.autoPipelining ?? false) };
+  const node: RedisOptions = {
+    maxRetriesPerRequest: role === 'worker' ? null : role === 'probe' ? 0 : 1,
+    connectTimeout: tuning.connectTimeout ?? (role === 'worker' ? 5_000 : role === 'probe' ? 1_000 : 2_000),
+    enableReadyCheck: true,
+    ...(tuning.commandTimeout !== undefined ? { commandTimeout: tuning.commandTimeout } : {}),
+    ...(tuning.name !== undefined ? { connectionName: tuning.name } : {}),
+  };
+  const lazyConnect = role === 'probe';
+  const redis: RedisClient =
+    target.redisCluster === 'on'
+      ? new Cluster(clusterNodes(target.brokerUrl), {
+          ...queueing,
+          lazyConnect,
+          enableReadyCheck: true,
+          clusterRetryStrategy: backoff,
+          redisOptions: { ...node, ...nodeCredentials(target.brokerUrl) },
+        } satisfies ClusterOptions)
+      : new Redis(target.brokerUrl, { ...node, ...queueing, retryStrategy: backoff, lazyConnect });
   // ioredis re-emits connection errors on the instance; unhandled they would
   // crash the process. Callers observe state through `status` instead.
   redis.on('error', () => settled.add(redis));
@@ -33,11 +77,34 @@ export function createRedis(url: string, role: 'producer' | 'worker', opts: { au
   return redis;
 }
 
+/** The seed nodes of a cluster: each URL of a comma-separated list. */
+export function clusterNodes(brokerUrl: string): ClusterNode[] {
+  return brokerUrl.split(',').map((text) => {
+    const url = new URL(text.trim());
+    return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 6379) };
+  });
+}
+
+/**
+ * What every node of a cluster is connected with, from the first seed URL:
+ * the user and password, and TLS for `rediss://`. (The nodes the cluster
+ * announces are reached by address, so the seeds' other settings would not
+ * follow them anyway.)
+ */
+function nodeCredentials(brokerUrl: string): RedisOptions {
+  const url = new URL(brokerUrl.split(',')[0]!.trim());
+  return {
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+}
+
 /** Connections that have connected or failed at least once. */
-const settled = new WeakSet<Redis>();
+const settled = new WeakSet<RedisClient>();
 
 /** Resolves when a new connection is ready or has failed, or after `timeoutMs`. */
-export function firstOutcome(redis: Redis, timeoutMs: number): Promise<void> {
+export function firstOutcome(redis: RedisClient, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
@@ -52,7 +119,7 @@ export function firstOutcome(redis: Redis, timeoutMs: number): Promise<void> {
 }
 
 /** Resolves once the connection is ready, or rejects after `timeoutMs`. */
-export function waitReady(redis: Redis, timeoutMs: number): Promise<void> {
+export function waitReady(redis: RedisClient, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -72,10 +139,10 @@ export function waitReady(redis: Redis, timeoutMs: number): Promise<void> {
 }
 
 /** The first-outcome wait of a connection still opening, shared by the calls made meanwhile. */
-const opening = new WeakMap<Redis, Promise<void>>();
+const opening = new WeakMap<RedisClient, Promise<void>>();
 
 /** Runs a Redis operation, turning connection failures into {@link BrokerUnavailableError}. */
-export async function viaBroker<T>(redis: Redis, op: () => Promise<T>): Promise<T> {
+export async function viaBroker<T>(redis: RedisClient, op: () => Promise<T>): Promise<T> {
   // A connection still opening for the first time is waited for, briefly, so
   // that the first enqueue of a process does not fail; once a connection has
   // been up or has failed, a lost one fails fast.
@@ -114,9 +181,12 @@ function isConnectionError(err: unknown): boolean {
  * Runs `op` with the connection's socket corked until the commands it issues
  * (in this tick and its promise continuations) are queued, so that they leave
  * in one write. Without auto-pipelining each command is its own socket
- * write, the largest cost of a status read in profiles.
+ * write, the largest cost of a status read in profiles. On a cluster, `op`
+ * simply runs.
  */
-export function inOneWrite<T>(redis: Redis, op: () => Promise<T>): Promise<T> {
+export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise<T> {
+  // A cluster has one socket per node and none of its own: its commands go out as they come.
+  if (!(redis instanceof Redis)) return op();
   const stream = redis.stream;
   if (!stream || redis.status !== 'ready') return op();
   stream.cork();

@@ -65,3 +65,16 @@ export interface CancelMarker {
   /** Set when the job was removed from its queue before it ran. */
   record?: import('../job-record.ts').JobRecord;
 }
+
+/**
+ * The Redis Cluster hash tag of a prefix (the text between its first `{` and
+ * the first `}` after it, if not empty), or null. Every key Celerity and
+ * BullMQ write starts with `<prefix>:`, so with a tag all of them hash to the
+ * slot of the tag, and scripts that touch several of them run on a cluster.
+ */
+export function clusterHashTag(prefix: string): string | null {
+  const open = prefix.indexOf('{');
+  if (open === -1) return null;
+  const close = prefix.indexOf('}', open + 1);
+  return close > open + 1 ? prefix.slice(open + 1, close) : null;
+}

@@ -2,13 +2,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
-import { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
+import { createRedis, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { CliError } from './cli-error.ts';
 
 /** True when a Redis server answers PING at `url` within a second. */
 export async function redisAnswers(url: string): Promise<boolean> {
-  const redis = new Redis(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
-  redis.on('error', () => {});
+  const redis = createRedis({ brokerUrl: url, redisCluster: 'off' }, 'probe');
   try {
     await redis.connect();
     return (await redis.ping()) === 'PONG';
@@ -86,20 +86,24 @@ export function freePort(): Promise<number> {
 
 /**
  * Deletes every key under `<prefix>:` (SCAN + UNLINK): how tests and the
- * benchmark clean up the private prefix each of them runs under.
+ * benchmark clean up the private prefix each of them runs under. A URL
+ * means one server; on a cluster, every master is scanned.
  */
-export async function deleteRedisKeys(url: string, prefix: string): Promise<number> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => {});
+export async function deleteRedisKeys(target: string | RedisTarget, prefix: string): Promise<number> {
+  const redis = createRedis(typeof target === 'string' ? { brokerUrl: target, redisCluster: 'off' } : target, 'probe', { connectTimeout: 5_000 });
   let deleted = 0;
   try {
     await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`, 'COUNT', 1000);
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
+    const servers: RedisClient[] = redis instanceof Cluster ? redis.nodes('master') : [redis];
+    for (const server of servers) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await server.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`, 'COUNT', 1000);
+        // One key per UNLINK: keys of different slots may not share a command on a cluster.
+        if (keys.length > 0) deleted += redis instanceof Cluster ? (await Promise.all(keys.map((key) => server.unlink(key)))).reduce((a, b) => a + b, 0) : await server.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    }
   } finally {
     redis.disconnect();
   }

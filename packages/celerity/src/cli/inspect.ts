@@ -16,7 +16,7 @@ export const INSPECT_TARGETS = ['workers', 'active', 'queues', 'ping', 'held'] a
 export type InspectTarget = (typeof INSPECT_TARGETS)[number];
 
 /** The configuration `inspect` reads: where Redis is, and which queues. */
-const INSPECT_OPTIONS: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'queues', 'logLevel'];
+const INSPECT_OPTIONS: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'redisCluster', 'queues', 'logLevel'];
 
 type InspectFlags = Partial<Record<OptionName, string>> & { app?: string; json?: boolean };
 
@@ -178,7 +178,7 @@ export function duration(ms: number): string {
   return `${Math.floor(s / 86_400)}d${String(Math.floor((s % 86_400) / 3_600)).padStart(2, '0')}h`;
 }
 
-/** The URL without its password, fit for an error line. */
+/** The URL (or a cluster's list of them) without passwords, fit for an error line. */
 function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/g, '//$1:***@');
 }

@@ -11,7 +11,7 @@ import { CliError } from './cli-error.ts';
 import { loadApp } from './load-app.ts';
 
 /** What the job and queue commands need: where Redis and the store are. */
-export const ACTION_OPTIONS: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel'];
+export const ACTION_OPTIONS: OptionName[] = ['redisUrl', 'brokerUrl', 'prefix', 'redisCluster', 'databaseUrl', 'databaseSchema', 'sqlitePath', 'resultTtl', 'logLevel'];
 
 export type ActionFlags = Partial<Record<OptionName, string>> & { app: string };
 

@@ -40,6 +40,7 @@ const COMMON: OptionName[] = [
   'redisUrl',
   'brokerUrl',
   'prefix',
+  'redisCluster',
   'databaseUrl',
   'databaseSchema',
   'sqlitePath',
@@ -245,7 +246,8 @@ withConfig(program.command('dev').description('API and worker in one process, fo
   // Dev mode is for this machine: it listens on the loopback unless told otherwise.
   if (flags.host === undefined && !process.env.HOST) flags.host = '127.0.0.1';
   const config = loadConfig({ flags: configFlags(flags) });
-  const redis = await ensureDevRedis(config.brokerUrl, '.celerity/redis');
+  // A cluster is never started for you: it is named on purpose.
+  const redis = config.redisCluster === 'on' ? null : await ensureDevRedis(config.brokerUrl, '.celerity/redis');
   if (redis) {
     flags.redisUrl = redis.url;
     flags.brokerUrl = redis.url;

@@ -1,5 +1,5 @@
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../broker/connection.ts';
 import { bullmqInternals, keys } from '../broker/keys.ts';
 import type { JobEnvelope } from '../job-record.ts';
 import type { Task } from '../task.ts';
@@ -34,13 +34,13 @@ export function capLabel(queue: string, tenant: string | null): string {
   return tenant === null ? `queue:${queue}#no-tenant` : `queue:${queue}#tenant=${tenant}`;
 }
 
-interface GateRedis extends Redis {
+type GateRedis = RedisClient & {
   celerityLimitGate(numKeys: number, ...args: (string | number)[]): Promise<[number, number?, string?, string?]>;
   celerityLimitPause(numKeys: number, ...args: (string | number)[]): Promise<number>;
-}
+};
 
 export interface LimitGateOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   queueLimits: ReadonlyMap<string, ResolvedQueueLimits>;
   /** Lease of a cap's slot: the lock duration, so a slot outlives its lock by at most that. */

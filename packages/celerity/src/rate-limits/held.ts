@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../broker/connection.ts';
 import { keys } from '../broker/keys.ts';
 import type { HoldReason } from './gate.ts';
 
@@ -22,7 +22,7 @@ export function parseWaitReason(text: string | null | undefined): WaitReason | n
 }
 
 /** One job's wait reason, read with one `GET`: the gate removes it when the job is admitted. */
-export async function readWaitReason(redis: Redis, prefix: string, jobId: string): Promise<WaitReason | null> {
+export async function readWaitReason(redis: RedisClient, prefix: string, jobId: string): Promise<WaitReason | null> {
   return parseWaitReason(await redis.get(keys.heldReason(prefix, jobId)));
 }
 
@@ -35,7 +35,7 @@ export interface HeldJob extends WaitReason {
  * The jobs held back by a limit now or in the last minute, soonest release
  * first, at most `limit`: one range read of the index and one `MGET`.
  */
-export async function listHeld(redis: Redis, prefix: string, limit = 100): Promise<HeldJob[]> {
+export async function listHeld(redis: RedisClient, prefix: string, limit = 100): Promise<HeldJob[]> {
   const ids = await redis.zrange(keys.held(prefix), 0, limit - 1);
   if (ids.length === 0) return [];
   const reasons = await redis.mget(...ids.map((id) => keys.heldReason(prefix, id)));

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../broker/connection.ts';
 import { RECORDER_GROUP } from './recorder.ts';
 
 /**
@@ -12,7 +12,7 @@ import { RECORDER_GROUP } from './recorder.ts';
  * `null`: the stream has no recorders' group (no recorder ever ran on it), so
  * there is no lag to speak of.
  */
-export async function historyLagMs(redis: Redis, eventsKey: string): Promise<number | null> {
+export async function historyLagMs(redis: RedisClient, eventsKey: string): Promise<number | null> {
   const [[, groups], [, time]] = (await redis.multi().xinfo('GROUPS', eventsKey).time().exec()) as [[Error | null, unknown[][]], [Error | null, [string, string]]];
   // A stream that does not exist yet makes XINFO fail inside the MULTI.
   if (!Array.isArray(groups)) return null;

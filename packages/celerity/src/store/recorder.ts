@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { Job, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../broker/connection.ts';
 import type { Logger } from 'pino';
 import { attemptHistory, recordFromJob, statusFromState, type AttemptRecord, type JobRecord } from '../job-record.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
@@ -37,7 +37,7 @@ import { foldJobMetrics } from './job-metrics.ts';
  */
 export interface RecorderOptions {
   /** Dedicated connection: the recorder blocks on it. */
-  redis: Redis;
+  redis: RedisClient;
   /** Key prefix, for Celerity's own keys (cancel markers). */
   prefix: string;
   store: JobStore;

@@ -1,7 +1,6 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { keys } from '../broker/keys.ts';
-import { createRedis } from '../broker/connection.ts';
+import { createRedis, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { JobCancelled } from './limits.ts';
 
 /**
@@ -18,19 +17,19 @@ import { JobCancelled } from './limits.ts';
 export class CancelWatcher {
   private readonly running = new Map<string, (reason: Error) => void>();
   private readonly recent = new Map<string, number>();
-  private readonly subscriber: Redis;
-  private readonly redis: Redis;
+  private readonly subscriber: RedisClient;
+  private readonly redis: RedisClient;
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly pollMs: number;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(opts: { brokerUrl: string; prefix: string; redis: Redis; logger: Logger; pollMs?: number }) {
+  constructor(opts: { target: RedisTarget; prefix: string; redis: RedisClient; logger: Logger; pollMs?: number }) {
     this.prefix = opts.prefix;
     this.redis = opts.redis;
     this.log = opts.logger;
     this.pollMs = opts.pollMs ?? 500;
-    this.subscriber = createRedis(opts.brokerUrl, 'worker');
+    this.subscriber = createRedis(opts.target, 'worker');
   }
 
   async start(): Promise<void> {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../broker/connection.ts';
 import type { Logger } from 'pino';
 import { keys } from '../broker/keys.ts';
 
@@ -50,7 +50,7 @@ export interface WorkerState {
 
 export interface WorkerRegistryOptions {
   /** A worker-kind connection (it waits out outages; beats are skipped while it is not ready). */
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   /** Heartbeat interval in ms. */
   beatMs: number;
@@ -204,7 +204,7 @@ return removed`;
  * The live workers: the index's members whose entry has not expired, oldest
  * first. Expired members are pruned from the index on the way.
  */
-export async function readWorkers(redis: Redis, prefix: string): Promise<WorkerInfo[]> {
+export async function readWorkers(redis: RedisClient, prefix: string): Promise<WorkerInfo[]> {
   const ids = await redis.zrange(keys.workers(prefix), 0, -1);
   if (ids.length === 0) return [];
   const entryKeys = ids.map((id) => keys.worker(prefix, id));

@@ -1,7 +1,6 @@
 import { DelayedError, MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { createRedis } from '../broker/connection.ts';
+import { createRedis, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { Retry, UpstreamRateLimit } from '../errors.ts';
 import { LimitGate, type Hold } from '../rate-limits/gate.ts';
 import type { ResolvedQueueLimits } from '../rate-limits/options.ts';
@@ -15,8 +14,7 @@ import { WorkerRegistry, type ActiveJob } from './registry.ts';
 import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
 
-export interface WorkerOptions {
-  brokerUrl: string;
+export interface WorkerOptions extends RedisTarget {
   prefix: string;
   /** Routing queues to consume. */
   queues: string[];
@@ -73,7 +71,7 @@ interface Running {
  */
 export class Worker {
   private readonly workers: BullWorker[] = [];
-  private readonly connection: Redis;
+  private readonly connection: RedisClient;
   private readonly opts: WorkerOptions;
   private readonly running = new Map<string, Running>();
   private readonly pool: ThreadPool | undefined;
@@ -84,7 +82,7 @@ export class Worker {
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
-    this.connection = createRedis(opts.brokerUrl, 'worker');
+    this.connection = createRedis(opts, 'worker');
     this.gate = new LimitGate({
       redis: this.connection,
       prefix: opts.prefix,
@@ -98,7 +96,7 @@ export class Worker {
     if (isolated && !opts.appModule) {
       opts.logger.warn('this app has isolated tasks but no module URL (createApp({ module: import.meta.url })); they will fail');
     }
-    this.cancels = new CancelWatcher({ brokerUrl: opts.brokerUrl, prefix: opts.prefix, redis: this.connection, logger: opts.logger });
+    this.cancels = new CancelWatcher({ target: opts, prefix: opts.prefix, redis: this.connection, logger: opts.logger });
   }
 
   start(): void {
