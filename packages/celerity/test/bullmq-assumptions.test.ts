@@ -1,6 +1,7 @@
-import { Job, type Queue } from 'bullmq';
+import { Job, type Queue, Worker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { bullmqDelayed } from '../src/broker/keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -17,7 +18,13 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  *   holding the first job's id;
  * - BullMQ refuses custom job ids that are integers (`${parseInt(id)}` === id)
  *   or hold a `:` outside its own `repeat:<key>:<ms>` form; Celerity's
- *   stricter rule (src/limits.ts) keeps callers away from both.
+ *   stricter rule (src/limits.ts) keeps callers away from both;
+ * - a delayed job's score in the queue's delayed set is its due time × 0x1000
+ *   plus a counter (`bullmqDelayed` in src/broker/keys.ts), for a delay given
+ *   at enqueue and for a retry's backoff alike;
+ * - a job's log (`job.log`) answers the list's length, and refuses with
+ *   "Missing key" for a job that is gone (the job log writer's cap,
+ *   src/worker/job-log.ts).
  */
 useCleanup();
 
@@ -54,6 +61,36 @@ describe('BullMQ internals Celerity depends on', () => {
     expect(Number(ats)).toBe(2);
     expect(Number(processedOn)).toBeGreaterThan(0);
     expect(Number(finishedOn)).toBeGreaterThanOrEqual(Number(processedOn));
+  });
+
+  it("a delayed job's due time in the delayed set, and job.log's answers", async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue: Queue = app.broker.queue(flaky.queue);
+    const redis = testRedis();
+    const a = await queue.add('x', {}, { delay: 60_000 });
+    const b = await queue.add('x', {}, { delay: 60_000, timestamp: a.timestamp });
+    const key = bullmqDelayed.key(app.config.prefix, flaky.queue);
+    expect(bullmqDelayed.dueAt(Number(await redis.zscore(key, a.id!)))).toBe(a.timestamp + 60_000);
+    expect(bullmqDelayed.dueAt(Number(await redis.zscore(key, b.id!)))).toBe(a.timestamp + 60_000);
+    // A retry's backoff: moved to the delayed set at (failure time + backoff).
+    const slow = await queue.add('y', {}, { attempts: 2, backoff: { type: 'fixed', delay: 3_600_000 } });
+    const worker = new Worker(
+      flaky.queue,
+      async () => {
+        throw new Error('later');
+      },
+      { connection: redis.duplicate({ maxRetriesPerRequest: null }), prefix: app.config.prefix },
+    );
+    const failedAt = await new Promise<number>((resolve) => worker.on('failed', () => resolve(Date.now())));
+    await worker.close();
+    const due = bullmqDelayed.dueAt(Number(await redis.zscore(key, slow.id!)));
+    expect(due).toBeGreaterThanOrEqual(failedAt - 1_000 + 3_600_000);
+    expect(due).toBeLessThanOrEqual(failedAt + 3_600_000);
+
+    expect(await a.log('one')).toBe(1);
+    expect(await a.log('two')).toBe(2);
+    await a.remove();
+    await expect(a.log('three')).rejects.toThrow(/^Missing key/);
   });
 
   it('the deduplication key and the refused integer ids', async () => {

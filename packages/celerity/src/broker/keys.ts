@@ -28,6 +28,17 @@ export const keys = {
   retryGuard: (prefix: string, jobId: string) => `${prefix}:celerity:retry:${jobId}`,
 };
 
+/**
+ * BullMQ's delayed set of a queue (its own key, not Celerity's): a job's
+ * score is the time it is due (ms) × 0x1000 plus a counter that orders jobs
+ * due in the same millisecond (BullMQ's getDelayedScore.lua). Checked in
+ * test/bullmq-assumptions.test.ts.
+ */
+export const bullmqDelayed = {
+  key: (prefix: string, queue: string) => `${prefix}:${queue}:delayed`,
+  dueAt: (score: number) => Math.floor(score / 0x1000),
+};
+
 /** What the cancel key holds. */
 export interface CancelMarker {
   requestedAt: number;

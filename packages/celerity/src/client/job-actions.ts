@@ -309,3 +309,19 @@ export async function promoteJob(host: JobActionsHost, id: string, opts: { scope
   }
   return job.attemptsMade > 0 ? 'retrying' : 'queued';
 }
+
+/**
+ * The jobs that retry `id`, oldest first: those the history holds (by
+ * `retry_of`), and the latest one from the retry guard, which the recorder
+ * may not have written yet.
+ */
+export async function retriesOf(host: JobActionsHost, id: string, scope: TenantScope = ALL_TENANTS): Promise<string[]> {
+  const store = await host.openStore();
+  const [recorded, guard] = await Promise.all([
+    store.retriesOf(id, scope),
+    viaBroker(host.broker.redis, () => host.broker.redis.get(keys.retryGuard(host.broker.config.prefix, id))).catch(() => null),
+  ]);
+  const latest = guard?.split(' ')[0];
+  // A retry has its original's tenant and task, so the guard names no job outside the caller's view (it may name one deleted since).
+  return latest && !recorded.includes(latest) ? [...recorded, latest] : recorded;
+}

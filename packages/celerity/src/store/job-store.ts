@@ -14,6 +14,9 @@ import { DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts
 export { DELETED };
 import type { TableHandle, TableSet } from './tables.ts';
 
+/** The most retries of one job a read names (`retried_by`). */
+export const MAX_LISTED_RETRIES = 50;
+
 /** A row to write: a record plus the event position it reflects. */
 export interface RecordedState {
   record: JobRecord;
@@ -153,6 +156,16 @@ export class JobStore {
       withTenantScope(this, scope, (db) => db.selectFrom('jobs').selectAll().where('id', '=', id).where(inScope(scope)).where('status', '!=', DELETED).executeTakeFirst()),
     );
     return row ? fromRow(row) : null;
+  }
+
+  /** Ids of the jobs that retry `id` (their `retry_of`, indexed), oldest first, at most `limit`. */
+  async retriesOf(id: string, scope: TenantScope = ALL_TENANTS, limit = MAX_LISTED_RETRIES): Promise<string[]> {
+    const rows = await this.guard(() =>
+      withTenantScope(this, scope, (db) =>
+        db.selectFrom('jobs').select('id').where('retry_of', '=', id).where(inScope(scope)).where('status', '!=', DELETED).orderBy('created_at', 'asc').orderBy('id', 'asc').limit(limit).execute(),
+      ),
+    );
+    return rows.map((r) => r.id);
   }
 
   /**

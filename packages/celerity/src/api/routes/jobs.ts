@@ -6,7 +6,9 @@ import { DEFAULT_SEARCH_TIMEOUT_MS, InvalidSearchError, MAX_ERROR_SEARCH_LENGTH,
 import type { ListFilter } from '../../store/job-store.ts';
 import { isAdmin, principalOf, tenantScopeOf } from '../../auth/principal.ts';
 import { assertNoUploadHandle, scopedSubmission, visibleJob } from '../access.ts';
-import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
+import { JOB_STATUSES, type JobStatus, MAX_JOB_LOG_LINE_BYTES, MAX_JOB_LOG_LINES } from '../../job-record.ts';
+import { retriesOf } from '../../client/job-actions.ts';
+import { readJobLogs } from '../../client/job-logs.ts';
 import {
   CURSOR_PATTERN,
   IDENTIFIER_PATTERN,
@@ -245,7 +247,81 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
       },
       config: { celerity: { scope: 'jobs:read' } },
     },
-    async (request) => jobView(await visibleJob(app, principalOf(request), request.params.id)),
+    async (request) => {
+      const principal = principalOf(request);
+      const record = await visibleJob(app, principal, request.params.id);
+      // Only a failed or cancelled job can have retries: polls of live jobs stay off SQL.
+      if (record.status === 'failed' || record.status === 'cancelled') record.retriedBy = await retriesOf(app, record.id, tenantScopeOf(principal));
+      return jobView(record, { stacks: isAdmin(principal) });
+    },
+  );
+
+  server.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
+    '/v1/jobs/:id/logs',
+    {
+      schema: {
+        summary: "A job's log lines",
+        description: `What the handler logged through \`ctx.log\` at info level and above, oldest first, over all attempts (each line names its attempt). A job keeps at most ${MAX_JOB_LOG_LINES} lines of at most ${MAX_JOB_LOG_LINE_BYTES} bytes each (a longer one is cut, \`truncated: true\`); past the cap, one line says how many were dropped. The lines live in Redis with the job: once it is gone (\`CELERITY_RESULT_TTL\` after it finished, or deleted) the list is empty. Scoped like GET /v1/jobs/{id}.`,
+        tags: ['jobs'],
+        params: jobIdParamsSchema,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            offset: { type: 'integer', minimum: 0, maximum: MAX_JOB_LOG_LINES * 10, default: 0, description: 'Lines to skip (the next_offset of the previous page).' },
+            limit: { type: 'integer', minimum: 1, maximum: MAX_JOB_LOG_LINES, default: 100 },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              job_id: { type: 'string' },
+              lines: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    time: { type: 'string', format: 'date-time' },
+                    level: { type: 'string', enum: ['info', 'warn', 'error', 'fatal'] },
+                    attempt: { type: 'integer' },
+                    message: { type: 'string' },
+                    data: { type: 'object', additionalProperties: true, description: 'The fields logged with the line, when any.' },
+                    truncated: { type: 'boolean' },
+                  },
+                  required: ['time', 'level', 'attempt', 'message'],
+                },
+              },
+              total: { type: 'integer', description: 'Lines the job keeps.' },
+              next_offset: { type: ['integer', 'null'], description: 'offset of the next page; null on the last.' },
+            },
+            required: ['job_id', 'lines', 'total', 'next_offset'],
+          },
+          '4xx': { $ref: 'Error#' },
+          503: { $ref: 'Error#' },
+        },
+      },
+      config: { celerity: { scope: 'jobs:read' } },
+    },
+    async (request) => {
+      const record = await visibleJob(app, principalOf(request), request.params.id);
+      const all = await readJobLogs(app.broker, record.queue, record.id);
+      const { offset, limit } = request.query;
+      const page = all.slice(offset, offset + limit);
+      return {
+        job_id: record.id,
+        lines: page.map((l) => ({
+          time: new Date(l.celerity_log).toISOString(),
+          level: l.level,
+          attempt: l.attempt,
+          message: l.msg,
+          ...(l.data ? { data: l.data } : {}),
+          ...(l.truncated ? { truncated: true } : {}),
+        })),
+        total: all.length,
+        next_offset: offset + page.length < all.length ? offset + page.length : null,
+      };
+    },
   );
 
   server.post<{ Params: { id: string } }>(
@@ -342,7 +418,8 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
         ...(principal.tasks !== null && !isAdmin(principal) ? { taskPatterns: principal.tasks } : {}),
         timeoutMs: app.config.searchTimeout ?? DEFAULT_SEARCH_TIMEOUT_MS,
       });
-      return { jobs: page.jobs.map(jobView), next_cursor: page.nextCursor, partial: page.partial === true };
+      const stacks = isAdmin(principal);
+      return { jobs: page.jobs.map((j) => jobView(j, { stacks })), next_cursor: page.nextCursor, partial: page.partial === true };
     },
   );
 }
