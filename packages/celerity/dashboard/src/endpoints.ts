@@ -68,8 +68,27 @@ export interface JobView {
   steps?: StepView[];
   /** The job this one retries (the retry API sets it). */
   retry_of?: string | null;
-  /** Not in the API's job view yet; shown when it carries it. */
-  logs?: string[];
+  /** The jobs that retry this one, oldest first (a failed or cancelled job's read only). */
+  retried_by?: string[];
+  /** When a delayed job is due; null for any other: only such a job can be promoted ("Run now"). */
+  run_at?: string | null;
+}
+
+/** One line of GET /v1/jobs/:id/logs. */
+export interface LogLineView {
+  time: string;
+  level: 'info' | 'warn' | 'error' | 'fatal';
+  attempt: number;
+  message: string;
+  data?: Record<string, unknown>;
+  truncated?: boolean;
+}
+
+export interface LogsPage {
+  job_id: string;
+  lines: LogLineView[];
+  total: number;
+  next_offset: number | null;
 }
 
 export interface QueueView {
@@ -198,6 +217,7 @@ export const endpoints = {
   retry: (id: string, input?: unknown) => request<{ job_id: string; retry_of: string; status: string }>('POST', `/v1/jobs/${path(id)}/retry`, input === undefined ? {} : { body: { input } }),
   remove: (id: string) => request<{ job_id: string; deleted: boolean }>('DELETE', `/v1/jobs/${path(id)}`),
   promote: (id: string) => request<{ job_id: string; status: string }>('POST', `/v1/jobs/${path(id)}/promote`),
+  logs: (id: string, offset: number, signal?: AbortSignal) => request<LogsPage>('GET', `/v1/jobs/${path(id)}/logs`, { query: { offset, limit: 200 }, signal }),
 
   bulkCount: (action: BulkAction, filter: BulkFilter) => request<{ count: number }>('POST', '/v1/bulk', { body: { action, filter, dry_run: true } }),
   bulkStart: (action: BulkAction, filter: BulkFilter) => request<OperationView>('POST', '/v1/bulk', { body: { action, filter, dry_run: false } }),
