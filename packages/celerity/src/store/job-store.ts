@@ -9,7 +9,7 @@ import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHap
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
-import { DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts';
+import { type CountFilter, countJobs, DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts';
 
 export { DELETED };
 import type { TableHandle, TableSet } from './tables.ts';
@@ -193,6 +193,11 @@ export class JobStore {
   async list(filter: ListFilter): Promise<JobPage> {
     const page = await this.guard(() => searchJobs(this, filter));
     return { ...page, jobs: page.jobs.map(fromRow) };
+  }
+
+  /** How many jobs match `filter`, in one `count(*)` statement (see `countJobs`). */
+  async count(filter: CountFilter): Promise<number> {
+    return this.guard(() => countJobs(this, filter));
   }
 
   /**

@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App, JobHandle } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
-import { type FieldIssue, ForbiddenError } from '../../errors.ts';
-import { DEFAULT_SEARCH_TIMEOUT_MS, InvalidSearchError, MAX_ERROR_SEARCH_LENGTH, MAX_JSON_CONDITIONS, parseInstant, parseJsonCondition } from '../../store/job-search.ts';
-import type { ListFilter } from '../../store/job-store.ts';
+import { ForbiddenError } from '../../errors.ts';
+import { DEFAULT_SEARCH_TIMEOUT_MS, MAX_JSON_CONDITIONS } from '../../store/job-search.ts';
+import { parseSearchFilter, type SearchFilterFields, searchFilterProperties } from '../search-filter.ts';
 import { isAdmin, principalOf, tenantScopeOf } from '../../auth/principal.ts';
 import { assertNoUploadHandle, scopedSubmission, visibleJob } from '../access.ts';
-import { JOB_STATUSES, type JobStatus, MAX_JOB_LOG_LINE_BYTES, MAX_JOB_LOG_LINES } from '../../job-record.ts';
+import { JOB_STATUSES, MAX_JOB_LOG_LINE_BYTES, MAX_JOB_LOG_LINES } from '../../job-record.ts';
 import { retriesOf } from '../../client/job-actions.ts';
 import { readJobLogs } from '../../client/job-logs.ts';
 import {
@@ -21,7 +21,6 @@ import {
   MAX_PATH_ID_LENGTH,
   MAX_TIME_LIMIT_MS,
   PATH_ID_PATTERN,
-  TASK_NAME_PATTERN,
 } from '../../limits.ts';
 import { jobView } from '../job-view.ts';
 
@@ -41,29 +40,10 @@ interface SubmitBody {
   options?: SubmitOptions;
 }
 
-interface ListQuery {
-  status?: JobStatus;
-  task?: string;
-  queue?: string;
-  tenant?: string;
-  key_id?: string;
-  id_prefix?: string;
-  created_after?: string;
-  created_before?: string;
-  finished_after?: string;
-  finished_before?: string;
-  error?: string;
-  where?: string | string[];
+interface ListQuery extends SearchFilterFields {
   limit: number;
   cursor?: string;
 }
-
-const instant = (what: string) =>
-  ({
-    type: 'string',
-    maxLength: 40,
-    description: `${what}, as epoch milliseconds or ISO-8601 with a time zone (\`2026-11-30\`, \`2026-11-30T12:00:00Z\`).`,
-  }) as const;
 
 const LIST_DESCRIPTION = `Searches the SQL history, newest first (creation time, then id). Every filter given must hold.
 
@@ -179,51 +159,6 @@ const submitSchema = {
     503: { $ref: 'Error#' },
   },
 } as const;
-
-/**
- * The query's filters as the store takes them. Every malformed one is
- * reported, each under its own `querystring.<name>` path.
- */
-function searchFilterOf(q: ListQuery): ListFilter {
-  const issues: FieldIssue[] = [];
-  const attempt = <T>(fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (err) {
-      if (!(err instanceof InvalidSearchError)) throw err;
-      issues.push(...err.details.issues);
-      return undefined;
-    }
-  };
-  const time = (name: 'created_after' | 'created_before' | 'finished_after' | 'finished_before') => {
-    const text = q[name];
-    return text === undefined ? undefined : attempt(() => parseInstant(text, `querystring.${name}`));
-  };
-  const createdAfter = time('created_after');
-  const createdBefore = time('created_before');
-  const finishedAfter = time('finished_after');
-  const finishedBefore = time('finished_before');
-  const where = q.where === undefined ? [] : Array.isArray(q.where) ? q.where : [q.where];
-  const json = where.map((text, i) => attempt(() => parseJsonCondition(text, Array.isArray(q.where) ? `querystring.where.${i}` : 'querystring.where')));
-  const filter: ListFilter = {
-    limit: q.limit,
-    status: q.status,
-    task: q.task,
-    queue: q.queue,
-    tenant: q.tenant,
-    keyId: q.key_id,
-    idPrefix: q.id_prefix,
-    error: q.error,
-    cursor: q.cursor,
-    createdAfter,
-    createdBefore,
-    finishedAfter,
-    finishedBefore,
-    json: json.filter((c) => c !== undefined),
-  };
-  if (issues.length > 0) throw new InvalidSearchError(issues);
-  return filter;
-}
 
 /** Submit, read and list jobs. */
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
@@ -362,30 +297,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
           type: 'object',
           additionalProperties: false,
           properties: {
-            status: { type: 'string', enum: [...JOB_STATUSES] },
-            task: { type: 'string', pattern: TASK_NAME_PATTERN },
-            tenant: { ...identifier, description: "Only this tenant's jobs. A key of a tenant sees only its own: naming another is refused (403)." },
-            key_id: { type: 'string', pattern: '^[0-9a-z]{16}$', description: 'Only the jobs submitted with this API key (its id, as `celerity keys list` shows it).' },
-            queue: { type: 'string', pattern: '^[A-Za-z0-9_.\\-]{1,100}$', description: "Only the jobs of this queue (the task's `queue`: 1-100 letters, digits, `_`, `.` or `-`)." },
-            id_prefix: { type: 'string', maxLength: MAX_PATH_ID_LENGTH, pattern: PATH_ID_PATTERN, description: 'Only the jobs whose id starts with this.' },
-            created_after: instant('Only the jobs created at or after this instant'),
-            created_before: instant('Only the jobs created before this instant'),
-            finished_after: instant('Only the jobs finished at or after this instant'),
-            finished_before: instant('Only the jobs finished before this instant'),
-            error: {
-              type: 'string',
-              minLength: 1,
-              maxLength: MAX_ERROR_SEARCH_LENGTH,
-              pattern: IDENTIFIER_PATTERN,
-              description: 'Only the jobs whose error message or type contains this text (case-insensitive).',
-            },
-            where: {
-              anyOf: [
-                { type: 'string', maxLength: 1000 },
-                { type: 'array', maxItems: MAX_JSON_CONDITIONS, items: { type: 'string', maxLength: 1000 } },
-              ],
-              description: 'A condition on the input or the result, `input.ticket_id:"T-1"`; repeat it for several (all must hold).',
-            },
+            ...searchFilterProperties,
             limit: { type: 'integer', minimum: 1, maximum: MAX_LIST_LIMIT, default: 50 },
             cursor: { type: 'string', pattern: CURSOR_PATTERN, description: 'next_cursor of the previous page.' },
           },
@@ -413,7 +325,9 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
         throw new ForbiddenError("tenant names another tenant than the API key's; a key lists only its own tenant's jobs", { field: 'tenant' });
       }
       const page = await app.listJobs({
-        ...searchFilterOf(q),
+        ...parseSearchFilter(q, 'querystring'),
+        limit: q.limit,
+        cursor: q.cursor,
         scope: tenantScopeOf(principal),
         ...(principal.tasks !== null && !isAdmin(principal) ? { taskPatterns: principal.tasks } : {}),
         timeoutMs: app.config.searchTimeout ?? DEFAULT_SEARCH_TIMEOUT_MS,

@@ -86,22 +86,17 @@ export function confinedFilter(op: Pick<BulkOperation, 'filter' | 'actor'>, limi
 }
 
 /**
- * How many jobs a filter matches for this actor, by paging the history with
- * the very query the operation runs (so that a field ListFilter gains is
- * counted as it is applied).
+ * How many jobs a filter matches for this actor: one `count(*)` with the
+ * conditions of the very filter the operation pages with (so that a field
+ * ListFilter gains is counted as it is applied), without the bulk
+ * operations' own jobs, which the run leaves alone too.
  */
 export async function countMatching(store: JobStore, op: Pick<BulkOperation, 'filter' | 'actor'>): Promise<number> {
-  let count = 0;
-  let cursor: string | null = null;
-  do {
-    const page = await store.list(confinedFilter(op, COUNT_PAGE, cursor));
-    count += page.jobs.filter(inBulkReach).length;
-    cursor = page.nextCursor;
-  } while (cursor !== null);
-  return count;
+  const { limit: _limit, cursor: _cursor, ...filter } = confinedFilter(op, 1, null);
+  return store.count({ ...filter, excludeTasks: [BULK_TASK] });
 }
 
-const COUNT_PAGE = 1_000;
+const BULK_TASK = 'celerity.bulk';
 
 /**
  * Bulk operations leave each other alone: an operation's own job (a
@@ -109,7 +104,7 @@ const COUNT_PAGE = 1_000;
  * as `status: queued`, and cancelling or deleting it would stop the run.
  */
 export function inBulkReach(job: { task: string }): boolean {
-  return job.task !== 'celerity.bulk';
+  return job.task !== BULK_TASK;
 }
 
 function toRow(op: BulkOperation): BulkOperationsTable {
