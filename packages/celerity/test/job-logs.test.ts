@@ -107,8 +107,11 @@ describe.each(stores)("a job's log lines (%s)", (kind) => {
     // The attempt rows that share the list still read as before: attempt 1 failed, attempt 2 completed.
     const view = (await server.inject({ url: `/v1/jobs/${job.id}` })).json();
     expect(view.attempt_history.map((a: { status: string }) => a.status)).toEqual(['failed', 'completed']);
-    // Authentication off: the caller may do anything, so it sees the stack.
-    expect(view.attempt_history[0].error).toMatchObject({ type: 'Error', message: 'first attempt fails', stack: expect.stringMatching(/^Error: first attempt fails\n {4}at /) });
+    // Without ?stacks=true, no stack; with it (authentication off: the caller may do anything), each attempt's.
+    expect(view.attempt_history[0].error).toEqual({ type: 'Error', message: 'first attempt fails' });
+    const full = (await server.inject({ url: `/v1/jobs/${job.id}?stacks=true` })).json();
+    expect(full.attempt_history[0].error).toEqual({ type: 'Error', message: 'first attempt fails', stack: expect.stringMatching(/^Error: first attempt fails\n {4}at /) });
+    expect(full.attempt_history[1].error).toBeNull();
     expect(view.attempt_history[1].error).toBeNull();
     const stored = await waitFor(async () => {
       const r = await app.store.get(job.id);
@@ -172,20 +175,28 @@ describe('log lines of isolated tasks and stacks by scope', () => {
     await job.wait();
     const as = (key: { token: string }, url: string) => server.inject({ url, headers: { authorization: `Bearer ${key.token}` } });
 
-    const full = (await as(admin, `/v1/jobs/${job.id}`)).json();
+    const full = (await as(admin, `/v1/jobs/${job.id}?stacks=true`)).json();
     const stack = full.attempt_history[0].error.stack as string;
     expect(stack.startsWith('NonRetryableError: deep down\n    at ')).toBe(true);
     expect(Buffer.byteLength(stack)).toBeLessThanOrEqual(MAX_ATTEMPT_STACK_BYTES);
     expect(stack).toMatch(/more lines$/);
     expect(full.error.stack).toContain('\n    at ');
+    // Without asking, an admin gets no frames either (as every key did before stacks were kept).
+    const plain = (await as(admin, `/v1/jobs/${job.id}`)).json();
+    expect(plain.attempt_history[0].error).toEqual({ type: 'NonRetryableError', message: 'deep down' });
+    expect(plain.error.stack).toBe('NonRetryableError: deep down');
     const viewer = (await as(reader, `/v1/jobs/${job.id}`)).json();
     expect(viewer.attempt_history[0].error).toEqual({ type: 'NonRetryableError', message: 'deep down' });
     expect(viewer.error.stack).toBe('NonRetryableError: deep down');
-    // The history keeps the stack too: a list read of it shows it to admins only.
+    const refused = await as(reader, `/v1/jobs/${job.id}?stacks=true`);
+    expect(refused.statusCode).toBe(403);
+    expect(refused.json().error).toMatchObject({ code: 'forbidden', details: { field: 'stacks' } });
+    expect(refused.body).not.toContain('deep.js');
+    // The history keeps the attempt's stack too: read from SQL once Redis lets the job go.
     await waitFor(async () => (await app.store.get(job.id))?.status === 'failed');
-    const listed = async (key: { token: string }) => (await as(key, `/v1/jobs?task=l.deep`)).json().jobs[0];
-    expect((await listed(admin)).error.stack).toContain('\n    at ');
-    expect((await listed(reader)).error.stack).toBe('NonRetryableError: deep down');
+    await app.broker.redis.del(app.broker.queue('default').toKey(job.id));
+    const fromSql = (await as(admin, `/v1/jobs/${job.id}?stacks=true`)).json();
+    expect(fromSql.attempt_history[0].error.stack).toBe(stack);
 
     expect((await as(reader, `/v1/jobs/${job.id}/logs`)).statusCode).toBe(200);
     const theirs = await as(globex, `/v1/jobs/${job.id}/logs`);

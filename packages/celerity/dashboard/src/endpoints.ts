@@ -211,7 +211,8 @@ export const endpoints = {
   stats: (query: Query) => request<StatsView>('GET', '/v1/stats', { query }),
 
   jobs: (query: Query, signal?: AbortSignal) => request<JobsPage>('GET', '/v1/jobs', { query, signal }),
-  job: (id: string, signal?: AbortSignal) => request<JobView>('GET', `/v1/jobs/${path(id)}`, { signal }),
+  /** `stacks`: whole stacks of the error and each attempt (admin sessions only: the API refuses others). */
+  job: (id: string, signal?: AbortSignal, stacks = false) => request<JobView>('GET', `/v1/jobs/${path(id)}`, { signal, ...(stacks ? { query: { stacks: true } } : {}) }),
   cancel: (id: string) => request<{ job_id: string; status: string }>('POST', `/v1/jobs/${path(id)}/cancel`),
   /** A new job whose `retry_of` is this one; with `input`, "retry with edited input". */
   retry: (id: string, input?: unknown) => request<{ job_id: string; retry_of: string; status: string }>('POST', `/v1/jobs/${path(id)}/retry`, input === undefined ? {} : { body: { input } }),

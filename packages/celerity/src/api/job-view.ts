@@ -3,7 +3,7 @@ import { JOB_STATUSES } from '../job-record.ts';
 
 /** What a view may show beyond the defaults. */
 export interface JobViewOptions {
-  /** Whole stacks (the job's error and each attempt's): they reveal the server's paths, so only admins get them. */
+  /** Whole stacks (the job's error and each attempt's): they reveal the server's paths, so only admins may ask (`?stacks=true`). */
   stacks?: boolean;
 }
 
@@ -119,7 +119,7 @@ export const jobViewSchema = {
             message: { type: 'string' },
             stack: {
               type: ['string', 'null'],
-              description: "The error's first lines, without the frames; the whole stack for an `admin` key only (frames reveal the server's paths).",
+              description: "The error's first lines, without the frames; the whole stack with `?stacks=true`, for `admin` keys only (frames reveal the server's paths).",
             },
           },
         },
@@ -148,7 +148,10 @@ export const jobViewSchema = {
                 properties: {
                   type: { type: 'string' },
                   message: { type: 'string' },
-                  stack: { type: ['string', 'null'], description: "This attempt's stack (at most 4 KB); for an `admin` key only, and null for attempts from before stacks were kept." },
+                  stack: {
+                    type: ['string', 'null'],
+                    description: "This attempt's stack (at most 4 KB), only with `?stacks=true` (admin keys); null for attempts from before stacks were kept.",
+                  },
                 },
               },
             ],

@@ -5,9 +5,11 @@ import { between, formatDuration, formatTime, json } from '../format.ts';
 import { ApiError } from '../http.ts';
 import { live } from '../live.ts';
 import { href, navigate } from '../router.ts';
-import { can, useSession } from '../session.ts';
+import { can, isAdmin, useSession } from '../session.ts';
 
 export function JobDetail({ id }: { id: string }) {
+  // Stacks show the server's paths: the API gives them to admin keys only, when asked.
+  const stacks = isAdmin(useSession());
   const [job, setJob] = useState<JobView | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [mode, setMode] = useState('');
@@ -18,7 +20,7 @@ export function JobDetail({ id }: { id: string }) {
     let pending: ReturnType<typeof setTimeout> | undefined;
     const load = async () => {
       try {
-        const j = await endpoints.job(id);
+        const j = await endpoints.job(id, undefined, stacks);
         if (!alive) return;
         setJob(j);
         setError(null);
@@ -49,7 +51,7 @@ export function JobDetail({ id }: { id: string }) {
       if (pending) clearTimeout(pending);
       stop();
     };
-  }, [id]);
+  }, [id, stacks]);
 
   if (!job) {
     return (

@@ -171,23 +171,36 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     return sendAccepted(request, reply, handle);
   });
 
-  server.get<{ Params: { id: string } }>(
+  server.get<{ Params: { id: string }; Querystring: { stacks?: boolean } }>(
     '/v1/jobs/:id',
     {
       schema: {
         summary: 'Read a job: status, progress, result or error',
         tags: ['jobs'],
         params: jobIdParamsSchema,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            stacks: {
+              type: 'boolean',
+              default: false,
+              description: "Whole stacks: the error's, and each failed attempt's in `attempt_history` (at most 4 KB each). They reveal the server's paths: `admin` keys only (403 for any other).",
+            },
+          },
+        },
         response: { 200: { $ref: 'Job#' }, '4xx': { $ref: 'Error#' }, 503: { $ref: 'Error#' } },
       },
       config: { celerity: { scope: 'jobs:read' } },
     },
     async (request) => {
       const principal = principalOf(request);
+      const stacks = request.query.stacks === true;
+      if (stacks && !isAdmin(principal)) throw new ForbiddenError("stacks=true is for admin keys only: stacks show the server's paths", { field: 'stacks' });
       const record = await visibleJob(app, principal, request.params.id);
       // Only a failed or cancelled job can have retries: polls of live jobs stay off SQL.
       if (record.status === 'failed' || record.status === 'cancelled') record.retriedBy = await retriesOf(app, record.id, tenantScopeOf(principal));
-      return jobView(record, { stacks: isAdmin(principal) });
+      return jobView(record, { stacks });
     },
   );
 
@@ -332,8 +345,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
         ...(principal.tasks !== null && !isAdmin(principal) ? { taskPatterns: principal.tasks } : {}),
         timeoutMs: app.config.searchTimeout ?? DEFAULT_SEARCH_TIMEOUT_MS,
       });
-      const stacks = isAdmin(principal);
-      return { jobs: page.jobs.map((j) => jobView(j, { stacks })), next_cursor: page.nextCursor, partial: page.partial === true };
+      return { jobs: page.jobs.map((j) => jobView(j)), next_cursor: page.nextCursor, partial: page.partial === true };
     },
   );
 }
