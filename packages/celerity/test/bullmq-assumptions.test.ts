@@ -1,7 +1,7 @@
 import { Job, type Queue, Worker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { bullmqDelayed } from '../src/broker/keys.ts';
+import { bullmqDelayed, jobLogMarker } from '../src/broker/keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -22,6 +22,8 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  * - a delayed job's score in the queue's delayed set is its due time × 0x1000
  *   plus a counter (`bullmqDelayed` in src/broker/keys.ts), for a delay given
  *   at enqueue and for a retry's backoff alike;
+ * - a field Celerity adds to a job's hash (`jobLogMarker`) stays there
+ *   through BullMQ's completion;
  * - a job's log (`job.log`) answers the list's length, and refuses with
  *   "Missing key" for a job that is gone (the job log writer's cap,
  *   src/worker/job-log.ts).
@@ -86,6 +88,22 @@ describe('BullMQ internals Celerity depends on', () => {
     const due = bullmqDelayed.dueAt(Number(await redis.zscore(key, slow.id!)));
     expect(due).toBeGreaterThanOrEqual(failedAt - 1_000 + 3_600_000);
     expect(due).toBeLessThanOrEqual(failedAt + 3_600_000);
+
+    // The log marker: set on the job's hash (queueQualifiedName:id is the hash's key), kept when BullMQ finishes the job.
+    const marked = await queue.add('z', {});
+    expect(`${marked.queueQualifiedName}:${marked.id}`).toBe(queue.toKey(marked.id!));
+    await redis.eval(jobLogMarker.script, 1, queue.toKey(marked.id!), jobLogMarker.field);
+    const finisher = new Worker(flaky.queue, async (job) => (job.id === marked.id ? 'done' : Promise.reject(new Error('not this one'))), {
+      connection: redis.duplicate({ maxRetriesPerRequest: null }),
+      prefix: app.config.prefix,
+    });
+    await waitFor(async () => (await queue.getJobState(marked.id!)) === 'completed');
+    await finisher.close();
+    expect(await redis.hget(queue.toKey(marked.id!), jobLogMarker.field)).toBe('1');
+    expect((await Job.fromId(queue, marked.id!))?.returnvalue).toBe('done');
+    // Not on a job that is gone.
+    await redis.eval(jobLogMarker.script, 1, queue.toKey('nosuchjob'), jobLogMarker.field);
+    expect(await redis.exists(queue.toKey('nosuchjob'))).toBe(0);
 
     expect(await a.log('one')).toBe(1);
     expect(await a.log('two')).toBe(2);

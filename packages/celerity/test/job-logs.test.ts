@@ -7,6 +7,8 @@ import { jobLogLines, MAX_ATTEMPT_STACK_BYTES, MAX_JOB_LOG_LINE_BYTES, MAX_JOB_L
 import { defineTask } from '../src/task.ts';
 import { boundedStack } from '../src/worker/run-job.ts';
 import { logRow } from '../src/worker/job-log.ts';
+import { jobLogMarker } from '../src/broker/keys.ts';
+import { keepJobLogs, purgeJobLogs, readKeptLogs } from '../src/store/job-logs.ts';
 import { chatty, isolatedTasks } from './fixtures/isolated-app.ts';
 import { onCleanup, openTestApp, startRecorder, startWorker, stores, useCleanup, waitFor } from './helpers.ts';
 
@@ -144,6 +146,48 @@ describe.each(stores)("a job's log lines (%s)", (kind) => {
     expect(last).toMatchObject({ level: 'warn', message: `102 more log lines not kept: a job keeps at most ${MAX_JOB_LOG_LINES}` });
     // Nothing was written for the job that never logged.
     expect(await app.broker.redis.exists(`${app.config.prefix}:default:${silent.id}:logs`)).toBe(0);
+  });
+});
+
+describe.each(stores)("a job's log lines in the history (%s)", (kind) => {
+  it('are copied by the recorder when the job finishes (happy path and full write), and served once Redis lets the job go', async () => {
+    const app = await openTestApp(kind, tasks);
+    await startRecorder(app);
+    const server = await api(app);
+    await startWorker(app);
+    const ok = await app.enqueue(talk, { lines: 2 });
+    const retried = await app.enqueue(talk, { lines: 1, fail_first: true });
+    const silent = await app.enqueue(quiet, {});
+    for (const h of [ok, retried, silent]) expect((await h.wait()).status).toBe('completed');
+    const kept = async (id: string) => waitFor(async () => readKeptLogs(app.store, id));
+    expect((await kept(ok.id)).map((l) => l.msg)).toEqual(['line 0', 'line 1', 'from a child']);
+    expect((await kept(retried.id)).map((l) => [l.attempt, l.msg])).toEqual([
+      [1, 'line 0'],
+      [1, 'from a child'],
+      [2, 'line 0'],
+      [2, 'from a child'],
+    ]);
+    // A job that never logged: no marker on its hash, no row.
+    await waitFor(async () => (await app.store.get(silent.id))?.status === 'completed');
+    expect(await app.broker.redis.hget(app.broker.queue('default').toKey(silent.id), jobLogMarker.field)).toBeNull();
+    expect(await readKeptLogs(app.store, silent.id)).toBeNull();
+
+    // Redis lets the job go (its result TTL): the lines come from the history.
+    await waitFor(async () => (await app.store.get(ok.id))?.status === 'completed');
+    await app.broker.redis.del(app.broker.queue('default').toKey(ok.id), `${app.broker.queue('default').toKey(ok.id)}:logs`);
+    const body = (await server.inject({ url: `/v1/jobs/${ok.id}/logs?offset=1` })).json();
+    expect(body).toMatchObject({ total: 3, next_offset: null });
+    expect(body.lines.map((l: { message: string }) => l.message)).toEqual(['line 1', 'from a child']);
+
+    // A longer list is newer: an older read cannot shrink what is kept.
+    await keepJobLogs(app.store, [{ id: ok.id, rows: [logRow({ level: 'info', msg: 'stale' }, 1, 1)] }]);
+    expect((await readKeptLogs(app.store, ok.id))?.map((l) => l.msg)).toEqual(['line 0', 'line 1', 'from a child']);
+
+    // Deleting the job forgets its lines; the purge removes lines as old as the history it purges.
+    await app.deleteJob(retried.id);
+    expect(await readKeptLogs(app.store, retried.id)).toBeNull();
+    expect(await purgeJobLogs(app.store, Date.now() + 1000)).toBe(1);
+    expect(await readKeptLogs(app.store, ok.id)).toBeNull();
   });
 });
 

@@ -39,6 +39,19 @@ export const bullmqDelayed = {
   dueAt: (score: number) => Math.floor(score / 0x1000),
 };
 
+/**
+ * A field Celerity sets on a BullMQ job's hash (BullMQ's own key, beside its
+ * fields) once the job has kept log lines. The recorder reads it with the
+ * few hash fields it reads anyway, so a job that never logs costs it
+ * nothing. Set only while the hash exists: a job deleted meanwhile is not
+ * brought back as a hash of one field. Checked in
+ * test/bullmq-assumptions.test.ts (BullMQ keeps the field to the end).
+ */
+export const jobLogMarker = {
+  field: 'clog',
+  script: `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], '1') end return 0`,
+};
+
 /** What the cancel key holds. */
 export interface CancelMarker {
   requestedAt: number;

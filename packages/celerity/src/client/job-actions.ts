@@ -9,6 +9,7 @@ import { newJobId } from '../ids.ts';
 import { TERMINAL_STATUSES, type JobEnvelope, type JobRecord, type JobStatus } from '../job-record.ts';
 import { padStreamId } from '../store/event-fold.ts';
 import { DELETED, type JobStore } from '../store/job-store.ts';
+import { forgetJobLogs } from '../store/job-logs.ts';
 import { withTenantScope } from '../store/tenant-scope.ts';
 import type { Task } from '../task.ts';
 import { prepareJob, type Enqueued, type TaskRoute } from './enqueue.ts';
@@ -216,7 +217,10 @@ export async function deleteJob(host: JobActionsHost, id: string, opts: { scope?
   const seq = await positionAfterNow(broker, record.queue);
   const store = await host.openStore();
   const rows = [record, ...(record.steps ?? []).map((s) => ({ ...record, id: s.id, task: s.task }))];
-  for (const row of rows) await tombstone(store, row, seq);
+  for (const row of rows) {
+    await tombstone(store, row, seq);
+    await forgetJobLogs(store, row.id);
+  }
 }
 
 /**

@@ -105,15 +105,19 @@ export class JobLogWriter {
   /** Rows the job's log may still take; null until a write's answer tells (a later attempt follows earlier rows). */
   private room: number | null;
   private warned = false;
+  private marked = false;
   private readonly job: Job;
   private readonly attempt: number;
   private readonly warn: (err: unknown) => void;
+  private readonly mark: () => Promise<unknown>;
   private readonly maxLines: number;
 
-  constructor(job: Job, attempt: number, warn: (err: unknown) => void, maxLines = MAX_JOB_LOG_LINES) {
+  /** `mark`: tells the recorder the job has lines (`jobLogMarker`), once per attempt, with the first write. */
+  constructor(job: Job, attempt: number, warn: (err: unknown) => void, mark: () => Promise<unknown> = async () => {}, maxLines = MAX_JOB_LOG_LINES) {
     this.job = job;
     this.attempt = attempt;
     this.warn = warn;
+    this.mark = mark;
     this.maxLines = maxLines;
     this.room = attempt === 1 ? maxLines : null;
   }
@@ -155,7 +159,9 @@ export class JobLogWriter {
 
   /** Sent back to back on one connection: Redis runs them in order, in one round trip. */
   private async write(rows: string[]): Promise<void> {
-    const results = await Promise.allSettled(rows.map((row) => this.job.log(row)));
+    const marking = this.marked ? [] : [this.mark()];
+    this.marked = true;
+    const [results] = await Promise.all([Promise.allSettled(rows.map((row) => this.job.log(row))), Promise.allSettled(marking)]);
     const counts = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     if (counts.length > 0) this.room = Math.max(0, this.maxLines - Math.max(...counts));
     const failure = results.find((r) => r.status === 'rejected');

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import { InvalidInputError, MaxRetriesExceededError, NonRetryableError, Retry } from '../errors.ts';
 import { type AttemptLogRow, type JobEnvelope, MAX_ATTEMPT_STACK_BYTES } from '../job-record.ts';
 import { JobLogWriter, keepingLogger } from './job-log.ts';
+import { jobLogMarker } from '../broker/keys.ts';
+import type { Redis } from 'ioredis';
 import { parseInput, requestRetry, type Task, type TaskContext } from '../task.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, isHardTimeLimit, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
@@ -27,6 +29,8 @@ export interface AttemptOptions {
   cancelGraceMs: number;
   /** Runs `isolation: 'thread'` tasks; required when the app has any. */
   pool: ThreadPool | undefined;
+  /** The worker's connection: marks a job that kept log lines for the recorder (`jobLogMarker`). */
+  redis?: Redis | undefined;
   /** Where uploads live: an upload handle in the input must point inside it. */
   uploadDir: string | undefined;
   /**
@@ -65,7 +69,13 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   const log = () => (childLog ??= opts.log.child({ job_id: job.id, task: job.name, attempt, queue, trace_id: (job.data as JobEnvelope | undefined)?.trace ?? null }));
   // The handler's lines are also kept in the job's log; made on first use too, so a job that never logs writes nothing.
   let jobLog: JobLogWriter | undefined;
-  const keptLog = () => (jobLog ??= new JobLogWriter(job, attempt, (err) => log().warn({ err }, 'job log lines not kept')));
+  const keptLog = () =>
+    (jobLog ??= new JobLogWriter(
+      job,
+      attempt,
+      (err) => log().warn({ err }, 'job log lines not kept'),
+      async () => opts.redis?.eval(jobLogMarker.script, 1, `${job.queueQualifiedName}:${job.id}`, jobLogMarker.field),
+    ));
   let handlerLog: Logger | undefined;
   const ctxLog = () => (handlerLog ??= keepingLogger(log(), (line) => keptLog().keep(line)));
   const info = opts.log.isLevelEnabled('info');

@@ -375,7 +375,7 @@ function Logs({ job }: { job: JobView }) {
   if (error) return <ErrorNote error={error} />;
   if (!lines) return <p class="muted">Loading…</p>;
   if (lines.length === 0) {
-    return <p class="muted">No log lines. A job keeps what its handler logs through ctx.log (info and above) while Redis holds it.</p>;
+    return <p class="muted">No log lines. A job keeps what its handler logs through ctx.log (info and above), in Redis and then in the history.</p>;
   }
   return (
     <>

@@ -209,7 +209,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     {
       schema: {
         summary: "A job's log lines",
-        description: `What the handler logged through \`ctx.log\` at info level and above, oldest first, over all attempts (each line names its attempt). A job keeps at most ${MAX_JOB_LOG_LINES} lines of at most ${MAX_JOB_LOG_LINE_BYTES} bytes each (a longer one is cut, \`truncated: true\`); past the cap, one line says how many were dropped. The lines live in Redis with the job: once it is gone (\`CELERITY_RESULT_TTL\` after it finished, or deleted) the list is empty. Scoped like GET /v1/jobs/{id}.`,
+        description: `What the handler logged through \`ctx.log\` at info level and above, oldest first, over all attempts (each line names its attempt). A job keeps at most ${MAX_JOB_LOG_LINES} lines of at most ${MAX_JOB_LOG_LINE_BYTES} bytes each (a longer one is cut, \`truncated: true\`); past the cap, one line says how many were dropped. Read from Redis while it holds the job, then from the history, where the recorder copies a finished job's lines (kept as long as the job's row; a deleted job's go with it). Scoped like GET /v1/jobs/{id}.`,
         tags: ['jobs'],
         params: jobIdParamsSchema,
         querystring: {
@@ -253,7 +253,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     },
     async (request) => {
       const record = await visibleJob(app, principalOf(request), request.params.id);
-      const all = await readJobLogs(app.broker, record.queue, record.id);
+      const all = await readJobLogs(app.broker, await app.openStore(), record.queue, record.id);
       const { offset, limit } = request.query;
       const page = all.slice(offset, offset + limit);
       return {
