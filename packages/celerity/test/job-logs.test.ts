@@ -160,6 +160,13 @@ describe.each(stores)("a job's log lines in the history (%s)", (kind) => {
     const silent = await app.enqueue(quiet, {});
     for (const h of [ok, retried, silent]) expect((await h.wait()).status).toBe('completed');
     const kept = async (id: string) => waitFor(async () => readKeptLogs(app.store, id));
+    // The recorder's happy path (its row queued, then start and completion in one batch, one attempt) copies the lines too.
+    await app.pauseQueue('default');
+    const happy = await app.enqueue(talk, { lines: 1 });
+    await waitFor(async () => (await app.store.get(happy.id))?.status === 'queued');
+    await app.resumeQueue('default');
+    expect((await happy.wait()).status).toBe('completed');
+    expect((await kept(happy.id)).map((l) => l.msg)).toEqual(['line 0', 'from a child']);
     expect((await kept(ok.id)).map((l) => l.msg)).toEqual(['line 0', 'line 1', 'from a child']);
     expect((await kept(retried.id)).map((l) => [l.attempt, l.msg])).toEqual([
       [1, 'line 0'],
@@ -186,7 +193,7 @@ describe.each(stores)("a job's log lines in the history (%s)", (kind) => {
     // Deleting the job forgets its lines; the purge removes lines as old as the history it purges.
     await app.deleteJob(retried.id);
     expect(await readKeptLogs(app.store, retried.id)).toBeNull();
-    expect(await purgeJobLogs(app.store, Date.now() + 1000)).toBe(1);
+    expect(await purgeJobLogs(app.store, Date.now() + 1000)).toBe(2);
     expect(await readKeptLogs(app.store, ok.id)).toBeNull();
   });
 });
