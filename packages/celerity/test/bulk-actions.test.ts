@@ -159,7 +159,14 @@ describe.each(stores)('bulk actions (%s)', (kind) => {
     // The action applies the same filter, and shows it back.
     const started = await server.inject({ method: 'POST', url: '/v1/bulk', payload: { action: 'delete', filter: { where: 'input.n:4', status: 'failed' } } });
     expect(started.statusCode).toBe(202);
-    expect(started.json().filter).toEqual({ status: 'failed', json: [{ column: 'input', path: ['n'], value: 4 }] });
+    expect(started.json().filter).toEqual({ status: 'failed', where: ['input.n:4'] });
+    // Shown back as given, instants in ISO-8601: the audit log names the filter in the API's own spelling.
+    const described = await server.inject({
+      method: 'POST',
+      url: '/v1/bulk',
+      payload: { action: 'cancel', filter: { id_prefix: 'zz', created_after: '2026-11-30', where: 'result.ok:true', key_id: 'abcdefgh12345678', queue: 'q' } },
+    });
+    expect(described.json().filter).toEqual({ id_prefix: 'zz', created_after: '2026-11-30T00:00:00.000Z', where: ['result.ok:true'], key_id: 'abcdefgh12345678', queue: 'q' });
     const op = started.json().operation_id as string;
     const done = await waitFor(async () => {
       const o = await app.bulkOperation(op);

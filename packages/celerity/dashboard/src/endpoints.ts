@@ -146,12 +146,8 @@ export interface ScheduleView {
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 
 /** The filter of `POST /v1/bulk`: a subset of `GET /v1/jobs`' (no queue, no search). */
-export interface BulkFilter {
-  status?: string;
-  task?: string;
-  tenant?: string;
-  key_id?: string;
-}
+/** The filter of POST /v1/bulk: the filters of GET /v1/jobs, `where` as an array of conditions. */
+export type BulkFilter = Partial<Record<(typeof JOB_FILTERS)[number], string | string[]>>;
 
 export interface OperationView {
   operation_id: string;

@@ -227,6 +227,11 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     const p = await page(keys.admin);
     await p.getByRole('link', { name: 'Bulk actions' }).click();
     await p.getByLabel('Task').fill('ops.fails');
+    // The filters of the jobs page: a condition on the input narrows the count to the one job.
+    await p.getByLabel('Input or result fields').fill('input.n:3');
+    await p.getByRole('button', { name: 'Count matching jobs' }).click();
+    await expect.poll(() => p.getByTestId('bulk-count').textContent(), POLL).toBe('1');
+    await p.getByLabel('Input or result fields').fill('');
     await p.getByRole('button', { name: 'Count matching jobs' }).click();
     await expect.poll(async () => Number(await p.getByTestId('bulk-count').textContent()), POLL).toBeGreaterThan(0);
     await p.getByRole('button', { name: /^Retry \d+ jobs?$/ }).click();

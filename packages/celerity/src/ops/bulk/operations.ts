@@ -1,6 +1,7 @@
 import type { TenantScope } from '../../auth/principal.ts';
 import { CelerityError, InvalidOptionsError } from '../../errors.ts';
 import type { BulkOperationsTable } from '../../store/db.ts';
+import type { JsonCondition } from '../../store/job-search.ts';
 import type { JobStore, ListFilter } from '../../store/job-store.ts';
 
 /** What a bulk action does to each job its filter matches. */
@@ -254,8 +255,41 @@ export function operationView(op: BulkOperation) {
   };
 }
 
-/** The filter in the API's spelling (`key_id`), as it was given. */
+/**
+ * The filter in the API's spelling, as `GET /v1/jobs` and `POST /v1/bulk`
+ * take it: `key_id`, `id_prefix`, instants in ISO-8601, `where` conditions
+ * as text (`input.ticket_id:"T-1"`).
+ */
 export function filterView(filter: BulkFilter): Record<string, unknown> {
-  const { keyId, ...rest } = filter as BulkFilter & { keyId?: string };
-  return { ...rest, ...(keyId !== undefined ? { key_id: keyId } : {}) };
+  const view: Record<string, unknown> = {};
+  const iso = (ms: number) => new Date(ms).toISOString();
+  for (const [key, value] of Object.entries(filter) as [keyof BulkFilter, unknown][]) {
+    if (value === undefined) continue;
+    switch (key) {
+      case 'keyId':
+        view.key_id = value;
+        break;
+      case 'idPrefix':
+        view.id_prefix = value;
+        break;
+      case 'createdAfter':
+        view.created_after = iso(value as number);
+        break;
+      case 'createdBefore':
+        view.created_before = iso(value as number);
+        break;
+      case 'finishedAfter':
+        view.finished_after = iso(value as number);
+        break;
+      case 'finishedBefore':
+        view.finished_before = iso(value as number);
+        break;
+      case 'json':
+        view.where = (value as JsonCondition[]).map((c) => `${c.column}.${c.path.join('.')}:${JSON.stringify(c.value)}`);
+        break;
+      default:
+        view[key] = value;
+    }
+  }
+  return view;
 }
