@@ -13,5 +13,6 @@ import { s5Scale } from './s5_scale.ts';
 import { s6Events } from './s6_events.ts';
 import { historySearch } from './history_search.ts';
 import { overview } from './overview.ts';
+import { s7Peers } from './s7_peers.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, historySearch, overview];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, historySearch, overview, s7Peers];
