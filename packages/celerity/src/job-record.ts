@@ -21,7 +21,8 @@ export interface AttemptRecord {
   status: 'running' | 'completed' | 'failed' | 'interrupted';
   startedAt: number | null;
   finishedAt: number | null;
-  error: { type: string; message: string } | null;
+  /** `stack`: the attempt's stack (at most {@link MAX_ATTEMPT_STACK_BYTES}), kept by workers since job logs; absent in older rows. */
+  error: { type: string; message: string; stack?: string } | null;
 }
 
 /**
@@ -32,7 +33,49 @@ export interface AttemptLogRow {
   celerity_attempt: number;
   started_at: number;
   finished_at: number;
-  error: { type: string; message: string };
+  error: { type: string; message: string; stack?: string };
+}
+
+/** The most of an attempt's stack its log row keeps (bytes of UTF-8, cut at a line end when one is near). */
+export const MAX_ATTEMPT_STACK_BYTES = 4096;
+
+/**
+ * One line the handler logged through `ctx.log` (info and above), kept in
+ * the same BullMQ job log as the attempt rows: `celerity_log` (the time, ms)
+ * tells it from an {@link AttemptLogRow} (`celerity_attempt`).
+ */
+export interface JobLogRow {
+  celerity_log: number;
+  level: JobLogLevel;
+  attempt: number;
+  msg: string;
+  /** The fields logged with the line (pino's merging object), when any and when they fit. */
+  data?: Record<string, unknown>;
+  /** Set when the line was cut to {@link MAX_JOB_LOG_LINE_BYTES}. */
+  truncated?: true;
+}
+
+export type JobLogLevel = 'info' | 'warn' | 'error' | 'fatal';
+
+/** The most log lines a job keeps (across its attempts); later lines are dropped, one line saying how many. */
+export const MAX_JOB_LOG_LINES = 200;
+/** The most bytes of one kept log line (its JSON row). */
+export const MAX_JOB_LOG_LINE_BYTES = 2048;
+
+/** The log lines among a job's log rows, oldest first; attempt rows and rows that are not Celerity's are skipped. */
+export function jobLogLines(rows: readonly string[]): JobLogRow[] {
+  const lines: JobLogRow[] = [];
+  for (const raw of rows) {
+    // Attempt rows are the only other kind: skip them without parsing.
+    if (!raw.startsWith('{"celerity_log":')) continue;
+    try {
+      const row = JSON.parse(raw) as JobLogRow;
+      if (typeof row.celerity_log === 'number' && typeof row.msg === 'string') lines.push(row);
+    } catch {
+      // Not one of ours.
+    }
+  }
+  return lines;
 }
 
 /** One job as Celerity reports it, whether read from Redis or from SQL. Times are epoch ms. */
@@ -56,6 +99,10 @@ export interface JobRecord {
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** When a delayed job (a delay, or a retry's backoff) is due: live reads of a delayed job only. */
+  runAt?: number;
+  /** Jobs that retry this one (`app.retry`), oldest first (filled by the API's single-job read). */
+  retriedBy?: string[];
   /** Every attempt with its outcome, error and times (filled by single-job reads). */
   attemptHistory?: AttemptRecord[];
   /** A workflow root's steps, as read from its envelope (live reads only). */
@@ -173,6 +220,8 @@ export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRe
 export function attemptHistory(record: JobRecord, logRows: readonly string[]): AttemptRecord[] {
   const failed = new Map<number, AttemptLogRow>();
   for (const raw of logRows) {
+    // Log lines (JobLogRow) share the list: skipped without parsing.
+    if (raw.startsWith('{"celerity_log":')) continue;
     try {
       const row = JSON.parse(raw) as AttemptLogRow;
       if (typeof row.celerity_attempt === 'number') failed.set(row.celerity_attempt, row);

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { buildServer } from '../src/api/server.ts';
 import { createKey } from '../src/auth/key-store.ts';
@@ -94,6 +94,87 @@ describe.each(stores)('bulk actions (%s)', (kind) => {
       return o?.status === 'completed' ? o : undefined;
     }, 30_000);
     expect(second.done + second.failed).toBe(second.matched);
+  });
+
+  it('takes the search filters of GET /v1/jobs, counting exactly what the search finds', async () => {
+    const app = await openTestApp(kind, tasks);
+    await startRecorder(app);
+    const server = await api(app);
+    await startWorker(app);
+    const jobs = await Promise.all(Array.from({ length: 12 }, (_, n) => app.enqueue(flaky, { n, fail: n % 3 !== 0 })));
+    for (const h of jobs) await h.wait({ timeoutMs: 15_000 });
+    await recorded(
+      app,
+      jobs.filter((_, n) => n % 3 !== 0).map((h) => h.id),
+      'failed',
+    );
+    await recorded(
+      app,
+      jobs.filter((_, n) => n % 3 === 0).map((h) => h.id),
+      'completed',
+    );
+    const now = Date.now();
+
+    const count = async (filter: Record<string, unknown>) => {
+      const res = await server.inject({ method: 'POST', url: '/v1/bulk', payload: { action: 'delete', filter, dry_run: true } });
+      expect(res.statusCode).toBe(200);
+      return res.json().count as number;
+    };
+    const searched = async (query: string) => (await server.inject({ url: `/v1/jobs?limit=200&${query}` })).json().jobs.length as number;
+    const cases: [Record<string, unknown>, string][] = [
+      [{ where: 'input.n:4' }, 'where=input.n:4'],
+      [{ where: ['input.n:4', 'input.fail:true'] }, 'where=input.n:4&where=input.fail:true'],
+      [{ error: 'failed 1' }, 'error=failed%201'],
+      [{ id_prefix: jobs[5]!.id }, `id_prefix=${jobs[5]!.id}`],
+      [{ queue: 'default', status: 'failed' }, 'queue=default&status=failed'],
+      [{ task: 'b.flaky', created_after: String(now + 60_000) }, `task=b.flaky&created_after=${now + 60_000}`],
+      [{ task: 'b.flaky', finished_before: new Date(now + 60_000).toISOString() }, `task=b.flaky&finished_before=${new Date(now + 60_000).toISOString()}`],
+      [{ status: 'completed', error: 'failed' }, 'status=completed&error=failed'],
+    ];
+    const counts = [];
+    // A dry run is one count statement, not pages of the list.
+    const list = vi.spyOn(app.store, 'list');
+    const countStatements = vi.spyOn(app.store, 'count');
+    for (const [filter, query] of cases) {
+      list.mockClear();
+      countStatements.mockClear();
+      const n = await count(filter);
+      expect([list.mock.calls.length, countStatements.mock.calls.length]).toEqual([0, 1]);
+      expect(n, JSON.stringify(filter)).toBe(await searched(query));
+      counts.push(n);
+    }
+    // failed 1, 10, 11 match "failed 1"; jobs 0, 3, 6, 9 completed.
+    expect(counts).toEqual([1, 1, 3, 1, 8, 0, 12, 0]);
+
+    // A malformed filter is refused, naming the field.
+    const bad = await server.inject({ method: 'POST', url: '/v1/bulk', payload: { action: 'delete', filter: { where: ['input.n:1', 'input.n=2'], created_after: 'yesterday' }, dry_run: true } });
+    expect(bad.statusCode).toBe(400);
+    expect(
+      bad
+        .json()
+        .error.details.issues.map((i: { path: string }) => i.path)
+        .sort(),
+    ).toEqual(['body.filter.created_after', 'body.filter.where.1']);
+
+    // The action applies the same filter, and shows it back.
+    const started = await server.inject({ method: 'POST', url: '/v1/bulk', payload: { action: 'delete', filter: { where: 'input.n:4', status: 'failed' } } });
+    expect(started.statusCode).toBe(202);
+    expect(started.json().filter).toEqual({ status: 'failed', where: ['input.n:4'] });
+    // Shown back as given, instants in ISO-8601: the audit log names the filter in the API's own spelling.
+    const described = await server.inject({
+      method: 'POST',
+      url: '/v1/bulk',
+      payload: { action: 'cancel', filter: { id_prefix: 'zz', created_after: '2026-11-30', where: 'result.ok:true', key_id: 'abcdefgh12345678', queue: 'q' } },
+    });
+    expect(described.json().filter).toEqual({ id_prefix: 'zz', created_after: '2026-11-30T00:00:00.000Z', where: ['result.ok:true'], key_id: 'abcdefgh12345678', queue: 'q' });
+    const op = started.json().operation_id as string;
+    const done = await waitFor(async () => {
+      const o = await app.bulkOperation(op);
+      return o?.status === 'completed' ? o : undefined;
+    }, 30_000);
+    expect(done).toMatchObject({ matched: 1, done: 1 });
+    expect(await app.getJob(jobs[4]!.id)).toBeNull();
+    expect(await app.getJob(jobs[5]!.id)).not.toBeNull();
   });
 
   it('confines a tenant key to its tenant and scopes, and hides other tenants operations', async () => {

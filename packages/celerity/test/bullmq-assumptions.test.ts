@@ -1,8 +1,8 @@
-import { DelayedError, Job, Worker as BullWorker, type Queue } from 'bullmq';
+import { DelayedError, Job, type Queue, Worker, Worker as BullWorker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createRedis } from '../src/broker/connection.ts';
-import { bullmqInternals } from '../src/broker/keys.ts';
+import { bullmqDelayed, bullmqInternals, jobLogMarker } from '../src/broker/keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -29,6 +29,14 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  *   hash tag in the prefix puts all of them in one Redis Cluster slot
  *   (`clusterHashTag` in src/broker/keys.ts; test/redis-cluster.test.ts runs
  *   on a real cluster).
+ * - a delayed job's score in the queue's delayed set is its due time × 0x1000
+ *   plus a counter (`bullmqDelayed` in src/broker/keys.ts), for a delay given
+ *   at enqueue and for a retry's backoff alike;
+ * - a field Celerity adds to a job's hash (`jobLogMarker`) stays there
+ *   through BullMQ's completion;
+ * - a job's log (`job.log`) answers the list's length, and refuses with
+ *   "Missing key" for a job that is gone (the job log writer's cap,
+ *   src/worker/job-log.ts).
  */
 useCleanup();
 
@@ -124,6 +132,52 @@ describe('BullMQ internals Celerity depends on', () => {
     const written = await redis.keys(`*${handle.id}*`);
     expect(written.length).toBeGreaterThanOrEqual(2);
     for (const key of written) expect(key.startsWith(`${app.config.prefix}:`), key).toBe(true);
+  });
+
+  it("a delayed job's due time in the delayed set, and job.log's answers", async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue: Queue = app.broker.queue(flaky.queue);
+    const redis = testRedis();
+    const a = await queue.add('x', {}, { delay: 60_000 });
+    const b = await queue.add('x', {}, { delay: 60_000, timestamp: a.timestamp });
+    const key = bullmqDelayed.key(app.config.prefix, flaky.queue);
+    expect(bullmqDelayed.dueAt(Number(await redis.zscore(key, a.id!)))).toBe(a.timestamp + 60_000);
+    expect(bullmqDelayed.dueAt(Number(await redis.zscore(key, b.id!)))).toBe(a.timestamp + 60_000);
+    // A retry's backoff: moved to the delayed set at (failure time + backoff).
+    const slow = await queue.add('y', {}, { attempts: 2, backoff: { type: 'fixed', delay: 3_600_000 } });
+    const worker = new Worker(
+      flaky.queue,
+      async () => {
+        throw new Error('later');
+      },
+      { connection: redis.duplicate({ maxRetriesPerRequest: null }), prefix: app.config.prefix },
+    );
+    const failedAt = await new Promise<number>((resolve) => worker.on('failed', () => resolve(Date.now())));
+    await worker.close();
+    const due = bullmqDelayed.dueAt(Number(await redis.zscore(key, slow.id!)));
+    expect(due).toBeGreaterThanOrEqual(failedAt - 1_000 + 3_600_000);
+    expect(due).toBeLessThanOrEqual(failedAt + 3_600_000);
+
+    // The log marker: set on the job's hash (queueQualifiedName:id is the hash's key), kept when BullMQ finishes the job.
+    const marked = await queue.add('z', {});
+    expect(`${marked.queueQualifiedName}:${marked.id}`).toBe(queue.toKey(marked.id!));
+    await redis.eval(jobLogMarker.script, 1, queue.toKey(marked.id!), jobLogMarker.field);
+    const finisher = new Worker(flaky.queue, async (job) => (job.id === marked.id ? 'done' : Promise.reject(new Error('not this one'))), {
+      connection: redis.duplicate({ maxRetriesPerRequest: null }),
+      prefix: app.config.prefix,
+    });
+    await waitFor(async () => (await queue.getJobState(marked.id!)) === 'completed');
+    await finisher.close();
+    expect(await redis.hget(queue.toKey(marked.id!), jobLogMarker.field)).toBe('1');
+    expect((await Job.fromId(queue, marked.id!))?.returnvalue).toBe('done');
+    // Not on a job that is gone.
+    await redis.eval(jobLogMarker.script, 1, queue.toKey('nosuchjob'), jobLogMarker.field);
+    expect(await redis.exists(queue.toKey('nosuchjob'))).toBe(0);
+
+    expect(await a.log('one')).toBe(1);
+    expect(await a.log('two')).toBe(2);
+    await a.remove();
+    await expect(a.log('three')).rejects.toThrow(/^Missing key/);
   });
 
   it('the deduplication key and the refused integer ids', async () => {

@@ -79,7 +79,7 @@ describe.each(stores)('operating actions on one job (%s)', (kind) => {
     const original = await app.getJob(failed.id);
     expect(original).toMatchObject({ status: 'failed', input: { n: 3 } });
     expect(original?.retryOf).toBeUndefined();
-    expect((await server.inject({ url: `/v1/jobs/${failed.id}` })).json().retry_of).toBeNull();
+    expect((await server.inject({ url: `/v1/jobs/${failed.id}` })).json()).toMatchObject({ retry_of: null, retried_by: [firstRetry] });
 
     // Retried again, with an edited input; a second click while it runs is refused, naming it.
     await app.pauseQueue('default');
@@ -98,6 +98,10 @@ describe.each(stores)('operating actions on one job (%s)', (kind) => {
       return r?.status === 'completed' ? r : undefined;
     });
     expect(done).toMatchObject({ input: { n: 4 }, result: { half: 2 }, retryOf: failed.id });
+    // The original names its retries, oldest first; a job nobody retried names none, and only a failed or cancelled job's read looks.
+    expect((await server.inject({ url: `/v1/jobs/${failed.id}` })).json().retried_by).toEqual([firstRetry, secondRetry]);
+    expect((await server.inject({ url: `/v1/jobs/${firstRetry}` })).json().retried_by).toEqual([]);
+    expect((await server.inject({ url: `/v1/jobs/${secondRetry}` })).json().retried_by).toBeUndefined();
 
     // Only failed or cancelled jobs: a completed one is refused.
     const res = await server.inject({ method: 'POST', url: `/v1/jobs/${secondRetry}/retry` });
@@ -206,11 +210,17 @@ describe.each(stores)('operating actions on one job (%s)', (kind) => {
     const app = await openTestApp(kind, tasks);
     const server = await api(app);
     await startWorker(app);
+    const before = Date.now();
     const delayed = await app.enqueue(nap, { ms: 1 }, { delay: 3_600_000 });
+    // The view says when a delayed job is due (what the dashboard's "Run now" needs); a waiting job has no run_at.
+    const due = Date.parse((await server.inject({ url: `/v1/jobs/${delayed.id}` })).json().run_at);
+    expect(due).toBeGreaterThanOrEqual(before + 3_600_000);
+    expect(due).toBeLessThanOrEqual(Date.now() + 3_600_000);
     const res = await server.inject({ method: 'POST', url: `/v1/jobs/${delayed.id}/promote` });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({ job_id: delayed.id, status: 'queued' });
     expect((await delayed.wait({ timeoutMs: 5_000 })).status).toBe('completed');
+    expect((await server.inject({ url: `/v1/jobs/${delayed.id}` })).json().run_at).toBeNull();
     const again = await server.inject({ method: 'POST', url: `/v1/jobs/${delayed.id}/promote` });
     expect(again.statusCode).toBe(409);
     expect(again.json().error).toMatchObject({ code: 'job_not_delayed', details: { status: 'completed' } });

@@ -144,9 +144,10 @@ describe.each(stores)('soft and hard limit error types (%s store)', (kind) => {
       const done = await (await app.enqueue(softThenThrow, { rethrow })).wait({ timeoutMs: 5_000 });
       expect(done, `rethrow ${rethrow}`).toMatchObject({ status: 'failed', attempts: 2, error: { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' } });
       const live = (await app.getJob(done.id))!;
+      // Each attempt row keeps its stack too, which starts with the type and message.
       expect(live.attemptHistory!.map((a) => a.error)).toEqual([
-        { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' },
-        { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded' },
+        { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded', stack: expect.stringMatching(/^SoftTimeLimitExceeded: soft time limit of 100 ms exceeded\n/) },
+        { type: 'SoftTimeLimitExceeded', message: 'soft time limit of 100 ms exceeded', stack: expect.stringMatching(/^SoftTimeLimitExceeded: soft time limit of 100 ms exceeded\n/) },
       ]);
       const stored = await waitFor(async () => {
         const r = await app.store.get(done.id);

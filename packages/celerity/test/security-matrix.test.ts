@@ -164,6 +164,8 @@ describe.each(stores)('the access matrix of docs/security.md (%s)', (kind: Store
         return fetch(url(c === 'Another tenant' ? '/v1/jobs?tenant=acme' : '/v1/jobs'), { headers });
       case 'GET /v1/jobs/{id}':
         return fetch(url(`/v1/jobs/${acmeJob}`), { headers });
+      case 'GET /v1/jobs/{id}/logs':
+        return fetch(url(`/v1/jobs/${acmeJob}/logs`), { headers });
       case 'POST /v1/jobs/{id}/cancel':
         return fetch(url(`/v1/jobs/${c === 'Right key' ? await freshAcmeJob() : acmeJob}/cancel`), { method: 'POST', headers });
       case 'POST /v1/jobs/{id}/retry': {
@@ -267,6 +269,7 @@ describe.each(stores)('the access matrix of docs/security.md (%s)', (kind: Store
     const missing = `${acmeJob.slice(0, -4)}zzzz`;
     for (const [method, suffix] of [
       ['GET', ''],
+      ['GET', '/logs'],
       ['POST', '/cancel'],
     ] as const) {
       const theirs = await fetch(`${base}/v1/jobs/${acmeJob}${suffix}`, { method, headers: { authorization: `Bearer ${keys.otherTenant}` } });

@@ -135,6 +135,7 @@ describe('a fresh PostgreSQL database', () => {
       '0007_operating_actions',
       '0008_search_indexes',
       '0009_job_metrics',
+      '0010_job_logs',
     ]);
   });
 

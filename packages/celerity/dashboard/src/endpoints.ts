@@ -70,8 +70,27 @@ export interface JobView {
   retry_of?: string | null;
   /** Why a queued job waits: the rate limit or tenant cap that last held it back. */
   waiting?: WaitingView | null;
-  /** Not in the API's job view yet; shown when it carries it. */
-  logs?: string[];
+  /** The jobs that retry this one, oldest first (a failed or cancelled job's read only). */
+  retried_by?: string[];
+  /** When a delayed job is due; null for any other: only such a job can be promoted ("Run now"). */
+  run_at?: string | null;
+}
+
+/** One line of GET /v1/jobs/:id/logs. */
+export interface LogLineView {
+  time: string;
+  level: 'info' | 'warn' | 'error' | 'fatal';
+  attempt: number;
+  message: string;
+  data?: Record<string, unknown>;
+  truncated?: boolean;
+}
+
+export interface LogsPage {
+  job_id: string;
+  lines: LogLineView[];
+  total: number;
+  next_offset: number | null;
 }
 
 export interface WaitingView {
@@ -135,12 +154,8 @@ export interface ScheduleView {
 export type BulkAction = 'retry' | 'cancel' | 'delete';
 
 /** The filter of `POST /v1/bulk`: a subset of `GET /v1/jobs`' (no queue, no search). */
-export interface BulkFilter {
-  status?: string;
-  task?: string;
-  tenant?: string;
-  key_id?: string;
-}
+/** The filter of POST /v1/bulk: the filters of GET /v1/jobs, `where` as an array of conditions. */
+export type BulkFilter = Partial<Record<(typeof JOB_FILTERS)[number], string | string[]>>;
 
 export interface OperationView {
   operation_id: string;
@@ -200,12 +215,14 @@ export const endpoints = {
   stats: (query: Query) => request<StatsView>('GET', '/v1/stats', { query }),
 
   jobs: (query: Query, signal?: AbortSignal) => request<JobsPage>('GET', '/v1/jobs', { query, signal }),
-  job: (id: string, signal?: AbortSignal) => request<JobView>('GET', `/v1/jobs/${path(id)}`, { signal }),
+  /** `stacks`: whole stacks of the error and each attempt (admin sessions only: the API refuses others). */
+  job: (id: string, signal?: AbortSignal, stacks = false) => request<JobView>('GET', `/v1/jobs/${path(id)}`, { signal, ...(stacks ? { query: { stacks: true } } : {}) }),
   cancel: (id: string) => request<{ job_id: string; status: string }>('POST', `/v1/jobs/${path(id)}/cancel`),
   /** A new job whose `retry_of` is this one; with `input`, "retry with edited input". */
   retry: (id: string, input?: unknown) => request<{ job_id: string; retry_of: string; status: string }>('POST', `/v1/jobs/${path(id)}/retry`, input === undefined ? {} : { body: { input } }),
   remove: (id: string) => request<{ job_id: string; deleted: boolean }>('DELETE', `/v1/jobs/${path(id)}`),
   promote: (id: string) => request<{ job_id: string; status: string }>('POST', `/v1/jobs/${path(id)}/promote`),
+  logs: (id: string, offset: number, signal?: AbortSignal) => request<LogsPage>('GET', `/v1/jobs/${path(id)}/logs`, { query: { offset, limit: 200 }, signal }),
 
   bulkCount: (action: BulkAction, filter: BulkFilter) => request<{ count: number }>('POST', '/v1/bulk', { body: { action, filter, dry_run: true } }),
   bulkStart: (action: BulkAction, filter: BulkFilter) => request<OperationView>('POST', '/v1/bulk', { body: { action, filter, dry_run: false } }),

@@ -1,8 +1,15 @@
 import type { JobRecord } from '../job-record.ts';
 import { JOB_STATUSES } from '../job-record.ts';
 
+/** What a view may show beyond the defaults. */
+export interface JobViewOptions {
+  /** Whole stacks (the job's error and each attempt's): they reveal the server's paths, so only admins may ask (`?stacks=true`). */
+  stacks?: boolean;
+}
+
 /** The job as the API shows it: snake_case, ISO-8601 times. */
-export function jobView(r: JobRecord) {
+export function jobView(r: JobRecord, opts: JobViewOptions = {}) {
+  const stacks = opts.stacks === true;
   return {
     job_id: r.id,
     task: r.task,
@@ -11,11 +18,13 @@ export function jobView(r: JobRecord) {
     // A record from before key ids (a cancel marker written by an older version) has none.
     key_id: r.keyId ?? null,
     retry_of: r.retryOf ?? null,
+    ...(r.retriedBy ? { retried_by: r.retriedBy } : {}),
     status: r.status,
+    run_at: iso(r.runAt ?? null),
     input: inputView(r.input),
     progress: r.progress,
     result: r.result,
-    error: r.error && { ...r.error, stack: withoutFrames(r.error.stack) },
+    error: r.error && { ...r.error, stack: stacks ? r.error.stack : withoutFrames(r.error.stack) },
     attempts: r.attempts,
     max_attempts: r.maxAttempts,
     waiting: r.waiting ? { reason: r.waiting.reason, key: r.waiting.key, until: iso(r.waiting.until) } : null,
@@ -27,7 +36,7 @@ export function jobView(r: JobRecord) {
       status: a.status,
       started_at: iso(a.startedAt),
       finished_at: iso(a.finishedAt),
-      error: a.error,
+      error: a.error && { type: a.error.type, message: a.error.message, ...(stacks ? { stack: a.error.stack ?? null } : {}) },
     })),
     ...(r.steps
       ? {
@@ -88,7 +97,16 @@ export const jobViewSchema = {
     tenant: { type: ['string', 'null'] },
     key_id: { type: ['string', 'null'], description: 'Public id of the API key that submitted the job; null when none did.' },
     retry_of: { type: ['string', 'null'], description: 'The job this one retries (POST /v1/jobs/{id}/retry); null for a job submitted as such.' },
+    retried_by: {
+      type: 'array',
+      items: { type: 'string' },
+      description: 'The jobs that retry this one, oldest first (at most 50). Only in GET /v1/jobs/{id}.',
+    },
     status: { type: 'string', enum: [...JOB_STATUSES] },
+    run_at: {
+      ...nullableTime,
+      description: 'When a delayed job (a `delay`, or a retry waiting out its backoff) is due; null for any other job, and once Redis no longer holds it. Such a job can be promoted.',
+    },
     input: { description: "The task's input as submitted (an uploaded file's handle without its server path)." },
     progress: { description: 'Latest progress snapshot: percent, stage and any counters.' },
     result: { description: 'What the handler returned, once completed.' },
@@ -100,7 +118,10 @@ export const jobViewSchema = {
           properties: {
             type: { type: 'string' },
             message: { type: 'string' },
-            stack: { type: ['string', 'null'], description: "The error's first lines, without the frames (those stay in the worker's log)." },
+            stack: {
+              type: ['string', 'null'],
+              description: "The error's first lines, without the frames; the whole stack with `?stacks=true`, for `admin` keys only (frames reveal the server's paths).",
+            },
           },
         },
       ],
@@ -132,7 +153,22 @@ export const jobViewSchema = {
           status: { type: 'string', enum: ['running', 'completed', 'failed', 'interrupted'] },
           started_at: nullableTime,
           finished_at: nullableTime,
-          error: { anyOf: [{ type: 'null' }, { type: 'object', properties: { type: { type: 'string' }, message: { type: 'string' } } }] },
+          error: {
+            anyOf: [
+              { type: 'null' },
+              {
+                type: 'object',
+                properties: {
+                  type: { type: 'string' },
+                  message: { type: 'string' },
+                  stack: {
+                    type: ['string', 'null'],
+                    description: "This attempt's stack (at most 4 KB), only with `?stacks=true` (admin keys); null for attempts from before stacks were kept.",
+                  },
+                },
+              },
+            ],
+          },
         },
       },
     },

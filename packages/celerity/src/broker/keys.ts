@@ -59,6 +59,30 @@ export const bullmqInternals = {
   processedOnField: 'processedOn',
 };
 
+/**
+ * BullMQ's delayed set of a queue (its own key, not Celerity's): a job's
+ * score is the time it is due (ms) × 0x1000 plus a counter that orders jobs
+ * due in the same millisecond (BullMQ's getDelayedScore.lua). Checked in
+ * test/bullmq-assumptions.test.ts.
+ */
+export const bullmqDelayed = {
+  key: (prefix: string, queue: string) => `${prefix}:${queue}:delayed`,
+  dueAt: (score: number) => Math.floor(score / 0x1000),
+};
+
+/**
+ * A field Celerity sets on a BullMQ job's hash (BullMQ's own key, beside its
+ * fields) once the job has kept log lines. The recorder reads it with the
+ * few hash fields it reads anyway, so a job that never logs costs it
+ * nothing. Set only while the hash exists: a job deleted meanwhile is not
+ * brought back as a hash of one field. Checked in
+ * test/bullmq-assumptions.test.ts (BullMQ keeps the field to the end).
+ */
+export const jobLogMarker = {
+  field: 'clog',
+  script: `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], '1') end return 0`,
+};
+
 /** What the cancel key holds. */
 export interface CancelMarker {
   requestedAt: number;

@@ -9,6 +9,7 @@ import { newJobId } from '../ids.ts';
 import { TERMINAL_STATUSES, type JobEnvelope, type JobRecord, type JobStatus } from '../job-record.ts';
 import { padStreamId } from '../store/event-fold.ts';
 import { DELETED, type JobStore } from '../store/job-store.ts';
+import { forgetJobLogs } from '../store/job-logs.ts';
 import { withTenantScope } from '../store/tenant-scope.ts';
 import type { Task } from '../task.ts';
 import { prepareJob, type Enqueued, type TaskRoute } from './enqueue.ts';
@@ -216,7 +217,10 @@ export async function deleteJob(host: JobActionsHost, id: string, opts: { scope?
   const seq = await positionAfterNow(broker, record.queue);
   const store = await host.openStore();
   const rows = [record, ...(record.steps ?? []).map((s) => ({ ...record, id: s.id, task: s.task }))];
-  for (const row of rows) await tombstone(store, row, seq);
+  for (const row of rows) {
+    await tombstone(store, row, seq);
+    await forgetJobLogs(store, row.id);
+  }
 }
 
 /**
@@ -308,4 +312,20 @@ export async function promoteJob(host: JobActionsHost, id: string, opts: { scope
     throw err;
   }
   return job.attemptsMade > 0 ? 'retrying' : 'queued';
+}
+
+/**
+ * The jobs that retry `id`, oldest first: those the history holds (by
+ * `retry_of`), and the latest one from the retry guard, which the recorder
+ * may not have written yet.
+ */
+export async function retriesOf(host: JobActionsHost, id: string, scope: TenantScope = ALL_TENANTS): Promise<string[]> {
+  const store = await host.openStore();
+  const [recorded, guard] = await Promise.all([
+    store.retriesOf(id, scope),
+    viaBroker(host.broker.redis, () => host.broker.redis.get(keys.retryGuard(host.broker.config.prefix, id))).catch(() => null),
+  ]);
+  const latest = guard?.split(' ')[0];
+  // A retry has its original's tenant and task, so the guard names no job outside the caller's view (it may name one deleted since).
+  return latest && !recorded.includes(latest) ? [...recorded, latest] : recorded;
 }

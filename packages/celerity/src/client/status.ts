@@ -3,7 +3,7 @@ import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import type { Broker } from '../broker/broker.ts';
 import { inOneWrite, viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError } from '../errors.ts';
-import { keys, type CancelMarker } from '../broker/keys.ts';
+import { bullmqDelayed, keys, type CancelMarker } from '../broker/keys.ts';
 import { attemptHistory, recordFromJob, statusFromState, type JobRecord } from '../job-record.ts';
 import { parseWaitReason } from '../rate-limits/held.ts';
 import type { JobStore } from '../store/job-store.ts';
@@ -70,5 +70,10 @@ async function liveRecord(broker: Broker, queueName: string, job: Job, state: st
   // A limit's reason outlives its hold by a minute; it explains a job still in line, nothing else.
   const waiting = record.status === 'queued' || record.status === 'retrying' ? parseWaitReason(held) : null;
   if (waiting) record.waiting = waiting;
+  if (state === 'delayed') {
+    // One more read, for delayed jobs only: the hash does not say when a retry's backoff ends.
+    const score = await viaBroker(broker.redis, () => broker.redis.zscore(bullmqDelayed.key(broker.config.prefix, queueName), job.id!));
+    if (score !== null) record.runAt = bullmqDelayed.dueAt(Number(score));
+  }
   return record;
 }

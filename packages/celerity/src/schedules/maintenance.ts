@@ -10,6 +10,7 @@ import { withTenantScope } from '../store/tenant-scope.ts';
 import { defineTask, type Task } from '../task.ts';
 import { sweepUploads } from '../uploads/store.ts';
 import { schedule, type Schedule } from './schedule.ts';
+import { purgeJobLogs } from '../store/job-logs.ts';
 
 /**
  * The queue of the built-in maintenance tasks. Workers consume it unless
@@ -62,7 +63,11 @@ export async function purgeHistory(store: JobStore, retentionDays: number, now: 
     });
     const n = Number(res.numDeletedRows);
     deleted += n;
-    if (n < batchSize) return { deleted, cutoff };
+    if (n < batchSize) {
+      // The kept log lines of jobs as old (written when each job finished) go with them.
+      await purgeJobLogs(store, cutoff);
+      return { deleted, cutoff };
+    }
   }
 }
 

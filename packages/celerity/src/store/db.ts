@@ -50,6 +50,14 @@ export interface ApiKeysTable {
   last_used_at: number | null;
 }
 
+/** Columns of the `job_logs` table: a job's log lines, kept past Redis (migration 0010). */
+export interface JobLogsTable {
+  id: string;
+  /** JSON array of JobLogRow, oldest first. */
+  lines: string;
+  updated_at: number;
+}
+
 /** Columns of the `bulk_operations` table: the audit log of bulk actions (see ops/bulk/). */
 export interface BulkOperationsTable {
   id: string;
@@ -81,6 +89,7 @@ export interface Database {
   jobs: JobsTable;
   api_keys: ApiKeysTable;
   bulk_operations: BulkOperationsTable;
+  job_logs: JobLogsTable;
 }
 
 export type Dialect = 'sqlite' | 'postgres';

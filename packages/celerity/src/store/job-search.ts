@@ -289,6 +289,32 @@ export async function searchJobs(target: SearchTarget, filter: SearchFilter): Pr
 }
 
 /**
+ * How many jobs match `filter` (paging and time budget aside), in one
+ * `count(*)` statement: every condition of {@link searchJobs}, the index
+ * served ones and the ones checked row by row alike, and `excludeTasks`.
+ * It reads every match (and, for row-by-row conditions, every row of the
+ * indexed part), so it is meant for a bulk action's count, not for pages.
+ */
+export async function countJobs(target: SearchTarget, filter: CountFilter): Promise<number> {
+  for (const condition of filter.json ?? []) checkJsonCondition(condition);
+  const scope = filter.scope ?? ALL_TENANTS;
+  return withTenantScope(target, scope, async (db) => {
+    // No broad-prefix probe: a count reads every match whatever the index, and the prefix's is then the narrowest.
+    const { base, residual } = planConditions(target.dialect, { ...filter, limit: 0 }, scope, false, target.searchPaths);
+    let q = db
+      .selectFrom('jobs')
+      .where((eb) => eb.and([...base, ...residual].map((c) => c(eb))))
+      .where(notDeleted);
+    if (filter.excludeTasks && filter.excludeTasks.length > 0) q = q.where('task', 'not in', [...filter.excludeTasks]);
+    const row = await q.select((eb) => eb.fn.countAll().as('n')).executeTakeFirst();
+    return Number(row?.n ?? 0);
+  });
+}
+
+/** What {@link countJobs} counts: a search's filters, and tasks left out. */
+export type CountFilter = Omit<SearchFilter, 'limit' | 'cursor' | 'timeoutMs'> & { excludeTasks?: readonly string[] };
+
+/**
  * The status of a deleted job's row: a tombstone that no read shows, kept so
  * that a recorder writing an older state of the job is refused by the
  * `event_seq` guard instead of bringing the job back (see client/job-actions.ts).

@@ -9,11 +9,14 @@ import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHap
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
-import { DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts';
+import { type CountFilter, countJobs, DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts';
 import { ensureSearchIndexes, type SearchIndexOutcome, type SearchPath } from './search-indexes.ts';
 
 export { DELETED };
 import type { TableHandle, TableSet } from './tables.ts';
+
+/** The most retries of one job a read names (`retried_by`). */
+export const MAX_LISTED_RETRIES = 50;
 
 /** A row to write: a record plus the event position it reflects. */
 export interface RecordedState {
@@ -169,6 +172,16 @@ export class JobStore {
     return row ? fromRow(row) : null;
   }
 
+  /** Ids of the jobs that retry `id` (their `retry_of`, indexed), oldest first, at most `limit`. */
+  async retriesOf(id: string, scope: TenantScope = ALL_TENANTS, limit = MAX_LISTED_RETRIES): Promise<string[]> {
+    const rows = await this.guard(() =>
+      withTenantScope(this, scope, (db) =>
+        db.selectFrom('jobs').select('id').where('retry_of', '=', id).where(inScope(scope)).where('status', '!=', DELETED).orderBy('created_at', 'asc').orderBy('id', 'asc').limit(limit).execute(),
+      ),
+    );
+    return rows.map((r) => r.id);
+  }
+
   /**
    * The steps of a workflow within `scope`, whose ids are `<root>.<n>`: a
    * range scan on the primary key ('/' sorts right after '.'), in step order.
@@ -194,6 +207,11 @@ export class JobStore {
   async list(filter: ListFilter): Promise<JobPage> {
     const page = await this.guard(() => searchJobs(this, filter));
     return { ...page, jobs: page.jobs.map(fromRow) };
+  }
+
+  /** How many jobs match `filter`, in one `count(*)` statement (see `countJobs`). */
+  async count(filter: CountFilter): Promise<number> {
+    return this.guard(() => countJobs(this, filter));
   }
 
   /**

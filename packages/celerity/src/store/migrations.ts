@@ -7,6 +7,7 @@ import { migration as rowLevelSecurity } from './migrations/0006_row_level_secur
 import { migration as operatingActions } from './migrations/0007_operating_actions.ts';
 import { migration as searchIndexes } from './migrations/0008_search_indexes.ts';
 import { migration as jobMetrics } from './migrations/0009_job_metrics.ts';
+import { migration as jobLogs } from './migrations/0010_job_logs.ts';
 import { setupError } from './setup-errors.ts';
 
 /**
@@ -64,6 +65,7 @@ export function coreMigrations(dialect: Dialect): Record<string, Migration> {
     '0007_operating_actions': operatingActions(dialect),
     '0008_search_indexes': searchIndexes(dialect),
     '0009_job_metrics': jobMetrics(dialect),
+    '0010_job_logs': jobLogs(dialect),
   };
 }
 

@@ -2,11 +2,12 @@ import { hostname } from 'node:os';
 import { Job, type Queue } from 'bullmq';
 import type { RedisClient } from '../broker/connection.ts';
 import type { Logger } from 'pino';
-import { attemptHistory, recordFromJob, statusFromState, type AttemptRecord, type JobRecord } from '../job-record.ts';
+import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type AttemptRecord, type JobRecord } from '../job-record.ts';
+import { keepJobLogs } from './job-logs.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import type { JobStore, RecordedState } from './job-store.ts';
 import type { HappyUpdate } from './batch-upsert.ts';
-import { keys, type CancelMarker } from '../broker/keys.ts';
+import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
 import { foldJobMetrics } from './job-metrics.ts';
@@ -289,6 +290,30 @@ export class Recorder {
     const logs = await Promise.all(withLogs.map((s) => queue.getJobLogs(s.record.id)));
     withLogs.forEach((s, i) => (s.record.attemptHistory = attemptHistory(s.record, logs[i]!.logs)));
     await this.write(states, progressOnly);
+    // Finished jobs that kept log lines (only their marker is read for the others): the lines go to job_logs.
+    const live = new Set(jobs.map((j) => j?.id));
+    const finished = states.filter((s) => TERMINAL_STATUSES.has(s.record.status) && live.has(s.record.id));
+    if (finished.length > 0) {
+      const marks = await Promise.all(finished.map((s) => this.opts.redis.hget(queue.toKey(s.record.id), jobLogMarker.field)));
+      const logged = finished.filter((_, i) => marks[i] != null).map((s) => s.record.id);
+      if (logged.length > 0) await this.keepLogs(queue, logged);
+    }
+  }
+
+  /**
+   * Copies finished jobs' log lines from their BullMQ logs to `job_logs`.
+   * Never fails the batch: the lines stay in Redis until the job leaves it.
+   */
+  private async keepLogs(queue: Queue, ids: string[]): Promise<void> {
+    try {
+      const logs = await Promise.all(ids.map((id) => queue.getJobLogs(id)));
+      await keepJobLogs(
+        this.opts.store,
+        ids.map((id, i) => ({ id, rows: logs[i]!.logs })),
+      );
+    } catch (err) {
+      this.opts.logger.warn({ err, jobs: ids.length }, 'recorder: job log lines not kept in the history');
+    }
   }
 
   /**
@@ -319,7 +344,10 @@ export class Recorder {
     });
     if (updates.length === 0) return new Set();
     try {
-      return await this.opts.store.advance(updates);
+      const moved = await this.opts.store.advance(updates);
+      const done = happy.filter((f, i) => facts[i]?.logged && f.completedAt !== undefined && moved.has(f.jobId)).map((f) => f.jobId);
+      if (done.length > 0) await this.keepLogs(queue, done);
+      return moved;
     } catch (err) {
       // A refused update is retried as a full write, which isolates the row at fault.
       if (classifyWriteError(err) === 'unavailable') throw err;
@@ -454,15 +482,17 @@ interface AttemptFacts {
   started: number;
   processedOn: number | undefined;
   finishedOn: number | undefined;
+  /** The job kept log lines (`jobLogMarker`): its lines go to `job_logs` once it is done. */
+  logged: boolean;
 }
 
 async function readAttemptFacts(queue: Queue, folds: readonly JobFold[]): Promise<(AttemptFacts | null)[]> {
   const client = await queue.getBackend().client;
   const facts: (AttemptFacts | null)[] = [];
   for (let i = 0; i < folds.length; i += READ_CHUNK) {
-    const replies = await Promise.all(folds.slice(i, i + READ_CHUNK).map((f) => client.hmget(queue.toKey(f.jobId), 'ats', 'processedOn', 'finishedOn')));
-    for (const [ats, processedOn, finishedOn] of replies) {
-      facts.push(ats == null ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn) });
+    const replies = await Promise.all(folds.slice(i, i + READ_CHUNK).map((f) => client.hmget(queue.toKey(f.jobId), 'ats', 'processedOn', 'finishedOn', jobLogMarker.field)));
+    for (const [ats, processedOn, finishedOn, logged] of replies) {
+      facts.push(ats == null ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn), logged: logged != null });
     }
   }
   return facts;

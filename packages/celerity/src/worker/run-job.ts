@@ -1,7 +1,10 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { InvalidInputError, MaxRetriesExceededError, NonRetryableError, Retry, UpstreamRateLimit } from '../errors.ts';
-import type { AttemptLogRow, JobEnvelope } from '../job-record.ts';
+import { type AttemptLogRow, type JobEnvelope, MAX_ATTEMPT_STACK_BYTES } from '../job-record.ts';
+import { JobLogWriter, keepingLogger } from './job-log.ts';
+import { jobLogMarker } from '../broker/keys.ts';
+import type { RedisClient } from '../broker/connection.ts';
 import { parseInput, requestRateLimitPause, requestRetry, type Task, type TaskContext } from '../task.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, isHardTimeLimit, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
@@ -26,6 +29,8 @@ export interface AttemptOptions {
   cancelGraceMs: number;
   /** Runs `isolation: 'thread'` tasks; required when the app has any. */
   pool: ThreadPool | undefined;
+  /** The worker's connection: marks a job that kept log lines for the recorder (`jobLogMarker`). */
+  redis?: RedisClient | undefined;
   /** Where uploads live: an upload handle in the input must point inside it. */
   uploadDir: string | undefined;
   /**
@@ -62,6 +67,17 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   // The job-bound logger is made on first use: most jobs never log.
   let childLog: Logger | undefined;
   const log = () => (childLog ??= opts.log.child({ job_id: job.id, task: job.name, attempt, queue, trace_id: (job.data as JobEnvelope | undefined)?.trace ?? null }));
+  // The handler's lines are also kept in the job's log; made on first use too, so a job that never logs writes nothing.
+  let jobLog: JobLogWriter | undefined;
+  const keptLog = () =>
+    (jobLog ??= new JobLogWriter(
+      job,
+      attempt,
+      (err) => log().warn({ err }, 'job log lines not kept'),
+      async () => opts.redis?.eval(jobLogMarker.script, 1, `${job.queueQualifiedName}:${job.id}`, jobLogMarker.field),
+    ));
+  let handlerLog: Logger | undefined;
+  const ctxLog = () => (handlerLog ??= keepingLogger(log(), (line) => keptLog().keep(line)));
   const info = opts.log.isLevelEnabled('info');
   const startedAt = job.processedOn ?? Date.now();
   const controller = new AbortController();
@@ -122,6 +138,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       thread = opts.pool.run(
         { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1, input: rawInput },
         (update) => void reporter.update(update),
+        (line) => keptLog().keep(line),
       );
       if (controller.signal.aborted) thread.abort(controller.signal.reason as Error);
       execution = thread.result;
@@ -138,7 +155,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
         retry: requestRetry,
         rateLimited: requestRateLimitPause,
         get log() {
-          return log();
+          return ctxLog();
         },
       };
       execution = Promise.resolve().then(() => task.handler(input, ctx));
@@ -148,12 +165,14 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     opts.onHandler?.(execution.then(noop, noop).then(() => terminating?.catch(noop)));
     if (info) log().info('job started');
     const result = await Promise.race([execution, endedEarly]);
-    // The final snapshot must land before the job is marked completed.
+    // The final snapshot (and the log lines) must land before the job is marked completed.
     await progress.settled();
+    await jobLog?.settled();
     if (info) log().info({ ms: Date.now() - startedAt }, 'job completed');
     return result === undefined ? null : result;
   } catch (caught) {
     await progress?.settled();
+    await jobLog?.settled();
     // ctx.rateLimited: not a failed attempt; the worker pauses the limit and
     // holds the job back (unless a cancellation or a time limit ended it first).
     if (caught instanceof UpstreamRateLimit && !controller.signal.aborted) throw caught;
@@ -208,10 +227,41 @@ function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, 
  * failure path only; a failed write loses history, never the job.
  */
 async function logFailedAttempt(job: Job, attempt: number, startedAt: number, error: Error, log: Logger): Promise<void> {
-  const row: AttemptLogRow = { celerity_attempt: attempt, started_at: startedAt, finished_at: Date.now(), error: { type: error.name, message: error.message } };
+  const stack = boundedStack(error.stack);
+  const row: AttemptLogRow = {
+    celerity_attempt: attempt,
+    started_at: startedAt,
+    finished_at: Date.now(),
+    error: { type: error.name, message: error.message, ...(stack ? { stack } : {}) },
+  };
   try {
     await job.log(JSON.stringify(row));
   } catch (err) {
     log.warn({ err }, 'attempt history not written');
   }
+}
+
+/**
+ * A stack within {@link MAX_ATTEMPT_STACK_BYTES}: whole frames, the first
+ * ones (where the error was thrown), and a line saying how many were cut.
+ */
+export function boundedStack(stack: string | undefined): string | undefined {
+  if (!stack) return undefined;
+  if (Buffer.byteLength(stack) <= MAX_ATTEMPT_STACK_BYTES) return stack;
+  const lines = stack.split('\n');
+  const kept: string[] = [];
+  let bytes = 40; // room for the note
+  for (const line of lines) {
+    const size = Buffer.byteLength(line) + 1;
+    if (bytes + size > MAX_ATTEMPT_STACK_BYTES) break;
+    kept.push(line);
+    bytes += size;
+  }
+  // A first line longer than the bound (a huge message): cut by characters.
+  if (kept.length === 0)
+    return `${Buffer.from(stack)
+      .subarray(0, MAX_ATTEMPT_STACK_BYTES - 40)
+      .toString()
+      .replace(/\uFFFD$/, '')}\n    … (cut)`;
+  return `${kept.join('\n')}\n    … ${lines.length - kept.length} more lines`;
 }

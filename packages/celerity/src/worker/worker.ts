@@ -193,6 +193,7 @@ export class Worker {
         cancelGraceMs: this.opts.cancelGraceMs ?? 5_000,
         pool: this.pool,
         uploadDir: this.opts.uploadDir,
+        redis: this.connection,
         onHandler: (stopped) => {
           handlerStopped = stopped;
         },

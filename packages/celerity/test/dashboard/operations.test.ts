@@ -25,6 +25,17 @@ const fails = defineTask({
 });
 const tick = defineTask({ name: 'ops.tick', input: z.object({}), handler: async () => ({ ticked: true }) });
 const nightly = defineTask({ name: 'ops.nightly', input: z.object({}), handler: async () => null });
+/** Logs through ctx.log, then fails: the job detail shows its log lines and, to an admin, its attempt's stack. */
+const talks = defineTask({
+  name: 'ops.talks',
+  input: z.object({ ticket: z.string() }),
+  retries: 0,
+  handler: async ({ ticket }, ctx) => {
+    ctx.log.info({ ticket }, 'looking up %s', ticket);
+    ctx.log.warn('ticket %s has no owner', ticket);
+    throw new Error(`ticket ${ticket} is closed`);
+  },
+});
 /** On a queue no worker consumes: its jobs wait for the test. */
 const held = defineTask({ name: 'ops.held', queue: 'held', input: z.object({ n: z.number() }), handler: async ({ n }) => n });
 
@@ -42,7 +53,7 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     app = await openTestApp(
       'sqlite',
       {
-        tasks: [fails, tick, nightly, held],
+        tasks: [fails, tick, nightly, held, talks],
         schedules: [schedule(tick, { every: 500 }, {}, { id: 'ops-every' }), schedule(nightly, { cron: '0 3 * * *', tz: 'Europe/Paris' }, {}, { id: 'ops-nightly' })],
       },
       { auth: 'keys' },
@@ -117,6 +128,11 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     await row.getByRole('button', { name: 'Confirm draining held' }).click();
     await expect.poll(() => row.getByRole('status').textContent(), POLL).toBe('3 waiting jobs removed');
     expect(await app.broker.queue('held').getWaitingCount()).toBe(0);
+    // Celerity's own queue (maintenance, bulk runs) is offered neither Pause nor Drain.
+    const internal = p.getByRole('row').filter({ has: p.getByRole('rowheader', { name: 'celerity', exact: true }) });
+    await internal.waitFor();
+    expect(await internal.getByRole('button').count()).toBe(0);
+    expect(await internal.textContent()).toContain('internal');
 
     // ops:read sees the queues, and no button.
     const w = await page(keys.watcher);
@@ -136,11 +152,14 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     await expect.poll(() => p.locator('h1 .badge').textContent(), POLL).toBe('completed');
     await expect.poll(() => p.getByLabel('Result').textContent(), POLL).toContain('"n": 150');
     expect(await p.getByRole('link', { name: id }).count()).toBe(1);
+    const retryId = String(await p.evaluate('location.hash')).replace('#/jobs/', '');
     // A key without jobs:delete is not offered Delete.
     expect(await p.getByRole('button', { name: 'Delete' }).count()).toBe(0);
 
     await p.goto(`${base}/dashboard/#/jobs/${id}`);
     await expect.poll(() => p.locator('h1 .badge').textContent(), POLL).toBe('failed');
+    // The original links to its retry.
+    await expect.poll(() => p.getByRole('list', { name: 'Retries of this job' }).getByRole('link', { name: retryId }).count(), POLL).toBe(1);
     await p.getByText('Retry with edited input').click();
     const requests: string[] = [];
     p.on('request', (r) => r.method() === 'POST' && requests.push(r.url()));
@@ -167,13 +186,40 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     expect(await app.getJob(id)).toBeNull();
   });
 
-  it('runs a delayed job now', async () => {
+  it('runs a delayed job now, and offers it only for a delayed job', async () => {
+    const waiting = await app.enqueue(held, { n: 9 });
     const job = await app.enqueue(fails, { n: 500 }, { delay: 3_600_000 });
     const p = await page(keys.retrier);
-    await p.goto(`${base}/dashboard/#/jobs/${job.id}`);
+    await p.goto(`${base}/dashboard/#/jobs/${waiting.id}`);
     await expect.poll(() => p.locator('h1 .badge').textContent(), POLL).toBe('queued');
+    await p.getByRole('heading', { name: 'Attempts' }).waitFor();
+    expect(await p.getByRole('button', { name: 'Run now' }).count()).toBe(0);
+    await p.goto(`${base}/dashboard/#/jobs/${job.id}`);
+    await expect.poll(() => p.locator('.facts').textContent(), POLL).toContain('Due');
     await p.getByRole('button', { name: 'Run now' }).click();
     await expect.poll(() => p.locator('h1 .badge').textContent(), { timeout: 15_000 }).toBe('completed');
+  });
+
+  it("shows a job's log lines, and each attempt's stack to an admin", async () => {
+    const job = await app.enqueue(talks, { ticket: 'T-7' });
+    await waitFor(async () => (await app.getJob(job.id))?.status === 'failed');
+    const p = await page(keys.admin);
+    await p.goto(`${base}/dashboard/#/jobs/${job.id}`);
+    const logs = p.getByTestId('job-logs');
+    await expect.poll(() => logs.locator('tbody tr').allTextContents(), POLL).toHaveLength(2);
+    const [first, second] = await logs.locator('tbody tr').allTextContents();
+    expect(first).toContain('looking up T-7');
+    expect(first).toContain('{"ticket":"T-7"}');
+    expect(second).toContain('warn');
+    expect(second).toContain('ticket T-7 has no owner');
+    await p.getByText('Stack', { exact: true }).click();
+    expect(await p.locator('td pre.stack').textContent()).toMatch(/^Error: ticket T-7 is closed\n\s+at /);
+
+    // A reader sees the lines, not the stack.
+    const r = await page(keys.retrier);
+    await r.goto(`${base}/dashboard/#/jobs/${job.id}`);
+    await expect.poll(() => r.getByTestId('job-logs').locator('tbody tr').count(), POLL).toBe(2);
+    expect(await r.getByText('Stack', { exact: true }).count()).toBe(0);
   });
 
   it('stops a bulk operation that has not started', async () => {
@@ -181,6 +227,11 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     const p = await page(keys.admin);
     await p.getByRole('link', { name: 'Bulk actions' }).click();
     await p.getByLabel('Task').fill('ops.fails');
+    // The filters of the jobs page: a condition on the input narrows the count to the one job.
+    await p.getByLabel('Input or result fields').fill('input.n:3');
+    await p.getByRole('button', { name: 'Count matching jobs' }).click();
+    await expect.poll(() => p.getByTestId('bulk-count').textContent(), POLL).toBe('1');
+    await p.getByLabel('Input or result fields').fill('');
     await p.getByRole('button', { name: 'Count matching jobs' }).click();
     await expect.poll(async () => Number(await p.getByTestId('bulk-count').textContent()), POLL).toBeGreaterThan(0);
     await p.getByRole('button', { name: /^Retry \d+ jobs?$/ }).click();

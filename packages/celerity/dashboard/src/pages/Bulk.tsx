@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { ErrorNote, Section, StatusBadge } from '../components/common.tsx';
-import { ACTION_SCOPES, endpoints, JOB_STATUSES, OPERATION_DONE, type BulkAction, type BulkFilter, type OperationView } from '../endpoints.ts';
+import { ACTION_SCOPES, endpoints, JOB_FILTERS, JOB_STATUSES, OPERATION_DONE, type BulkAction, type BulkFilter, type OperationView } from '../endpoints.ts';
+import { queryOf } from './Jobs.tsx';
 import { formatTime } from '../format.ts';
 import { href } from '../router.ts';
 import { can, isAdmin, useSession } from '../session.ts';
@@ -8,20 +9,23 @@ import { can, isAdmin, useSession } from '../session.ts';
 const ACTIONS: BulkAction[] = ['retry', 'cancel', 'delete'];
 const POLL_MS = 1_000;
 
-type Form = Record<keyof BulkFilter, string>;
+type Form = Record<(typeof JOB_FILTERS)[number], string>;
+
+const EMPTY: Form = Object.fromEntries(JOB_FILTERS.map((name) => [name, ''])) as Form;
 
 /** Bulk actions: count first (a dry run), then act on that filter once confirmed, and follow the operation. */
 export function Bulk() {
   const session = useSession();
   const allowed = ACTIONS.filter((a) => can(session, ACTION_SCOPES.bulk[a]));
   const [action, setAction] = useState<BulkAction>(allowed[0] ?? 'retry');
-  const [form, setForm] = useState<Form>({ status: 'failed', task: '', tenant: '', key_id: '' });
+  const [form, setForm] = useState<Form>({ ...EMPTY, status: 'failed' });
   const [count, setCount] = useState<number | null>(null);
   const [operation, setOperation] = useState<OperationView | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
 
-  const filter = Object.fromEntries(Object.entries(form).filter(([, v]) => v !== '')) as BulkFilter;
+  // As the jobs page sends its search: times in the browser's zone become instants, `where` one condition a line.
+  const filter: BulkFilter = queryOf(form);
   // A changed form is a new question: the count shown no longer answers it.
   const edit = (patch: Partial<Form>) => {
     setForm({ ...form, ...patch });
@@ -101,6 +105,26 @@ export function Bulk() {
           <div class="field">
             <label for="bulk-key">Submitted by key id</label>
             <input id="bulk-key" value={form.key_id} onInput={(e) => edit({ key_id: (e.target as HTMLInputElement).value })} />
+          </div>
+          {(
+            [
+              ['queue', 'Queue', 'text'],
+              ['id_prefix', 'Id starts with', 'text'],
+              ['error', 'Error text', 'text'],
+              ['created_after', 'Created after', 'datetime-local'],
+              ['created_before', 'Created before', 'datetime-local'],
+              ['finished_after', 'Finished after', 'datetime-local'],
+              ['finished_before', 'Finished before', 'datetime-local'],
+            ] as const
+          ).map(([name, label, type]) => (
+            <div class="field" key={name}>
+              <label for={`bulk-${name}`}>{label}</label>
+              <input id={`bulk-${name}`} type={type} value={form[name]} onInput={(e) => edit({ [name]: (e.target as HTMLInputElement).value })} />
+            </div>
+          ))}
+          <div class="field wide">
+            <label for="bulk-where">Input or result fields</label>
+            <textarea id="bulk-where" rows={2} class="mono" value={form.where} placeholder={'input.ticket_id:"T-1"'} onInput={(e) => edit({ where: (e.target as HTMLTextAreaElement).value })} />
           </div>
           <div class="actions">
             <button type="submit" disabled={busy}>
@@ -272,7 +296,7 @@ export function Audit() {
                   <td>{op.action}</td>
                   <td class="mono">
                     {Object.entries(op.filter)
-                      .map(([k, v]) => `${k}=${String(v)}`)
+                      .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(' and ') : String(v)}`)
                       .join(' ') || 'all'}
                     {op.all_tenants ? ' (every tenant)' : op.tenant ? ` (tenant ${op.tenant})` : ''}
                   </td>

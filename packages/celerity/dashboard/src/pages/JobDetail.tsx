@@ -1,11 +1,11 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ErrorNote, Json, ProgressView, Section, StatusBadge } from '../components/common.tsx';
-import { ACTION_SCOPES, endpoints, TERMINAL, type AttemptView, type JobView, type StepView } from '../endpoints.ts';
+import { ACTION_SCOPES, endpoints, TERMINAL, type AttemptView, type JobView, type LogLineView, type StepView } from '../endpoints.ts';
 import { between, formatDuration, formatTime, json } from '../format.ts';
 import { ApiError } from '../http.ts';
 import { live } from '../live.ts';
 import { href, navigate } from '../router.ts';
-import { can, useSession } from '../session.ts';
+import { can, isAdmin, useSession } from '../session.ts';
 
 /** What each hold reason of the job view means, in words. */
 const WAIT_REASONS: Record<string, string> = {
@@ -15,6 +15,8 @@ const WAIT_REASONS: Record<string, string> = {
 };
 
 export function JobDetail({ id }: { id: string }) {
+  // Stacks show the server's paths: the API gives them to admin keys only, when asked.
+  const stacks = isAdmin(useSession());
   const [job, setJob] = useState<JobView | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [mode, setMode] = useState('');
@@ -25,7 +27,7 @@ export function JobDetail({ id }: { id: string }) {
     let pending: ReturnType<typeof setTimeout> | undefined;
     const load = async () => {
       try {
-        const j = await endpoints.job(id);
+        const j = await endpoints.job(id, undefined, stacks);
         if (!alive) return;
         setJob(j);
         setError(null);
@@ -56,7 +58,7 @@ export function JobDetail({ id }: { id: string }) {
       if (pending) clearTimeout(pending);
       stop();
     };
-  }, [id]);
+  }, [id, stacks]);
 
   if (!job) {
     return (
@@ -118,6 +120,12 @@ export function JobDetail({ id }: { id: string }) {
               </dd>
             </div>
           )}
+          {job.run_at && (
+            <div>
+              <dt>Due</dt>
+              <dd>{formatTime(job.run_at)}</dd>
+            </div>
+          )}
           {job.retry_of && (
             <div>
               <dt>Retry of</dt>
@@ -125,6 +133,22 @@ export function JobDetail({ id }: { id: string }) {
                 <a href={href(`/jobs/${job.retry_of}`)} class="mono">
                   {job.retry_of}
                 </a>
+              </dd>
+            </div>
+          )}
+          {job.retried_by && job.retried_by.length > 0 && (
+            <div>
+              <dt>Retried by</dt>
+              <dd>
+                <ul class="plain" aria-label="Retries of this job">
+                  {job.retried_by.map((r) => (
+                    <li key={r}>
+                      <a href={href(`/jobs/${r}`)} class="mono">
+                        {r}
+                      </a>
+                    </li>
+                  ))}
+                </ul>
               </dd>
             </div>
           )}
@@ -157,11 +181,9 @@ export function JobDetail({ id }: { id: string }) {
       <Section title="Attempts" id="attempts-title">
         <Attempts job={job} />
       </Section>
-      {job.logs && job.logs.length > 0 && (
-        <Section title="Logs" id="logs-title">
-          <pre class="logs">{job.logs.join('\n')}</pre>
-        </Section>
-      )}
+      <Section title="Logs" id="logs-title">
+        <Logs job={job} />
+      </Section>
     </>
   );
 }
@@ -177,8 +199,8 @@ function Actions({ job, reload }: { job: JobView; reload: () => Promise<void> })
   const canCancel = can(session, ACTION_SCOPES.cancel) && !finished;
   const canRetry = can(session, ACTION_SCOPES.retry) && (job.status === 'failed' || job.status === 'cancelled');
   const canDelete = can(session, ACTION_SCOPES.delete) && finished;
-  // The job view does not say whether a queued job is delayed: the route answers 409 `job_not_delayed` for one that is not, shown as such.
-  const canPromote = can(session, ACTION_SCOPES.promote) && (job.status === 'queued' || job.status === 'retrying');
+  // Only a delayed job (a delay, or a retry's backoff) can run sooner: the view says so with run_at.
+  const canPromote = can(session, ACTION_SCOPES.promote) && (job.status === 'queued' || job.status === 'retrying') && Boolean(job.run_at);
   if (!canCancel && !canRetry && !canDelete && !canPromote) return null;
 
   const run = async (name: string, fn: () => Promise<void>) => {
@@ -314,12 +336,98 @@ function Attempts({ job }: { job: JobView }) {
                 <td>{formatDuration(between(i === 0 ? job.created_at : previousEnd(history, i), a.started_at))}</td>
                 <td>{formatDuration(between(a.started_at, a.finished_at))}</td>
                 <td>{formatTime(a.started_at)}</td>
-                <td>{a.error ? `${a.error.type}: ${a.error.message}` : '—'}</td>
+                <td>
+                  {a.error ? `${a.error.type}: ${a.error.message}` : '—'}
+                  {a.error?.stack && (
+                    <details>
+                      <summary>Stack</summary>
+                      <pre class="stack">{a.error.stack}</pre>
+                    </details>
+                  )}
+                </td>
               </tr>
             ))}
           </tbody>
         </table>
       </div>
+    </>
+  );
+}
+
+/**
+ * The job's log lines (GET /v1/jobs/:id/logs), read again as the job moves
+ * (status, attempts, finish): a running job's lines arrive as it logs them.
+ */
+function Logs({ job }: { job: JobView }) {
+  const [lines, setLines] = useState<LogLineView[] | null>(null);
+  const [next, setNext] = useState<number | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const version = `${job.status}|${job.attempts}|${job.finished_at ?? ''}|${JSON.stringify(job.progress ?? null)}`;
+  useEffect(() => {
+    const controller = new AbortController();
+    endpoints.logs(job.job_id, 0, controller.signal).then(
+      (page) => {
+        setLines(page.lines);
+        setNext(page.next_offset);
+        setError(null);
+      },
+      (err: unknown) => {
+        if (!controller.signal.aborted) setError(err);
+      },
+    );
+    return () => controller.abort();
+  }, [job.job_id, version]);
+  const more = async () => {
+    if (next === null || !lines) return;
+    try {
+      const page = await endpoints.logs(job.job_id, next);
+      setLines([...lines, ...page.lines]);
+      setNext(page.next_offset);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  if (error) return <ErrorNote error={error} />;
+  if (!lines) return <p class="muted">Loading…</p>;
+  if (lines.length === 0) {
+    return <p class="muted">No log lines. A job keeps what its handler logs through ctx.log (info and above), in Redis and then in the history.</p>;
+  }
+  return (
+    <>
+      <div class="table-wrap">
+        <table class="logs" data-testid="job-logs">
+          <caption class="sr-only">Log lines of the job, oldest first</caption>
+          <thead>
+            <tr>
+              <th scope="col">Time</th>
+              <th scope="col">Attempt</th>
+              <th scope="col">Level</th>
+              <th scope="col">Message</th>
+            </tr>
+          </thead>
+          <tbody>
+            {lines.map((l, i) => (
+              <tr key={i} class={`log-${l.level}`}>
+                <td class="mono">{formatTime(l.time)}</td>
+                <td>{l.attempt}</td>
+                <td>
+                  <span class={`badge badge-log-${l.level}`}>{l.level}</span>
+                </td>
+                <td class="mono">
+                  {l.message}
+                  {l.data && <span class="muted"> {JSON.stringify(l.data)}</span>}
+                  {l.truncated && <span class="muted"> (cut)</span>}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {next !== null && (
+        <button type="button" class="secondary" onClick={() => void more()}>
+          More lines
+        </button>
+      )}
     </>
   );
 }

@@ -17,8 +17,12 @@ function filterOf(route: Route): Filter {
 
 const TIMES = new Set(['created_after', 'created_before', 'finished_after', 'finished_before']);
 
-/** The API query of a filter: a time field in the browser's zone becomes an instant, and `where` one condition per line. */
-function queryOf(f: Filter): Record<string, string | string[]> {
+/**
+ * The API query of a filter: a time field in the browser's zone becomes an
+ * instant, and `where` one condition per line. The bulk page sends its
+ * filter the same way (POST /v1/bulk takes the same fields).
+ */
+export function queryOf(f: Filter): Record<string, string | string[]> {
   const q: Record<string, string | string[]> = {};
   for (const name of JOB_FILTERS) {
     const value = f[name]?.trim();

@@ -68,6 +68,38 @@ export function Overview() {
   );
 }
 
+/**
+ * Celerity's own queue (maintenance, bulk actions): pausing or draining it
+ * would stop the purge and every bulk run, so the overview offers neither;
+ * only a resume, should it have been paused by other means.
+ */
+const INTERNAL_QUEUE = 'celerity';
+
+function InternalQueueActions({ queue, changed }: { queue: QueueView; changed: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  if (!queue.paused) return <span class="muted">internal</span>;
+  const resume = async () => {
+    setBusy(true);
+    try {
+      await endpoints.resumeQueue(queue.name);
+      changed();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <button type="button" class="secondary" disabled={busy} aria-label={`Resume ${queue.name}`} onClick={() => void resume()}>
+        Resume
+      </button>
+      <ErrorNote error={error} />
+    </>
+  );
+}
+
 /** Pause, resume and drain: admin keys' alone, since a queue holds every tenant's jobs. */
 function QueueActions({ queue, changed }: { queue: QueueView; changed: () => void }) {
   const [busy, setBusy] = useState(false);
@@ -167,11 +199,7 @@ function QueuesTable({ queues, admin, changed }: { queues: QueueView[] | undefin
               <td>
                 {q.throughput.completed.m1} / {q.throughput.failed.m1} · {q.throughput.completed.m5} / {q.throughput.failed.m5}
               </td>
-              {admin && (
-                <td>
-                  <QueueActions queue={q} changed={changed} />
-                </td>
-              )}
+              {admin && <td>{q.name === INTERNAL_QUEUE ? <InternalQueueActions queue={q} changed={changed} /> : <QueueActions queue={q} changed={changed} />}</td>}
             </tr>
           ))}
         </tbody>

@@ -2,9 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import { hasScope, isAdmin, type Principal, principalOf, type Scope, tenantScopeOf } from '../../auth/principal.ts';
 import { ForbiddenError } from '../../errors.ts';
-import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
-import { CURSOR_PATTERN, IDENTIFIER_PATTERN, MAX_LIST_LIMIT, MAX_NAME_LENGTH, TASK_NAME_PATTERN } from '../../limits.ts';
+import { CURSOR_PATTERN, MAX_LIST_LIMIT } from '../../limits.ts';
 import { BULK_ACTIONS, type BulkAction, type BulkActor, type BulkFilter, BulkOperationNotFoundError, listOperations, mayView, type OperationViewer, operationView } from '../../ops/bulk/operations.ts';
+import { parseSearchFilter, type SearchFilterFields, searchFilterProperties } from '../search-filter.ts';
 import { jobIdParamsSchema } from './jobs.ts';
 
 /** What each bulk action asks of the key: the scope of doing it to one job. */
@@ -12,7 +12,7 @@ const ACTION_SCOPE: Record<BulkAction, Scope> = { retry: 'jobs:retry', cancel: '
 
 interface BulkBody {
   action: BulkAction;
-  filter?: { status?: JobStatus; task?: string; tenant?: string; key_id?: string };
+  filter?: SearchFilterFields;
   dry_run?: boolean;
 }
 
@@ -69,7 +69,7 @@ export async function bulkRoutes(server: FastifyInstance, { app }: { app: App })
       schema: {
         summary: 'Retry, cancel or delete every job a filter matches, in the background',
         description:
-          "`dry_run: true` answers how many jobs the filter matches now (200, `{count}`), changing nothing. Otherwise the action starts in the background (202) as the internal task `celerity.bulk`: follow it at `GET /v1/bulk/{id}`, stop it with `POST /v1/bulk/{id}/stop`; it is written to the audit log (`GET /v1/audit`). The filter takes the fields of `GET /v1/jobs` and is confined to the key's tenant and task patterns. The key needs the scope of the action: `jobs:retry`, `jobs:cancel` or `jobs:delete`.",
+          "`dry_run: true` answers how many jobs the filter matches now (200, `{count}`, one COUNT statement), changing nothing. Otherwise the action starts in the background (202) as the internal task `celerity.bulk`: follow it at `GET /v1/bulk/{id}`, stop it with `POST /v1/bulk/{id}/stop`; it is written to the audit log (`GET /v1/audit`). The filter takes the filters of `GET /v1/jobs` (status, task, queue, tenant, key, id prefix, creation and finish ranges, error text, `where` on JSON paths) and is confined to the key's tenant and task patterns. The key needs the scope of the action: `jobs:retry`, `jobs:cancel` or `jobs:delete`.",
         tags: ['operations'],
         body: {
           type: 'object',
@@ -80,12 +80,8 @@ export async function bulkRoutes(server: FastifyInstance, { app }: { app: App })
             filter: {
               type: 'object',
               additionalProperties: false,
-              properties: {
-                status: { type: 'string', enum: [...JOB_STATUSES] },
-                task: { type: 'string', pattern: TASK_NAME_PATTERN },
-                tenant: { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: IDENTIFIER_PATTERN },
-                key_id: { type: 'string', pattern: '^[0-9a-z]{16}$' },
-              },
+              description: 'The filters of `GET /v1/jobs`, in the same spelling; `where` is a string or an array of strings.',
+              properties: searchFilterProperties,
             },
             dry_run: { type: 'boolean', default: false },
           },
@@ -107,8 +103,7 @@ export async function bulkRoutes(server: FastifyInstance, { app }: { app: App })
       if (!isAdmin(principal) && given.tenant !== undefined && given.tenant !== principal.tenant) {
         throw new ForbiddenError("filter.tenant names another tenant than the API key's; a key acts only on its own tenant's jobs", { field: 'filter.tenant' });
       }
-      const { key_id: keyId, ...rest } = given;
-      const filter: BulkFilter = { ...rest, ...(keyId !== undefined ? { keyId } : {}) };
+      const filter: BulkFilter = parseSearchFilter(given, 'body.filter');
       const actor = actorOf(principal);
       if (dryRun) return reply.status(200).send({ count: await app.countBulk(actor, filter) });
       const op = await app.startBulk(actor, action, filter);

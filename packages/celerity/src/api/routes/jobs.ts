@@ -1,12 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { App, JobHandle } from '../../app.ts';
 import type { EnqueueOptions } from '../../client/enqueue.ts';
-import { type FieldIssue, ForbiddenError } from '../../errors.ts';
-import { DEFAULT_SEARCH_TIMEOUT_MS, InvalidSearchError, MAX_ERROR_SEARCH_LENGTH, MAX_JSON_CONDITIONS, parseInstant, parseJsonCondition } from '../../store/job-search.ts';
-import type { ListFilter } from '../../store/job-store.ts';
+import { ForbiddenError } from '../../errors.ts';
+import { DEFAULT_SEARCH_TIMEOUT_MS, MAX_JSON_CONDITIONS } from '../../store/job-search.ts';
+import { parseSearchFilter, type SearchFilterFields, searchFilterProperties } from '../search-filter.ts';
 import { isAdmin, principalOf, tenantScopeOf } from '../../auth/principal.ts';
 import { assertNoUploadHandle, scopedSubmission, visibleJob } from '../access.ts';
-import { JOB_STATUSES, type JobStatus } from '../../job-record.ts';
+import { JOB_STATUSES, MAX_JOB_LOG_LINE_BYTES, MAX_JOB_LOG_LINES } from '../../job-record.ts';
+import { retriesOf } from '../../client/job-actions.ts';
+import { readJobLogs } from '../../client/job-logs.ts';
 import {
   CURSOR_PATTERN,
   IDENTIFIER_PATTERN,
@@ -19,7 +21,6 @@ import {
   MAX_PATH_ID_LENGTH,
   MAX_TIME_LIMIT_MS,
   PATH_ID_PATTERN,
-  TASK_NAME_PATTERN,
 } from '../../limits.ts';
 import { jobView } from '../job-view.ts';
 
@@ -39,29 +40,10 @@ interface SubmitBody {
   options?: SubmitOptions;
 }
 
-interface ListQuery {
-  status?: JobStatus;
-  task?: string;
-  queue?: string;
-  tenant?: string;
-  key_id?: string;
-  id_prefix?: string;
-  created_after?: string;
-  created_before?: string;
-  finished_after?: string;
-  finished_before?: string;
-  error?: string;
-  where?: string | string[];
+interface ListQuery extends SearchFilterFields {
   limit: number;
   cursor?: string;
 }
-
-const instant = (what: string) =>
-  ({
-    type: 'string',
-    maxLength: 40,
-    description: `${what}, as epoch milliseconds or ISO-8601 with a time zone (\`2026-11-30\`, \`2026-11-30T12:00:00Z\`).`,
-  }) as const;
 
 const LIST_DESCRIPTION = `Searches the SQL history, newest first (creation time, then id). Every filter given must hold.
 
@@ -178,51 +160,6 @@ const submitSchema = {
   },
 } as const;
 
-/**
- * The query's filters as the store takes them. Every malformed one is
- * reported, each under its own `querystring.<name>` path.
- */
-function searchFilterOf(q: ListQuery): ListFilter {
-  const issues: FieldIssue[] = [];
-  const attempt = <T>(fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (err) {
-      if (!(err instanceof InvalidSearchError)) throw err;
-      issues.push(...err.details.issues);
-      return undefined;
-    }
-  };
-  const time = (name: 'created_after' | 'created_before' | 'finished_after' | 'finished_before') => {
-    const text = q[name];
-    return text === undefined ? undefined : attempt(() => parseInstant(text, `querystring.${name}`));
-  };
-  const createdAfter = time('created_after');
-  const createdBefore = time('created_before');
-  const finishedAfter = time('finished_after');
-  const finishedBefore = time('finished_before');
-  const where = q.where === undefined ? [] : Array.isArray(q.where) ? q.where : [q.where];
-  const json = where.map((text, i) => attempt(() => parseJsonCondition(text, Array.isArray(q.where) ? `querystring.where.${i}` : 'querystring.where')));
-  const filter: ListFilter = {
-    limit: q.limit,
-    status: q.status,
-    task: q.task,
-    queue: q.queue,
-    tenant: q.tenant,
-    keyId: q.key_id,
-    idPrefix: q.id_prefix,
-    error: q.error,
-    cursor: q.cursor,
-    createdAfter,
-    createdBefore,
-    finishedAfter,
-    finishedBefore,
-    json: json.filter((c) => c !== undefined),
-  };
-  if (issues.length > 0) throw new InvalidSearchError(issues);
-  return filter;
-}
-
 /** Submit, read and list jobs. */
 export async function jobRoutes(server: FastifyInstance, { app }: { app: App }): Promise<void> {
   server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema, config: { celerity: { scope: 'jobs:submit' } } }, async (request, reply) => {
@@ -234,18 +171,105 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
     return sendAccepted(request, reply, handle);
   });
 
-  server.get<{ Params: { id: string } }>(
+  server.get<{ Params: { id: string }; Querystring: { stacks?: boolean } }>(
     '/v1/jobs/:id',
     {
       schema: {
         summary: 'Read a job: status, progress, result or error',
         tags: ['jobs'],
         params: jobIdParamsSchema,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            stacks: {
+              type: 'boolean',
+              default: false,
+              description: "Whole stacks: the error's, and each failed attempt's in `attempt_history` (at most 4 KB each). They reveal the server's paths: `admin` keys only (403 for any other).",
+            },
+          },
+        },
         response: { 200: { $ref: 'Job#' }, '4xx': { $ref: 'Error#' }, 503: { $ref: 'Error#' } },
       },
       config: { celerity: { scope: 'jobs:read' } },
     },
-    async (request) => jobView(await visibleJob(app, principalOf(request), request.params.id)),
+    async (request) => {
+      const principal = principalOf(request);
+      const stacks = request.query.stacks === true;
+      if (stacks && !isAdmin(principal)) throw new ForbiddenError("stacks=true is for admin keys only: stacks show the server's paths", { field: 'stacks' });
+      const record = await visibleJob(app, principal, request.params.id);
+      // Only a failed or cancelled job can have retries: polls of live jobs stay off SQL.
+      if (record.status === 'failed' || record.status === 'cancelled') record.retriedBy = await retriesOf(app, record.id, tenantScopeOf(principal));
+      return jobView(record, { stacks });
+    },
+  );
+
+  server.get<{ Params: { id: string }; Querystring: { offset: number; limit: number } }>(
+    '/v1/jobs/:id/logs',
+    {
+      schema: {
+        summary: "A job's log lines",
+        description: `What the handler logged through \`ctx.log\` at info level and above, oldest first, over all attempts (each line names its attempt). A job keeps at most ${MAX_JOB_LOG_LINES} lines of at most ${MAX_JOB_LOG_LINE_BYTES} bytes each (a longer one is cut, \`truncated: true\`); past the cap, one line says how many were dropped. Read from Redis while it holds the job, then from the history, where the recorder copies a finished job's lines (kept as long as the job's row; a deleted job's go with it). Scoped like GET /v1/jobs/{id}.`,
+        tags: ['jobs'],
+        params: jobIdParamsSchema,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            offset: { type: 'integer', minimum: 0, maximum: MAX_JOB_LOG_LINES * 10, default: 0, description: 'Lines to skip (the next_offset of the previous page).' },
+            limit: { type: 'integer', minimum: 1, maximum: MAX_JOB_LOG_LINES, default: 100 },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              job_id: { type: 'string' },
+              lines: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    time: { type: 'string', format: 'date-time' },
+                    level: { type: 'string', enum: ['info', 'warn', 'error', 'fatal'] },
+                    attempt: { type: 'integer' },
+                    message: { type: 'string' },
+                    data: { type: 'object', additionalProperties: true, description: 'The fields logged with the line, when any.' },
+                    truncated: { type: 'boolean' },
+                  },
+                  required: ['time', 'level', 'attempt', 'message'],
+                },
+              },
+              total: { type: 'integer', description: 'Lines the job keeps.' },
+              next_offset: { type: ['integer', 'null'], description: 'offset of the next page; null on the last.' },
+            },
+            required: ['job_id', 'lines', 'total', 'next_offset'],
+          },
+          '4xx': { $ref: 'Error#' },
+          503: { $ref: 'Error#' },
+        },
+      },
+      config: { celerity: { scope: 'jobs:read' } },
+    },
+    async (request) => {
+      const record = await visibleJob(app, principalOf(request), request.params.id);
+      const all = await readJobLogs(app.broker, await app.openStore(), record.queue, record.id);
+      const { offset, limit } = request.query;
+      const page = all.slice(offset, offset + limit);
+      return {
+        job_id: record.id,
+        lines: page.map((l) => ({
+          time: new Date(l.celerity_log).toISOString(),
+          level: l.level,
+          attempt: l.attempt,
+          message: l.msg,
+          ...(l.data ? { data: l.data } : {}),
+          ...(l.truncated ? { truncated: true } : {}),
+        })),
+        total: all.length,
+        next_offset: offset + page.length < all.length ? offset + page.length : null,
+      };
+    },
   );
 
   server.post<{ Params: { id: string } }>(
@@ -286,30 +310,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
           type: 'object',
           additionalProperties: false,
           properties: {
-            status: { type: 'string', enum: [...JOB_STATUSES] },
-            task: { type: 'string', pattern: TASK_NAME_PATTERN },
-            tenant: { ...identifier, description: "Only this tenant's jobs. A key of a tenant sees only its own: naming another is refused (403)." },
-            key_id: { type: 'string', pattern: '^[0-9a-z]{16}$', description: 'Only the jobs submitted with this API key (its id, as `celerity keys list` shows it).' },
-            queue: { type: 'string', pattern: '^[A-Za-z0-9_.\\-]{1,100}$', description: "Only the jobs of this queue (the task's `queue`: 1-100 letters, digits, `_`, `.` or `-`)." },
-            id_prefix: { type: 'string', maxLength: MAX_PATH_ID_LENGTH, pattern: PATH_ID_PATTERN, description: 'Only the jobs whose id starts with this.' },
-            created_after: instant('Only the jobs created at or after this instant'),
-            created_before: instant('Only the jobs created before this instant'),
-            finished_after: instant('Only the jobs finished at or after this instant'),
-            finished_before: instant('Only the jobs finished before this instant'),
-            error: {
-              type: 'string',
-              minLength: 1,
-              maxLength: MAX_ERROR_SEARCH_LENGTH,
-              pattern: IDENTIFIER_PATTERN,
-              description: 'Only the jobs whose error message or type contains this text (case-insensitive).',
-            },
-            where: {
-              anyOf: [
-                { type: 'string', maxLength: 1000 },
-                { type: 'array', maxItems: MAX_JSON_CONDITIONS, items: { type: 'string', maxLength: 1000 } },
-              ],
-              description: 'A condition on the input or the result, `input.ticket_id:"T-1"`; repeat it for several (all must hold).',
-            },
+            ...searchFilterProperties,
             limit: { type: 'integer', minimum: 1, maximum: MAX_LIST_LIMIT, default: 50 },
             cursor: { type: 'string', pattern: CURSOR_PATTERN, description: 'next_cursor of the previous page.' },
           },
@@ -337,12 +338,14 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
         throw new ForbiddenError("tenant names another tenant than the API key's; a key lists only its own tenant's jobs", { field: 'tenant' });
       }
       const page = await app.listJobs({
-        ...searchFilterOf(q),
+        ...parseSearchFilter(q, 'querystring'),
+        limit: q.limit,
+        cursor: q.cursor,
         scope: tenantScopeOf(principal),
         ...(principal.tasks !== null && !isAdmin(principal) ? { taskPatterns: principal.tasks } : {}),
         timeoutMs: app.config.searchTimeout ?? DEFAULT_SEARCH_TIMEOUT_MS,
       });
-      return { jobs: page.jobs.map(jobView), next_cursor: page.nextCursor, partial: page.partial === true };
+      return { jobs: page.jobs.map((j) => jobView(j)), next_cursor: page.nextCursor, partial: page.partial === true };
     },
   );
 }

@@ -1,6 +1,7 @@
 import type { TenantScope } from '../../auth/principal.ts';
 import { CelerityError, InvalidOptionsError } from '../../errors.ts';
 import type { BulkOperationsTable } from '../../store/db.ts';
+import type { JsonCondition } from '../../store/job-search.ts';
 import type { JobStore, ListFilter } from '../../store/job-store.ts';
 
 /** What a bulk action does to each job its filter matches. */
@@ -86,22 +87,17 @@ export function confinedFilter(op: Pick<BulkOperation, 'filter' | 'actor'>, limi
 }
 
 /**
- * How many jobs a filter matches for this actor, by paging the history with
- * the very query the operation runs (so that a field ListFilter gains is
- * counted as it is applied).
+ * How many jobs a filter matches for this actor: one `count(*)` with the
+ * conditions of the very filter the operation pages with (so that a field
+ * ListFilter gains is counted as it is applied), without the bulk
+ * operations' own jobs, which the run leaves alone too.
  */
 export async function countMatching(store: JobStore, op: Pick<BulkOperation, 'filter' | 'actor'>): Promise<number> {
-  let count = 0;
-  let cursor: string | null = null;
-  do {
-    const page = await store.list(confinedFilter(op, COUNT_PAGE, cursor));
-    count += page.jobs.filter(inBulkReach).length;
-    cursor = page.nextCursor;
-  } while (cursor !== null);
-  return count;
+  const { limit: _limit, cursor: _cursor, ...filter } = confinedFilter(op, 1, null);
+  return store.count({ ...filter, excludeTasks: [BULK_TASK] });
 }
 
-const COUNT_PAGE = 1_000;
+const BULK_TASK = 'celerity.bulk';
 
 /**
  * Bulk operations leave each other alone: an operation's own job (a
@@ -109,7 +105,7 @@ const COUNT_PAGE = 1_000;
  * as `status: queued`, and cancelling or deleting it would stop the run.
  */
 export function inBulkReach(job: { task: string }): boolean {
-  return job.task !== 'celerity.bulk';
+  return job.task !== BULK_TASK;
 }
 
 function toRow(op: BulkOperation): BulkOperationsTable {
@@ -259,8 +255,41 @@ export function operationView(op: BulkOperation) {
   };
 }
 
-/** The filter in the API's spelling (`key_id`), as it was given. */
+/**
+ * The filter in the API's spelling, as `GET /v1/jobs` and `POST /v1/bulk`
+ * take it: `key_id`, `id_prefix`, instants in ISO-8601, `where` conditions
+ * as text (`input.ticket_id:"T-1"`).
+ */
 export function filterView(filter: BulkFilter): Record<string, unknown> {
-  const { keyId, ...rest } = filter as BulkFilter & { keyId?: string };
-  return { ...rest, ...(keyId !== undefined ? { key_id: keyId } : {}) };
+  const view: Record<string, unknown> = {};
+  const iso = (ms: number) => new Date(ms).toISOString();
+  for (const [key, value] of Object.entries(filter) as [keyof BulkFilter, unknown][]) {
+    if (value === undefined) continue;
+    switch (key) {
+      case 'keyId':
+        view.key_id = value;
+        break;
+      case 'idPrefix':
+        view.id_prefix = value;
+        break;
+      case 'createdAfter':
+        view.created_after = iso(value as number);
+        break;
+      case 'createdBefore':
+        view.created_before = iso(value as number);
+        break;
+      case 'finishedAfter':
+        view.finished_after = iso(value as number);
+        break;
+      case 'finishedBefore':
+        view.finished_before = iso(value as number);
+        break;
+      case 'json':
+        view.where = (value as JsonCondition[]).map((c) => `${c.column}.${c.path.join('.')}:${JSON.stringify(c.value)}`);
+        break;
+      default:
+        view[key] = value;
+    }
+  }
+  return view;
 }

@@ -1,4 +1,5 @@
 import type { ProgressUpdate } from '../../task.ts';
+import type { LoggedLine } from '../job-log.ts';
 
 /** An error crossing the thread boundary. */
 export interface WireError {
@@ -30,5 +31,7 @@ export type ToThread =
 export type FromThread =
   | { type: 'ready' }
   | { type: 'progress'; update: ProgressUpdate }
+  /** A line the handler logged through `ctx.log` (info and above): the parent keeps it in the job's log. */
+  | { type: 'log'; line: LoggedLine }
   | { type: 'done'; result: unknown; heapUsed: number }
   | { type: 'failed'; error: WireError; heapUsed: number };

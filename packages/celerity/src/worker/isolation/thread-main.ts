@@ -10,6 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { importApp } from '../../app-module.ts';
 import { NonRetryableError, Retry, UpstreamRateLimit } from '../../errors.ts';
 import { parseInput, requestRateLimitPause, requestRetry, type TaskContext } from '../../task.ts';
+import { keepingLogger, type LoggedLine } from '../job-log.ts';
 import type { FromThread, ToThread, WireError } from './protocol.ts';
 
 const port = parentPort!;
@@ -40,13 +41,23 @@ function fromWire(w: WireError): Error {
   return e;
 }
 
+function sendLine(line: LoggedLine): void {
+  try {
+    send({ type: 'log', line });
+  } catch {
+    // Fields that cannot be cloned: the message alone.
+    send({ type: 'log', line: { level: line.level, msg: line.msg } });
+  }
+}
+
 port.on('message', async (msg: ToThread) => {
   if (msg.type === 'abort') {
     controller.abort(fromWire(msg.reason));
     return;
   }
   controller = new AbortController();
-  const log = app.logger.child({ job_id: msg.jobId, task: msg.task, attempt: msg.attempt, queue: msg.queue, isolation: 'thread' });
+  // The parent keeps the job's log (its Redis connection, its caps); lines cross as messages.
+  const log = keepingLogger(app.logger.child({ job_id: msg.jobId, task: msg.task, attempt: msg.attempt, queue: msg.queue, isolation: 'thread' }), (line) => sendLine(line));
   try {
     const task = app.task(msg.task);
     if (!task) throw new NonRetryableError(`No task named "${msg.task}" in ${appModule}`);

@@ -2,6 +2,7 @@ import { Worker as Thread } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { NonRetryableError, Retry, UpstreamRateLimit } from '../../errors.ts';
 import type { ProgressUpdate } from '../../task.ts';
+import type { LoggedLine } from '../job-log.ts';
 import type { FromThread, ToThread, WireError } from './protocol.ts';
 
 export interface ThreadPoolOptions {
@@ -61,7 +62,7 @@ export class ThreadPool {
     return this.all.size;
   }
 
-  run(request: RunRequest, onProgress: (update: ProgressUpdate) => void): ThreadRun {
+  run(request: RunRequest, onProgress: (update: ProgressUpdate) => void, onLog: (line: LoggedLine) => void = () => {}): ThreadRun {
     const member = this.idle.pop() ?? this.spawn();
     member.busy = true;
     let settle!: { resolve: (v: unknown) => void; reject: (e: Error) => void };
@@ -76,6 +77,7 @@ export class ThreadPool {
     };
     member.onMessage = (msg) => {
       if (msg.type === 'progress') return onProgress(msg.update);
+      if (msg.type === 'log') return onLog(msg.line);
       if (msg.type === 'done' || msg.type === 'failed') {
         finish(() => {
           this.release(member, msg.heapUsed);
