@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import { Broker } from './broker/broker.ts';
+import { workerFairness } from './fairness/stage.ts';
 import { enqueueJob, type Enqueued, type EnqueueOptions, type TaskRoute } from './client/enqueue.ts';
 import { enqueueMany, type BulkJob } from './client/enqueue-many.ts';
 import { readJob } from './client/status.ts';
@@ -573,6 +574,7 @@ export class App {
       maxMemoryPerChild: this.config.maxMemoryPerChild,
       uploadDir: this.config.uploadDir,
       lifecycle: this.lifecycle,
+      fairness: workerFairness(this.broker, opts.queues ?? this.config.queues ?? this.queueNames(), this.logger),
     });
   }
 

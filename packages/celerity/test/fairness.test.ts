@@ -1,0 +1,182 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createApp } from '../src/app.ts';
+import { fairKeys } from '../src/broker/fair-keys.ts';
+import { FairDispatcher, fairCommands } from '../src/fairness/dispatcher.ts';
+import { setWeight } from '../src/fairness/weights.ts';
+import { defineTask } from '../src/task.ts';
+import { openTestApp, sleep, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
+
+useCleanup();
+
+const QUEUE = 'fairq';
+const starts: { id: string; tenant: string | null; at: number }[] = [];
+
+const work = defineTask({
+  name: 'fair.work',
+  queue: QUEUE,
+  input: z.object({ tenant: z.string().nullable(), ms: z.number().int().min(0) }),
+  handler: async ({ tenant, ms }, ctx) => {
+    starts.push({ id: ctx.jobId, tenant, at: Date.now() });
+    if (ms > 0) await sleep(ms);
+    return null;
+  },
+});
+
+/** An app whose queue `fairq` is fair, with a window of `window` jobs. */
+function fairApp(window = 8, extra: Record<string, string> = {}) {
+  starts.length = 0;
+  return openTestApp('sqlite', [work], { fairQueues: QUEUE, fairWindow: window, ...extra });
+}
+
+/** A dispatcher of its own, as a worker has, with the window given. */
+function dispatcher(app: Awaited<ReturnType<typeof fairApp>>, window: number): FairDispatcher {
+  return new FairDispatcher({ redis: app.broker.redis, queue: app.broker.queue(QUEUE), prefix: app.config.prefix, window });
+}
+
+/** BullMQ's wait list in the order workers take it (oldest first). */
+async function waitList(app: Awaited<ReturnType<typeof fairApp>>): Promise<string[]> {
+  return (await testRedis().lrange(fairKeys.bullWait(app.config.prefix, QUEUE), 0, -1)).reverse();
+}
+
+async function flood(app: Awaited<ReturnType<typeof fairApp>>, tenant: string | undefined, n: number, ms = 0, priority?: number): Promise<string[]> {
+  const handles = await app.enqueueMany(Array.from({ length: n }, () => ({ task: work, input: { tenant: tenant ?? null, ms }, options: { ...(tenant ? { tenant } : {}), ...(priority ? { priority } : {}) } })));
+  return handles.map((h) => h.id);
+}
+
+describe('fair scheduling between tenants', () => {
+  it('parks a submitted job: it reads queued and stays out of the wait list beyond the window', async () => {
+    const app = await fairApp(4);
+    await flood(app, 'acme', 10);
+    await waitFor(async () => (await waitList(app)).length === 4);
+    await sleep(100);
+    expect(await waitList(app)).toHaveLength(4);
+    const [parked] = await flood(app, 'acme', 1);
+    expect((await app.getJob(parked!))?.status).toBe('queued');
+  });
+
+  it("a flood of one tenant does not delay another's job beyond the window", async () => {
+    const app = await fairApp(8);
+    await startWorker(app, { concurrency: 4 });
+    const flooded = await flood(app, 'A', 400, 5);
+    await waitFor(() => starts.length >= 20);
+    const b = await app.enqueue(work, { tenant: 'B', ms: 0 }, { tenant: 'B' });
+    const submittedAfter = starts.length;
+    await b.wait({ timeoutMs: 20_000 });
+    const bIndex = starts.findIndex((s) => s.id === b.id);
+    // Behind B at most the jobs already runnable (the window) and those running.
+    expect(bIndex - submittedAfter).toBeLessThanOrEqual(8 + 4 + 2);
+    // And the flood was still far from over: without fairness B would have run last.
+    expect(starts.length).toBeLessThan(flooded.length);
+  });
+
+  it('weights 2:1 give a 2:1 split while both are backlogged', async () => {
+    const app = await fairApp();
+    await setWeight(app.broker.redis, app.config.prefix, QUEUE, 'A', 2);
+    await flood(app, 'A', 100);
+    await flood(app, 'B', 100);
+    // The producer's own dispatch fills the default window; take the next 90 in order.
+    const before = new Set(await waitList(app));
+    const d = dispatcher(app, 8 + 90);
+    await d.dispatchNow();
+    const order = (await waitList(app)).filter((id) => !before.has(id));
+    expect(order).toHaveLength(90);
+    const tenants = await Promise.all(order.map(async (id) => (await app.getJob(id))!.tenant));
+    const a = tenants.filter((t) => t === 'A').length;
+    expect(a).toBeGreaterThanOrEqual(58);
+    expect(a).toBeLessThanOrEqual(62);
+  });
+
+  it('priority orders jobs inside a tenant only', async () => {
+    const app = await fairApp(1);
+    // Fills the window of 1, so what follows stays in the backlogs.
+    await flood(app, 'Z', 1);
+    const [a5] = await flood(app, 'A', 1, 0, 5);
+    const [a1] = await flood(app, 'A', 1, 0, 1);
+    const [a3] = await flood(app, 'A', 1, 0, 3);
+    const [b9] = await flood(app, 'B', 1, 0, 9);
+    const before = new Set(await waitList(app));
+    await dispatcher(app, 1 + 4).dispatchNow();
+    const order = (await waitList(app)).filter((id) => !before.has(id));
+    // A's jobs by priority; B's low-priority job takes its turn between them.
+    expect(order).toEqual([a1, b9, a3, a5]);
+  });
+
+  it('jobs without a tenant form a tenant of their own', async () => {
+    const app = await fairApp(1);
+    await flood(app, 'Z', 1);
+    await flood(app, 'A', 20);
+    const none = await flood(app, undefined, 3);
+    const before = new Set(await waitList(app));
+    await dispatcher(app, 1 + 6).dispatchNow();
+    const order = (await waitList(app)).filter((id) => !before.has(id));
+    expect(order.filter((id) => none.includes(id))).toHaveLength(3);
+  });
+
+  it('loses no job when a dispatcher dies between the pop and the promote', async () => {
+    const app = await fairApp(4);
+    const redis = fairCommands(app.broker.redis);
+    const { prefix } = app.config;
+    // Fill the window so the producer's dispatch leaves the next jobs parked.
+    await flood(app, 'A', 4);
+    await waitFor(async () => (await waitList(app)).length === 4);
+    const [lost] = await flood(app, 'B', 1);
+    // A dispatcher pops (the script) and dies before promoting.
+    const [taken] = await redis.celerityFairDispatch(fairKeys.bullWait(prefix, QUEUE), fairKeys.bullDelayed(prefix, QUEUE), fairKeys.base(prefix, QUEUE), 100, 100, 1);
+    expect(taken).toEqual([lost]);
+    expect(await waitList(app)).not.toContain(lost);
+    expect(await testRedis().zscore(`${fairKeys.base(prefix, QUEUE)}inflight`, lost!)).not.toBeNull();
+    // The sweep of a live process finds it and promotes it.
+    expect(await dispatcher(app, 4).sweep(0)).toBe(1);
+    expect(await waitList(app)).toContain(lost);
+    expect(await testRedis().zcard(`${fairKeys.base(prefix, QUEUE)}inflight`)).toBe(0);
+    // A second sweep (another process) promoting it again changes nothing.
+    await redis.zadd(`${fairKeys.base(prefix, QUEUE)}inflight`, 0, lost!);
+    await dispatcher(app, 4).sweep(0);
+    expect((await waitList(app)).filter((id) => id === lost)).toHaveLength(1);
+    await startWorker(app);
+    await waitFor(async () => (await app.getJob(lost!))?.status === 'completed');
+  });
+
+  it('cancels a parked job, and the dispatcher skips it', async () => {
+    const app = await fairApp(2);
+    await flood(app, 'A', 2);
+    const [gone, next] = await flood(app, 'B', 2);
+    expect(await app.cancel(gone!)).toBe('cancelled');
+    expect((await app.getJob(gone!))?.status).toBe('cancelled');
+    // A window of 4 refills once at most 2 are runnable (the low-water mark is half the window).
+    await dispatcher(app, 4).dispatchNow();
+    const wait = await waitList(app);
+    expect(wait).toContain(next);
+    expect(wait).not.toContain(gone);
+    expect(await testRedis().zcard(`${fairKeys.base(app.config.prefix, QUEUE)}inflight`)).toBe(0);
+  });
+
+  it('a delayed job enters its backlog when due, not before', async () => {
+    const app = await fairApp(10);
+    const delayed = await app.enqueue(work, { tenant: 'A', ms: 0 }, { tenant: 'A', delay: 300 });
+    await dispatcher(app, 10).dispatchNow();
+    expect(await waitList(app)).not.toContain(delayed.id);
+    expect((await delayed.status())?.status).toBe('queued');
+    await startWorker(app);
+    await delayed.wait({ timeoutMs: 10_000 });
+    const started = starts.find((s) => s.id === delayed.id)!;
+    expect(started.at).toBeGreaterThanOrEqual((await delayed.status())!.createdAt + 300);
+  });
+
+  it('holds across two worker processes sharing the queue', async () => {
+    const app = await fairApp(8);
+    // A second app on the same prefix: its own connections and dispatchers, as another process has.
+    const other = createApp({ tasks: [work], config: app.config });
+    await startWorker(app, { concurrency: 3 });
+    await startWorker(other, { concurrency: 3 });
+    await flood(app, 'A', 300, 5);
+    await waitFor(() => starts.length >= 20);
+    const bs = await Promise.all(['B', 'C', 'D'].map((t) => other.enqueue(work, { tenant: t, ms: 0 }, { tenant: t })));
+    const submittedAfter = starts.length;
+    await Promise.all(bs.map((b) => b.wait({ timeoutMs: 20_000 })));
+    const last = Math.max(...bs.map((b) => starts.findIndex((s) => s.id === b.id)));
+    expect(last - submittedAfter).toBeLessThanOrEqual(8 + 6 + 3 + 2);
+    await other.close();
+  });
+});
