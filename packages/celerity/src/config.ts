@@ -182,7 +182,7 @@ export const OPTIONS = {
   fairQueues: {
     env: 'CELERITY_FAIR_QUEUES',
     flag: '--fair-queues',
-    doc: "Comma-separated queues whose jobs start in weighted fair order between tenants (see docs/semantics.md, Fair scheduling). Other queues run first-in first-out and pay nothing.",
+    doc: 'Comma-separated queues whose jobs start in weighted fair order between tenants (see docs/semantics.md, Fair scheduling). Other queues run first-in first-out and pay nothing.',
     default: '(none)',
   },
   fairWeights: {

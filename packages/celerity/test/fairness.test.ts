@@ -40,7 +40,9 @@ async function waitList(app: Awaited<ReturnType<typeof fairApp>>): Promise<strin
 }
 
 async function flood(app: Awaited<ReturnType<typeof fairApp>>, tenant: string | undefined, n: number, ms = 0, priority?: number): Promise<string[]> {
-  const handles = await app.enqueueMany(Array.from({ length: n }, () => ({ task: work, input: { tenant: tenant ?? null, ms }, options: { ...(tenant ? { tenant } : {}), ...(priority ? { priority } : {}) } })));
+  const handles = await app.enqueueMany(
+    Array.from({ length: n }, () => ({ task: work, input: { tenant: tenant ?? null, ms }, options: { ...(tenant ? { tenant } : {}), ...(priority ? { priority } : {}) } })),
+  );
   return handles.map((h) => h.id);
 }
 

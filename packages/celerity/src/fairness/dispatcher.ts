@@ -34,6 +34,12 @@ export interface DispatcherOptions {
   prefix: string;
   /** Most jobs kept runnable in BullMQ (its wait list plus jobs being promoted). */
   window: number;
+  /**
+   * Least time between two dispatch passes (ms). Workers trigger one per
+   * finished job; with half the window still runnable, waiting a few ms
+   * leaves no slot idle and folds many triggers into one pass.
+   */
+  minGapMs?: number;
   logger?: Logger | undefined;
 }
 
@@ -52,6 +58,8 @@ export class FairDispatcher {
   private timer: NodeJS.Timeout | undefined;
   private dueTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private lastEnd = 0;
+  private gapTimer: NodeJS.Timeout | undefined;
 
   private readonly opts: DispatcherOptions;
 
@@ -75,15 +83,26 @@ export class FairDispatcher {
       this.again = true;
       return;
     }
+    const wait = this.lastEnd + (this.opts.minGapMs ?? 0) - Date.now();
+    if (wait > 0) {
+      this.gapTimer ??= setTimeout(() => {
+        this.gapTimer = undefined;
+        this.lastEnd = 0;
+        this.trigger();
+      }, wait);
+      return;
+    }
     this.running = this.loop()
       .catch((err: unknown) => this.opts.logger?.warn({ err, queue: this.queueName }, 'fair dispatch failed; the next trigger or tick retries'))
       .finally(() => {
         this.running = undefined;
+        this.lastEnd = Date.now();
       });
   }
 
   /** Runs dispatch passes until nothing more is asked; resolves when done. For tests and the timer. */
   async dispatchNow(): Promise<void> {
+    this.lastEnd = 0;
     this.trigger();
     while (this.running) await this.running;
   }
@@ -158,6 +177,7 @@ export class FairDispatcher {
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.dueTimer);
+    clearTimeout(this.gapTimer);
     this.timer = undefined;
     await this.running;
   }

@@ -51,7 +51,7 @@ export function bullTransaction(multi: ChainableCommander): ChainableCommander {
 export function queuePark(broker: Broker, multi: ChainableCommander, job: PreparedJob & { fair: FairPlacement }): void {
   const { prefix } = broker.config;
   const f = job.fair;
-  (multi as unknown as FairCommands).celerityFairPark(
+  void (multi as unknown as FairCommands).celerityFairPark(
     `${fairKeys.bullJobPrefix(prefix, job.queue)}${job.id}`,
     fairKeys.bullDelayed(prefix, job.queue),
     fairKeys.base(prefix, job.queue),

@@ -6,6 +6,8 @@ import { applyConfiguredWeights } from './weights.ts';
 
 /** How often a worker's dispatchers dispatch and sweep without being asked (ms). */
 export const FAIR_TICK_MS = 1_000;
+/** Least time between a worker's dispatch passes (ms): see DispatcherOptions.minGapMs. */
+export const WORKER_GAP_MS = 3;
 /** A job taken from a backlog and not promoted within this long is promoted by the sweep (ms). */
 export const FAIR_STALE_MS = 10_000;
 
@@ -44,12 +46,15 @@ export function workerFairness(broker: Broker, queues: readonly string[], logger
   const fair = queues.filter((q) => isFairQueue(broker, q));
   if (fair.length === 0) return undefined;
   const dispatchers = new Map(
-    fair.map((q) => [q, new FairDispatcher({ redis: broker.redis, queue: broker.queue(q), prefix: broker.config.prefix, window: broker.config.fairWindow, logger })]),
+    fair.map((q) => [q, new FairDispatcher({ redis: broker.redis, queue: broker.queue(q), prefix: broker.config.prefix, window: broker.config.fairWindow, minGapMs: WORKER_GAP_MS, logger })]),
   );
   return {
     start() {
       for (const [queue, d] of dispatchers) {
-        applyConfiguredWeights(broker.redis, broker.config.prefix, queue, broker.config.fairWeights ?? [])
+        // The producer connection fails fast: wait for it before the first writes.
+        broker
+          .ready(30_000)
+          .then(() => applyConfiguredWeights(broker.redis, broker.config.prefix, queue, broker.config.fairWeights ?? []))
           .catch((err: unknown) => logger.warn({ err, queue }, 'could not write the configured tenant weights'))
           .finally(() => d.trigger());
         d.startTimer(FAIR_TICK_MS, FAIR_STALE_MS);

@@ -1,0 +1,320 @@
+/**
+ * s6_fairness: fair scheduling between tenants in one queue (issue 14).
+ *
+ * Part 1, the flood: tenant A enqueues 20,000 jobs of 10 ms; one second
+ * later tenants B to K each submit one job per second for 30 s (each at its
+ * own offset within the second). Two `celerity worker` processes at
+ * concurrency 10 consume the queues. Run twice with the same workers: on
+ * the queue `fair` (CELERITY_FAIR_QUEUES=fair), then on `fifo` (BullMQ's
+ * arrival order). Reported:
+ * - the wait (submit → start) of B–K's jobs, p50/p99/max;
+ * - Jain's index per 5 s window (1 s in --quick) over the tenants with runnable work, on each
+ *   tenant's starts divided by its max-min fair share of the window's starts
+ *   (a tenant that asks for less than an equal share is owed only what it
+ *   asks for, so the index is 1 when the scheduler is max-min fair);
+ * - throughput: jobs started per second from the first start until A's last
+ *   start (while the queue was backlogged), against the run without fairness.
+ * Part 2, weights: X and Y (weights 2 and 1, from CELERITY_FAIR_WEIGHTS)
+ * both enqueue a flood of 5,000 jobs of 10 ms; the split of starts while
+ * both are backlogged.
+ * Part 3, the cost of a dequeue: the dispatch script alone (no workers),
+ * taking jobs from 10 active tenants and from 1,000, 100 per call: the
+ * call's time per job taken.
+ *
+ * Times: submit is the job's `timestamp`, start its `processedOn`, both
+ * written by processes on this machine (Date.now()).
+ */
+import { fairTask, fifoTask } from '../apps/fair-app.ts';
+import { fairKeys } from '../../packages/celerity/src/broker/fair-keys.ts';
+import { fairCommands } from '../../packages/celerity/src/fairness/dispatcher.ts';
+import type { App } from '../../packages/celerity/src/app.ts';
+import { openApp, storeEnv, type StoreEnv } from '../lib/env.ts';
+import { now, percentile, pollUntil, ratio, round, sleep } from '../lib/measure.ts';
+import { celerity } from '../lib/procs.ts';
+import type { Scope } from '../lib/scope.ts';
+import type { Row, Scenario, ScenarioContext } from '../lib/types.ts';
+
+const SMALL = ['B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K'];
+/** Part 2's tenants and their weights (CELERITY_FAIR_WEIGHTS of the workers). */
+const HEAVY = { X: 2, Y: 1 };
+
+interface Started {
+  tenant: string;
+  submit: number;
+  start: number;
+}
+
+/**
+ * The two worker processes (concurrency 10) and the bench process's app as
+ * the producer, on one prefix: the queue `fair` goes through the fair stage,
+ * `fifo` does not. The runs take turns, so each has the workers to itself.
+ */
+async function setUp(ctx: ScenarioContext, scope: Scope): Promise<{ app: App; env: StoreEnv }> {
+  const env = storeEnv(ctx, scope, 'postgres');
+  Object.assign(env.flags, {
+    fairQueues: fairTask.queue,
+    fairWeights: Object.entries(HEAVY)
+      .map(([t, w]) => `${fairTask.queue}:${t}=${w}`)
+      .join(','),
+  });
+  const workers = [0, 1].map((i) => celerity(ctx, scope, `worker-${i}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: '10' }), 'bench/apps/fair-app.ts'));
+  const app = await openApp(ctx, scope, env, [fairTask, fifoTask]);
+  for (const q of [fairTask.queue, fifoTask.queue]) {
+    const queue = app.broker.queue(q);
+    await pollUntil(
+      async () => {
+        for (const w of workers) w.assertRunning();
+        return (await queue.getWorkersCount()) >= 2;
+      },
+      { intervalMs: 50, timeoutMs: 60_000, what: 'the workers to connect' },
+    );
+  }
+  // The workers write the configured weights as they start.
+  await pollUntil(async () => (await app.broker.redis.hget(`${fairKeys.base(env.prefix, fairTask.queue)}w:cfg`, 'X')) === '2', {
+    intervalMs: 50,
+    timeoutMs: 30_000,
+    what: 'the configured weights',
+  });
+  return { app, env };
+}
+
+/** Enqueues `n` jobs of `tenant` in batches of 1,000; returns their ids. */
+async function floodOf(app: App, task: typeof fairTask, tenant: string, n: number, ms: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 1_000) {
+    const count = Math.min(1_000, n - i);
+    const handles = await app.enqueueMany(Array.from({ length: count }, () => ({ task, input: { ms }, options: { tenant } })));
+    for (const h of handles) ids.push(h.id);
+  }
+  return ids;
+}
+
+/** Waits until the queue has completed `completed` jobs in all, then reads each job's submit and start times. */
+async function collect(app: App, task: typeof fairTask, prefix: string, jobs: Map<string, string>, completed: number, timeoutMs: number): Promise<Started[]> {
+  const queue = app.broker.queue(task.queue);
+  await pollUntil(async () => (await queue.getJobCountByTypes('completed')) >= completed, {
+    intervalMs: 200,
+    timeoutMs,
+    what: `${completed} jobs to complete`,
+    describe: async () => JSON.stringify(await queue.getJobCounts()),
+  });
+  const out: Started[] = [];
+  const entries = [...jobs.entries()];
+  for (let i = 0; i < entries.length; i += 2_000) {
+    const chunk = entries.slice(i, i + 2_000);
+    const pipeline = app.broker.redis.pipeline();
+    for (const [id] of chunk) pipeline.hmget(`${fairKeys.bullJobPrefix(prefix, task.queue)}${id}`, 'timestamp', 'processedOn');
+    const replies = (await pipeline.exec()) ?? [];
+    chunk.forEach(([, tenant], k) => {
+      const [ts, processed] = (replies[k]?.[1] ?? []) as (string | null)[];
+      if (ts && processed) out.push({ tenant, submit: Number(ts), start: Number(processed) });
+    });
+  }
+  return out;
+}
+
+/**
+ * Jain's index per window over the tenants with runnable work, on starts
+ * divided by max-min fair shares (weighted). Returns one index per window.
+ */
+export function jainPerWindow(jobs: Started[], from: number, to: number, windowMs: number, weights: Record<string, number> = {}): number[] {
+  const out: number[] = [];
+  for (let w0 = from; w0 + windowMs <= to; w0 += windowMs) {
+    const w1 = w0 + windowMs;
+    const demand = new Map<string, number>();
+    const served = new Map<string, number>();
+    for (const j of jobs) {
+      // Runnable during the window: submitted before its end, not started before its start.
+      if (j.submit < w1 && j.start >= w0) demand.set(j.tenant, (demand.get(j.tenant) ?? 0) + 1);
+      if (j.start >= w0 && j.start < w1) served.set(j.tenant, (served.get(j.tenant) ?? 0) + 1);
+    }
+    const capacity = [...served.values()].reduce((a, b) => a + b, 0);
+    const share = maxMinShares(demand, capacity, weights);
+    const xs = [...demand.keys()].map((t) => (share.get(t)! > 0 ? (served.get(t) ?? 0) / share.get(t)! : 1));
+    if (xs.length === 0) continue;
+    const sum = xs.reduce((a, b) => a + b, 0);
+    const sq = xs.reduce((a, b) => a + b * b, 0);
+    out.push(sq > 0 ? (sum * sum) / (xs.length * sq) : 1);
+  }
+  return out;
+}
+
+/** Weighted max-min fair division of `capacity` among demands (water-filling). */
+function maxMinShares(demand: Map<string, number>, capacity: number, weights: Record<string, number>): Map<string, number> {
+  const share = new Map<string, number>();
+  let left = capacity;
+  let open = [...demand.keys()];
+  while (open.length > 0 && left > 1e-9) {
+    const totalW = open.reduce((a, t) => a + (weights[t] ?? 1), 0);
+    const unit = left / totalW;
+    const satisfied = open.filter((t) => demand.get(t)! - (share.get(t) ?? 0) <= unit * (weights[t] ?? 1));
+    if (satisfied.length === 0) {
+      for (const t of open) share.set(t, (share.get(t) ?? 0) + unit * (weights[t] ?? 1));
+      break;
+    }
+    for (const t of satisfied) {
+      left -= demand.get(t)! - (share.get(t) ?? 0);
+      share.set(t, demand.get(t)!);
+    }
+    open = open.filter((t) => !satisfied.includes(t));
+  }
+  for (const t of demand.keys()) if (!share.has(t)) share.set(t, 0);
+  return share;
+}
+
+interface FloodResult {
+  wait: { p50: number; p99: number; max: number; samples: number };
+  jain: { min: number; mean: number; samples: number };
+  throughput_per_s: number;
+  a_jobs: number;
+}
+
+/** Part 1, one run: A's flood and B–K's trickle, on the fair queue or the fifo one. */
+async function floodRun(app: App, env: StoreEnv, task: typeof fairTask, p: { aJobs: number; trickleS: number; jobMs: number; windowMs: number }): Promise<FloodResult> {
+  const jobs = new Map<string, string>();
+  const before = await app.broker.queue(task.queue).getJobCountByTypes('completed');
+  const t0 = now();
+  const flood = floodOf(app, task, 'A', p.aJobs, p.jobMs).then((ids) => {
+    for (const id of ids) jobs.set(id, 'A');
+  });
+  const errors: unknown[] = [];
+  const trickle = SMALL.map(async (tenant, i) => {
+    for (let s = 0; s < p.trickleS; s++) {
+      const due = t0 + 1_000 + (i * 1_000) / SMALL.length + s * 1_000;
+      await sleep(Math.max(0, due - now()));
+      await app.enqueue(task, { ms: p.jobMs }, { tenant }).then(
+        (h) => jobs.set(h.id, tenant),
+        (err: unknown) => errors.push(err),
+      );
+    }
+  });
+  await Promise.all([flood, ...trickle]);
+  if (errors.length > 0) throw errors[0];
+  const started = await collect(app, task, env.prefix, jobs, before + jobs.size, 300_000);
+  const small = started
+    .filter((j) => j.tenant !== 'A')
+    .map((j) => j.start - j.submit)
+    .sort((a, b) => a - b);
+  const first = Math.min(...started.map((j) => j.start));
+  const lastA = Math.max(...started.filter((j) => j.tenant === 'A').map((j) => j.start));
+  const inFlood = started.filter((j) => j.start <= lastA).length;
+  const jain = jainPerWindow(started, first, lastA, p.windowMs);
+  return {
+    wait: { p50: percentile(small, 50), p99: percentile(small, 99), max: small.at(-1) ?? NaN, samples: small.length },
+    jain: { min: jain.length ? Math.min(...jain) : NaN, mean: jain.length ? jain.reduce((a, b) => a + b, 0) / jain.length : NaN, samples: jain.length },
+    throughput_per_s: (inFlood * 1000) / Math.max(1, lastA - first),
+    a_jobs: p.aJobs,
+  };
+}
+
+/** Part 2: X (weight 2) and Y (weight 1) both flood; the split while both are backlogged. */
+async function weightsRun(app: App, env: StoreEnv, p: { jobs: number; jobMs: number; windowMs: number }) {
+  const jobs = new Map<string, string>();
+  const before = await app.broker.queue(fairTask.queue).getJobCountByTypes('completed');
+  const [x, y] = await Promise.all([floodOf(app, fairTask, 'X', p.jobs, p.jobMs), floodOf(app, fairTask, 'Y', p.jobs, p.jobMs)]);
+  for (const id of x) jobs.set(id, 'X');
+  for (const id of y) jobs.set(id, 'Y');
+  const started = await collect(app, fairTask, env.prefix, jobs, before + jobs.size, 300_000);
+  // Both are backlogged until the first of them has had its last job started.
+  const lastOf = (t: string) => Math.max(...started.filter((j) => j.tenant === t).map((j) => j.start));
+  const bothUntil = Math.min(lastOf('X'), lastOf('Y'));
+  // From when both floods are in (their enqueues take a moment).
+  const from = Math.max(...started.map((j) => j.submit));
+  const inBoth = started.filter((j) => j.start >= from && j.start < bothUntil);
+  const xCount = inBoth.filter((j) => j.tenant === 'X').length;
+  const yCount = inBoth.length - xCount;
+  const jain = jainPerWindow(started, from, bothUntil, p.windowMs, HEAVY);
+  return { x: xCount, y: yCount, x_share: xCount / Math.max(1, inBoth.length), ratio: yCount > 0 ? xCount / yCount : NaN, jain_min: jain.length ? Math.min(...jain) : NaN, samples: jain.length };
+}
+
+/** Part 3: time per job taken by the dispatch script, with `tenants` active tenants. */
+async function dequeueCost(ctx: ScenarioContext, tenants: number, total: number, take: number) {
+  const scope = ctx.scope.child();
+  try {
+    const env = storeEnv(ctx, scope, 'postgres');
+    // No workers, and a window of 1 for the producer's own dispatches: the jobs stay in their backlogs.
+    Object.assign(env.flags, { fairQueues: fairTask.queue, fairWindow: '1' });
+    const app = await openApp(ctx, scope, env, [fairTask]);
+    const perTenant = Math.ceil(total / tenants);
+    const items = Array.from({ length: tenants }, (_, i) => `t${i}`).flatMap((tenant) => Array.from({ length: perTenant }, () => ({ task: fairTask, input: { ms: 0 }, options: { tenant } })));
+    for (let k = 0; k < items.length; k += 1_000) await app.enqueueMany(items.slice(k, k + 1_000));
+    const redis = fairCommands(app.broker.redis);
+    const base = fairKeys.base(env.prefix, fairTask.queue);
+    const active = await redis.zcard(`${base}active`);
+    let taken = 0;
+    let inScript = 0;
+    // Half the jobs, so that every tenant stays active throughout. 100 jobs per
+    // call, so that the script's own work, not the round trip, dominates.
+    while (taken < take) {
+      const t = now();
+      const [ids] = await redis.celerityFairDispatch(fairKeys.bullWait(env.prefix, fairTask.queue), fairKeys.bullDelayed(env.prefix, fairTask.queue), base, 1e9, 1e9, 100);
+      inScript += now() - t;
+      if (ids.length === 0) break;
+      taken += ids.length;
+      // Keeps `inflight` small, as promotes would (not timed).
+      await redis.celerityFairDone(base, ...ids);
+    }
+    return { tenants: active, jobs_taken: taken, us_per_job: (inScript * 1000) / Math.max(1, taken) };
+  } finally {
+    await scope.close();
+  }
+}
+
+export const s6Fairness: Scenario = {
+  name: 's6_fairness',
+  title: "one tenant's flood against ten small tenants, 2 workers at concurrency 10, fair stage on and off; 2:1 weights; dequeue cost",
+  async run(ctx) {
+    // Quick: 1 s windows, so that a short run still has some.
+    const windowMs = ctx.quick ? 1_000 : 5_000;
+    const p1 = ctx.quick ? { aJobs: 1_500, trickleS: 2, jobMs: 10, windowMs } : { aJobs: 20_000, trickleS: 30, jobMs: 10, windowMs };
+    const p2 = ctx.quick ? { jobs: 400, jobMs: 10, windowMs } : { jobs: 5_000, jobMs: 10, windowMs };
+    const p3 = ctx.quick ? { total: 2_000, take: 1_000 } : { total: 20_000, take: 10_000 };
+    const scope = ctx.scope.child();
+    let fair: FloodResult;
+    let off: FloodResult;
+    let weights: Awaited<ReturnType<typeof weightsRun>>;
+    try {
+      const { app, env } = await setUp(ctx, scope);
+      ctx.log(`part 1, fair: A ${p1.aJobs} jobs, B–K 1/s for ${p1.trickleS} s`);
+      fair = await floodRun(app, env, fairTask, p1);
+      ctx.log('part 1, fairness off');
+      off = await floodRun(app, env, fifoTask, p1);
+      ctx.log(`part 2: X and Y ${p2.jobs} jobs each, weights 2:1`);
+      weights = await weightsRun(app, env, p2);
+    } finally {
+      await scope.close();
+    }
+    ctx.log('part 3: dequeue cost, 10 and 1,000 active tenants');
+    const cost10 = await dequeueCost(ctx, 10, p3.total, p3.take);
+    const cost1000 = await dequeueCost(ctx, 1_000, p3.total, p3.take);
+    const fields = {
+      flood: {
+        fair: { ...fair, wait: roundAll(fair.wait), jain: roundAll(fair.jain), throughput_per_s: round(fair.throughput_per_s) },
+        off: { ...off, wait: roundAll(off.wait), jain: roundAll(off.jain), throughput_per_s: round(off.throughput_per_s) },
+        throughput_ratio: round(ratio(fair.throughput_per_s, off.throughput_per_s)),
+      },
+      weights: roundAll(weights),
+      dequeue: { t10: roundAll(cost10), t1000: roundAll(cost1000), ratio: round(ratio(cost1000.us_per_job, cost10.us_per_job)) },
+    };
+    const rows: Row[] = [
+      { metric: 'B–K wait p50 (fair / off)', unit: 'ms', celerity: fair.wait.p50, bullmq: off.wait.p50, ratio: ratio(fair.wait.p50, off.wait.p50) },
+      { metric: 'B–K wait p99 (fair / off)', unit: 'ms', celerity: fair.wait.p99, bullmq: off.wait.p99, ratio: ratio(fair.wait.p99, off.wait.p99) },
+      { metric: 'B–K wait max (fair / off)', unit: 'ms', celerity: fair.wait.max, bullmq: off.wait.max, ratio: ratio(fair.wait.max, off.wait.max) },
+      { metric: `Jain's index, worst ${windowMs / 1000} s window (fair / off)`, unit: 'index', celerity: fair.jain.min, bullmq: off.jain.min, ratio: ratio(fair.jain.min, off.jain.min) },
+      { metric: 'throughput while backlogged (fair / off)', unit: 'jobs/s', celerity: fair.throughput_per_s, bullmq: off.throughput_per_s, ratio: ratio(fair.throughput_per_s, off.throughput_per_s) },
+      { metric: 'weights 2:1, X:Y starts', unit: 'ratio', celerity: weights.ratio },
+      {
+        metric: 'dequeue, time per job in 100-job calls (1,000 / 10 tenants)',
+        unit: 'µs',
+        celerity: cost1000.us_per_job,
+        bullmq: cost10.us_per_job,
+        ratio: ratio(cost1000.us_per_job, cost10.us_per_job),
+      },
+    ];
+    return { fields, rows, params: { workers: 2, concurrency: 10, part1: p1, part2: p2, part3: p3, window_ms: windowMs, store: 'postgres' } };
+  },
+};
+
+function roundAll<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === 'number' ? round(v) : v])) as T;
+}
