@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { buildServer } from '../src/api/server.ts';
 import { createApp } from '../src/app.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
 import { FairDispatcher, fairCommands } from '../src/fairness/dispatcher.ts';
 import { setWeight } from '../src/fairness/weights.ts';
 import { defineTask } from '../src/task.ts';
-import { openTestApp, sleep, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
+import { onCleanup, openTestApp, sleep, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
 
@@ -180,5 +181,33 @@ describe('fair scheduling between tenants', () => {
     const last = Math.max(...bs.map((b) => starts.findIndex((s) => s.id === b.id)));
     expect(last - submittedAfter).toBeLessThanOrEqual(8 + 6 + 3 + 2);
     await other.close();
+  });
+
+  it('sets a weight through the admin API, over the configured one, and refuses bad values', async () => {
+    const app = await fairApp(8, { fairWeights: `${QUEUE}:A=3` });
+    const server = await buildServer(app, { logger: false });
+    onCleanup(() => server.close());
+    const put = (path: string, body: unknown) => server.inject({ method: 'PUT', url: path, payload: body as object });
+    // Workers write the configured weights as they start.
+    await startWorker(app);
+    await waitFor(async () => (await testRedis().hget(`${fairKeys.base(app.config.prefix, QUEUE)}w:cfg`, 'A')) === '3');
+    let res = await put(`/v1/queues/${QUEUE}/tenants/A/weight`, { weight: 2 });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({ queue: QUEUE, tenant: 'A', weight: 2, source: 'api', fair: true });
+    res = await put(`/v1/queues/${QUEUE}/tenants/A/weight`, { weight: null });
+    expect(res.json()).toMatchObject({ weight: 3, source: 'config' });
+    res = await put(`/v1/queues/${QUEUE}/tenants/B/weight`, { weight: null });
+    expect(res.json()).toMatchObject({ weight: 1, source: 'default' });
+    for (const [path, body, status, code] of [
+      [`/v1/queues/${QUEUE}/tenants/A/weight`, { weight: 0 }, 400, 'invalid_request'],
+      [`/v1/queues/${QUEUE}/tenants/A/weight`, { weight: 'heavy' }, 400, 'invalid_request'],
+      [`/v1/queues/${QUEUE}/tenants/A/weight`, {}, 400, 'invalid_request'],
+      [`/v1/queues/nope/tenants/A/weight`, { weight: 2 }, 404, 'queue_not_found'],
+      [`/v1/queues/${QUEUE}/tenants/%01x/weight`, { weight: 2 }, 422, 'invalid_options'],
+    ] as const) {
+      const bad = await put(path, body);
+      expect(bad.statusCode, path).toBe(status);
+      expect(bad.json().error.code).toBe(code);
+    }
   });
 });
