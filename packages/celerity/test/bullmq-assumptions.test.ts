@@ -1,6 +1,7 @@
 import { Job, type Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { fairKeys } from '../src/broker/fair-keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -17,7 +18,11 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  *   holding the first job's id;
  * - BullMQ refuses custom job ids that are integers (`${parseInt(id)}` === id)
  *   or hold a `:` outside its own `repeat:<key>:<ms>` form; Celerity's
- *   stricter rule (src/limits.ts) keeps callers away from both.
+ *   stricter rule (src/limits.ts) keeps callers away from both;
+ * - the fair stage (src/broker/fair-keys.ts): the keys `wait`, `delayed` and
+ *   the job hash with its `timestamp`; a delayed job stays in `delayed`; the
+ *   promote script puts a delayed job on `wait` for FIFO and answers "not in
+ *   the delayed state" (changing nothing) for any other job.
  */
 useCleanup();
 
@@ -67,6 +72,28 @@ describe('BullMQ internals Celerity depends on', () => {
     // The scheduler's own form, which Celerity's path ids must still read.
     expect((await queue.add('x', {}, { jobId: 'repeat:a:1' })).id).toBe('repeat:a:1');
     await waitFor(async () => (await Job.fromId(queue, 'repeat:a:1')) !== undefined);
+  });
+});
+
+describe('BullMQ internals the fair stage depends on', () => {
+  it('wait, delayed, the job timestamp and the promote script', async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue: Queue = app.broker.queue(flaky.queue);
+    const { prefix } = app.config;
+    const redis = testRedis();
+    const first = await queue.add('x', {}, { delay: 3_600_000, timestamp: 1_700_000_000_123 });
+    const second = await queue.add('x', {}, { delay: 3_600_000 });
+    expect(await redis.zscore(fairKeys.bullDelayed(prefix, flaky.queue), first.id!)).not.toBeNull();
+    expect(await redis.hget(`${fairKeys.bullJobPrefix(prefix, flaky.queue)}${first.id}`, 'timestamp')).toBe('1700000000123');
+    const backend = queue.backend as unknown as { promote(id: string): Promise<void> };
+    await backend.promote(first.id!);
+    await backend.promote(second.id!);
+    // Workers take from the tail: promoted first, taken first.
+    expect(await redis.lrange(fairKeys.bullWait(prefix, flaky.queue), 0, -1)).toEqual([second.id, first.id]);
+    expect(await redis.zcard(fairKeys.bullDelayed(prefix, flaky.queue))).toBe(0);
+    await expect(backend.promote(first.id!)).rejects.toThrow(/is not in the delayed state/);
+    await expect(backend.promote('no-such-job')).rejects.toThrow(/is not in the delayed state/);
+    expect(await redis.llen(fairKeys.bullWait(prefix, flaky.queue))).toBe(2);
   });
 });
 

@@ -5,6 +5,7 @@ import { createApp } from '../src/app.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
 import { FairDispatcher, fairCommands } from '../src/fairness/dispatcher.ts';
 import { setWeight } from '../src/fairness/weights.ts';
+import { queueStats } from '../src/ops/queue-stats.ts';
 import { defineTask } from '../src/task.ts';
 import { onCleanup, openTestApp, sleep, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -56,6 +57,10 @@ describe('fair scheduling between tenants', () => {
     expect(await waitList(app)).toHaveLength(4);
     const [parked] = await flood(app, 'acme', 1);
     expect((await app.getJob(parked!))?.status).toBe('queued');
+    // The promoted ones have waited since their submission, not since a year from now.
+    const [stats] = await queueStats(app.broker, [QUEUE]);
+    expect(stats!.oldestWaitingAgeMs).toBeGreaterThanOrEqual(100);
+    expect(stats!.counts.delayed).toBe(7);
   });
 
   it("a flood of one tenant does not delay another's job beyond the window", async () => {
