@@ -18,8 +18,8 @@
  * both enqueue a flood of 5,000 jobs of 10 ms; the split of starts while
  * both are backlogged.
  * Part 3, the cost of a dequeue: the dispatch script alone (no workers),
- * taking jobs from 10 active tenants and from 1,000, 100 per call: the
- * call's time per job taken.
+ * taking jobs from 10 active tenants and from 1,000, 100 per call, the calls
+ * alternating between the two: the median call's time per job taken.
  *
  * Times: submit is the job's `timestamp`, start its `processedOn`, both
  * written by processes on this machine (Date.now()).
@@ -227,34 +227,64 @@ async function weightsRun(app: App, env: StoreEnv, p: { jobs: number; jobMs: num
   return { x: xCount, y: yCount, x_share: xCount / Math.max(1, inBoth.length), ratio: yCount > 0 ? xCount / yCount : NaN, jain_min: jain.length ? Math.min(...jain) : NaN, samples: jain.length };
 }
 
-/** Part 3: time per job taken by the dispatch script, with `tenants` active tenants. */
-async function dequeueCost(ctx: ScenarioContext, tenants: number, total: number, take: number) {
-  const scope = ctx.scope.child();
-  try {
-    const env = storeEnv(ctx, scope, 'postgres');
-    // No workers, and a window of 1 for the producer's own dispatches: the jobs stay in their backlogs.
-    Object.assign(env.flags, { fairQueues: fairTask.queue, fairWindow: '1' });
-    const app = await openApp(ctx, scope, env, [fairTask]);
-    const perTenant = Math.ceil(total / tenants);
-    const items = Array.from({ length: tenants }, (_, i) => `t${i}`).flatMap((tenant) => Array.from({ length: perTenant }, () => ({ task: fairTask, input: { ms: 0 }, options: { tenant } })));
-    for (let k = 0; k < items.length; k += 1_000) await app.enqueueMany(items.slice(k, k + 1_000));
-    const redis = fairCommands(app.broker.redis);
-    const base = fairKeys.base(env.prefix, fairTask.queue);
-    const active = await redis.zcard(`${base}active`);
-    let taken = 0;
-    let inScript = 0;
-    // Half the jobs, so that every tenant stays active throughout. 100 jobs per
-    // call, so that the script's own work, not the round trip, dominates.
-    while (taken < take) {
+/** Part 3: a queue whose backlogs hold `total` jobs spread over `tenants` tenants, and no worker. */
+async function backlogs(ctx: ScenarioContext, scope: Scope, tenants: number, total: number) {
+  const env = storeEnv(ctx, scope, 'postgres');
+  // A window of 1 for the producer's own dispatches: the jobs stay in their backlogs.
+  Object.assign(env.flags, { fairQueues: fairTask.queue, fairWindow: '1' });
+  const app = await openApp(ctx, scope, env, [fairTask]);
+  const perTenant = Math.ceil(total / tenants);
+  const items = Array.from({ length: tenants }, (_, i) => `t${i}`).flatMap((tenant) => Array.from({ length: perTenant }, () => ({ task: fairTask, input: { ms: 0 }, options: { tenant } })));
+  for (let k = 0; k < items.length; k += 1_000) await app.enqueueMany(items.slice(k, k + 1_000));
+  const redis = fairCommands(app.broker.redis);
+  const base = fairKeys.base(env.prefix, fairTask.queue);
+  const wait = fairKeys.bullWait(env.prefix, fairTask.queue);
+  const delayed = fairKeys.bullDelayed(env.prefix, fairTask.queue);
+  const perCall: number[] = [];
+  return {
+    perCall,
+    active: () => redis.zcard(`${base}active`),
+    /** One dispatch call taking 100 jobs; its time per job (µs) goes to `perCall`. */
+    async take(): Promise<void> {
       const t = now();
-      const [ids] = await redis.celerityFairDispatch(fairKeys.bullWait(env.prefix, fairTask.queue), fairKeys.bullDelayed(env.prefix, fairTask.queue), base, 1e9, 1e9, 100);
-      inScript += now() - t;
-      if (ids.length === 0) break;
-      taken += ids.length;
+      const [ids] = await redis.celerityFairDispatch(wait, delayed, base, 1e9, 1e9, 100);
+      const us = ((now() - t) * 1000) / Math.max(1, ids.length);
+      if (ids.length === 0) throw new Error('the backlogs ran dry');
+      perCall.push(us);
       // Keeps `inflight` small, as promotes would (not timed).
       await redis.celerityFairDone(base, ...ids);
+    },
+  };
+}
+
+/**
+ * Part 3: the time per job of dispatch calls (100 jobs each, so that the
+ * script's work, not the round trip, dominates) with 10 and with 1,000
+ * active tenants. Both queues are filled first; then the calls alternate
+ * between them in rounds, so that both meet the same load on the machine.
+ * Half the jobs are taken, so every tenant stays active throughout.
+ */
+async function dequeueCost(ctx: ScenarioContext, total: number, take: number) {
+  const scope = ctx.scope.child();
+  try {
+    const few = await backlogs(ctx, scope, 10, total);
+    const many = await backlogs(ctx, scope, 1_000, total);
+    const tenants = { few: await few.active(), many: await many.active() };
+    const calls = Math.floor(take / 100);
+    const round = Math.max(1, Math.floor(calls / 10));
+    for (let done = 0; done < calls; done += round) {
+      const order = (done / round) % 2 === 0 ? [few, many] : [many, few];
+      for (const q of order) for (let i = 0; i < round && done + i < calls; i++) await q.take();
     }
-    return { tenants: active, jobs_taken: taken, us_per_job: (inScript * 1000) / Math.max(1, taken) };
+    const median = (xs: number[]) =>
+      percentile(
+        [...xs].sort((a, b) => a - b),
+        50,
+      );
+    return {
+      t10: { tenants: tenants.few, calls: few.perCall.length, us_per_job: median(few.perCall) },
+      t1000: { tenants: tenants.many, calls: many.perCall.length, us_per_job: median(many.perCall) },
+    };
   } finally {
     await scope.close();
   }
@@ -266,7 +296,7 @@ export const s6Fairness: Scenario = {
   async run(ctx) {
     // Quick: 1 s windows, so that a short run still has some.
     const windowMs = ctx.quick ? 1_000 : 5_000;
-    const p1 = ctx.quick ? { aJobs: 1_500, trickleS: 2, jobMs: 10, windowMs } : { aJobs: 20_000, trickleS: 30, jobMs: 10, windowMs };
+    const p1 = ctx.quick ? { aJobs: 1_500, trickleS: 2, jobMs: 10, windowMs, warmup: 200 } : { aJobs: 20_000, trickleS: 30, jobMs: 10, windowMs, warmup: 1_000 };
     const p2 = ctx.quick ? { jobs: 400, jobMs: 10, windowMs } : { jobs: 5_000, jobMs: 10, windowMs };
     const p3 = ctx.quick ? { total: 2_000, take: 1_000 } : { total: 20_000, take: 10_000 };
     const scope = ctx.scope.child();
@@ -275,6 +305,11 @@ export const s6Fairness: Scenario = {
     let weights: Awaited<ReturnType<typeof weightsRun>>;
     try {
       const { app, env } = await setUp(ctx, scope);
+      // Warm-up: both queues once, so that neither run meets cold workers.
+      for (const task of [fairTask, fifoTask]) {
+        await floodOf(app, task, 'warm', p1.warmup, 0);
+        await pollUntil(async () => (await app.broker.queue(task.queue).getJobCountByTypes('completed')) >= p1.warmup, { intervalMs: 100, timeoutMs: 60_000, what: 'the warm-up' });
+      }
       ctx.log(`part 1, fair: A ${p1.aJobs} jobs, B–K 1/s for ${p1.trickleS} s`);
       fair = await floodRun(app, env, fairTask, p1);
       ctx.log('part 1, fairness off');
@@ -285,8 +320,7 @@ export const s6Fairness: Scenario = {
       await scope.close();
     }
     ctx.log('part 3: dequeue cost, 10 and 1,000 active tenants');
-    const cost10 = await dequeueCost(ctx, 10, p3.total, p3.take);
-    const cost1000 = await dequeueCost(ctx, 1_000, p3.total, p3.take);
+    const { t10: cost10, t1000: cost1000 } = await dequeueCost(ctx, p3.total, p3.take);
     const fields = {
       flood: {
         fair: { ...fair, wait: roundAll(fair.wait), jain: roundAll(fair.jain), throughput_per_s: round(fair.throughput_per_s) },
@@ -304,7 +338,7 @@ export const s6Fairness: Scenario = {
       { metric: 'throughput while backlogged (fair / off)', unit: 'jobs/s', celerity: fair.throughput_per_s, bullmq: off.throughput_per_s, ratio: ratio(fair.throughput_per_s, off.throughput_per_s) },
       { metric: 'weights 2:1, X:Y starts', unit: 'ratio', celerity: weights.ratio },
       {
-        metric: 'dequeue, time per job in 100-job calls (1,000 / 10 tenants)',
+        metric: 'dequeue, median time per job in 100-job calls (1,000 / 10 tenants)',
         unit: 'µs',
         celerity: cost1000.us_per_job,
         bullmq: cost10.us_per_job,
