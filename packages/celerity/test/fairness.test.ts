@@ -7,6 +7,8 @@ import { FairDispatcher, fairCommands } from '../src/fairness/dispatcher.ts';
 import { setWeight } from '../src/fairness/weights.ts';
 import { queueStats } from '../src/ops/queue-stats.ts';
 import { defineTask } from '../src/task.ts';
+import { relSleep, tasks as relTasks } from './fixtures/reliability-app.ts';
+import { spawnWorker, waitForWorkers } from './process-helpers.ts';
 import { onCleanup, openTestApp, sleep, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
@@ -146,6 +148,18 @@ describe('fair scheduling between tenants', () => {
     await waitFor(async () => (await app.getJob(lost!))?.status === 'completed');
   });
 
+  it('queues a job once when an idempotency key or a job id returns an existing one', async () => {
+    const app = await fairApp(1);
+    await flood(app, 'Z', 1);
+    const first = await app.enqueue(work, { tenant: 'A', ms: 0 }, { tenant: 'A', idempotencyKey: 'k1' });
+    const again = await app.enqueue(work, { tenant: 'A', ms: 0 }, { tenant: 'A', idempotencyKey: 'k1' });
+    expect([again.id, again.created]).toEqual([first.id, false]);
+    const own = await app.enqueue(work, { tenant: 'A', ms: 0 }, { tenant: 'A', jobId: 'mine-1' });
+    const ownAgain = await app.enqueue(work, { tenant: 'A', ms: 0 }, { tenant: 'A', jobId: 'mine-1' });
+    expect(ownAgain.id).toBe(own.id);
+    expect(await testRedis().zrange(`${fairKeys.base(app.config.prefix, QUEUE)}b:A`, 0, -1)).toEqual([first.id, own.id]);
+  });
+
   it('cancels a parked job, and the dispatcher skips it', async () => {
     const app = await fairApp(2);
     await flood(app, 'A', 2);
@@ -215,4 +229,28 @@ describe('fair scheduling between tenants', () => {
       expect(bad.json().error.code).toBe(code);
     }
   });
+
+  it('holds across two spawned worker processes', async () => {
+    // The reliability fixture's `rel.sleep` on the queue `default`, fair in every process.
+    const app = await openTestApp('sqlite', relTasks, { fairQueues: 'default', fairWindow: 6 });
+    const env = { CELERITY_FAIR_QUEUES: 'default', CELERITY_FAIR_WINDOW: '6' };
+    const procs = [spawnWorker(app.env, { concurrency: 2, env, name: 'w1' }), spawnWorker(app.env, { concurrency: 2, env, name: 'w2' })];
+    await waitForWorkers(app.broker.queue('default'), 2, 30_000, procs);
+    const flooded = await app.enqueueMany(Array.from({ length: 200 }, () => ({ task: relSleep, input: { ms: 20 }, options: { tenant: 'A' } })));
+    await waitFor(async () => (await app.broker.queue('default').getJobCountByTypes('completed')) >= 12, 20_000);
+    const small = await Promise.all(['B', 'C', 'D'].map((tenant) => app.enqueue(relSleep, { ms: 0 }, { tenant })));
+    const results = await Promise.all(small.map((h) => h.wait({ timeoutMs: 30_000 })));
+    const records = await Promise.all(small.map((h) => h.status()));
+    const aStarts = (await Promise.all(flooded.map((h) => app.getJob(h.id)))).map((r) => r?.startedAt ?? Number.POSITIVE_INFINITY);
+    for (const r of records) {
+      // A's jobs started while this one waited: at most the window and the running ones (2 × 2), and a little slack.
+      const ahead = aStarts.filter((t) => t > r!.createdAt && t < r!.startedAt!).length;
+      expect(ahead, r!.tenant!).toBeLessThanOrEqual(6 + 4 + 3);
+    }
+    // Without fairness they would have run behind most of A's flood.
+    expect(aStarts.filter((t) => t > Math.max(...records.map((r) => r!.startedAt!))).length).toBeGreaterThan(50);
+    // Both processes took jobs.
+    const done = [...results, ...(await Promise.all(flooded.map((h) => h.status()))).map((r) => r?.result)];
+    expect(new Set(done.map((r) => (r as { pid?: number } | null)?.pid).filter(Boolean)).size).toBe(2);
+  }, 60_000);
 });
