@@ -9,7 +9,7 @@ import { queueStats } from '../src/ops/queue-stats.ts';
 import { defineTask } from '../src/task.ts';
 import { relSleep, tasks as relTasks } from './fixtures/reliability-app.ts';
 import { spawnWorker, waitForWorkers } from './process-helpers.ts';
-import { onCleanup, openTestApp, sleep, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
+import { onCleanup, openTestApp, sleep, startRecorder, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
 
@@ -172,6 +172,20 @@ describe('fair scheduling between tenants', () => {
     expect(wait).toContain(next);
     expect(wait).not.toContain(gone);
     expect(await testRedis().zcard(`${fairKeys.base(app.config.prefix, QUEUE)}inflight`)).toBe(0);
+  });
+
+  it('a retry of a cancelled job (an operating action) goes through the fair stage', async () => {
+    const app = await fairApp(4);
+    await startRecorder(app);
+    const [gone] = await flood(app, 'A', 1);
+    await waitFor(async () => (await waitList(app)).includes(gone!));
+    expect(await app.cancel(gone!)).toBe('cancelled');
+    await waitFor(async () => (await (await app.openStore()).get(gone!))?.status === 'cancelled');
+    const retry = await app.retry(gone!);
+    // Parked, then dispatched at once (the window is empty); never left parked.
+    await waitFor(async () => (await waitList(app)).includes(retry.id));
+    await startWorker(app);
+    await retry.wait({ timeoutMs: 10_000 });
   });
 
   it('a delayed job enters its backlog when due, not before', async () => {
