@@ -296,8 +296,8 @@ export const s6Fairness: Scenario = {
   async run(ctx) {
     // Quick: 1 s windows, so that a short run still has some.
     const windowMs = ctx.quick ? 1_000 : 5_000;
-    const p1 = ctx.quick ? { aJobs: 1_500, trickleS: 2, jobMs: 10, windowMs, warmup: 200 } : { aJobs: 20_000, trickleS: 30, jobMs: 10, windowMs, warmup: 1_000 };
-    const p2 = ctx.quick ? { jobs: 400, jobMs: 10, windowMs } : { jobs: 5_000, jobMs: 10, windowMs };
+    const p1 = ctx.quick ? { aJobs: 1_000, trickleS: 2, jobMs: 10, windowMs, warmup: 100 } : { aJobs: 20_000, trickleS: 30, jobMs: 10, windowMs, warmup: 1_000 };
+    const p2 = ctx.quick ? { jobs: 300, jobMs: 10, windowMs } : { jobs: 5_000, jobMs: 10, windowMs };
     const p3 = ctx.quick ? { total: 2_000, take: 1_000 } : { total: 20_000, take: 10_000 };
     const scope = ctx.scope.child();
     let fair: FloodResult;
