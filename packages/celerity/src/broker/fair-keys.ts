@@ -43,8 +43,6 @@ export const FAIR_PARTS = {
   weightsApi: 'w:api',
   /** Hash: tenant → weight from `CELERITY_FAIR_WEIGHTS`. */
   weightsConfig: 'w:cfg',
-  /** Hash: tenant → jobs dispatched (started through the stage), for the tenants view. */
-  dispatched: 'dispatched',
   /** Sorted set per tenant, `b:<tenant>`: job id → priority · 2^32 + arrival. */
   backlog: 'b:',
 } as const;

@@ -93,6 +93,7 @@ local queued = rcall('LLEN', KEYS[1]) + rcall('ZCARD', inflight)
 if queued <= tonumber(ARGV[3]) then
   local room = math.min(tonumber(ARGV[2]) - queued, tonumber(ARGV[4]))
   local skips = 0
+  local weights = {}
   while room > 0 and skips < 1000 do
     local head = rcall('ZRANGE', active, 0, 0, 'WITHSCORES')
     if #head == 0 then break end
@@ -106,8 +107,12 @@ if queued <= tonumber(ARGV[3]) then
     elseif not rcall('ZSCORE', KEYS[2], popped[1]) then
       skips = skips + 1
     else
-      local w = tonumber(rcall('HGET', base .. 'w:api', tenant) or rcall('HGET', base .. 'w:cfg', tenant) or '1')
-      if not w or w <= 0 then w = 1 end
+      local w = weights[tenant]
+      if not w then
+        w = tonumber(rcall('HGET', base .. 'w:api', tenant) or rcall('HGET', base .. 'w:cfg', tenant) or '1')
+        if not w or w <= 0 then w = 1 end
+        weights[tenant] = w
+      end
       rcall('SET', base .. 'vt', pass)
       local nextPass = pass + 1 / w
       if rcall('ZCARD', backlog) == 0 then
@@ -118,7 +123,6 @@ if queued <= tonumber(ARGV[3]) then
         rcall('ZADD', active, nextPass, tenant)
       end
       rcall('ZADD', inflight, now, popped[1])
-      rcall('HINCRBY', base .. 'dispatched', tenant, 1)
       taken[#taken + 1] = popped[1]
       room = room - 1
     end
