@@ -14,6 +14,8 @@
 // - an app (any other workspace, e.g. examples/*): every code file; non-test
 //   files use its own dependencies, test files (under test/ or *.test.*) also
 //   its devDependencies and the root's.
+// - bench/peers (the benchmark's peers, with a package.json and lockfile of
+//   their own): its own dependencies only.
 // - the root: bench/, scripts/ and root-level files use the root's dependencies
 //   and devDependencies, the workspace packages and what those declare (the
 //   workspace install puts them all in the root's node_modules; the benchmark
@@ -221,9 +223,23 @@ export function checkDeps(root) {
     scan(all.filter(isTest), owner, (name) => own(name) || app.dev.has(name) || rootDev.has(name));
   }
 
+  // bench/peers: the peers the benchmark measures, with a package.json and a
+  // lockfile of their own (installed on demand, apart from the root's): its
+  // files use what it declares.
+  const peersDir = path.join(root, 'bench', 'peers');
+  let peerFiles = [];
+  try {
+    const peersPkg = readJson(path.join(peersDir, 'package.json'));
+    const declared = keys(peersPkg.dependencies);
+    peerFiles = walk(peersDir);
+    scan(peerFiles, `bench/peers (${peersPkg.name})`, (name) => declared.has(name));
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+
   // The root's own code: the benchmark, these scripts, root config files.
   const rootFiles = [
-    ...walk(path.join(root, 'bench')),
+    ...walk(path.join(root, 'bench')).filter((f) => !peerFiles.includes(f)),
     ...walk(path.join(root, 'scripts')),
     ...readdirSync(root, { withFileTypes: true })
       .filter((e) => e.isFile() && CODE.test(e.name))

@@ -14,5 +14,6 @@ import { s6Events } from './s6_events.ts';
 import { s6Fairness } from './s6_fairness.ts';
 import { historySearch } from './history_search.ts';
 import { overview } from './overview.ts';
+import { s7Peers } from './s7_peers.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers];

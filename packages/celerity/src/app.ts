@@ -237,6 +237,13 @@ export class App {
     this.storeReady ??= (async () => {
       await this.store.migrate();
       for (const set of this.tableSets) await this.store.tables(set);
+      const paths = this.config.searchPaths ?? [];
+      if (paths.length > 0) {
+        for (const o of await this.store.ensureSearchIndexes(paths)) {
+          if (o.state === 'created') this.logger.info({ path: o.key, index: o.index }, 'search index created');
+          if (o.state === 'failed') this.logger.warn({ path: o.key, index: o.index, error: o.error }, 'search index not available: searches on this path read the history row by row');
+        }
+      }
     })().catch((err: unknown) => {
       this.storeReady = undefined;
       throw err;

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { MAX_TIME_LIMIT_MS } from './limits.ts';
 import { parseWeights } from './fairness/weights.ts';
+import { MAX_SEARCH_PATHS, parseSearchPath, SEARCH_PATH_RULE, type SearchPath } from './store/search-indexes.ts';
 
 /**
  * Every option, with the environment variable it is read from. Flags given to
@@ -173,6 +174,12 @@ export const OPTIONS = {
     // Parenthesised: applied where it is read (DEFAULT_SEARCH_TIMEOUT_MS), so that a config without it stays as it was.
     default: '(5000)',
   },
+  searchPaths: {
+    env: 'CELERITY_SEARCH_PATHS',
+    flag: '--search-paths',
+    doc: 'Comma-separated JSON paths of the input or result (`input.ticket_id,result.invoice.id`, at most 16) to keep an index on, so that `where` searches on them answer without reading the history row by row. Created when a process opens the store (concurrently on PostgreSQL); each one costs every write of a job row. See docs/search.md.',
+    default: '(unset)',
+  },
   healthPort: {
     env: 'CELERITY_HEALTH_PORT',
     flag: '--health-port',
@@ -312,6 +319,12 @@ const schema = z.object({
   historyRetention: z.coerce.number().int().min(0),
   metricsRetention: z.coerce.number().int().min(0),
   searchTimeout: positiveInt.max(600_000).optional(),
+  searchPaths: z
+    .string()
+    .transform(commaList)
+    .pipe(z.array(z.string().refine((text) => parseSearchPath(text) !== null, `each path ${SEARCH_PATH_RULE}`)).max(MAX_SEARCH_PATHS, `at most ${MAX_SEARCH_PATHS} paths`))
+    .transform((texts) => [...new Set(texts)].map((text) => parseSearchPath(text) as SearchPath))
+    .optional(),
   healthPort: z.coerce.number().int().min(1).max(65535).optional(),
   auth: z.enum(['keys', 'off']),
   metricsToken: z.string().min(16, 'must be at least 16 characters').optional(),

@@ -1,11 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { describe, expect, it } from 'vitest';
+import { type SqlBool, sql } from 'kysely';
 import { z } from 'zod';
 import { createKey } from '../src/auth/key-store.ts';
 import { buildServer, defineTask } from '../src/index.ts';
 import type { JobRecord, JobStatus } from '../src/job-record.ts';
 import type { RecordedState } from '../src/store/job-store.ts';
 import { parseInstant, parseJsonCondition } from '../src/store/job-search.ts';
+import { jsonIndexExpression, searchIndexName } from '../src/store/search-indexes.ts';
 import { onCleanup, openTestApp, stores, useCleanup, type StoreKind } from './helpers.ts';
 
 useCleanup();
@@ -281,6 +283,70 @@ describe.each(stores)('search over the history (%s)', (kind) => {
       expect(ids, JSON.stringify(params)).toEqual(ordered(records.filter(predicate)));
       expect(pages.every((p) => p.partial === false)).toBe(true);
     }
+  });
+
+  it('serves where conditions on CELERITY_SEARCH_PATHS from their index, with the answers of a scan', async () => {
+    const paths = 'input.ticket_id,input.n,input.nested.flag,input.nested.maybe';
+    const { app, api, records, admin, acme } = await setup(kind, 90, { searchPaths: paths });
+    expect([...app.store.searchPaths].sort()).toEqual(paths.split(',').sort());
+    const cases: [string, Record<string, string | string[]>, (r: JobRecord) => boolean][] = [
+      ['a string', { where: 'input.ticket_id:"T-7"' }, (r) => r.id === 'j00007'],
+      ['a number', { where: 'input.n:12' }, (r) => r.id === 'j00012'],
+      ['a number written as a string matches nothing', { where: 'input.n:"12"' }, () => false],
+      ['a boolean', { where: 'input.nested.flag:true' }, (r) => (r.input as { n: number }).n % 2 === 0],
+      ['null, not a missing key', { where: 'input.nested.maybe:null' }, (r) => (r.input as { n: number }).n % 7 === 0],
+      [
+        'with an unindexed condition and a status',
+        { where: ['input.nested.flag:false', 'input.quote:"plain"'], status: 'failed' },
+        (r) => r.status === 'failed' && (r.input as { n: number }).n % 2 === 1,
+      ],
+      [
+        'with a creation range',
+        { where: 'input.nested.flag:true', created_after: String(T0 + 10_000), created_before: String(T0 + 30_000) },
+        (r) => (r.input as { n: number }).n % 2 === 0 && r.createdAt >= T0 + 10_000 && r.createdAt < T0 + 30_000,
+      ],
+    ];
+    for (const [what, params, matches] of cases) {
+      const { ids } = await searchAll(api, admin, q(params), 4);
+      expect(ids, what).toEqual(ordered(records.filter(matches)));
+    }
+    // A tenant's key: its own jobs only, though the index holds every tenant's.
+    const { ids } = await searchAll(api, acme, q({ where: 'input.nested.flag:true' }), 4);
+    expect(ids).toEqual(ordered(records.filter((r) => r.tenant === 'acme' && (r.input as { n: number }).n % 2 === 0)));
+    expect(ids.length).toBeGreaterThan(0);
+
+    // The planner takes the index for the expression the search writes.
+    const expression = jsonIndexExpression(kind === 'postgres' ? 'postgres' : 'sqlite', { column: 'input', path: ['ticket_id'] });
+    const index = searchIndexName({ column: 'input', path: ['ticket_id'] });
+    const probe = app.store.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where(sql<SqlBool>`${expression} = ${kind === 'postgres' ? '"T-7"' : 'T-7'}`)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(5)
+      .compile();
+    const plan = await app.store.db.transaction().execute(async (tx) => {
+      if (kind === 'postgres') await sql`set local enable_seqscan = off`.execute(tx);
+      const explain = kind === 'postgres' ? 'explain ' : 'explain query plan ';
+      const { rows } = await tx.executeQuery({ ...probe, sql: explain + probe.sql });
+      return JSON.stringify(rows);
+    });
+    expect(plan).toContain(index);
+
+    // Opening the store again finds the indexes ready and builds nothing.
+    expect((await app.store.ensureSearchIndexes([{ column: 'input', path: ['ticket_id'] }]))[0]).toMatchObject({ state: 'ready', index });
+  });
+
+  it('refuses a bad CELERITY_SEARCH_PATHS in one line, naming the setting', async () => {
+    const { loadConfig } = await import('../src/config.ts');
+    for (const bad of ['ticket_id', 'input.', 'input.a-b', 'output.x', Array.from({ length: 17 }, (_, i) => `input.k${i}`).join(',')]) {
+      expect(() => loadConfig({ env: {}, flags: { searchPaths: bad } }), bad).toThrow(/CELERITY_SEARCH_PATHS/);
+    }
+    expect(loadConfig({ env: {}, flags: { searchPaths: ' input.a , result.b.c ,input.a' } }).searchPaths).toEqual([
+      { column: 'input', path: ['a'] },
+      { column: 'result', path: ['b', 'c'] },
+    ]);
   });
 
   it('answers every search within its timeout on indexed filters', async () => {

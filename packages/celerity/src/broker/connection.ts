@@ -71,13 +71,23 @@ export function waitReady(redis: Redis, timeoutMs: number): Promise<void> {
   });
 }
 
+/** The first-outcome wait of a connection still opening, shared by the calls made meanwhile. */
+const opening = new WeakMap<Redis, Promise<void>>();
+
 /** Runs a Redis operation, turning connection failures into {@link BrokerUnavailableError}. */
 export async function viaBroker<T>(redis: Redis, op: () => Promise<T>): Promise<T> {
   // A connection still opening for the first time is waited for, briefly, so
   // that the first enqueue of a process does not fail; once a connection has
   // been up or has failed, a lost one fails fast.
   if (!settled.has(redis) && redis.status !== 'ready' && redis.status !== 'end') {
-    await firstOutcome(redis, 2_000);
+    // One wait per connection, shared: a burst of calls right after start-up
+    // would otherwise add a listener pair each (and Node's leak warning past ten).
+    let pending = opening.get(redis);
+    if (!pending) {
+      pending = firstOutcome(redis, 2_000).finally(() => opening.delete(redis));
+      opening.set(redis, pending);
+    }
+    await pending;
   }
   if (redis.status !== 'ready') throw new BrokerUnavailableError(new Error(`connection ${redis.status}`));
   try {

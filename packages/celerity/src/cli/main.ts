@@ -82,6 +82,7 @@ const SERVER: OptionName[] = [
   'corsOrigins',
   'trustProxy',
   'searchTimeout',
+  'searchPaths',
 ];
 
 /**

@@ -3,6 +3,7 @@ import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import { CelerityError, type FieldIssue, InvalidOptionsError } from '../errors.ts';
 import type { JobStatus } from '../job-record.ts';
 import type { Database, Dialect, JobsTable } from './db.ts';
+import { jsonIndexExpression, searchPathKey } from './search-indexes.ts';
 import { storableText } from './storable.ts';
 import { withTenantScope } from './tenant-scope.ts';
 
@@ -189,6 +190,12 @@ type Condition = (eb: JobsEb) => Expression<SqlBool>;
 export interface SearchTarget {
   readonly db: Kysely<Database>;
   readonly dialect: Dialect;
+  /**
+   * The JSON paths (`input.ticket_id`, see {@link searchPathKey}) whose index
+   * exists and is ready (`CELERITY_SEARCH_PATHS`, JobStore.ensureSearchIndexes):
+   * a `where` condition on one of them is served by its index.
+   */
+  readonly searchPaths?: ReadonlySet<string> | undefined;
 }
 
 /**
@@ -222,7 +229,7 @@ export async function searchJobs(target: SearchTarget, filter: SearchFilter): Pr
 
   return withTenantScope(target, scope, async (db) => {
     const broadPrefix = !postgres && filter.idPrefix !== undefined && (await isBroadPrefix(db, filter.idPrefix));
-    const { base, residual } = planConditions(target.dialect, filter, scope, broadPrefix);
+    const { base, residual } = planConditions(target.dialect, filter, scope, broadPrefix, target.searchPaths);
     const timeLeft = async () => {
       if (postgres) await sql`select set_config('statement_timeout', ${String(Math.max(1, Math.ceil(deadline - performance.now())))}, true)`.execute(db);
     };
@@ -301,7 +308,7 @@ function page(rows: JobsTable[], limit: number): SearchPage<JobsTable> {
 }
 
 /** A filter that one index can serve, in the list order. */
-type Lead = 'idPrefix' | 'keyId' | 'task' | 'queue' | 'status' | 'tenant' | 'taskPatterns' | 'error';
+type Lead = 'json' | 'idPrefix' | 'keyId' | 'task' | 'queue' | 'status' | 'tenant' | 'taskPatterns' | 'error';
 
 /**
  * Splits the filter into `base`, what an index serves (a chunk's boundary
@@ -317,12 +324,21 @@ type Lead = 'idPrefix' | 'keyId' | 'task' | 'queue' | 'status' | 'tenant' | 'tas
  * (the first present of LEADS, which have an index beginning with them, or
  * with the tenant for a tenant's scope); the other filters are residual,
  * written `+column` so that SQLite cannot seek by them either.
+ *
+ * A `where` condition on a JSON path with an index of its own
+ * (`searchPaths`) is base on both stores, and on SQLite the lead: the value
+ * a user indexes a path for (a ticket id) is rarer than any status or task,
+ * so even the tenant of a tenant's scope is then checked row by row.
  */
-function planConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, broadPrefix: boolean): { base: Condition[]; residual: Condition[] } {
+function planConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, broadPrefix: boolean, searchPaths: ReadonlySet<string> | undefined): { base: Condition[]; residual: Condition[] } {
   const sqlite = dialect === 'sqlite';
   // On SQLite a residual column is `+column`: not an index term.
   const col = (name: keyof JobsTable, residual: boolean) => (residual && sqlite ? sql`+${sql.ref(name)}` : sql.ref(name));
   const eq: [Lead, (residual: boolean) => Condition][] = [];
+  const indexed = (f.json ?? []).filter((c) => searchPaths?.has(searchPathKey(c)));
+  const unindexed = (f.json ?? []).filter((c) => !indexed.includes(c));
+  // Its exact check rides with the index term: both are base, the index narrows the rows to check.
+  for (const condition of indexed) eq.push(['json', () => (eb) => eb.and([indexedJsonTerm(dialect, condition)(eb), jsonEquals(dialect, condition)(eb)])]);
   if (f.idPrefix !== undefined && !broadPrefix) eq.push(['idPrefix', () => idStartsWith(dialect, f.idPrefix!)]);
   if (f.keyId) eq.push(['keyId', (r) => () => sql<SqlBool>`${col('key_id', r)} = ${f.keyId!}`]);
   if (f.task) eq.push(['task', (r) => () => sql<SqlBool>`${col('task', r)} = ${f.task!}`]);
@@ -333,14 +349,16 @@ function planConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, b
   // A search of error text walks only the jobs that have an error (migration 0008's partial indexes).
   if (f.error !== undefined) eq.push(['error', (r) => () => sql<SqlBool>`${col('error_message', r)} is not null`]);
 
-  const base: Condition[] = [inScope(scope)];
+  const jsonLead = sqlite && indexed.length > 0;
+  const base: Condition[] = [jsonLead ? inScopeRowByRow(scope) : inScope(scope)];
   if (f.createdAfter !== undefined) base.push((eb) => eb('created_at', '>=', f.createdAfter!));
   if (f.createdBefore !== undefined) base.push((eb) => eb('created_at', '<', f.createdBefore!));
   const residual: Condition[] = [];
-  const leads: Lead[] = scope.all ? ['idPrefix', 'keyId', 'task', 'queue', 'status', 'tenant', 'error'] : ['idPrefix', 'status', 'error', 'keyId'];
+  const leads: Lead[] = scope.all ? ['json', 'idPrefix', 'keyId', 'task', 'queue', 'status', 'tenant', 'error'] : ['json', 'idPrefix', 'status', 'error', 'keyId'];
   const lead = sqlite ? leads.find((name) => eq.some(([n]) => n === name)) : undefined;
   for (const [name, condition] of eq) {
-    if (!sqlite || name === lead) base.push(condition(false));
+    // Each indexed JSON condition is base: the first is SQLite's lead, the others narrow the same statement.
+    if (!sqlite || name === lead || name === 'json') base.push(condition(false));
     else residual.push(condition(true));
   }
   // `+id`: SQLite then checks the prefix on each row instead of seeking (and sorting) by it.
@@ -349,7 +367,7 @@ function planConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, b
   if (f.finishedAfter !== undefined) residual.push(() => sql<SqlBool>`${col('finished_at', true)} >= ${f.finishedAfter!}`);
   if (f.finishedBefore !== undefined) residual.push(() => sql<SqlBool>`${col('finished_at', true)} < ${f.finishedBefore!}`);
   if (f.error !== undefined) residual.push(errorContains(dialect, f.error));
-  for (const condition of f.json ?? []) residual.push(jsonEquals(dialect, condition));
+  for (const condition of unindexed) residual.push(jsonEquals(dialect, condition));
   return { base, residual };
 }
 
@@ -362,6 +380,14 @@ export function inScope(scope: TenantScope): Condition {
   return (eb) => {
     if (scope.all) return eb.lit(true);
     return scope.tenant === null ? eb('tenant', 'is', null) : eb('tenant', '=', scope.tenant);
+  };
+}
+
+/** {@link inScope}, with the tenant written `+tenant` on SQLite so that it cannot lead the statement's index. */
+function inScopeRowByRow(scope: TenantScope): Condition {
+  return (eb) => {
+    if (scope.all) return eb.lit(true);
+    return scope.tenant === null ? sql<SqlBool>`+tenant is null` : sql<SqlBool>`+tenant = ${scope.tenant}`;
   };
 }
 
@@ -459,6 +485,21 @@ function jsonEquals(dialect: Dialect, { column, path, value }: JsonCondition): C
     const types = typeof stored === 'number' ? sql`('integer', 'real')` : sql`('text')`;
     return sql<SqlBool>`(${has} and ${type} in ${types} and json_extract(${ref}, ${jsonPath}) = ${stored})`;
   };
+}
+
+/**
+ * The term of an indexed path's condition that its index serves (see
+ * `jsonIndexExpression`): the same test as {@link jsonEquals} on
+ * PostgreSQL; on SQLite a looser one (`json_extract` reads `"1"` and `1`
+ * alike, true as 1), which the exact check beside it narrows.
+ */
+function indexedJsonTerm(dialect: Dialect, condition: JsonCondition): Condition {
+  const expression = jsonIndexExpression(dialect, condition);
+  const { value } = condition;
+  const stored = typeof value === 'string' ? storableText(value) : value;
+  if (dialect === 'postgres') return () => sql<SqlBool>`${expression} = ${JSON.stringify(stored)}`;
+  if (stored === null) return () => sql<SqlBool>`${expression} is null`;
+  return () => sql<SqlBool>`${expression} = ${typeof stored === 'boolean' ? (stored ? 1 : 0) : stored}`;
 }
 
 /** The path is checked again here, for callers of the library who did not parse it. */

@@ -10,6 +10,7 @@ import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
 import { DELETED, inScope, type SearchFilter, searchJobs } from './job-search.ts';
+import { ensureSearchIndexes, type SearchIndexOutcome, type SearchPath } from './search-indexes.ts';
 
 export { DELETED };
 import type { TableHandle, TableSet } from './tables.ts';
@@ -53,6 +54,8 @@ export class JobStore {
   private happySqlite: ((updates: HappyUpdate[]) => Set<string>) | undefined;
   private readonly tableSets = new Map<TableSet, Promise<TableHandle>>();
   private readonly extraPools: Kysely<any>[] = [];
+  /** The JSON paths whose search index is ready (see {@link ensureSearchIndexes}); searches on them use it. */
+  readonly searchPaths = new Set<string>();
 
   /** Opens the connection (lazily on PostgreSQL); throws a one-line StoreSetupError when SQLite cannot open. */
   constructor(opts: DbOptions) {
@@ -80,6 +83,17 @@ export class JobStore {
           ? { setting: 'CELERITY_DB_SCHEMA', fix: 'choose another schema with CELERITY_DB_SCHEMA' }
           : { setting: 'CELERITY_SQLITE_PATH', fix: 'point CELERITY_SQLITE_PATH at a file of its own' },
     });
+  }
+
+  /**
+   * Creates the indexes of `CELERITY_SEARCH_PATHS` that are missing, and
+   * lets searches use those that are ready. Returns what happened to each
+   * (a failed one is reported, not thrown: its searches read row by row).
+   */
+  async ensureSearchIndexes(paths: readonly SearchPath[]): Promise<SearchIndexOutcome[]> {
+    const outcomes = await ensureSearchIndexes(this.db, this.dialect, this.schema, paths);
+    for (const o of outcomes) if (o.state !== 'failed') this.searchPaths.add(o.key);
+    return outcomes;
   }
 
   /**
