@@ -9,7 +9,7 @@ export const FAIR_TICK_MS = 1_000;
 /** Least time between a worker's dispatch passes (ms): see DispatcherOptions.minGapMs. */
 export const WORKER_GAP_MS = 3;
 /** A job taken from a backlog and not promoted within this long is promoted by the sweep (ms). */
-export const FAIR_STALE_MS = 10_000;
+export const FAIR_STALE_MS = 5_000;
 
 const producerDispatchers = new WeakMap<Broker, Map<string, FairDispatcher>>();
 
