@@ -94,6 +94,15 @@ describe('BullMQ internals the fair stage depends on', () => {
     await expect(backend.promote(first.id!)).rejects.toThrow(/is not in the delayed state/);
     await expect(backend.promote('no-such-job')).rejects.toThrow(/is not in the delayed state/);
     expect(await redis.llen(fairKeys.bullWait(prefix, flaky.queue))).toBe(2);
+    // The tenants view: `completed` scored by finishedOn; `data` holds the envelope.
+    await queue.obliterate({ force: true });
+    const done = await app.enqueue(flaky, { fail: false }, { tenant: 'acme' });
+    await startWorker(app);
+    await done.wait({ timeoutMs: 10_000 });
+    const [data, finishedOn] = await redis.hmget(`${fairKeys.bullJobPrefix(prefix, flaky.queue)}${done.id}`, 'data', 'finishedOn');
+    expect(JSON.parse(data!).tenant).toBe('acme');
+    expect(await redis.zscore(fairKeys.bullCompleted(prefix, flaky.queue), done.id)).toBe(finishedOn);
+    expect(await redis.type(fairKeys.bullActive(prefix, flaky.queue))).toMatch(/^(list|none)$/);
   });
 });
 

@@ -5,6 +5,8 @@ import { createApp } from '../src/app.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
 import { FairDispatcher, fairCommands } from '../src/fairness/dispatcher.ts';
 import { setWeight } from '../src/fairness/weights.ts';
+import { inspect } from '../src/cli/inspect.ts';
+import { tenantsView } from '../src/fairness/tenant-stats.ts';
 import { queueStats } from '../src/ops/queue-stats.ts';
 import { defineTask } from '../src/task.ts';
 import { relSleep, tasks as relTasks } from './fixtures/reliability-app.ts';
@@ -267,4 +269,39 @@ describe('fair scheduling between tenants', () => {
     const done = [...results, ...(await Promise.all(flooded.map((h) => h.status()))).map((r) => r?.result)];
     expect(new Set(done.map((r) => (r as { pid?: number } | null)?.pid).filter(Boolean)).size).toBe(2);
   }, 60_000);
+
+  it('shows each tenant: backlog, running, wait p95, throughput, weight (API and inspect)', async () => {
+    const app = await fairApp(2);
+    await setWeight(app.broker.redis, app.config.prefix, QUEUE, 'A', 2);
+    // Two finished jobs of B, to sample.
+    const worker = await startWorker(app, { concurrency: 1 });
+    for (const h of await Promise.all([0, 1].map(() => app.enqueue(work, { tenant: 'B', ms: 0 }, { tenant: 'B' })))) await h.wait({ timeoutMs: 10_000 });
+    // And one of C running.
+    const c = await app.enqueue(work, { tenant: 'C', ms: 600 }, { tenant: 'C' });
+    await waitFor(async () => (await c.status())?.status === 'started');
+    expect((await tenantsView(app.broker, QUEUE)).tenants.find((t) => t.tenant === 'C')).toMatchObject({ running: 1, backlog: 0 });
+    await c.wait({ timeoutMs: 10_000 });
+    await worker.close();
+    // A flood with no worker: 2 runnable, 8 in A's backlog; one job without a tenant.
+    await flood(app, 'A', 10);
+    await flood(app, undefined, 1);
+    await dispatcher(app, 2).dispatchNow();
+    const server = await buildServer(app, { logger: false });
+    onCleanup(() => server.close());
+    const res = await server.inject({ method: 'GET', url: `/v1/queues/${QUEUE}/tenants` });
+    expect(res.statusCode).toBe(200);
+    const view = res.json();
+    expect(view).toMatchObject({ queue: QUEUE, fair: true, sampled: 3, truncated: false });
+    const byTenant = Object.fromEntries(view.tenants.map((t: { tenant: string | null }) => [String(t.tenant), t]));
+    expect(byTenant.A).toMatchObject({ backlog: 8, running: 0, wait_p95_ms: null, weight: 2 });
+    expect(byTenant.null).toMatchObject({ backlog: 1, weight: 1 });
+    expect(byTenant.B).toMatchObject({ backlog: 0, running: 0, weight: 1 });
+    expect(byTenant.B.wait_p95_ms).toBeGreaterThanOrEqual(0);
+    expect(byTenant.B.throughput_per_min).toBeGreaterThan(0);
+    expect((await server.inject({ method: 'GET', url: '/v1/queues/nope/tenants' })).json().error.code).toBe('queue_not_found');
+    const lines: string[] = [];
+    expect(await inspect('tenants', { redisUrl: app.config.redisUrl, prefix: app.config.prefix, queues: QUEUE }, (l) => lines.push(l))).toBe(0);
+    expect(lines.join('\n')).toMatch(/TENANT\s+BACKLOG\s+RUNNING\s+WAIT P95\s+DONE\/MIN\s+WEIGHT/);
+    expect(lines.join('\n')).toMatch(/\bA\s+8\s+0\s+-\s+0\s+2\b/);
+  });
 });

@@ -12,7 +12,10 @@
  *   delayed ones; the promote script moves a job from `delayed` to the head
  *   of `wait` (FIFO from there) and answers -3, changing nothing, for a job
  *   that is not in `delayed`;
- * - a job added with a delay is in `delayed` until promoted or due.
+ * - a job added with a delay is in `delayed` until promoted or due;
+ * - for the tenants view: `active` is a list of running job ids, `completed`
+ *   a sorted set scored by `finishedOn`, and a job hash holds `data` (the
+ *   job's JSON envelope, with `tenant`), `timestamp` and `processedOn`.
  */
 export const fairKeys = {
   /** Everything of one queue's fair stage starts with this. */
@@ -21,6 +24,10 @@ export const fairKeys = {
   bullWait: (prefix: string, queue: string) => `${prefix}:${queue}:wait`,
   /** BullMQ's sorted set of delayed jobs, where parked jobs wait. */
   bullDelayed: (prefix: string, queue: string) => `${prefix}:${queue}:delayed`,
+  /** BullMQ's list of running jobs. */
+  bullActive: (prefix: string, queue: string) => `${prefix}:${queue}:active`,
+  /** BullMQ's sorted set of completed jobs, scored by `finishedOn`. */
+  bullCompleted: (prefix: string, queue: string) => `${prefix}:${queue}:completed`,
   /** Prefix of BullMQ's job hashes: `<this><job id>`. */
   bullJobPrefix: (prefix: string, queue: string) => `${prefix}:${queue}:`,
 };
