@@ -176,6 +176,21 @@ describe('fair scheduling between tenants', () => {
     expect(await testRedis().zcard(`${fairKeys.base(app.config.prefix, QUEUE)}inflight`)).toBe(0);
   });
 
+  it('records a fair job in the history like any other', async () => {
+    const app = await fairApp(4);
+    await startRecorder(app);
+    await startWorker(app);
+    const jobs = await Promise.all(Array.from({ length: 20 }, () => app.enqueue(work, { tenant: 'A', ms: 0 }, { tenant: 'A' })));
+    for (const j of jobs) await j.wait({ timeoutMs: 10_000 });
+    const store = await app.openStore();
+    await waitFor(async () => (await Promise.all(jobs.map((j) => store.get(j.id)))).every((r) => r?.status === 'completed'));
+    const rows = await Promise.all(jobs.map((j) => store.get(j.id)));
+    for (const r of rows) {
+      expect(r).toMatchObject({ status: 'completed', attempts: 1, tenant: 'A' });
+      expect(r!.startedAt).toBeGreaterThanOrEqual(r!.createdAt);
+    }
+  });
+
   it('a retry of a cancelled job (an operating action) goes through the fair stage', async () => {
     const app = await fairApp(4);
     await startRecorder(app);
