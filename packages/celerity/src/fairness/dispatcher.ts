@@ -97,6 +97,11 @@ export class FairDispatcher {
       .finally(() => {
         this.running = undefined;
         this.lastEnd = Date.now();
+        // A trigger that came during the loop's last call would be lost.
+        if (this.again) {
+          this.again = false;
+          this.trigger();
+        }
       });
   }
 
