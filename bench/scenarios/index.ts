@@ -11,8 +11,9 @@ import { s3Http } from './s3_http.ts';
 import { s4Csv } from './s4_csv.ts';
 import { s5Scale } from './s5_scale.ts';
 import { s6Events } from './s6_events.ts';
+import { s6Fairness } from './s6_fairness.ts';
 import { historySearch } from './history_search.ts';
 import { overview } from './overview.ts';
 import { s7Peers } from './s7_peers.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, historySearch, overview, s7Peers];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers];

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import { Broker } from './broker/broker.ts';
+import { workerFairness } from './fairness/stage.ts';
 import { enqueueJob, type Enqueued, type EnqueueOptions, type TaskRoute } from './client/enqueue.ts';
 import { enqueueMany, type BulkJob } from './client/enqueue-many.ts';
 import { readJob } from './client/status.ts';
@@ -599,6 +600,7 @@ export class App {
       lifecycle: this.lifecycle,
       queueLimits: this.queueLimits,
       capRecheckMs: this.config.capRecheck,
+      fairness: workerFairness(this.broker, opts.queues ?? this.config.queues ?? this.queueNames(), this.logger),
     });
   }
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createRedis } from '../src/broker/connection.ts';
 import { bullmqDelayed, bullmqInternals, jobLogMarker } from '../src/broker/keys.ts';
+import { fairKeys } from '../src/broker/fair-keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -37,6 +38,10 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  * - a job's log (`job.log`) answers the list's length, and refuses with
  *   "Missing key" for a job that is gone (the job log writer's cap,
  *   src/worker/job-log.ts).
+ * - the fair stage (src/broker/fair-keys.ts): the keys `wait`, `delayed` and
+ *   the job hash with its `timestamp`; a delayed job stays in `delayed`; the
+ *   promote script puts a delayed job on `wait` for FIFO and answers "not in
+ *   the delayed state" (changing nothing) for any other job.
  */
 useCleanup();
 
@@ -191,6 +196,37 @@ describe('BullMQ internals Celerity depends on', () => {
     // The scheduler's own form, which Celerity's path ids must still read.
     expect((await queue.add('x', {}, { jobId: 'repeat:a:1' })).id).toBe('repeat:a:1');
     await waitFor(async () => (await Job.fromId(queue, 'repeat:a:1')) !== undefined);
+  });
+});
+
+describe('BullMQ internals the fair stage depends on', () => {
+  it('wait, delayed, the job timestamp and the promote script', async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue: Queue = app.broker.queue(flaky.queue);
+    const { prefix } = app.config;
+    const redis = testRedis();
+    const first = await queue.add('x', {}, { delay: 3_600_000, timestamp: 1_700_000_000_123 });
+    const second = await queue.add('x', {}, { delay: 3_600_000 });
+    expect(await redis.zscore(fairKeys.bullDelayed(prefix, flaky.queue), first.id!)).not.toBeNull();
+    expect(await redis.hget(`${fairKeys.bullJobPrefix(prefix, flaky.queue)}${first.id}`, 'timestamp')).toBe('1700000000123');
+    const backend = queue.backend as unknown as { promote(id: string): Promise<void> };
+    await backend.promote(first.id!);
+    await backend.promote(second.id!);
+    // Workers take from the tail: promoted first, taken first.
+    expect(await redis.lrange(fairKeys.bullWait(prefix, flaky.queue), 0, -1)).toEqual([second.id, first.id]);
+    expect(await redis.zcard(fairKeys.bullDelayed(prefix, flaky.queue))).toBe(0);
+    await expect(backend.promote(first.id!)).rejects.toThrow(/is not in the delayed state/);
+    await expect(backend.promote('no-such-job')).rejects.toThrow(/is not in the delayed state/);
+    expect(await redis.llen(fairKeys.bullWait(prefix, flaky.queue))).toBe(2);
+    // The tenants view: `completed` scored by finishedOn; `data` holds the envelope.
+    await queue.obliterate({ force: true });
+    const done = await app.enqueue(flaky, { fail: false }, { tenant: 'acme' });
+    await startWorker(app);
+    await done.wait({ timeoutMs: 10_000 });
+    const [data, finishedOn] = await redis.hmget(`${fairKeys.bullJobPrefix(prefix, flaky.queue)}${done.id}`, 'data', 'finishedOn');
+    expect(JSON.parse(data!).tenant).toBe('acme');
+    expect(await redis.zscore(fairKeys.bullCompleted(prefix, flaky.queue), done.id)).toBe(finishedOn);
+    expect(await redis.type(fairKeys.bullActive(prefix, flaky.queue))).toMatch(/^(list|none)$/);
   });
 });
 

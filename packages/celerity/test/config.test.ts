@@ -52,6 +52,7 @@ describe('loadConfig', () => {
       metricsRetention: 30,
       auth: 'keys',
       capRecheck: 1000,
+      fairWindow: 40,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.queues).toBeUndefined();
@@ -112,6 +113,9 @@ describe('loadConfig', () => {
         CELERITY_AUTH: 'off',
         CELERITY_METRICS_TOKEN: 'scrape-token-0123456789',
         CELERITY_CAP_RECHECK: '250',
+        CELERITY_FAIR_QUEUES: 'llm, mail',
+        CELERITY_FAIR_WEIGHTS: 'llm:acme=3,llm:a=b=0.5',
+        CELERITY_FAIR_WINDOW: '64',
       },
     });
     expect(config).toEqual({
@@ -159,7 +163,20 @@ describe('loadConfig', () => {
       auth: 'off',
       metricsToken: 'scrape-token-0123456789',
       capRecheck: 250,
+      fairQueues: ['llm', 'mail'],
+      fairWeights: [
+        { queue: 'llm', tenant: 'acme', weight: 3 },
+        { queue: 'llm', tenant: 'a=b', weight: 0.5 },
+      ],
+      fairWindow: 64,
     });
+  });
+
+  it('refuses a fair weight that is not <queue>:<tenant>=<weight> in range', () => {
+    for (const bad of ['llm=2', 'llm:acme', 'llm:acme=0', 'llm:acme=heavy', ':acme=2', 'llm:=2', 'llm:acme=20000']) {
+      const err = configError(() => loadConfig({ env: { CELERITY_FAIR_WEIGHTS: bad } }));
+      expect(err.message, bad).toMatch(/^Invalid configuration CELERITY_FAIR_WEIGHTS \(--fair-weights\): each entry must be <queue>:<tenant>=<weight>/);
+    }
   });
 
   it('refuses a soft time limit at or above the hard one, naming the soft one', () => {

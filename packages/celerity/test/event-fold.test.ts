@@ -72,6 +72,14 @@ describe('foldEvents', () => {
     expect(foldEvents([ev('active', 'x'), ev('active', 'x')]).get('x')!.happy).toBe(false);
   });
 
+  it('a delayed job made runnable just before its start (the promote of a fair queue) stays on the happy path', () => {
+    const folds = foldEvents([ev('waiting', 'p', { prev: 'delayed' }), ev('active', 'p'), ev('completed', 'p', { returnvalue: '1' })]);
+    expect(folds.get('p')).toMatchObject({ happy: true, status: 'completed', statusNeedsAttempts: false });
+    // Not after a start (a retry coming back from its backoff), nor from elsewhere.
+    expect(foldEvents([ev('active', 'q'), ev('waiting', 'q', { prev: 'delayed' })]).get('q')!.happy).toBe(false);
+    expect(foldEvents([ev('waiting', 's', { prev: 'active' }), ev('active', 's')]).get('s')!.happy).toBe(false);
+  });
+
   it('maps each status-bearing event', () => {
     const cases: [string, string, boolean][] = [
       ['added', 'queued', false],

@@ -187,6 +187,10 @@ describe.each(stores)('the access matrix of docs/security.md (%s)', (kind: Store
       case 'POST /v1/queues/{name}/drain':
         // The maintenance queue: draining `default` would take acme's job from the other rows.
         return fetch(url(row.path.replace('{name}', 'celerity')), { method: 'POST', headers });
+      case 'GET /v1/queues/{name}/tenants':
+        return fetch(url('/v1/queues/default/tenants'), { headers });
+      case 'PUT /v1/queues/{name}/tenants/{tenant}/weight':
+        return fetch(url('/v1/queues/default/tenants/acme/weight'), { method: 'PUT', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify({ weight: 2 }) });
       case 'POST /v1/bulk': {
         const filter = c === 'Another tenant' ? { tenant: 'acme' } : { status: 'failed', task: 'mail.send' };
         return fetch(url('/v1/bulk'), { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify({ action: 'retry', filter }) });

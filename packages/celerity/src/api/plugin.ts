@@ -16,6 +16,8 @@ import { statsRoutes } from './routes/stats.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { jobActionRoutes } from './routes/actions.ts';
 import { queueActionRoutes } from './routes/queue-actions.ts';
+import { tenantWeightRoutes } from './routes/tenant-weights.ts';
+import { tenantRoutes } from './routes/tenants.ts';
 import { bulkRoutes } from './routes/bulk.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { uploadRoutes } from './routes/uploads.ts';
@@ -151,6 +153,8 @@ export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server
   await server.register(opsRoutes, { app });
   await server.register(jobActionRoutes, { app });
   await server.register(queueActionRoutes, { app });
+  await server.register(tenantWeightRoutes, { app });
+  await server.register(tenantRoutes, { app });
   await server.register(bulkRoutes, { app });
   await server.register(statsRoutes, { app });
   await server.register(eventRoutes, { app });

@@ -7,12 +7,13 @@ import { loadConfig, OPTIONS, type RawConfig, type CelerityConfig, type OptionNa
 import { BrokerUnavailableError } from '../errors.ts';
 import { queueStats } from '../ops/queue-stats.ts';
 import { listHeld } from '../rate-limits/held.ts';
+import { tenantsView, type TenantsView } from '../fairness/tenant-stats.ts';
 import { readWorkers } from '../worker/registry.ts';
 import { CliError } from './cli-error.ts';
 import { loadApp } from './load-app.ts';
 
 /** What `celerity inspect` can show. */
-export const INSPECT_TARGETS = ['workers', 'active', 'queues', 'ping', 'held'] as const;
+export const INSPECT_TARGETS = ['workers', 'active', 'queues', 'tenants', 'held', 'ping'] as const;
 export type InspectTarget = (typeof INSPECT_TARGETS)[number];
 
 /** The configuration `inspect` reads: where Redis is, and which queues. */
@@ -28,10 +29,10 @@ type InspectFlags = Partial<Record<OptionName, string>> & { app?: string; json?:
 export function registerInspect(program: Command): void {
   const cmd = program
     .command('inspect')
-    .description('Show the live workers, their running jobs, the queues, or the jobs a rate limit or tenant cap holds back (`held`); `ping` exits 1 when no worker is alive.')
+    .description("Show the live workers, their running jobs, the queues, the queues' tenants, or the jobs a rate limit or tenant cap holds back (`held`); `ping` exits 1 when no worker is alive.")
     .addArgument(new Argument('<what>', 'what to show').choices(INSPECT_TARGETS))
     .option('--json', 'print JSON instead of a table')
-    .option('--app <module>', 'module exporting the app; needed by `queues` for its queue names (or give --queues)');
+    .option('--app <module>', 'module exporting the app; needed by `queues` and `tenants` for its queue names (or give --queues)');
   for (const name of INSPECT_OPTIONS) {
     const meta = OPTIONS[name];
     cmd.addOption(new Option(`${meta.flag} <value>`, `${meta.doc} [env ${meta.env}]`));
@@ -99,6 +100,15 @@ async function show(what: InspectTarget, config: CelerityConfig, app: App | unde
     return 0;
   }
 
+  if (what === 'tenants') {
+    const names = config.queues ?? app?.queueNames();
+    if (!names) throw new CliError('inspect tenants needs --app <module> (the app names its queues) or --queues a,b');
+    const queues = await Promise.all(names.map((name) => tenantsView(broker, name)));
+    if (json) print(JSON.stringify({ queues }, null, 2));
+    else print(tenantsTable(queues));
+    return 0;
+  }
+
   const now = Date.now();
   const workers = (await viaBroker(broker.redis, () => readWorkers(broker.redis, config.prefix))).map((w) => workerView(w, now));
   switch (what) {
@@ -133,6 +143,22 @@ function workersTable(workers: WorkerView[], now: number): string {
     workers.map((w) => [w.id, w.host, String(w.pid), w.queues.join(','), String(w.concurrency), String(w.active_jobs.length), duration(now - Date.parse(w.started_at)), `${duration(w.age_ms)} ago`]),
     new Set([2, 4, 5]),
   );
+}
+
+function tenantsTable(queues: TenantsView[]): string {
+  const rows = queues.flatMap((q) =>
+    q.tenants.map((t) => [
+      q.fair ? q.queue : `${q.queue} (not fair)`,
+      t.tenant ?? '(none)',
+      String(t.backlog),
+      String(t.running),
+      t.wait_p95_ms === null ? '-' : duration(t.wait_p95_ms),
+      String(t.throughput_per_min),
+      String(t.weight),
+    ]),
+  );
+  if (rows.length === 0) return 'no tenants with jobs';
+  return table(['QUEUE', 'TENANT', 'BACKLOG', 'RUNNING', 'WAIT P95', 'DONE/MIN', 'WEIGHT'], rows, new Set([2, 3, 4, 5, 6]));
 }
 
 function queuesTable(queues: QueueView[]): string {

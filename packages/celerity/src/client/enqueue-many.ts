@@ -2,6 +2,8 @@ import type { FlowJob } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
 import { BrokerUnavailableError, InvalidInputError, InvalidOptionsError } from '../errors.ts';
+import { addWithPark } from '../fairness/park.ts';
+import { producerDispatcher } from '../fairness/stage.ts';
 import { prepareJob, type Enqueued, type EnqueueOptions, type PreparedJob, type TaskRoute } from './enqueue.ts';
 
 /**
@@ -48,6 +50,7 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
     byId.set(p.id, index);
     prepared.push(p);
   }
+  if (prepared.some((p) => p.fair)) return addFairBatch(broker, prepared);
   const flows: FlowJob[] = prepared.map((p) => ({ name: p.name, queueName: p.queue, data: p.data, opts: p.opts }));
   const nodes = await viaBroker(broker.redis, () => broker.flows.addBulk(flows));
   // addBulk answers nothing (and adds nothing) once its producer is closing.
@@ -56,6 +59,19 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
     const id = nodes[index]!.job.id ?? p.id;
     broker.hintQueue(id, p.queue);
     return { id, task: p.name, queue: p.queue, created: true };
+  });
+}
+
+/**
+ * A batch with jobs for fair queues: the same one MULTI, built by hand so that
+ * each parked job's park script follows its add (src/fairness/park.ts).
+ */
+async function addFairBatch(broker: Broker, prepared: PreparedJob[]): Promise<Enqueued[]> {
+  const ids = await viaBroker(broker.redis, () => addWithPark(broker, prepared));
+  for (const queue of new Set(prepared.filter((p) => p.fair).map((p) => p.queue))) producerDispatcher(broker, queue).trigger();
+  return prepared.map((p, index) => {
+    broker.hintQueue(ids[index]!, p.queue);
+    return { id: ids[index]!, task: p.name, queue: p.queue, created: ids[index] === p.id };
   });
 }
 

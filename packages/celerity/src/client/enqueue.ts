@@ -8,6 +8,9 @@ import { keys } from '../broker/keys.ts';
 import { IdempotencyConflictError, InvalidOptionsError } from '../errors.ts';
 import type { TimeLimits } from '../worker/limits.ts';
 import { newJobId } from '../ids.ts';
+import { fairCommands } from '../fairness/dispatcher.ts';
+import { addWithPark, isFairQueue, parkedOptions, queuePark, type FairPlacement } from '../fairness/park.ts';
+import { producerDispatcher } from '../fairness/stage.ts';
 import { IDENTIFIER_RULE, isIdentifierText, isValidJobId, JOB_ID_RULE, MAX_DELAY_MS, MAX_NAME_LENGTH, MAX_PRIORITY, MAX_TIME_LIMIT_MS } from '../limits.ts';
 import type { JobEnvelope } from '../job-record.ts';
 import { assertQueueName, DEFAULT_RETRIES, parseInput, zodIssues, type Task } from '../task.ts';
@@ -82,6 +85,8 @@ export interface PreparedJob {
   opts: JobsOptions;
   /** Set when the call carries an idempotency key. */
   idempotencyKey: string | undefined;
+  /** Set on a fair queue: the job is added parked and goes into its tenant's backlog (src/fairness). */
+  fair?: FairPlacement;
 }
 
 /**
@@ -129,6 +134,10 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
     ...(digest ? { digest } : {}),
     ...(opts.traceId ? { trace: opts.traceId } : {}),
   };
+  if (isFairQueue(broker, queue)) {
+    const parked = parkedOptions(jobOptions, opts.tenant);
+    return { id, name: route.name, queue, data, opts: parked.opts, idempotencyKey: opts.idempotencyKey, fair: parked.fair };
+  }
   return { id, name: route.name, queue, data, opts: jobOptions, idempotencyKey: opts.idempotencyKey };
 }
 
@@ -143,7 +152,14 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   if (prepared.idempotencyKey) {
     const winner = await viaBroker(broker.redis, () => addIdempotent(broker, prepared, prepared.idempotencyKey!));
     broker.hintQueue(winner, queue);
+    if (prepared.fair) producerDispatcher(broker, queue).trigger();
     return { id: winner, task: route.name, queue, created: winner === id };
+  }
+  if (prepared.fair) {
+    const [added] = await viaBroker(broker.redis, () => addWithPark(broker, [prepared]));
+    broker.hintQueue(added!, queue);
+    producerDispatcher(broker, queue).trigger();
+    return { id: added!, task: route.name, queue, created: added === id };
   }
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
   // An existing caller-chosen jobId: BullMQ adds nothing and answers with that job's id.
@@ -217,6 +233,10 @@ async function addIdempotent(broker: Broker, prepared: PreparedJob, key: string)
   const job = new Job(queue, prepared.name, prepared.data, { ...queue.defaultJobOptions, ...prepared.opts, jobId: prepared.id }, prepared.id);
   // Queues the add script on the MULTI (synchronously; the promise settles with the MULTI itself).
   await job.addJob(transaction as unknown as Parameters<Job['addJob']>[0]);
+  if (prepared.fair) {
+    fairCommands(broker.redis);
+    queuePark(broker, multi, prepared as PreparedJob & { fair: FairPlacement });
+  }
   multi.eval(IDEM_AFTER_ADD, 2, recordKey, dedupKey, prepared.id, `${prepared.id} ${digest}`, broker.config.idempotencyTtl * 1000);
   const replies = await multi.exec();
   if (!replies) throw new Error('idempotent enqueue: transaction discarded');
@@ -225,7 +245,7 @@ async function addIdempotent(broker: Broker, prepared: PreparedJob, key: string)
   if (typeof added === 'number' && added < 0) throw new Error(`idempotent enqueue: BullMQ's add script answered ${added}`);
   const winner = String(added);
   if (winner === prepared.id) return winner;
-  const record = parseRecord(replies[2]![1]);
+  const record = parseRecord(replies[prepared.fair ? 3 : 2]![1]);
   if (record && record.id === winner) {
     if (record.digest !== digest) throw new IdempotencyConflictError(key, winner);
     return winner;

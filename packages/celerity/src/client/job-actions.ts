@@ -13,6 +13,8 @@ import { forgetJobLogs } from '../store/job-logs.ts';
 import { withTenantScope } from '../store/tenant-scope.ts';
 import type { Task } from '../task.ts';
 import { prepareJob, type Enqueued, type TaskRoute } from './enqueue.ts';
+import { addWithPark } from '../fairness/park.ts';
+import { producerDispatcher } from '../fairness/stage.ts';
 
 /** Only a failed or cancelled job can be retried; this one is queued, running or completed. */
 export class JobNotRetryableError extends CelerityError {
@@ -152,12 +154,15 @@ export async function retryJob(host: JobActionsHost, id: string, opts: RetryJobO
   await claimRetry(host, id, guard, claim);
   try {
     const data: JobEnvelope = { ...prepared.data, retryOf: id };
-    await viaBroker(broker.redis, () => broker.queue(prepared.queue).add(prepared.name, data, prepared.opts));
+    // On a fair queue the job is parked and goes into its tenant's backlog, in one MULTI (src/fairness).
+    if (prepared.fair) await viaBroker(broker.redis, () => addWithPark(broker, [{ ...prepared, data }]));
+    else await viaBroker(broker.redis, () => broker.queue(prepared.queue).add(prepared.name, data, prepared.opts));
   } catch (err) {
     await broker.redis.eval(COMPARE_AND_DELETE, 1, guard, claim).catch(() => {});
     throw err;
   }
   broker.hintQueue(newId, prepared.queue);
+  if (prepared.fair) producerDispatcher(broker, prepared.queue).trigger();
   return { id: newId, task: prepared.name, queue: prepared.queue, created: true };
 }
 

@@ -1,5 +1,6 @@
 import type { Metrics, Queue } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
+import { PARK_DELAY_MS } from '../broker/fair-keys.ts';
 import { viaBroker } from '../broker/connection.ts';
 
 /**
@@ -57,7 +58,8 @@ async function oneQueue(queue: Queue, now: () => number): Promise<QueueStats> {
     queue.getMetrics('failed', 0, 14),
   ]);
   const at = now();
-  const since = oldest.map((j) => j.timestamp + (j.opts.delay ?? 0));
+  // A parked job of a fair queue (src/fairness) carries a delay it never waited out: it has waited since its submission.
+  const since = oldest.map((j) => j.timestamp + (j.opts.delay === PARK_DELAY_MS ? 0 : (j.opts.delay ?? 0)));
   return {
     name: queue.name,
     counts: Object.fromEntries(COUNTED_STATES.map((s) => [s, counts[s] ?? 0])) as Record<CountedState, number>,

@@ -24,8 +24,9 @@ export interface JobFold {
   /** `attemptsMade` of a `retries-exhausted` event (it follows a final `failed`), for jobs Redis has already dropped. */
   attemptsMade?: number;
   /**
-   * True when the batch shows only the happy path after enqueue: at most one
-   * `active`, at most one `completed`, and progress. Such a job's row can be
+   * True when the batch shows only the happy path after enqueue: a delayed
+   * job made runnable (`waiting` from `delayed`) before it starts, at most
+   * one `active`, at most one `completed`, and progress. Such a job's row can be
    * moved forward from the events alone, without reading its hash.
    */
   happy: boolean;
@@ -94,7 +95,12 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
     if (e.event === 'progress') fold.progressData = e.fields.data;
     else if (e.event === 'active' && fold.activeAt === undefined && fold.completedAt === undefined) fold.activeAt = at;
     else if (e.event === 'completed' && fold.completedAt === undefined) fold.completedAt = at;
-    else fold.happy = false;
+    // A delayed job made runnable before its start (the fair stage's promote,
+    // or a delay running out) leaves its row queued: still the happy path.
+    // The recorder's `ats` = 1 check rules out a retry's return from delay.
+    else if (e.event === 'waiting' && e.fields.prev === 'delayed' && fold.activeAt === undefined && fold.completedAt === undefined) {
+      // nothing to record
+    } else fold.happy = false;
     if (!mapped) continue;
     if (mapped === 'queued-or-retrying') {
       fold.status = 'queued';

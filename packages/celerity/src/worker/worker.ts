@@ -13,6 +13,7 @@ import { runJob } from './run-job.ts';
 import { WorkerRegistry, type ActiveJob } from './registry.ts';
 import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
+import type { WorkerFairness } from '../fairness/stage.ts';
 
 export interface WorkerOptions extends RedisTarget {
   prefix: string;
@@ -41,6 +42,8 @@ export interface WorkerOptions extends RedisTarget {
   queueLimits?: ReadonlyMap<string, ResolvedQueueLimits> | undefined;
   /** Ms a job over its tenant's cap waits before it is tried again (`CELERITY_CAP_RECHECK`); default 1000. */
   capRecheckMs?: number;
+  /** The fair stage of the fair queues among `queues` (src/fairness/stage.ts): dispatches as jobs end. */
+  fairness?: WorkerFairness | undefined;
 }
 
 /** The reason handed to running handlers when a shutdown's grace period ends. */
@@ -138,11 +141,16 @@ export class Worker {
           logger.warn({ job_id: job.id, task: job.name, queue, trace_id, error: { type: errorTypeFromStack(err.stack), message: err.message } }, 'job failed');
           this.releaseUploadOf(job);
         }
+        this.opts.fairness?.jobFinished(queue);
       });
-      worker.on('completed', (job) => this.releaseUploadOf(job));
+      worker.on('completed', (job) => {
+        this.releaseUploadOf(job);
+        this.opts.fairness?.jobFinished(queue);
+      });
       void worker.run().catch((err) => logger.error({ err, queue }, 'worker stopped'));
       this.workers.push(worker);
     }
+    this.opts.fairness?.start();
     this.registry = new WorkerRegistry({
       redis: this.connection,
       prefix: this.opts.prefix,
@@ -316,6 +324,7 @@ export class Worker {
   async close(graceMs = Infinity, opts: { stopWaitMs?: number } = {}): Promise<void> {
     // Leaves the registry at once: a draining worker takes no new jobs.
     const unregistered = this.registry?.stop();
+    await this.opts.fairness?.stop();
     const closing = Promise.all(this.workers.map((w) => w.close()));
     const within = (ms: number) => Promise.race([closing.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
     const finished = graceMs === Infinity ? await closing.then(() => true) : await within(graceMs);
