@@ -168,6 +168,12 @@ export const OPTIONS = {
     doc: '`keys`: every route of the job API but `/healthz`, `/readyz`, `/openapi.json` and signed webhooks needs an API key (`celerity keys create`); `celerity serve` refuses to start without one. `off`: no authentication, every caller is an admin of every tenant (a warning is logged); only behind a gateway that authenticates for you.',
     default: 'keys',
   },
+  metricsTenants: {
+    env: 'CELERITY_METRICS_TENANTS',
+    flag: '--metrics-tenants',
+    doc: 'Distinct tenants a process names in the `tenant` label of the `celerity_tenant_*` metrics; later ones are counted as `(other)`, so that the series stay bounded. 0: every tenant is `(other)`.',
+    default: '100',
+  },
   metricsToken: {
     env: 'CELERITY_METRICS_TOKEN',
     flag: '--metrics-token',
@@ -341,6 +347,7 @@ const schema = z.object({
     .optional(),
   healthPort: z.coerce.number().int().min(1).max(65535).optional(),
   auth: z.enum(['keys', 'off']),
+  metricsTenants: z.coerce.number().int().min(0).max(10_000),
   metricsToken: z.string().min(16, 'must be at least 16 characters').optional(),
   capRecheck: positiveInt.min(10).max(3_600_000),
   fairQueues: z.string().transform(commaList).optional(),

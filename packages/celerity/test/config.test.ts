@@ -52,6 +52,7 @@ describe('loadConfig', () => {
       metricsRetention: 30,
       auth: 'keys',
       capRecheck: 1000,
+      metricsTenants: 100,
       fairWindow: 40,
     });
     expect(config.databaseUrl).toBeUndefined();
@@ -113,6 +114,7 @@ describe('loadConfig', () => {
         CELERITY_AUTH: 'off',
         CELERITY_METRICS_TOKEN: 'scrape-token-0123456789',
         CELERITY_CAP_RECHECK: '250',
+        CELERITY_METRICS_TENANTS: '7',
         CELERITY_FAIR_QUEUES: 'llm, mail',
         CELERITY_FAIR_WEIGHTS: 'llm:acme=3,llm:a=b=0.5',
         CELERITY_FAIR_WINDOW: '64',
@@ -163,6 +165,7 @@ describe('loadConfig', () => {
       auth: 'off',
       metricsToken: 'scrape-token-0123456789',
       capRecheck: 250,
+      metricsTenants: 7,
       fairQueues: ['llm', 'mail'],
       fairWeights: [
         { queue: 'llm', tenant: 'acme', weight: 3 },

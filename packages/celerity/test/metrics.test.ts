@@ -139,17 +139,48 @@ describe('metrics', () => {
     }, 5_000);
     expect(value(after, 'celerity_worker_active_jobs')).toBe(0);
 
-    // Bounded labels: names of tasks, queues, statuses, states and buckets; never a job id.
+    // Bounded labels: names of tasks, queues, statuses, states, buckets and (capped) tenants; never a job id.
     const ids = [...handles.map((h) => h.id), held.id];
     const allowed = new Set(['task', 'queue', 'status', 'state', 'le', 'quantile', 'type', 'space', 'version', 'kind', 'major', 'minor', 'patch']);
     for (const s of parse(text).concat(after)) {
       for (const [k, v] of Object.entries(s.labels)) {
-        expect(allowed, `${s.name} label ${k}`).toContain(k);
+        // A tenant, bounded (TenantLabels), only on the per-tenant series.
+        if (k === 'tenant') expect(s.name, `${s.name} label ${k}`).toMatch(/^celerity_tenant_/);
+        else expect(allowed, `${s.name} label ${k}`).toContain(k);
         expect(ids).not.toContain(v);
         expect(v).not.toMatch(/^[0-9a-z]{26}$/);
       }
     }
     await api.close();
+  });
+
+  it('counts jobs per tenant on series of their own, with at most CELERITY_METRICS_TENANTS tenant names', async () => {
+    const app = await openTestApp('sqlite', [ok, fail], { metricsTenants: 2 });
+    // appMetrics subscribes to the job hooks: made before the worker runs anything.
+    const metrics = appMetrics(app);
+    await startWorker(app, { concurrency: 5 });
+    const runs: [typeof ok | typeof fail, string | undefined][] = [
+      [ok, 'acme'],
+      [ok, 'acme'],
+      [fail, 'acme'],
+      [ok, 'globex'],
+      [ok, 'initech'],
+      [ok, 'umbrella'],
+      [ok, undefined],
+    ];
+    // One at a time, so that the first two tenants seen are acme and globex.
+    for (const [task, tenant] of runs) await (await app.enqueue(task, {}, tenant ? { tenant } : {})).wait({ timeoutMs: 10_000, pollMs: 20 });
+    const samples = parse(await metrics.registry.metrics());
+    const jobs = (tenant: string, status: string) => value(samples, 'celerity_tenant_jobs_total', { queue: 'default', tenant, status });
+    expect(jobs('acme', 'completed')).toBe(2);
+    expect(jobs('acme', 'failed')).toBe(1);
+    expect(jobs('globex', 'completed')).toBe(1);
+    // Past the cap of two names: the later tenants share one series.
+    expect(jobs('(other)', 'completed')).toBe(2);
+    expect(jobs('(none)', 'completed')).toBe(1);
+    expect(samples.some((s) => s.labels.tenant === 'initech' || s.labels.tenant === 'umbrella')).toBe(false);
+    expect(value(samples, 'celerity_tenant_job_wait_seconds_count', { queue: 'default', tenant: 'acme' })).toBe(3);
+    expect(value(samples, 'celerity_tenant_job_wait_seconds_count', { queue: 'default', tenant: '(other)' })).toBe(2);
   });
 
   it('a second app in the same process has its own registry', async () => {
@@ -182,7 +213,12 @@ describe('API readiness', () => {
       return r.statusCode === 503 ? r : undefined;
     }, 5_000);
     expect(res.json()).toEqual({ error: { code: 'not_ready', message: 'redis is down', details: { redis: 'down', store: 'up' } } });
-    const health = await api.inject({ method: 'GET', url: '/healthz' });
+    // /readyz pings; /healthz reads the connection's state, which may say
+    // `ready` a moment longer, until ioredis notices the closed socket.
+    const health = await waitFor(async () => {
+      const r = await api.inject({ method: 'GET', url: '/healthz' });
+      return r.json().redis === 'down' ? r : undefined;
+    }, 5_000);
     expect(health.statusCode).toBe(200);
     expect(health.json()).toMatchObject({ status: 'degraded', redis: 'down' });
     // The scrape neither fails nor hangs; the depth is the last one read.

@@ -33,8 +33,9 @@ const OUTCOMES: [LifecycleEvent, AttemptStatus][] = [
  * jobs of the workers registered with {@link Metrics.trackWorker}, and the
  * depth of the app's queues read from Redis at scrape time.
  *
- * Every label value is a task, queue, status or state name: bounded, never
- * a job id or a tenant.
+ * Every label value is a task, queue, status or state name, or a tenant
+ * on the `celerity_tenant_*` series, where the number of distinct tenants
+ * is capped ({@link TenantLabels}): bounded, never a job id.
  */
 export class Metrics {
   /** This app's metrics; {@link Metrics.render} adds the process defaults. */
@@ -135,14 +136,36 @@ export class Metrics {
       },
     });
 
+    // Per tenant, on series of their own: a tenant label on the task series
+    // would multiply every task's series by the tenants.
+    const tenants = new TenantLabels(app.config.metricsTenants);
+    const tenantJobs = new Counter({
+      name: 'celerity_tenant_jobs_total',
+      help: `Attempts ended in this process, by queue, tenant and how they ended. The tenant label is bounded: the first ${app.config.metricsTenants} distinct tenants a process sees (CELERITY_METRICS_TENANTS) keep their name, later ones count as "${OTHER_TENANTS}"; jobs without a tenant are "${NO_TENANT}".`,
+      labelNames: ['queue', 'tenant', 'status'] as const,
+      registers,
+    });
+    const tenantWait = new Histogram({
+      name: 'celerity_tenant_job_wait_seconds',
+      help: 'Time from enqueue to the start of the first attempt, by queue and tenant (the tenant label bounded as in celerity_tenant_jobs_total).',
+      labelNames: ['queue', 'tenant'] as const,
+      buckets: WAIT_BUCKETS,
+      registers,
+    });
+
     app.on('job:started', (info) => {
       // Only the first attempt: a retry's enqueue time is the job's, so its
       // "wait" would include the earlier attempts and their backoff.
-      if (info.attempt === 1) wait.observe(labels(info), Math.max(0, info.startedAt - info.enqueuedAt) / 1000);
+      if (info.attempt === 1) {
+        const seconds = Math.max(0, info.startedAt - info.enqueuedAt) / 1000;
+        wait.observe(labels(info), seconds);
+        tenantWait.observe({ queue: info.queue, tenant: tenants.label(info.tenant) }, seconds);
+      }
     });
     for (const [event, status] of OUTCOMES) {
       app.on(event, (info) => {
         jobs.inc({ ...labels(info), status });
+        tenantJobs.inc({ queue: info.queue, tenant: tenants.label(info.tenant), status });
         duration.observe({ ...labels(info), status }, Math.max(0, (info.finishedAt ?? Date.now()) - info.startedAt) / 1000);
         if (status === 'retrying') retries.inc(labels(info));
       });
@@ -276,6 +299,36 @@ function clusterRunHistogram(totals: readonly JobTotals[]): string {
 
 function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** The tenant label of the jobs without a tenant. */
+export const NO_TENANT = '(none)';
+/** The tenant label of the tenants past the cap. */
+export const OTHER_TENANTS = '(other)';
+
+/**
+ * Keeps the tenant label bounded: the first `max` distinct tenants a process
+ * sees keep their name for its life, every later one is counted as
+ * {@link OTHER_TENANTS}. Prometheus keeps a series per label value, so a
+ * service with a tenant per customer would otherwise grow without end. The
+ * parentheses keep the two reserved values apart from ordinary names; a
+ * tenant actually named `(none)` or `(other)` would share their series.
+ */
+export class TenantLabels {
+  private readonly seen = new Set<string>();
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  label(tenant: string | null): string {
+    if (tenant === null) return NO_TENANT;
+    if (this.seen.has(tenant)) return tenant;
+    if (this.seen.size >= this.max) return OTHER_TENANTS;
+    this.seen.add(tenant);
+    return tenant;
+  }
 }
 
 function labels(info: JobEventInfo): { task: string; queue: string } {
