@@ -107,6 +107,25 @@ export interface QueueView {
   throughput: { completed: { m1: number; m5: number; m15: number }; failed: { m1: number; m5: number; m15: number } };
 }
 
+/** One tenant of GET /v1/queues/:name/tenants. */
+export interface TenantView {
+  tenant: string | null;
+  backlog: number;
+  running: number;
+  wait_p95_ms: number | null;
+  throughput_per_min: number;
+  weight: number;
+}
+
+export interface TenantsView {
+  queue: string;
+  fair: boolean;
+  sampled: number;
+  sample_span_ms: number;
+  truncated: boolean;
+  tenants: TenantView[];
+}
+
 export interface WorkerView {
   id: string;
   host: string;
@@ -210,6 +229,8 @@ export const endpoints = {
   pauseQueue: (name: string) => request<{ queue: string; paused: boolean }>('POST', `/v1/queues/${path(name)}/pause`),
   resumeQueue: (name: string) => request<{ queue: string; paused: boolean }>('POST', `/v1/queues/${path(name)}/resume`),
   drainQueue: (name: string) => request<{ queue: string; removed: number }>('POST', `/v1/queues/${path(name)}/drain`),
+  /** Admin keys only (it names every tenant). */
+  tenants: (queue: string) => request<TenantsView>('GET', `/v1/queues/${path(queue)}/tenants`),
   workers: () => request<{ workers: WorkerView[] }>('GET', '/v1/workers'),
   schedules: () => request<{ schedules: ScheduleView[] }>('GET', '/v1/schedules'),
   stats: (query: Query) => request<StatsView>('GET', '/v1/stats', { query }),

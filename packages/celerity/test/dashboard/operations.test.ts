@@ -140,6 +140,23 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     expect(await w.getByRole('button', { name: /Pause|Resume|Drain/ }).count()).toBe(0);
   });
 
+  it("shows each queue's tenants to an admin, and not to a key of ops:read", async () => {
+    const jobs = await Promise.all([app.enqueue(tick, {}, { tenant: 'acme' }), app.enqueue(tick, {}, { tenant: 'acme' }), app.enqueue(tick, {}, { tenant: 'globex' })]);
+    for (const job of jobs) await waitFor(async () => (await app.getJob(job.id))?.status === 'completed');
+    const p = await page(keys.admin);
+    const table = p.getByTestId('tenants-default');
+    await expect.poll(() => table.getByRole('rowheader').allTextContents(), POLL).toEqual(expect.arrayContaining(['acme', 'globex']));
+    expect(await table.locator('caption').textContent()).toContain('first in, first out');
+    // A tenant links to its jobs in that queue.
+    await table.getByRole('link', { name: 'globex' }).click();
+    await p.getByRole('heading', { level: 1, name: 'Jobs' }).waitFor();
+    expect(String(await p.evaluate('location.hash'))).toContain('tenant=globex');
+
+    const w = await page(keys.watcher);
+    await w.getByRole('row', { name: /^default/ }).waitFor();
+    expect(await w.getByRole('heading', { name: 'Tenants' }).count()).toBe(0);
+  });
+
   it('retries a failed job with edited input, and refuses an input that is not JSON without sending it', async () => {
     const id = await failed(1);
     const p = await page(keys.retrier);

@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { TimeChart, type ChartSeries } from '../components/chart.tsx';
 import { ErrorNote, Section } from '../components/common.tsx';
-import { endpoints, type QueueView, type ScheduleView, type StatsPoint, type WorkerView } from '../endpoints.ts';
+import { endpoints, type QueueView, type ScheduleView, type StatsPoint, type TenantsView, type WorkerView } from '../endpoints.ts';
 import { formatDuration, formatTime } from '../format.ts';
 import { href } from '../router.ts';
 import { can, isAdmin, useSession } from '../session.ts';
@@ -51,6 +51,11 @@ export function Overview() {
             <ErrorNote error={queues.error} />
             <QueuesTable queues={queues.data?.queues} admin={isAdmin(session)} changed={queues.refresh} />
           </Section>
+          {isAdmin(session) && queues.data && (
+            <Section title="Tenants" id="tenants-title">
+              <Tenants key={queueNames(queues.data.queues).join('\n')} queues={queueNames(queues.data.queues)} />
+            </Section>
+          )}
           <Section title="Throughput" id="charts-title">
             <Charts />
           </Section>
@@ -200,6 +205,66 @@ function QueuesTable({ queues, admin, changed }: { queues: QueueView[] | undefin
                 {q.throughput.completed.m1} / {q.throughput.failed.m1} · {q.throughput.completed.m5} / {q.throughput.failed.m5}
               </td>
               {admin && <td>{q.name === INTERNAL_QUEUE ? <InternalQueueActions queue={q} changed={changed} /> : <QueueActions queue={q} changed={changed} />}</td>}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+/** The app's queues but Celerity's own (its jobs belong to no tenant). */
+function queueNames(queues: QueueView[]): string[] {
+  return queues.map((q) => q.name).filter((name) => name !== INTERNAL_QUEUE);
+}
+
+/**
+ * Each queue's tenants (admin sessions only: the route names every tenant):
+ * backlog in the fair stage, running jobs, wait p95, throughput and weight.
+ * Queues no tenant has used lately are left out.
+ */
+function Tenants({ queues }: { queues: string[] }) {
+  const views = usePolled(() => Promise.all(queues.map((q) => endpoints.tenants(q))), REFRESH_MS);
+  if (!views.data) return views.error ? <ErrorNote error={views.error} /> : <p class="muted">Loading…</p>;
+  const shown = views.data.filter((v) => v.tenants.length > 0);
+  return (
+    <>
+      <ErrorNote error={views.error} />
+      {shown.length === 0 && <p class="muted">No tenant has jobs in the queues lately.</p>}
+      {shown.map((v) => (
+        <TenantsTable key={v.queue} view={v} />
+      ))}
+    </>
+  );
+}
+
+function TenantsTable({ view }: { view: TenantsView }) {
+  return (
+    <div class="table-wrap" data-testid={`tenants-${view.queue}`}>
+      <table>
+        <caption>
+          <a href={href('/jobs', { queue: view.queue })}>{view.queue}</a> {view.fair ? <span class="badge">fair</span> : <span class="muted">first in, first out</span>}
+          {view.truncated && <span class="muted"> (the tenants with the largest backlogs)</span>}
+        </caption>
+        <thead>
+          <tr>
+            <th scope="col">Tenant</th>
+            <th scope="col">Backlog</th>
+            <th scope="col">Running</th>
+            <th scope="col">Wait p95</th>
+            <th scope="col">Finished / min</th>
+            <th scope="col">Weight</th>
+          </tr>
+        </thead>
+        <tbody>
+          {view.tenants.map((t) => (
+            <tr key={t.tenant ?? ''}>
+              <th scope="row">{t.tenant === null ? <span class="muted">(no tenant)</span> : <a href={href('/jobs', { queue: view.queue, tenant: t.tenant })}>{t.tenant}</a>}</th>
+              <td>{t.backlog}</td>
+              <td>{t.running}</td>
+              <td>{t.wait_p95_ms === null ? '–' : formatDuration(t.wait_p95_ms)}</td>
+              <td>{Math.round(t.throughput_per_min * 10) / 10}</td>
+              <td>{t.weight}</td>
             </tr>
           ))}
         </tbody>
