@@ -58,7 +58,8 @@ describe.each(stores)('ctx.retry (%s store)', (kind) => {
     const live = (await app.getJob(done.id))!;
     const history = live.attemptHistory!;
     expect(history.map((a) => [a.attempt, a.status, a.error])).toEqual([
-      [1, 'failed', { type: 'Retry', message: 'upstream busy' }],
+      // Each attempt keeps its stack (shown to admins only, GET /v1/jobs/{id}?stacks=true).
+      [1, 'failed', { type: 'Retry', message: 'upstream busy', stack: expect.stringContaining('Retry: upstream busy') }],
       [2, 'completed', null],
     ]);
     expect(history[1]!.startedAt! - history[0]!.finishedAt!).toBeGreaterThanOrEqual(300);
@@ -99,7 +100,7 @@ describe('ctx.retry', () => {
     const done = await (await app.enqueue(isoRetry, { delay: 200 })).wait({ timeoutMs: 15_000 });
     expect(done).toMatchObject({ status: 'completed', attempts: 2, result: { attempt: 2 } });
     const history = (await app.getJob(done.id))!.attemptHistory!;
-    expect(history[0]!.error).toEqual({ type: 'Retry', message: 'thread says later' });
+    expect(history[0]!.error).toEqual({ type: 'Retry', message: 'thread says later', stack: expect.stringContaining('thread says later') });
     // The task's backoff is a minute: only the retry's own delay explains a quick second attempt.
     expect(history[1]!.startedAt! - history[0]!.finishedAt!).toBeGreaterThanOrEqual(200);
     expect(history[1]!.startedAt! - history[0]!.finishedAt!).toBeLessThan(10_000);
