@@ -50,7 +50,8 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
     byId.set(p.id, index);
     prepared.push(p);
   }
-  if (prepared.some((p) => p.fair)) return addFairBatch(broker, prepared);
+  // Any chosen id, or a fair queue: one MULTI built by hand, which can ask whether each chosen id was taken.
+  if (prepared.some((p) => p.fair || p.chosenId)) return addFairBatch(broker, prepared);
   const flows: FlowJob[] = prepared.map((p) => ({ name: p.name, queueName: p.queue, data: p.data, opts: p.opts }));
   const nodes = await viaBroker(broker.redis, () => broker.flows.addBulk(flows));
   // addBulk answers nothing (and adds nothing) once its producer is closing.
@@ -63,15 +64,17 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
 }
 
 /**
- * A batch with jobs for fair queues: the same one MULTI, built by hand so that
- * each parked job's park script follows its add (src/fairness/park.ts).
+ * A batch with jobs for fair queues or caller-chosen ids: the same one MULTI,
+ * built by hand so that each parked job's park script follows its add, and
+ * each chosen id's EXISTS comes right before it (src/fairness/park.ts).
  */
 async function addFairBatch(broker: Broker, prepared: PreparedJob[]): Promise<Enqueued[]> {
-  const ids = await viaBroker(broker.redis, () => addWithPark(broker, prepared));
+  const added = await viaBroker(broker.redis, () => addWithPark(broker, prepared));
   for (const queue of new Set(prepared.filter((p) => p.fair).map((p) => p.queue))) producerDispatcher(broker, queue).trigger();
   return prepared.map((p, index) => {
-    broker.hintQueue(ids[index]!, p.queue);
-    return { id: ids[index]!, task: p.name, queue: p.queue, created: ids[index] === p.id };
+    const { id, existed } = added[index]!;
+    broker.hintQueue(id, p.queue);
+    return { id, task: p.name, queue: p.queue, created: !existed };
   });
 }
 

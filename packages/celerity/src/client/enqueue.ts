@@ -9,7 +9,7 @@ import { IdempotencyConflictError, InvalidOptionsError } from '../errors.ts';
 import type { TimeLimits } from '../worker/limits.ts';
 import { newJobId } from '../ids.ts';
 import { fairCommands } from '../fairness/dispatcher.ts';
-import { addWithPark, isFairQueue, parkedOptions, queuePark, type FairPlacement } from '../fairness/park.ts';
+import { addWithPark, bullTransaction, isFairQueue, parkedOptions, queuePark, type FairPlacement } from '../fairness/park.ts';
 import { producerDispatcher } from '../fairness/stage.ts';
 import { IDENTIFIER_RULE, isIdentifierText, isValidJobId, JOB_ID_RULE, MAX_DELAY_MS, MAX_NAME_LENGTH, MAX_PRIORITY, MAX_TIME_LIMIT_MS } from '../limits.ts';
 import type { JobEnvelope } from '../job-record.ts';
@@ -87,6 +87,12 @@ export interface PreparedJob {
   idempotencyKey: string | undefined;
   /** Set on a fair queue: the job is added parked and goes into its tenant's backlog (src/fairness). */
   fair?: FairPlacement;
+  /**
+   * The caller chose the id (`jobId`): a job of that id may exist, and then
+   * BullMQ's add writes nothing and answers the same id, so whether the call
+   * created the job must be asked of Redis (see {@link addChosenId}).
+   */
+  chosenId?: true;
 }
 
 /**
@@ -134,11 +140,12 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
     ...(digest ? { digest } : {}),
     ...(opts.traceId ? { trace: opts.traceId } : {}),
   };
+  const chosen = opts.jobId !== undefined ? ({ chosenId: true } as const) : {};
   if (isFairQueue(broker, queue)) {
     const parked = parkedOptions(jobOptions, opts.tenant);
-    return { id, name: route.name, queue, data, opts: parked.opts, idempotencyKey: opts.idempotencyKey, fair: parked.fair };
+    return { id, name: route.name, queue, data, opts: parked.opts, idempotencyKey: opts.idempotencyKey, fair: parked.fair, ...chosen };
   }
-  return { id, name: route.name, queue, data, opts: jobOptions, idempotencyKey: opts.idempotencyKey };
+  return { id, name: route.name, queue, data, opts: jobOptions, idempotencyKey: opts.idempotencyKey, ...chosen };
 }
 
 /**
@@ -157,15 +164,43 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   }
   if (prepared.fair) {
     const [added] = await viaBroker(broker.redis, () => addWithPark(broker, [prepared]));
-    broker.hintQueue(added!, queue);
+    broker.hintQueue(added!.id, queue);
     producerDispatcher(broker, queue).trigger();
-    return { id: added!, task: route.name, queue, created: added === id };
+    return { id: added!.id, task: route.name, queue, created: !added!.existed };
   }
+  if (prepared.chosenId) {
+    const existed = await viaBroker(broker.redis, () => addChosenId(broker, prepared));
+    broker.hintQueue(id, queue);
+    return { id, task: route.name, queue, created: !existed };
+  }
+  // Our own ids are new: BullMQ's add needs no question beside it.
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
-  // An existing caller-chosen jobId: BullMQ adds nothing and answers with that job's id.
-  const created = job.id === id;
   broker.hintQueue(job.id!, queue);
-  return { id: job.id!, task: route.name, queue, created };
+  return { id: job.id!, task: route.name, queue, created: true };
+}
+
+/**
+ * Adds a job whose id the caller chose, and tells whether a job of that id
+ * existed already. BullMQ's add writes nothing for an existing id and
+ * answers the id either way, so the answer cannot tell; the `EXISTS` of the
+ * job's hash runs in the same MULTI, right before the add script, so that no
+ * other client's add can come in between.
+ */
+async function addChosenId(broker: Broker, prepared: PreparedJob): Promise<boolean> {
+  const queue = broker.queue(prepared.queue);
+  // BullMQ defines its scripts on the shared connection when the queue connects.
+  await queue.waitUntilReady();
+  const multi = broker.redis.multi();
+  multi.exists(queue.toKey(prepared.id));
+  const job = new Job(queue, prepared.name, prepared.data, { ...queue.defaultJobOptions, ...prepared.opts, jobId: prepared.id }, prepared.id);
+  // Queues the add script on the MULTI (synchronously; its promise settles with the MULTI).
+  void job.addJob(bullTransaction(multi) as unknown as Parameters<Job['addJob']>[0]).catch(() => {});
+  const replies = await multi.exec();
+  if (!replies) throw new Error('enqueue: transaction discarded');
+  for (const [err] of replies) if (err) throw err;
+  const added = replies[1]![1];
+  if (typeof added === 'number' && added < 0) throw new Error(`enqueue: BullMQ's add script answered ${added}`);
+  return replies[0]![1] === 1;
 }
 
 /**

@@ -66,9 +66,10 @@ export function queuePark(broker: Broker, multi: ChainableCommander, job: Prepar
 /**
  * Adds jobs in one MULTI, each parked job followed by its park script, so a
  * job is in BullMQ and in its tenant's backlog, or in neither. Returns the
- * job ids BullMQ answered (an existing job's id when the id was taken).
+ * job ids BullMQ answered, and whether a job of a caller-chosen id existed
+ * already (then BullMQ added nothing).
  */
-export async function addWithPark(broker: Broker, jobs: readonly PreparedJob[]): Promise<string[]> {
+export async function addWithPark(broker: Broker, jobs: readonly PreparedJob[]): Promise<{ id: string; existed: boolean }[]> {
   fairCommands(broker.redis);
   const queues = [...new Set(jobs.map((j) => j.queue))].map((q) => broker.queue(q));
   // BullMQ defines its scripts on the shared connection when a queue connects.
@@ -76,9 +77,15 @@ export async function addWithPark(broker: Broker, jobs: readonly PreparedJob[]):
   const multi = broker.redis.multi();
   const transaction = bullTransaction(multi);
   const addIndexes: number[] = [];
+  // A caller-chosen id may be taken: its EXISTS goes right before its add (see addChosenId in client/enqueue.ts).
+  const existsIndexes: (number | undefined)[] = [];
   let n = 0;
   for (const p of jobs) {
     const queue = broker.queue(p.queue);
+    if (p.chosenId) {
+      multi.exists(queue.toKey(p.id));
+      existsIndexes.push(n++);
+    } else existsIndexes.push(undefined);
     const job = new Job(queue, p.name, p.data, { ...queue.defaultJobOptions, ...p.opts, jobId: p.id }, p.id);
     // Queues the add script on the MULTI (synchronously; its promise settles with the MULTI).
     void job.addJob(transaction as unknown as Parameters<Job['addJob']>[0]).catch(() => {});
@@ -94,6 +101,7 @@ export async function addWithPark(broker: Broker, jobs: readonly PreparedJob[]):
   return addIndexes.map((i, k) => {
     const added = replies[i]![1];
     if (typeof added === 'number' && added < 0) throw new Error(`enqueue: BullMQ's add script answered ${added}`);
-    return added === null || added === undefined ? jobs[k]!.id : String(added);
+    const at = existsIndexes[k];
+    return { id: added === null || added === undefined ? jobs[k]!.id : String(added), existed: at !== undefined && replies[at]![1] === 1 };
   });
 }
