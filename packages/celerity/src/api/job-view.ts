@@ -87,6 +87,18 @@ function iso(ms: number | null): string | null {
 
 const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
 
+/** A job's or an attempt's error (null when none); `stack` says which stack it carries. */
+const errorSchema = (stack: string) =>
+  ({
+    anyOf: [
+      { type: 'null' },
+      {
+        type: 'object',
+        properties: { type: { type: 'string' }, message: { type: 'string' }, stack: { type: ['string', 'null'], description: stack } },
+      },
+    ],
+  }) as const;
+
 export const jobViewSchema = {
   $id: 'Job',
   type: 'object',
@@ -110,22 +122,7 @@ export const jobViewSchema = {
     input: { description: "The task's input as submitted (an uploaded file's handle without its server path)." },
     progress: { description: 'Latest progress snapshot: percent, stage and any counters.' },
     result: { description: 'What the handler returned, once completed.' },
-    error: {
-      anyOf: [
-        { type: 'null' },
-        {
-          type: 'object',
-          properties: {
-            type: { type: 'string' },
-            message: { type: 'string' },
-            stack: {
-              type: ['string', 'null'],
-              description: "The error's first lines, without the frames; the whole stack with `?stacks=true`, for `admin` keys only (frames reveal the server's paths).",
-            },
-          },
-        },
-      ],
-    },
+    error: errorSchema("The error's first lines, without the frames; the whole stack with `?stacks=true`, for `admin` keys only (frames reveal the server's paths)."),
     attempts: { type: 'integer', description: 'Attempts started so far.' },
     max_attempts: { type: 'integer' },
     waiting: {
@@ -153,22 +150,7 @@ export const jobViewSchema = {
           status: { type: 'string', enum: ['running', 'completed', 'failed', 'interrupted'] },
           started_at: nullableTime,
           finished_at: nullableTime,
-          error: {
-            anyOf: [
-              { type: 'null' },
-              {
-                type: 'object',
-                properties: {
-                  type: { type: 'string' },
-                  message: { type: 'string' },
-                  stack: {
-                    type: ['string', 'null'],
-                    description: "This attempt's stack (at most 4 KB), only with `?stacks=true` (admin keys); null for attempts from before stacks were kept.",
-                  },
-                },
-              },
-            ],
-          },
+          error: errorSchema("This attempt's stack (at most 4 KB), only with `?stacks=true` (admin keys); null for attempts from before stacks were kept."),
         },
       },
     },

@@ -74,7 +74,7 @@ export function logRow(line: LoggedLine, attempt: number, time: number, maxBytes
   let text = JSON.stringify(row);
   if (Buffer.byteLength(text) <= maxBytes) return text;
   row.truncated = true;
-  // Each character may take up to 6 bytes in JSON (\uXXXX); cut until it fits.
+  // A character may take up to 6 bytes in JSON (a \u escape of 4 hex digits); cut until it fits.
   let keep = Math.max(0, maxBytes - 120);
   do {
     row.msg = `${line.msg.slice(0, keep)}…`;
