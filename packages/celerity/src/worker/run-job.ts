@@ -9,6 +9,7 @@ import { parseInput, requestRateLimitPause, requestRetry, type Task, type TaskCo
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, isHardTimeLimit, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
+import type { StopRequest } from './stop-request.ts';
 import { pipedInput } from '../workflows/piped-input.ts';
 import { assertUploadHandle } from '../uploads/store.ts';
 
@@ -21,8 +22,8 @@ export interface AttemptOptions {
   task: Task | undefined;
   queue: string;
   log: Logger;
-  /** Aborted by BullMQ's `cancelJob` (our cancellation and forced shutdown use it). */
-  signal: AbortSignal;
+  /** The worker's request to stop this job: a cancellation, or the end of a shutdown's grace. */
+  stop: StopRequest;
   /** Configured default limits; the task's and the call's override them. */
   defaultLimits: TimeLimits;
   /** Ms a cancelled job may take to honour its signal before the attempt is ended. */
@@ -34,13 +35,14 @@ export interface AttemptOptions {
   /** Where uploads live: an upload handle in the input must point inside it. */
   uploadDir: string | undefined;
   /**
-   * Told, once the handler starts, of a promise that settles (never rejects)
-   * when the handler has really stopped: an inline handler returned or
-   * threw, a thread finished or was terminated. The attempt may end before
-   * that (hard limit, cancellation grace); a shutdown must not hand the job
-   * back until then.
+   * Told, once the handler starts, how to get a promise that settles (never
+   * rejects) when the handler has really stopped: an inline handler returned
+   * or threw, a thread finished or was terminated. The attempt may end
+   * before that (hard limit, cancellation grace); a shutdown must not hand
+   * the job back until then. A function, so that only a shutdown pays for
+   * the promise.
    */
-  onHandler?: ((stopped: Promise<void>) => void) | undefined;
+  onHandler?: ((stopped: () => Promise<void>) => void) | undefined;
 }
 
 /**
@@ -80,22 +82,34 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
   const ctxLog = () => (handlerLog ??= keepingLogger(log(), (line) => keptLog().keep(line)));
   const info = opts.log.isLevelEnabled('info');
   const startedAt = job.processedOn ?? Date.now();
-  const controller = new AbortController();
+  // ctx.signal is made when the handler first reads it (most never do);
+  // `aborted` holds its reason from the start, read or not.
+  let controller: AbortController | undefined;
+  let aborted: Error | undefined;
+  const signal = () => {
+    if (!controller) {
+      controller = new AbortController();
+      if (aborted) controller.abort(aborted);
+    }
+    return controller.signal;
+  };
   const timers: NodeJS.Timeout[] = [];
+  // Ends the attempt before the handler settles (hard limit, cancellation grace).
+  let endedBy: Error | undefined;
   let ended: ((err: Error) => void) | undefined;
-  const endedEarly = new Promise<never>((_, reject) => (ended = reject));
-  endedEarly.catch(() => {});
   let thread: ThreadRun | undefined;
   let terminating: Promise<void> | undefined;
   let progress: ProgressReporter | undefined;
-  let onCancel: (() => void) | undefined;
+  const reporter = () => (progress ??= new ProgressReporter(job, log));
 
   const abort = (reason: Error) => {
-    if (controller.signal.aborted) return;
-    controller.abort(reason);
+    if (aborted) return;
+    aborted = reason;
+    controller?.abort(reason);
     thread?.abort(reason);
   };
   const end = (reason: Error) => {
+    endedBy ??= reason;
     ended?.(reason);
     if (thread) terminating ??= thread.terminate(reason);
   };
@@ -112,19 +126,14 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     assertUploadHandle(opts.uploadDir, rawInput);
     const input = parseInput(task, rawInput);
     const limits = effectiveLimits(opts.defaultLimits, task.timeLimits, envelope.limits);
-    progress = new ProgressReporter(job, log);
-    const reporter = progress;
 
-    onCancel = () => {
-      const reason = opts.signal.reason instanceof Error ? opts.signal.reason : new JobCancelled();
+    opts.stop.onRequest((reason) => {
       abort(reason);
       // A shutdown already waited its grace: the attempt ends now (a thread
       // is terminated at once). The worker still waits for an inline
       // handler to stop before it lets the job go.
       timers.push(setTimeout(() => end(reason), reason.name === 'WorkerShutdown' ? 0 : opts.cancelGraceMs));
-    };
-    if (opts.signal.aborted) onCancel();
-    else opts.signal.addEventListener('abort', onCancel, { once: true });
+    });
     if (limits.soft !== undefined) {
       timers.push(setTimeout(() => abort(new SoftTimeLimitExceeded(limits.soft!)), limits.soft));
     }
@@ -137,10 +146,10 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       if (!opts.pool) throw new NonRetryableError(`Task "${task.name}" is isolated but this worker has no thread pool (the app's module is unknown)`);
       thread = opts.pool.run(
         { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1, input: rawInput },
-        (update) => void reporter.update(update),
+        (update) => void reporter().update(update),
         (line) => keptLog().keep(line),
       );
-      if (controller.signal.aborted) thread.abort(controller.signal.reason as Error);
+      if (aborted) thread.abort(aborted);
       execution = thread.result;
     } else {
       const ctx: TaskContext = {
@@ -150,8 +159,10 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
         tenant: envelope.tenant ?? null,
         attempt,
         maxAttempts: job.opts.attempts ?? 1,
-        signal: controller.signal,
-        progress: (update) => reporter.update(update),
+        get signal() {
+          return signal();
+        },
+        progress: (update) => reporter().update(update),
         retry: requestRetry,
         rateLimited: requestRateLimitPause,
         get log() {
@@ -162,11 +173,16 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     }
     const noop = () => {};
     // A terminated thread's result rejects before the thread is gone: wait for that too.
-    opts.onHandler?.(execution.then(noop, noop).then(() => terminating?.catch(noop)));
+    opts.onHandler?.(() => execution.then(noop, noop).then(() => terminating?.catch(noop)));
     if (info) log().info('job started');
-    const result = await Promise.race([execution, endedEarly]);
+    // The handler's outcome, or the reason the attempt ended first.
+    const result = await new Promise<unknown>((resolve, reject) => {
+      if (endedBy) reject(endedBy);
+      ended = reject;
+      execution.then(resolve, reject);
+    });
     // The final snapshot (and the log lines) must land before the job is marked completed.
-    await progress.settled();
+    await progress?.settled();
     await jobLog?.settled();
     if (info) log().info({ ms: Date.now() - startedAt }, 'job completed');
     return result === undefined ? null : result;
@@ -175,17 +191,17 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     await jobLog?.settled();
     // ctx.rateLimited: not a failed attempt; the worker pauses the limit and
     // holds the job back (unless a cancellation or a time limit ended it first).
-    if (caught instanceof UpstreamRateLimit && !controller.signal.aborted) throw caught;
-    const { error, thrown } = classify(caught, controller.signal, task, job, log());
+    if (caught instanceof UpstreamRateLimit && !aborted) throw caught;
+    const { error, thrown } = classify(caught, aborted, task, job, log());
     // A shutdown that handed the job back already ended this attempt as
     // interrupted (the job is in its queue again, its attempt not spent):
     // it is not a failed attempt, so it leaves no failure row.
-    const handedBack = controller.signal.aborted && (controller.signal.reason as Error | undefined)?.name === 'WorkerShutdown';
+    const handedBack = aborted?.name === 'WorkerShutdown';
     if (!handedBack) await logFailedAttempt(job, attempt, startedAt, error, log());
     throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
-    if (onCancel) opts.signal.removeEventListener('abort', onCancel);
+    opts.stop.clear();
   }
 }
 
@@ -196,11 +212,10 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
  * then `ctx.retry`, retried whatever `retryOn` says; then the task's
  * `retryOn`; then the non-retryable classes.
  */
-function classify(caught: unknown, signal: AbortSignal, task: Task | undefined, job: Job, log: Logger): { error: Error; thrown: Error } {
+function classify(caught: unknown, reason: Error | undefined, task: Task | undefined, job: Job, log: Logger): { error: Error; thrown: Error } {
   let error = caught instanceof Error ? caught : new Error(String(caught));
-  const reason = signal.reason as Error | undefined;
-  if (signal.aborted && reason instanceof JobCancelled) error = reason;
-  else if (signal.aborted && reason instanceof SoftTimeLimitExceeded && !(error instanceof Retry) && !isHardTimeLimit(error) && error !== reason) {
+  if (reason instanceof JobCancelled) error = reason;
+  else if (reason instanceof SoftTimeLimitExceeded && !(error instanceof Retry) && !isHardTimeLimit(error) && error !== reason) {
     // The handler gave up after its soft limit: the soft limit ended it, and
     // the record says so (the handler's own error stays as the cause).
     error = new SoftTimeLimitExceeded(reason.limitMs, { cause: error });

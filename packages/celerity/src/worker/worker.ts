@@ -10,6 +10,7 @@ import { CancelWatcher } from './cancel-watcher.ts';
 import { ThreadPool } from './isolation/thread-pool.ts';
 import type { TimeLimits } from './limits.ts';
 import { runJob } from './run-job.ts';
+import { StopRequest } from './stop-request.ts';
 import { WorkerRegistry, type ActiveJob } from './registry.ts';
 import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
@@ -56,8 +57,8 @@ export class WorkerShutdown extends Error {
   }
 }
 
-function isShutdown(signal: AbortSignal): boolean {
-  return signal.aborted && (signal.reason as Error | undefined)?.name === 'WorkerShutdown';
+function isShutdown(reason: Error | undefined): boolean {
+  return reason?.name === 'WorkerShutdown';
 }
 
 interface Running {
@@ -183,20 +184,20 @@ export class Worker {
         throw new DelayedError();
       }
     }
-    const controller = new AbortController();
-    const abort = (reason: Error) => controller.abort(reason);
+    const stop = new StopRequest();
+    const abort = (reason: Error) => stop.request(reason);
     this.running.set(job.id!, { job, token, abort });
     const untrack = this.cancels.track(job.id!, abort);
     const lifecycle = this.opts.lifecycle;
     const event = lifecycle?.active ? eventInfo(job, queue) : undefined;
     if (event) lifecycle!.emit('job:started', event);
-    let handlerStopped: Promise<void> = Promise.resolve();
+    let handlerStopped = (): Promise<void> => Promise.resolve();
     try {
       const result = await runJob(job, {
         task,
         queue,
         log: this.opts.logger,
-        signal: controller.signal,
+        stop,
         defaultLimits: this.opts.defaultLimits ?? {},
         cancelGraceMs: this.opts.cancelGraceMs ?? 5_000,
         pool: this.pool,
@@ -210,11 +211,11 @@ export class Worker {
       return result;
     } catch (err) {
       if (event) {
-        const outcome = attemptOutcome(err as Error, event, controller.signal);
+        const outcome = attemptOutcome(err as Error, event, stop.reason);
         if (outcome) lifecycle!.emit(outcome, { ...event, finishedAt: Date.now(), error: { type: errorTypeFromStack((err as Error).stack), message: (err as Error).message } });
       }
-      if (isShutdown(controller.signal)) {
-        await this.handBack(job, token, handlerStopped);
+      if (isShutdown(stop.reason)) {
+        await this.handBack(job, token, handlerStopped());
         // BullMQ's signal for "the processor moved the job itself": it
         // neither completes nor fails it, and does not touch it again.
         throw new WaitingError();
@@ -371,8 +372,8 @@ function eventInfo(job: Job, queue: string): JobEventInfo | undefined {
 }
 
 /** What an attempt's error means for hooks; null when a shutdown handed the job back (it will run again). */
-function attemptOutcome(err: Error, event: JobEventInfo, signal: AbortSignal): LifecycleEvent | null {
-  if (signal.aborted && (signal.reason as Error | undefined)?.name === 'WorkerShutdown') return null;
+function attemptOutcome(err: Error, event: JobEventInfo, stopReason: Error | undefined): LifecycleEvent | null {
+  if (isShutdown(stopReason)) return null;
   // ctx.rateLimited: the job waits for its limit, the attempt is not spent.
   if (err instanceof UpstreamRateLimit) return null;
   if (errorTypeFromStack(err.stack) === 'JobCancelled') return 'job:cancelled';
