@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { RECORDER_GROUP } from '../src/store/recorder.ts';
 import { openTestApp, startRecorder, testRedis, useCleanup, waitFor } from './helpers.ts';
 import { relSleep } from './fixtures/reliability-app.ts';
-import { spawnWorker, waitForWorkers } from './process-helpers.ts';
+import { Proc, processEnv, RELIABILITY_APP, spawnWorker, waitForWorkers } from './process-helpers.ts';
 
 useCleanup();
 
@@ -37,4 +37,25 @@ describe('CELERITY_RECORDER=off', () => {
     const row = await waitFor(async () => (await app.listJobs({ limit: 10 })).jobs.find((j) => j.id === handle.id && j.status === 'completed'), 15_000);
     expect(row.result).toMatchObject({ attempt: 1 });
   }, 40_000);
+});
+
+describe('celerity recorder', () => {
+  it('records, as a process of its own, the jobs of workers that do not; exits 0 on SIGTERM', async () => {
+    const app = await openTestApp('postgres', [relSleep]);
+    const worker = spawnWorker(app.env, { env: { CELERITY_RECORDER: 'off' } });
+    // CELERITY_RECORDER=off is the other processes' switch: given to this one too, it records all the same.
+    const recorder = new Proc('recorder', process.execPath, ['packages/celerity/bin/celerity.js', 'recorder', '--app', RELIABILITY_APP], {
+      env: processEnv(app.env, { CELERITY_RECORDER: 'off' }),
+    });
+    const queue = app.broker.queue(relSleep.queue);
+    await waitForWorkers(queue, 1, 20_000, [worker, recorder]);
+
+    const handles = await Promise.all(Array.from({ length: 20 }, () => app.enqueue(relSleep, { ms: 1 })));
+    await Promise.all(handles.map((h) => h.wait({ timeoutMs: 15_000 })));
+    const ids = new Set(handles.map((h) => h.id));
+    await waitFor(async () => (await app.listJobs({ limit: 50, status: 'completed' })).jobs.filter((j) => ids.has(j.id)).length === ids.size || undefined, 15_000);
+
+    await recorder.kill('SIGTERM');
+    expect(await recorder.waitExit(15_000)).toEqual({ code: 0, signal: null });
+  }, 60_000);
 });

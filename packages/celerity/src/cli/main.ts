@@ -271,6 +271,23 @@ withConfig(program.command('dev').description('API and worker in one process, fo
   console.log(`Then:  curl${auth} ${base}/v1/jobs/<job_id>\n`);
 });
 
+withConfig(
+  program
+    .command('recorder')
+    .description(
+      'Write the SQL history from the event streams, and nothing else: one process of its own (or a few) instead of a recorder in every worker and API process, which then run with CELERITY_RECORDER=off.',
+    ),
+  COMMON,
+).action(async (flags: Flags) => {
+  const app = await prepare(flags);
+  await app.store.check();
+  await app.openStore();
+  // CELERITY_RECORDER is the other processes' switch: this one exists to record.
+  const recorder = await app.startRecorder();
+  app.logger.info({ queues: app.queueNames() }, 'recorder started');
+  onShutdown({ app, recorder });
+});
+
 registerInspect(program);
 registerKeys(program);
 registerHooks(program);
