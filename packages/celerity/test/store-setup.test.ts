@@ -136,6 +136,7 @@ describe('a fresh PostgreSQL database', () => {
       '0008_search_indexes',
       '0009_job_metrics',
       '0010_job_logs',
+      '0011_lean_indexes',
     ]);
   });
 
