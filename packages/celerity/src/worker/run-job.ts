@@ -182,13 +182,14 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       execution.then(resolve, reject);
     });
     // The final snapshot (and the log lines) must land before the job is marked completed.
-    await progress?.settled();
-    await jobLog?.settled();
+    // (Awaited only when there is one: an await of nothing still costs a promise and a turn.)
+    if (progress) await progress.settled();
+    if (jobLog) await jobLog.settled();
     if (info) log().info({ ms: Date.now() - startedAt }, 'job completed');
     return result === undefined ? null : result;
   } catch (caught) {
-    await progress?.settled();
-    await jobLog?.settled();
+    if (progress) await progress.settled();
+    if (jobLog) await jobLog.settled();
     // ctx.rateLimited: not a failed attempt; the worker pauses the limit and
     // holds the job back (unless a cancellation or a time limit ended it first).
     if (caught instanceof UpstreamRateLimit && !aborted) throw caught;
