@@ -36,6 +36,14 @@ export interface DrainOptions {
   concurrency: number;
   /** Adds pending at once while enqueueing. */
   inFlight: number;
+  /**
+   * Celerity only: where the history is written. `every-process` (the
+   * default deployment): a recorder in the bench process, as in an API
+   * process, and one in each worker. `own-process`: one `celerity recorder`
+   * process, the bench process and the workers with `CELERITY_RECORDER=off`
+   * (docs/deploy.md).
+   */
+  recorder?: 'every-process' | 'own-process';
 }
 
 export interface CelerityDrain {
@@ -83,16 +91,21 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
   return withScope(ctx.scope, async (scope) => {
     const env = storeEnv(ctx, scope, kind);
     const app = await openApp(ctx, scope, env);
-    const recorder = await app.startRecorder();
-    scope.defer('stop recorder', () => recorder.stop());
+    const own = opts.recorder === 'own-process';
+    if (!own) {
+      const recorder = await app.startRecorder();
+      scope.defer('stop recorder', () => recorder.stop());
+    }
     const queue = app.broker.queue(BENCH_QUEUE);
     await queue.pause();
 
     const procs: Proc[] = [];
     for (let w = 0; w < opts.workers; w++) {
-      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency) })));
+      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency), ...(own ? { CELERITY_RECORDER: 'off' } : {}) })));
     }
+    if (own) procs.push(celerity(ctx, scope, 'celerity-recorder', 'recorder', env.childEnv()));
     await waitWorkers(queue, opts.workers, procs);
+    // The recorder process's CPU is counted with the workers' (detail.*.cpu_ms.workers_ms).
 
     const pids = procs.map((p) => p.pid);
     const cpu0 = await cpuSnapshot(app.broker.redis, pids);

@@ -153,7 +153,7 @@ function watched(ctx: ScenarioContext, scope: Scope, name: string, args: string[
 }
 
 /** `node packages/celerity/bin/celerity.js <command> --app <app>` (default bench/apps/noop-app.ts) with `env`. */
-export function celerity(ctx: ScenarioContext, scope: Scope, name: string, command: 'worker' | 'serve', env: NodeJS.ProcessEnv, app = 'bench/apps/noop-app.ts'): Proc {
+export function celerity(ctx: ScenarioContext, scope: Scope, name: string, command: 'worker' | 'serve' | 'recorder', env: NodeJS.ProcessEnv, app = 'bench/apps/noop-app.ts'): Proc {
   return watched(ctx, scope, name, ['packages/celerity/bin/celerity.js', command, '--app', app], { env });
 }
 

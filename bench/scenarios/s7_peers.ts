@@ -5,7 +5,9 @@
  * job, one worker process at concurrency 50.
  *
  * - raw BullMQ and Celerity: as s1_throughput (lib/drains.ts). Celerity's
- *   drain counts when the SQL history holds every job `completed`.
+ *   drain counts when the SQL history holds every job `completed`. Celerity
+ *   runs twice: as deployed by default (a recorder in every process), and
+ *   with one `celerity recorder` process writing the history.
  * - pg-boss 12, two ways (bench/peers/pgboss.mjs): one job per handler, and
  *   its batch mode. Its job table keeps completed jobs: that is its record.
  * - graphile-worker 0.18 (bench/peers/graphile.mjs), which deletes a job when
@@ -91,6 +93,13 @@ export const s7Peers: Scenario = {
     ctx.log(`Celerity (postgres), ${opts.jobs} jobs`);
     const cel = await celerityDrain(ctx, 'postgres', opts);
     measured.set('Celerity', { enqueue_per_s: cel.enqueue_per_s, drain_per_s: cel.recorded_per_s, record: 'SQL history (PostgreSQL), counted when recorded' });
+    ctx.log(`Celerity (postgres, one celerity recorder process), ${opts.jobs} jobs`);
+    const own = await celerityDrain(ctx, 'postgres', { ...opts, recorder: 'own-process' });
+    measured.set('Celerity, recorder process', {
+      enqueue_per_s: own.enqueue_per_s,
+      drain_per_s: own.recorded_per_s,
+      record: 'the same, written by one `celerity recorder` process (workers and producer with CELERITY_RECORDER=off)',
+    });
 
     const peerEnv = (extra: Record<string, string>) => ({
       ...cleanEnv(),
@@ -144,9 +153,14 @@ export const s7Peers: Scenario = {
     }
     const pgBossBest = Math.max(...[...measured].filter(([label]) => label.startsWith('pg-boss')).map(([, m]) => m.drain_per_s));
     if (Number.isFinite(pgBossBest)) {
-      const celerity = measured.get('Celerity')!.drain_per_s;
-      fields.celerity_drain_over_pgboss_best = round(celerity / pgBossBest);
-      rows.push({ metric: "Celerity's recorded drain / pg-boss's best mode", unit: 'ratio', celerity: round(celerity / pgBossBest) });
+      for (const [label, field] of [
+        ['Celerity', 'celerity_drain_over_pgboss_best'],
+        ['Celerity, recorder process', 'celerity_recorder_process_drain_over_pgboss_best'],
+      ] as const) {
+        const celerity = measured.get(label)!.drain_per_s;
+        fields[field] = round(celerity / pgBossBest);
+        rows.push({ metric: `${label}: recorded drain / pg-boss's best mode`, unit: 'ratio', celerity: round(celerity / pgBossBest) });
+      }
     }
     return { fields, rows, params: { ...opts, store: 'postgres', peers: [...measured.keys()] } };
   },
