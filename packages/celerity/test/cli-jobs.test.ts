@@ -1,11 +1,13 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { relSleep, tasks } from './fixtures/reliability-app.ts';
-import { openTestApp, startRecorder, stores, useCleanup, waitFor } from './helpers.ts';
+import { cleanup, openTestApp, startRecorder, stores, waitFor } from './helpers.ts';
 import { processEnv, RELIABILITY_APP, ROOT } from './process-helpers.ts';
 
-useCleanup();
+// Once, after both stores' tests: they run concurrently, and a cleanup after the first to end
+// would close the other's app.
+afterAll(cleanup);
 
 /** `celerity <args>` as a child process (the built CLI, as a user runs it). */
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -16,8 +18,10 @@ function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; st
   });
 }
 
-describe.each(stores)('celerity jobs and queues (%s)', (kind) => {
-  it('retries, deletes and promotes by id or by filter, with a count first, and pauses, resumes and drains queues', async () => {
+// Concurrent: each store's test waits on one CLI process at a time, mostly loading the app (CPU);
+// the two overlap on the machine's other core. Each has its own prefix and store.
+describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
+  it('retries, deletes and promotes by id or by filter, with a count first, and pauses, resumes and drains queues', async ({ expect }) => {
     const app = await openTestApp(kind, tasks);
     await startRecorder(app);
     const env = processEnv(app.env);

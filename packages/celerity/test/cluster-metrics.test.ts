@@ -1,9 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { relSleep } from './fixtures/reliability-app.ts';
-import { openTestApp, stores, useCleanup, waitFor } from './helpers.ts';
+import { cleanup, openTestApp, stores, waitFor } from './helpers.ts';
 import { freePort, Proc, processEnv, RELIABILITY_APP, spawnWorker } from './process-helpers.ts';
 
-useCleanup();
+// Once, after both stores' tests: they run concurrently, and a cleanup after the first to end
+// would kill the other's processes.
+afterAll(cleanup);
 
 /** The value of `celerity_jobs_total` with exactly these labels in an exposition, or undefined. */
 function jobsTotal(text: string, labels: Record<string, string>): number | undefined {
@@ -16,8 +18,10 @@ function jobsTotal(text: string, labels: Record<string, string>): number | undef
   return undefined;
 }
 
-describe.each(stores)('cluster-wide job totals on the API (%s)', (kind) => {
-  it("celerity_jobs_total on `celerity serve`'s /metrics rises as a separate `celerity worker` runs jobs", async () => {
+// Concurrent: each store's test has its own prefix, store, port and processes, and mostly waits
+// on them (start-up, scrapes).
+describe.concurrent.each(stores)('cluster-wide job totals on the API (%s)', (kind) => {
+  it("celerity_jobs_total on `celerity serve`'s /metrics rises as a separate `celerity worker` runs jobs", async ({ expect }) => {
     const app = await openTestApp(kind, [relSleep]);
     const port = await freePort();
     const serve = new Proc('serve', process.execPath, ['packages/celerity/bin/celerity.js', 'serve', '--app', RELIABILITY_APP], {

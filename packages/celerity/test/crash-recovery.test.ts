@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { relSleep, tasks } from './fixtures/reliability-app.ts';
-import { openTestApp, stores, useCleanup, waitFor } from './helpers.ts';
+import { cleanup, openTestApp, stores, waitFor } from './helpers.ts';
 import { spawnWorker, waitForWorkers } from './process-helpers.ts';
 
 /**
@@ -10,7 +10,9 @@ import { spawnWorker, waitForWorkers } from './process-helpers.ts';
  * (attempt 2) without being charged a retry (the task has none), within about
  * lock duration + stalled interval of the crash, and the SQL history agrees.
  */
-useCleanup();
+// Once, after both stores' tests: they run concurrently, and a cleanup after the first to end
+// would kill the other's workers.
+afterAll(cleanup);
 
 const LOCK_MS = 2_000;
 const STALLED_MS = 1_000;
@@ -18,8 +20,10 @@ const STALLED_MS = 1_000;
 const RERUN_BOUND_MS = 8_000;
 const JOBS = 20;
 
-describe.each(stores)('crash recovery (%s store)', (kind) => {
-  it('runs every job of a SIGKILLed worker to completion in another worker, within the documented bound', async () => {
+// Concurrent: each store's test has its own prefix, store and worker processes, and mostly waits
+// on BullMQ's lock and stalled-check timers.
+describe.concurrent.each(stores)('crash recovery (%s store)', (kind) => {
+  it('runs every job of a SIGKILLed worker to completion in another worker, within the documented bound', async ({ expect }) => {
     const app = await openTestApp(kind, tasks);
     const queue = app.broker.queue(relSleep.queue);
     const opts = { concurrency: JOBS, lockDuration: LOCK_MS, stalledInterval: STALLED_MS };

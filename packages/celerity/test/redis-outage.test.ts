@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { buildServer } from '../src/api/server.ts';
 import { relSleep, tasks } from './fixtures/reliability-app.ts';
-import { onCleanup, openTestApp, sleep, stores, useCleanup, waitFor } from './helpers.ts';
+import { cleanup, onCleanup, openTestApp, sleep, stores, waitFor } from './helpers.ts';
 import { PrivateRedis, spawnWorker, waitForWorkers } from './process-helpers.ts';
 
 /**
@@ -11,12 +11,16 @@ import { PrivateRedis, spawnWorker, waitForWorkers } from './process-helpers.ts'
  * process (never restarted) and the API reconnect by themselves, and every
  * job that was ever accepted completes, in Redis and in the SQL history.
  */
-useCleanup();
+// Once, after both stores' tests: they run concurrently, and a cleanup after the first to end
+// would stop the other's Redis and worker.
+afterAll(cleanup);
 
 const OUTAGE_MS = 3_000;
 
-describe.each(stores)('Redis outage (%s store)', (kind) => {
-  it('loses no accepted job, refuses new ones with 503 while down, and recovers without a restart', async () => {
+// Concurrent: each store's test has its own redis-server, worker process and store, and spends
+// most of its time waiting (on the outage, on 300 ms jobs).
+describe.concurrent.each(stores)('Redis outage (%s store)', (kind) => {
+  it('loses no accepted job, refuses new ones with 503 while down, and recovers without a restart', async ({ expect }) => {
     const redis = await PrivateRedis.start();
     const app = await openTestApp(kind, tasks, { redisUrl: redis.url });
     const queue = app.broker.queue(relSleep.queue);
