@@ -4,9 +4,11 @@
  * (performance.now()): the job's input carries its submit time, taken just
  * before the enqueue call, and the handler records start − submit.
  *
- * Celerity: app.enqueue + app.createWorker (concurrency 50), with the
- * recorder running in the same process (as in `celerity worker`), history on
- * PostgreSQL. Raw BullMQ: Queue.add (removeOnComplete) + a BullMQ Worker
+ * Celerity: app.enqueue + app.createWorker (concurrency 50), history on
+ * PostgreSQL, twice: with the recorder running in the same process (as in
+ * `celerity worker` by default), then with the recorder in a `celerity
+ * recorder` process of its own (docs/deploy.md, "Where the history is
+ * written"), which shares the machine but not the event loop. Raw BullMQ: Queue.add (removeOnComplete) + a BullMQ Worker
  * (concurrency 50). A warm-up at the same rate precedes each measurement
  * and is not counted.
  */
@@ -14,8 +16,10 @@ import { Queue, Worker as BullWorker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { defineTask } from '../../packages/celerity/src/task.ts';
+import { RECORDER_GROUP } from '../../packages/celerity/src/store/recorder.ts';
 import { openApp, redisPrefix, storeEnv } from '../lib/env.ts';
 import { now, percentile, pollUntil, ratio, round, sleep } from '../lib/measure.ts';
+import { celerity } from '../lib/procs.ts';
 import { withScope } from '../lib/scope.ts';
 import type { Scenario, ScenarioContext } from '../lib/types.ts';
 
@@ -73,7 +77,7 @@ async function waitSamples(samples: Sample[], total: number, errors: unknown[]):
   );
 }
 
-async function celerityLatency(ctx: ScenarioContext, warmupMs: number, measureMs: number): Promise<Latency> {
+async function celerityLatency(ctx: ScenarioContext, warmupMs: number, measureMs: number, recorder: 'in-process' | 'own-process'): Promise<Latency> {
   return withScope(ctx.scope, async (scope) => {
     const samples: Sample[] = [];
     const task = defineTask({
@@ -84,9 +88,24 @@ async function celerityLatency(ctx: ScenarioContext, warmupMs: number, measureMs
         return null;
       },
     });
-    const app = await openApp(ctx, scope, storeEnv(ctx, scope, 'postgres'), [task]);
-    const recorder = await app.startRecorder();
-    scope.defer('stop recorder', () => recorder.stop());
+    const env = storeEnv(ctx, scope, 'postgres');
+    const app = await openApp(ctx, scope, env, [task]);
+    if (recorder === 'in-process') {
+      const inProcess = await app.startRecorder();
+      scope.defer('stop recorder', () => inProcess.stop());
+    } else {
+      // The noop app's queue is this task's (`default`): the process records it.
+      const proc = celerity(ctx, scope, 'celerity-recorder', 'recorder', env.childEnv());
+      const events = app.broker.eventsKey(task.queue);
+      await pollUntil(
+        async () => {
+          proc.assertRunning();
+          const groups = (await app.broker.redis.xinfo('GROUPS', events).catch(() => [])) as unknown[][];
+          return groups.some((g) => g[1] === RECORDER_GROUP);
+        },
+        { intervalMs: 50, timeoutMs: 60_000, what: 'the recorder process reading the stream' },
+      );
+    }
     const worker = app.createWorker({ concurrency: CONCURRENCY });
     worker.start();
     scope.defer('close worker', () => worker.close(5_000));
@@ -142,16 +161,27 @@ export const s2Latency: Scenario = {
     ctx.log(`raw BullMQ, ${RATE} jobs/s for ${warmupMs} + ${measureMs} ms`);
     const bull = await bullmqLatency(ctx, warmupMs, measureMs);
     ctx.log(`Celerity (postgres), ${RATE} jobs/s for ${warmupMs} + ${measureMs} ms`);
-    const cel = await celerityLatency(ctx, warmupMs, measureMs);
+    const cel = await celerityLatency(ctx, warmupMs, measureMs, 'in-process');
+    ctx.log(`Celerity (postgres, a celerity recorder process), ${RATE} jobs/s for ${warmupMs} + ${measureMs} ms`);
+    const apart = await celerityLatency(ctx, warmupMs, measureMs, 'own-process');
     const fields: Record<string, unknown> = {};
-    for (const k of ['p50_ms', 'p99_ms', 'max_ms'] as const) {
+    const keys = ['p50_ms', 'p99_ms', 'max_ms'] as const;
+    for (const k of keys) {
       fields[k] = { celerity: round(cel[k]), bullmq: round(bull[k]), ratio: round(ratio(cel[k], bull[k])) };
     }
-    fields.samples = { celerity: cel.samples, bullmq: bull.samples };
+    fields.recorder_process = Object.fromEntries(keys.map((k) => [k, { celerity: round(apart[k]), bullmq: round(bull[k]), ratio: round(ratio(apart[k], bull[k])) }]));
+    fields.samples = { celerity: cel.samples, celerity_recorder_process: apart.samples, bullmq: bull.samples };
+    const row = (label: string, latency: Latency, k: (typeof keys)[number]) => ({
+      metric: `submit→start ${k.replace('_ms', '')}${label}`,
+      unit: 'ms',
+      celerity: latency[k],
+      bullmq: bull[k],
+      ratio: ratio(latency[k], bull[k]),
+    });
     return {
       fields,
       params: { rate_per_s: RATE, warmup_ms: warmupMs, measure_ms: measureMs, concurrency: CONCURRENCY, store: 'postgres' },
-      rows: (['p50_ms', 'p99_ms', 'max_ms'] as const).map((k) => ({ metric: `submit→start ${k.replace('_ms', '')}`, unit: 'ms', celerity: cel[k], bullmq: bull[k], ratio: ratio(cel[k], bull[k]) })),
+      rows: [...keys.map((k) => row('', cel, k)), ...keys.map((k) => row(', recorder process', apart, k))],
     };
   },
 };
