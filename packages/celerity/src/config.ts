@@ -127,7 +127,7 @@ export const OPTIONS = {
   recorder: {
     env: 'CELERITY_RECORDER',
     flag: '--recorder',
-    doc: "`on`: this process (`worker`, `serve`, `dev`) runs a recorder, writing the SQL history from the event streams; recorders share the work. `off`: it does not, for API processes that should spend their CPU on requests alone. At least one process must record, or the history stops (the API's `/readyz` then answers 503, see `CELERITY_RECORDER_MAX_LAG`).",
+    doc: "`on`: this process (`worker`, `serve`, `dev`) runs a recorder, writing the SQL history from the event streams; recorders share the work. `off`: it does not, for API processes that should spend their CPU on requests alone, or for every process when `celerity recorder` processes write the history (docs/deploy.md). At least one process must record, or the history stops (the API's `/readyz` then answers 503, see `CELERITY_RECORDER_MAX_LAG`). `celerity recorder` records whatever this says.",
     default: 'on',
   },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
