@@ -276,6 +276,21 @@ function isAddressOrCidr(entry: string): boolean {
   return /^\d{1,3}$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128);
 }
 
+/** Whether `value` parses as a URL (a port that is not a number, say, does not). */
+function parsesAsUrl(value: string): boolean {
+  try {
+    new URL(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The password of every `scheme://user:password@` in `text`, masked: config errors end up in logs. */
+export function maskPasswords(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@,"]*:)[^\s/@,"]*@/gi, '$1***@');
+}
+
 const schema = z.object({
   redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
   brokerUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
@@ -401,7 +416,7 @@ export function loadConfig(opts: { env?: NodeJS.ProcessEnv; flags?: RawConfig } 
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0]) as OptionName;
     const meta = OPTIONS[name];
-    throw new ConfigError(meta ? `${meta.env} (${meta.flag})` : name, `${issue.message} (got ${JSON.stringify(raw[name])})`);
+    throw new ConfigError(meta ? `${meta.env} (${meta.flag})` : name, maskPasswords(`${issue.message} (got ${JSON.stringify(raw[name])})`));
   }
   return parsed.data;
 }
@@ -412,10 +427,12 @@ export function loadConfig(opts: { env?: NodeJS.ProcessEnv; flags?: RawConfig } 
  * and BullMQ's together), so the prefix that starts every key must carry a
  * hash tag. Outside cluster mode the broker URL is one server.
  */
-function checkCluster(c: { redisCluster: 'on' | 'off'; prefix: string; brokerUrl: string }, ctx: z.RefinementCtx): void {
+function checkCluster(c: { redisCluster: 'on' | 'off'; prefix: string; brokerUrl: string; redisUrl: string }, ctx: z.RefinementCtx): void {
   const urls = c.brokerUrl.split(',').map((u) => u.trim());
   if (c.redisCluster === 'off') {
     if (urls.length > 1) ctx.addIssue({ code: 'custom', path: ['brokerUrl'], message: 'lists several servers: set CELERITY_REDIS_CLUSTER=on for a Redis Cluster, or give one URL' });
+    // Named as the user set it: the broker URL falls back to REDIS_URL.
+    else if (!parsesAsUrl(c.brokerUrl)) ctx.addIssue({ code: 'custom', path: [c.brokerUrl === c.redisUrl ? 'redisUrl' : 'brokerUrl'], message: 'is not a valid URL (check the host and the port)' });
     return;
   }
   if (clusterHashTag(c.prefix) === null) {
@@ -436,7 +453,7 @@ function checkCluster(c: { redisCluster: 'on' | 'off'; prefix: string; brokerUrl
       return;
     }
     if (parsed.pathname !== '' && parsed.pathname !== '/' && parsed.pathname !== '/0') {
-      ctx.addIssue({ code: 'custom', path: ['brokerUrl'], message: `a Redis Cluster has database 0 only (got ${JSON.stringify(url)})` });
+      ctx.addIssue({ code: 'custom', path: ['brokerUrl'], message: `a Redis Cluster has database 0 only (${JSON.stringify(url)} names another)` });
       return;
     }
   }

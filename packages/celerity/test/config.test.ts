@@ -223,6 +223,7 @@ describe('loadConfig', () => {
 
   const bad: [OptionName, string, RegExp][] = [
     ['redisUrl', 'http://localhost:6379', /redis:\/\//],
+    ['redisUrl', 'redis://localhost:port', /not a valid URL/],
     ['brokerUrl', 'localhost:6379', /redis:\/\//],
     ['prefix', 'has:colon', /colon/],
     ['databaseUrl', 'mysql://db/x', /postgres/],
@@ -260,6 +261,21 @@ describe('loadConfig', () => {
     expect(err.message).toContain(JSON.stringify(value));
     expect(err.message).toMatch(reason);
     expect(err.details).toEqual({ option: `${meta.env} (${meta.flag})` });
+  });
+
+  it('masks the password of a URL it refuses: config errors end up in logs', () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ REDIS_URL: 'http://user:s3cret@localhost:6379' }, 'http://user:***@localhost:6379'],
+      [{ REDIS_URL: 'redis://:s3cret@localhost:port' }, 'redis://:***@localhost:port'],
+      [{ CELERITY_BROKER_URL: 'redis://:s3cret@localhost:x' }, 'redis://:***@localhost:x'],
+      [{ DATABASE_URL: 'mysql://root:s3cret@db/x' }, 'mysql://root:***@db/x'],
+      [{ CELERITY_REDIS_CLUSTER: 'on', CELERITY_PREFIX: '{c}', REDIS_URL: 'redis://:s3cret@a:1/3,redis://u:s3cret2@b:2' }, 'redis://:***@a:1/3,redis://u:***@b:2'],
+    ];
+    for (const [env, shown] of cases) {
+      const err = configError(() => loadConfig({ env }));
+      expect(err.message).toContain(shown);
+      expect(err.message).not.toContain('s3cret');
+    }
   });
 
   describe('CELERITY_REDIS_CLUSTER', () => {
