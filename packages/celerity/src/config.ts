@@ -196,7 +196,7 @@ export const OPTIONS = {
   healthPort: {
     env: 'CELERITY_HEALTH_PORT',
     flag: '--health-port',
-    doc: 'Port on which `celerity worker` serves `/healthz`, `/readyz` and `/metrics` (for probes and Prometheus). Unset: no such server.',
+    doc: 'Port on which `celerity worker` and `celerity recorder` serve `/healthz`, `/readyz` and `/metrics` (for probes and Prometheus). Unset: no such server.',
     default: '(unset)',
   },
   capRecheck: {

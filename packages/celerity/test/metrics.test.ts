@@ -7,6 +7,7 @@ import { healthRoutes } from '../src/api/routes/health.ts';
 import { buildServer } from '../src/api/server.ts';
 import { NonRetryableError } from '../src/errors.ts';
 import { appMetrics } from '../src/ops/metrics.ts';
+import { HealthServer } from '../src/worker/health-server.ts';
 import { defineTask } from '../src/task.ts';
 import { createTestApp, deferred, openTestApp, startWorker, useCleanup, waitFor } from './helpers.ts';
 import { freePort, PrivateRedis, spawnWorker } from './process-helpers.ts';
@@ -250,6 +251,23 @@ describe('API readiness', () => {
     expect(res.statusCode).toBe(503);
     expect(res.json()).toEqual({ error: { code: 'not_ready', message: 'store is down', details: { redis: 'up', store: 'down' } } });
     await server.close();
+  });
+});
+
+describe('recorder health port', () => {
+  it('/readyz of a recorder needs Redis and the job store, and names the one that is down', async () => {
+    const closed = await freePort();
+    const app = createTestApp('sqlite', [ok], { databaseUrl: `postgres://root@127.0.0.1:${closed}/none` });
+    await app.broker.ready();
+    const health = new HealthServer({ app, role: 'recorder' });
+    await health.listen(0, '127.0.0.1');
+    try {
+      const res = await fetch(`http://127.0.0.1:${health.port}/readyz`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({ error: { code: 'not_ready', message: 'store is down', details: { redis: 'up', store: 'down' } } });
+    } finally {
+      await health.close();
+    }
   });
 });
 

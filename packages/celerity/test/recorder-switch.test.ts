@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { RECORDER_GROUP } from '../src/store/recorder.ts';
 import { openTestApp, startRecorder, testRedis, useCleanup, waitFor } from './helpers.ts';
 import { relSleep } from './fixtures/reliability-app.ts';
-import { Proc, processEnv, RELIABILITY_APP, spawnWorker, waitForWorkers } from './process-helpers.ts';
+import { freePort, Proc, processEnv, RELIABILITY_APP, spawnWorker, waitForWorkers } from './process-helpers.ts';
 
 useCleanup();
 
@@ -40,11 +40,12 @@ describe('CELERITY_RECORDER=off', () => {
 });
 
 describe('celerity recorder', () => {
-  it('records, as a process of its own, the jobs of workers that do not; exits 0 on SIGTERM', async () => {
+  it('records, as a process of its own, the jobs of workers that do not; serves its probes; exits 0 on SIGTERM', async () => {
     const app = await openTestApp('postgres', [relSleep]);
     const worker = spawnWorker(app.env, { env: { CELERITY_RECORDER: 'off' } });
+    const port = await freePort();
     // CELERITY_RECORDER=off is the other processes' switch: given to this one too, it records all the same.
-    const recorder = new Proc('recorder', process.execPath, ['packages/celerity/bin/celerity.js', 'recorder', '--app', RELIABILITY_APP], {
+    const recorder = new Proc('recorder', process.execPath, ['packages/celerity/bin/celerity.js', 'recorder', '--app', RELIABILITY_APP, '--health-port', String(port)], {
       env: processEnv(app.env, { CELERITY_RECORDER: 'off' }),
     });
     const queue = app.broker.queue(relSleep.queue);
@@ -54,6 +55,14 @@ describe('celerity recorder', () => {
     await Promise.all(handles.map((h) => h.wait({ timeoutMs: 15_000 })));
     const ids = new Set(handles.map((h) => h.id));
     await waitFor(async () => (await app.listJobs({ limit: 50, status: 'completed' })).jobs.filter((j) => ids.has(j.id)).length === ids.size || undefined, 15_000);
+
+    const probe = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`);
+      return { status: res.status, body: await res.text() };
+    };
+    expect(await probe('/healthz')).toMatchObject({ status: 200 });
+    expect(JSON.parse((await probe('/readyz')).body)).toEqual({ status: 'ready', redis: 'up', store: 'up' });
+    expect((await probe('/metrics')).body).toContain('celerity_recorder_lag_seconds');
 
     await recorder.kill('SIGTERM');
     expect(await recorder.waitExit(15_000)).toEqual({ code: 0, signal: null });

@@ -208,8 +208,8 @@ withConfig(program.command('worker').description("Run the app's tasks from their
   onShutdown(running);
 });
 
-async function startHealth(app: App, port: number): Promise<HealthServer> {
-  const health = new HealthServer({ app });
+async function startHealth(app: App, port: number, role: 'worker' | 'recorder' = 'worker'): Promise<HealthServer> {
+  const health = new HealthServer({ app, role });
   try {
     await health.listen(port, app.config.host);
   } catch (err) {
@@ -277,15 +277,16 @@ withConfig(
     .description(
       'Write the SQL history from the event streams, and nothing else: one process of its own (or a few) instead of a recorder in every worker and API process, which then run with CELERITY_RECORDER=off.',
     ),
-  COMMON,
+  [...COMMON, 'healthPort'],
 ).action(async (flags: Flags) => {
   const app = await prepare(flags);
   await app.store.check();
   await app.openStore();
+  const health = app.config.healthPort === undefined ? undefined : await startHealth(app, app.config.healthPort, 'recorder');
   // CELERITY_RECORDER is the other processes' switch: this one exists to record.
   const recorder = await app.startRecorder();
   app.logger.info({ queues: app.queueNames() }, 'recorder started');
-  onShutdown({ app, recorder });
+  onShutdown({ app, recorder, ...(health ? { health } : {}) });
 });
 
 registerInspect(program);

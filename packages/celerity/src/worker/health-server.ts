@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { App } from '../app.ts';
 import { appMetrics, type Metrics } from '../ops/metrics.ts';
-import { probeRedis } from '../ops/readiness.ts';
+import { notReadyMessage, probeRedis, probeStore } from '../ops/readiness.ts';
 import type { Worker } from './worker.ts';
 
 export interface HealthServerOptions {
@@ -12,16 +12,23 @@ export interface HealthServerOptions {
   host?: string;
   /** The worker whose readiness `/readyz` reports; may be attached later with {@link HealthServer.attach}. */
   worker?: Worker;
+  /**
+   * What the process is: a worker (the default: ready while Redis answers
+   * and the worker fetches jobs) or a `celerity recorder` (ready while Redis
+   * and the job store both answer: it needs both to write the history).
+   */
+  role?: 'worker' | 'recorder';
 }
 
 /**
- * A worker's probe and scrape port, on plain `node:http` (a worker has no
- * API server to hang them on):
+ * A worker's or a recorder's probe and scrape port, on plain `node:http`
+ * (neither has an API server to hang them on):
  * - `/healthz`: 200 while the process runs (liveness);
  * - `/readyz`: 503 naming the cause while Redis does not answer or the
- *   worker is not fetching jobs (not started yet, reconnecting, closing),
- *   else 200;
- * - `/metrics`: the app's Prometheus metrics.
+ *   worker is not fetching jobs (not started yet, reconnecting, closing);
+ *   for a recorder, while Redis or the job store does not answer; else 200;
+ * - `/metrics`: the app's Prometheus metrics (a recorder's: its lag and
+ *   what it could not write).
  */
 export class HealthServer {
   private readonly server: Server;
@@ -29,9 +36,11 @@ export class HealthServer {
   private readonly metrics: Metrics;
   private worker: Worker | undefined;
   private untrack: (() => void) | undefined;
+  private readonly role: 'worker' | 'recorder';
 
   constructor(opts: Omit<HealthServerOptions, 'port' | 'host'>) {
     this.app = opts.app;
+    this.role = opts.role ?? 'worker';
     this.metrics = appMetrics(opts.app);
     if (opts.worker) this.attach(opts.worker);
     this.server = createServer((req, res) => {
@@ -99,12 +108,20 @@ export class HealthServer {
   }
 
   private async readiness(res: ServerResponse): Promise<void> {
+    if (this.role === 'recorder') return this.recorderReadiness(res);
     const redis = await probeRedis(this.app);
     const fetching = this.worker?.isFetching() ?? false;
     if (redis === 'up' && fetching) return send(res, 200, { status: 'ready', redis, fetching });
     // Redis first: a lost connection also stops the fetching, and is the cause to fix.
     const message = redis === 'down' ? 'redis is down' : this.worker ? 'the worker is not fetching jobs' : 'the worker has not started';
     send(res, 503, { error: { code: 'not_ready', message, details: { redis, fetching } } });
+  }
+
+  private async recorderReadiness(res: ServerResponse): Promise<void> {
+    const [redis, store] = await Promise.all([probeRedis(this.app), probeStore(this.app)]);
+    const down = [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])];
+    if (down.length === 0) return send(res, 200, { status: 'ready', redis, store });
+    send(res, 503, { error: { code: 'not_ready', message: notReadyMessage(down), details: { redis, store } } });
   }
 }
 
