@@ -3,8 +3,9 @@
  * shutdown's grace), from the worker to the attempt.
  *
  * Not an AbortController: Node builds an EventTarget for each one, and two
- * per job (the worker's and the handler's `ctx.signal`) were a tenth of a
- * no-op job's CPU in the worker (docs/benchmarks.md, run 8). The attempt
+ * per job (the worker's and the handler's `ctx.signal`), with a listener
+ * added and removed, cost a no-op job's worker several percent of its CPU
+ * (`createAbortSignal` alone 2.3%; docs/benchmarks.md, run 8). The attempt
  * makes the `ctx.signal` its handler sees only when the handler reads it.
  */
 export class StopRequest {

@@ -23,6 +23,10 @@ import { type Kysely, type Migration, sql } from 'kysely';
  *   app). The one query they no longer serve is the scope of a key without
  *   a tenant that is not an admin (`tenant is null`), which reads the status
  *   or creation index and checks the tenant row by row (docs/search.md).
+ *
+ * On an existing history the upgrade rebuilds these six indexes in the
+ * migration's transaction, `jobs` locked until it commits (docs/deploy.md,
+ * "Migrations first").
  */
 export function migration(): Migration {
   const partial: [name: string, columns: string[], where: string, old: string][] = [
