@@ -8,9 +8,9 @@
  * PostgreSQL, twice: with the recorder running in the same process (as in
  * `celerity worker` by default), then with the recorder in a `celerity
  * recorder` process of its own (docs/deploy.md, "Where the history is
- * written"), which shares the machine but not the event loop. Raw BullMQ: Queue.add (removeOnComplete) + a BullMQ Worker
- * (concurrency 50). A warm-up at the same rate precedes each measurement
- * and is not counted.
+ * written"), which shares the machine but not the event loop. Raw BullMQ:
+ * Queue.add (removeOnComplete) + a BullMQ Worker (concurrency 50). A
+ * warm-up at the same rate precedes each measurement and is not counted.
  */
 import { Queue, Worker as BullWorker } from 'bullmq';
 import { Redis } from 'ioredis';
