@@ -32,12 +32,18 @@ describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
       return true;
     });
 
-    const [dry, unconfirmed] = await Promise.all([
+    const [dry, unconfirmed, searched, badInstant] = await Promise.all([
       cli(['jobs', 'retry', '--status', 'cancelled', '--task', 'rel.sleep', '--tenant', 'acme', '--dry-run'], env),
       // Not on a terminal, and without --yes: nothing is done, in one line.
       cli(['jobs', 'retry', '--status', 'cancelled', '--tenant', 'acme'], env),
+      // Every filter of GET /v1/jobs, parsed as the API parses them.
+      cli(['jobs', 'cancel', '--queue', 'default', '--created-after', new Date(Date.now() - 3_600_000).toISOString(), '--where', 'input.ms:2', '--where', 'input.ms:2', '--dry-run'], env),
+      cli(['jobs', 'cancel', '--created-after', 'yesterday', '--dry-run'], env),
     ]);
     expect(dry, dry.stderr).toMatchObject({ code: 0, stdout: '2 jobs match\n' });
+    expect(searched, searched.stderr).toMatchObject({ code: 0, stdout: '1 job match\n' });
+    expect(badInstant.code).toBe(2);
+    expect(badInstant.stderr).toMatch(/^celerity: --created-after: .+\n$/);
     expect(unconfirmed.code).toBe(2);
     expect(unconfirmed.stderr).toBe('celerity: 2 jobs match; add --yes to retry them\n');
 
@@ -90,7 +96,7 @@ describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
     expect(await app.getJob(retryId!)).toBeNull();
     const noFilter = await cli(['jobs', 'cancel'], env);
     expect(noFilter.code).toBe(2);
-    expect(noFilter.stderr).toBe('celerity: jobs cancel: give a job id or at least one filter (--status, --task, --tenant, --key-id)\n');
+    expect(noFilter.stderr).toMatch(/^celerity: jobs cancel: give a job id or at least one filter \(--status, --task, --queue, .+, --where\)\n$/);
     // Each command is a process that loads the TypeScript app: seconds each on a busy machine.
   }, 180_000);
 });

@@ -7,6 +7,8 @@ import { newJobId } from '../ids.ts';
 import { JOB_STATUSES, type JobStatus } from '../job-record.ts';
 import type { BulkAction, BulkFilter } from '../ops/bulk/operations.ts';
 import { runBulkHere } from '../ops/bulk/run.ts';
+import { parseSearchFilter, type SearchFilterFields } from '../api/search-filter.ts';
+import { InvalidSearchError } from '../store/job-search.ts';
 import { CliError } from './cli-error.ts';
 import { loadApp } from './load-app.ts';
 
@@ -42,6 +44,14 @@ interface FilterFlags extends ActionFlags {
   task?: string;
   tenant?: string;
   keyId?: string;
+  queue?: string;
+  idPrefix?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+  finishedAfter?: string;
+  finishedBefore?: string;
+  error?: string;
+  where?: string[];
   dryRun?: boolean;
   yes?: boolean;
   input?: string;
@@ -66,7 +76,7 @@ export function registerJobs(program: Command): void {
       jobs
         .command(action)
         .description(
-          `${action[0]!.toUpperCase()}${action.slice(1)} a job by id, or every job of the history that --status/--task/--tenant/--key-id match (a count first; --yes to go on without asking).`,
+          `${action[0]!.toUpperCase()}${action.slice(1)} a job by id, or every job of the history a filter matches, the filters of GET /v1/jobs (a count first; --yes to go on without asking).`,
         )
         .argument('[id]', 'the job; leave it out to act by filter'),
     )
@@ -74,6 +84,19 @@ export function registerJobs(program: Command): void {
       .option('--task <name>', 'only jobs of this task')
       .option('--tenant <tenant>', "only this tenant's jobs")
       .option('--key-id <id>', 'only the jobs submitted with this API key')
+      .option('--queue <name>', 'only the jobs of this queue')
+      .option('--id-prefix <prefix>', 'only the jobs whose id starts with this')
+      .option('--created-after <instant>', 'only the jobs created at or after this instant (epoch ms, or ISO-8601 with a time zone)')
+      .option('--created-before <instant>', 'only the jobs created before this instant')
+      .option('--finished-after <instant>', 'only the jobs finished at or after this instant')
+      .option('--finished-before <instant>', 'only the jobs finished before this instant')
+      .option('--error <text>', 'only the jobs whose error message or type contains this text')
+      .option(
+        '--where <condition>',
+        'a condition on the input or the result, input.ticket_id:"T-1"; repeat it for several, all of which must hold',
+        (value: string, all: string[]) => [...all, value],
+        [],
+      )
       .option('--dry-run', 'only count the jobs the filter matches')
       .option('--yes', 'do not ask for confirmation')
       .option('--json', 'print the outcome as JSON');
@@ -87,8 +110,42 @@ export function registerJobs(program: Command): void {
   });
 }
 
+/** The filter flags as the API spells its search filters, each only when given. */
+function filterFields(flags: FilterFlags): SearchFilterFields {
+  const fields: SearchFilterFields = {};
+  if (flags.status !== undefined) fields.status = flags.status as JobStatus;
+  if (flags.task !== undefined) fields.task = flags.task;
+  if (flags.tenant !== undefined) fields.tenant = flags.tenant;
+  if (flags.keyId !== undefined) fields.key_id = flags.keyId;
+  if (flags.queue !== undefined) fields.queue = flags.queue;
+  if (flags.idPrefix !== undefined) fields.id_prefix = flags.idPrefix;
+  if (flags.createdAfter !== undefined) fields.created_after = flags.createdAfter;
+  if (flags.createdBefore !== undefined) fields.created_before = flags.createdBefore;
+  if (flags.finishedAfter !== undefined) fields.finished_after = flags.finishedAfter;
+  if (flags.finishedBefore !== undefined) fields.finished_before = flags.finishedBefore;
+  if (flags.error !== undefined) fields.error = flags.error;
+  if (flags.where !== undefined && flags.where.length > 0) fields.where = flags.where;
+  return fields;
+}
+
+/** The filter parsed as the API parses it; a malformed one is one line naming its flag. */
+function parseFilter(fields: SearchFilterFields): BulkFilter {
+  try {
+    return parseSearchFilter(fields, 'cli');
+  } catch (err) {
+    if (!(err instanceof InvalidSearchError)) throw err;
+    const issue = err.details.issues[0]!;
+    // `cli.created_after` → --created-after; `cli.where.1` → --where.
+    const flag = `--${issue.path
+      .replace(/^cli\./, '')
+      .replace(/\.\d+$/, '')
+      .replace(/_/g, '-')}`;
+    throw new CliError(`${flag}: ${issue.message}`);
+  }
+}
+
 async function one(app: App, action: BulkAction, id: string, flags: FilterFlags): Promise<void> {
-  if (flags.status ?? flags.task ?? flags.tenant ?? flags.keyId) throw new CliError(`jobs ${action}: give a job id or a filter (--status, --task, --tenant, --key-id), not both`);
+  if (Object.keys(filterFields(flags)).length > 0) throw new CliError(`jobs ${action}: give a job id or a filter, not both`);
   if (action === 'retry') {
     let input: unknown;
     if (flags.input !== undefined) {
@@ -111,13 +168,11 @@ async function one(app: App, action: BulkAction, id: string, flags: FilterFlags)
 
 async function byFilter(app: App, action: BulkAction, flags: FilterFlags): Promise<void> {
   if (flags.input !== undefined) throw new CliError('--input applies to one job (give its id), not to a filter');
-  const filter: BulkFilter = {
-    ...(flags.status !== undefined ? { status: flags.status as JobStatus } : {}),
-    ...(flags.task !== undefined ? { task: flags.task } : {}),
-    ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}),
-    ...(flags.keyId !== undefined ? { keyId: flags.keyId } : {}),
-  };
-  if (Object.keys(filter).length === 0) throw new CliError(`jobs ${action}: give a job id or at least one filter (--status, --task, --tenant, --key-id)`);
+  const filter = parseFilter(filterFields(flags));
+  if (Object.keys(filter).length === 0)
+    throw new CliError(
+      `jobs ${action}: give a job id or at least one filter (--status, --task, --queue, --tenant, --key-id, --id-prefix, --created-after/--created-before, --finished-after/--finished-before, --error, --where)`,
+    );
   // The CLI runs with the store's own rights (like `celerity keys`): every tenant.
   const actor = { keyId: null, keyName: 'cli', scope: ALL_TENANTS, taskPatterns: null };
   const count = await app.countBulk(actor, filter);
