@@ -90,7 +90,7 @@ export interface PreparedJob {
   /**
    * The caller chose the id (`jobId`): a job of that id may exist, and then
    * BullMQ's add writes nothing and answers the same id, so whether the call
-   * created the job must be asked of Redis (see {@link addChosenId}).
+   * created the job must be asked of Redis (see {@link addWithPark}).
    */
   chosenId?: true;
 }
@@ -162,45 +162,17 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
     if (prepared.fair) producerDispatcher(broker, queue).trigger();
     return { id: winner, task: route.name, queue, created: winner === id };
   }
-  if (prepared.fair) {
+  // A fair queue's park script, or a chosen id's EXISTS, rides in one MULTI with the add.
+  if (prepared.fair || prepared.chosenId) {
     const [added] = await viaBroker(broker.redis, () => addWithPark(broker, [prepared]));
     broker.hintQueue(added!.id, queue);
-    producerDispatcher(broker, queue).trigger();
+    if (prepared.fair) producerDispatcher(broker, queue).trigger();
     return { id: added!.id, task: route.name, queue, created: !added!.existed };
-  }
-  if (prepared.chosenId) {
-    const existed = await viaBroker(broker.redis, () => addChosenId(broker, prepared));
-    broker.hintQueue(id, queue);
-    return { id, task: route.name, queue, created: !existed };
   }
   // Our own ids are new: BullMQ's add needs no question beside it.
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
   broker.hintQueue(job.id!, queue);
   return { id: job.id!, task: route.name, queue, created: true };
-}
-
-/**
- * Adds a job whose id the caller chose, and tells whether a job of that id
- * existed already. BullMQ's add writes nothing for an existing id and
- * answers the id either way, so the answer cannot tell; the `EXISTS` of the
- * job's hash runs in the same MULTI, right before the add script, so that no
- * other client's add can come in between.
- */
-async function addChosenId(broker: Broker, prepared: PreparedJob): Promise<boolean> {
-  const queue = broker.queue(prepared.queue);
-  // BullMQ defines its scripts on the shared connection when the queue connects.
-  await queue.waitUntilReady();
-  const multi = broker.redis.multi();
-  multi.exists(queue.toKey(prepared.id));
-  const job = new Job(queue, prepared.name, prepared.data, { ...queue.defaultJobOptions, ...prepared.opts, jobId: prepared.id }, prepared.id);
-  // Queues the add script on the MULTI (synchronously; its promise settles with the MULTI).
-  void job.addJob(bullTransaction(multi) as unknown as Parameters<Job['addJob']>[0]).catch(() => {});
-  const replies = await multi.exec();
-  if (!replies) throw new Error('enqueue: transaction discarded');
-  for (const [err] of replies) if (err) throw err;
-  const added = replies[1]![1];
-  if (typeof added === 'number' && added < 0) throw new Error(`enqueue: BullMQ's add script answered ${added}`);
-  return replies[0]![1] === 1;
 }
 
 /**
@@ -256,14 +228,7 @@ async function addIdempotent(broker: Broker, prepared: PreparedJob, key: string)
   const recordKey = keys.idempotency(broker.config.prefix, key);
   const digest = prepared.data.digest!;
   const multi = broker.redis.multi();
-  // What BullMQ's own transactions add to an ioredis MULTI (its Job.addJob
-  // takes a transaction, as its FlowProducer uses it): scripts by name.
-  const transaction = Object.assign(multi, {
-    runCommand(name: string, args: unknown[]) {
-      (multi as unknown as Record<string, (args: unknown[]) => unknown>)[name]!(args);
-      return transaction;
-    },
-  });
+  const transaction = bullTransaction(multi);
   multi.eval(IDEM_BEFORE_ADD, 2, recordKey, dedupKey);
   const job = new Job(queue, prepared.name, prepared.data, { ...queue.defaultJobOptions, ...prepared.opts, jobId: prepared.id }, prepared.id);
   // Queues the add script on the MULTI (synchronously; the promise settles with the MULTI itself).

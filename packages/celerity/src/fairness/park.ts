@@ -67,7 +67,11 @@ export function queuePark(broker: Broker, multi: ChainableCommander, job: Prepar
  * Adds jobs in one MULTI, each parked job followed by its park script, so a
  * job is in BullMQ and in its tenant's backlog, or in neither. Returns the
  * job ids BullMQ answered, and whether a job of a caller-chosen id existed
- * already (then BullMQ added nothing).
+ * already (then BullMQ added nothing). BullMQ's add answers the id either
+ * way, so the answer cannot tell: the `EXISTS` of a chosen id's hash goes
+ * right before its add in the same MULTI, where no other client's add can
+ * come in between. The single enqueue and `enqueueMany` use it for every job
+ * of a fair queue or with a chosen id.
  */
 export async function addWithPark(broker: Broker, jobs: readonly PreparedJob[]): Promise<{ id: string; existed: boolean }[]> {
   fairCommands(broker.redis);
@@ -77,7 +81,7 @@ export async function addWithPark(broker: Broker, jobs: readonly PreparedJob[]):
   const multi = broker.redis.multi();
   const transaction = bullTransaction(multi);
   const addIndexes: number[] = [];
-  // A caller-chosen id may be taken: its EXISTS goes right before its add (see addChosenId in client/enqueue.ts).
+  // A caller-chosen id may be taken: its EXISTS goes right before its add.
   const existsIndexes: (number | undefined)[] = [];
   let n = 0;
   for (const p of jobs) {
