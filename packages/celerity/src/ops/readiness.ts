@@ -56,6 +56,12 @@ export async function probeStore(app: App, timeoutMs = PROBE_TIMEOUT_MS): Promis
   }
 }
 
+/** Redis and the job store, probed together; `down` names those that did not answer, for {@link notReadyMessage}. */
+export async function probeDependencies(app: App, timeoutMs = PROBE_TIMEOUT_MS): Promise<{ redis: DependencyState; store: DependencyState; down: string[] }> {
+  const [redis, store] = await Promise.all([probeRedis(app, timeoutMs), probeStore(app, timeoutMs)]);
+  return { redis, store, down: [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])] };
+}
+
 /** The 503 message naming what is down, e.g. `redis is down` or `redis and store are down`. */
 export function notReadyMessage(down: string[]): string {
   return down.length === 1 ? `${down[0]} is down` : `${down.slice(0, -1).join(', ')} and ${down.at(-1)} are down`;

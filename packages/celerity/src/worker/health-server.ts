@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { App } from '../app.ts';
 import { appMetrics, type Metrics } from '../ops/metrics.ts';
-import { notReadyMessage, probeRedis, probeStore } from '../ops/readiness.ts';
+import { notReadyMessage, probeDependencies, probeRedis } from '../ops/readiness.ts';
 import type { Worker } from './worker.ts';
 
 export interface HealthServerOptions {
@@ -118,8 +118,7 @@ export class HealthServer {
   }
 
   private async recorderReadiness(res: ServerResponse): Promise<void> {
-    const [redis, store] = await Promise.all([probeRedis(this.app), probeStore(this.app)]);
-    const down = [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])];
+    const { redis, store, down } = await probeDependencies(this.app);
     if (down.length === 0) return send(res, 200, { status: 'ready', redis, store });
     send(res, 503, { error: { code: 'not_ready', message: notReadyMessage(down), details: { redis, store } } });
   }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { App } from '../../app.ts';
 import { appMetrics } from '../../ops/metrics.ts';
-import { laggingMessage, notReadyMessage, probeHistory, probeRedis, probeStore } from '../../ops/readiness.ts';
+import { laggingMessage, notReadyMessage, probeDependencies, probeHistory } from '../../ops/readiness.ts';
 import { body } from '../errors.ts';
 
 const dependencyStates = {
@@ -65,9 +65,8 @@ export async function healthRoutes(server: FastifyInstance, { app }: { app: App 
       },
     },
     async (_request, reply) => {
-      const [redis, store, history] = await Promise.all([probeRedis(app), probeStore(app), probeHistory(app)]);
-      if (redis === 'up' && store === 'up' && history.state === 'up') return { status: 'ready' as const, redis, store };
-      const down = [...(redis === 'down' ? ['redis'] : []), ...(store === 'down' ? ['store'] : [])];
+      const [{ redis, store, down }, history] = await Promise.all([probeDependencies(app), probeHistory(app)]);
+      if (down.length === 0 && history.state === 'up') return { status: 'ready' as const, redis, store };
       // A dependency down is the cause to fix first; a history lagging behind is reported when both answer.
       if (down.length > 0) return reply.status(503).send(body('not_ready', notReadyMessage(down), { redis, store }));
       return reply.status(503).send(body('not_ready', laggingMessage(history, app.config.recorderMaxLag), { redis, store, history: history.state, history_lag_ms: history.lagMs }));
