@@ -287,7 +287,7 @@ function parsesAsUrl(value: string): boolean {
 }
 
 /** The password of every `scheme://user:password@` in `text`, masked: config errors end up in logs. */
-export function maskPasswords(text: string): string {
+function maskPasswords(text: string): string {
   return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@,"]*:)[^\s/@,"]*@/gi, '$1***@');
 }
 

@@ -4,10 +4,10 @@ import type { App } from '../app.ts';
 import { ALL_TENANTS } from '../auth/principal.ts';
 import { loadConfig, OPTIONS, type OptionName, type RawConfig } from '../config.ts';
 import { newJobId } from '../ids.ts';
-import { JOB_STATUSES, type JobStatus } from '../job-record.ts';
+import { JOB_STATUSES } from '../job-record.ts';
 import type { BulkAction, BulkFilter } from '../ops/bulk/operations.ts';
 import { runBulkHere } from '../ops/bulk/run.ts';
-import { parseSearchFilter, type SearchFilterFields } from '../api/search-filter.ts';
+import { parseSearchFilter, type SearchFilterFields, searchFilterProperties } from '../api/search-filter.ts';
 import { InvalidSearchError } from '../store/job-search.ts';
 import { CliError } from './cli-error.ts';
 import { loadApp } from './load-app.ts';
@@ -110,22 +110,16 @@ export function registerJobs(program: Command): void {
   });
 }
 
-/** The filter flags as the API spells its search filters, each only when given. */
+/** The filter flags as the API spells its search filters (`--key-id` is `key_id`), each only when given. */
 function filterFields(flags: FilterFlags): SearchFilterFields {
-  const fields: SearchFilterFields = {};
-  if (flags.status !== undefined) fields.status = flags.status as JobStatus;
-  if (flags.task !== undefined) fields.task = flags.task;
-  if (flags.tenant !== undefined) fields.tenant = flags.tenant;
-  if (flags.keyId !== undefined) fields.key_id = flags.keyId;
-  if (flags.queue !== undefined) fields.queue = flags.queue;
-  if (flags.idPrefix !== undefined) fields.id_prefix = flags.idPrefix;
-  if (flags.createdAfter !== undefined) fields.created_after = flags.createdAfter;
-  if (flags.createdBefore !== undefined) fields.created_before = flags.createdBefore;
-  if (flags.finishedAfter !== undefined) fields.finished_after = flags.finishedAfter;
-  if (flags.finishedBefore !== undefined) fields.finished_before = flags.finishedBefore;
-  if (flags.error !== undefined) fields.error = flags.error;
-  if (flags.where !== undefined && flags.where.length > 0) fields.where = flags.where;
-  return fields;
+  const given = new Map<string, unknown>(Object.entries(flags));
+  const fields: Record<string, unknown> = {};
+  for (const name of Object.keys(searchFilterProperties)) {
+    // Commander names a flag's value in camel case: --created-after is createdAfter.
+    const value = given.get(name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()));
+    if (value !== undefined && !(Array.isArray(value) && value.length === 0)) fields[name] = value;
+  }
+  return fields as SearchFilterFields;
 }
 
 /** The filter parsed as the API parses it; a malformed one is one line naming its flag. */
