@@ -251,7 +251,7 @@ export class Recorder {
       if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
       if (folds.length === 0) return;
     }
-    const jobs = await readJobs(queue, folds);
+    const { jobs, logged } = await readJobs(queue, folds);
     const states: RecordedState[] = [];
     const progressOnly: RecordedState[] = [];
     // Jobs gone from Redis: a job cancelled while queued left its final record
@@ -291,13 +291,8 @@ export class Recorder {
     withLogs.forEach((s, i) => (s.record.attemptHistory = attemptHistory(s.record, logs[i]!.logs)));
     await this.write(states, progressOnly);
     // Finished jobs that kept log lines (only their marker is read for the others): the lines go to job_logs.
-    const live = new Set(jobs.map((j) => j?.id));
-    const finished = states.filter((s) => TERMINAL_STATUSES.has(s.record.status) && live.has(s.record.id));
-    if (finished.length > 0) {
-      const marks = await Promise.all(finished.map((s) => this.opts.redis.hget(queue.toKey(s.record.id), jobLogMarker.field)));
-      const logged = finished.filter((_, i) => marks[i] != null).map((s) => s.record.id);
-      if (logged.length > 0) await this.keepLogs(queue, logged);
-    }
+    const finished = states.filter((s) => TERMINAL_STATUSES.has(s.record.status) && logged.has(s.record.id)).map((s) => s.record.id);
+    if (finished.length > 0) await this.keepLogs(queue, finished);
   }
 
   /**
@@ -539,18 +534,31 @@ function finishFromEvent(row: JobRecord, fold: JobFold): JobRecord | null {
 }
 
 /**
- * Reads the batch's job hashes, a chunk at a time. A chunk is issued in one
- * tick on the recorder's auto-pipelined connection (one socket write); its
- * replies are parsed and turned into Jobs in one synchronous run, so chunks
- * keep that run short: a worker sharing the event loop gets its turn in
- * between (a whole 2,000-job batch at once stalled it for tens of ms).
+ * Reads the batch's job hashes, a chunk at a time, and for the jobs whose
+ * events say they ended, their log marker (whether they kept log lines). A
+ * chunk is issued in one tick on the recorder's auto-pipelined connection
+ * (one socket write, where a marker read per job on the recorder's own
+ * connection was a write each); its replies are parsed and turned into Jobs
+ * in one synchronous run, so chunks keep that run short: a worker sharing
+ * the event loop gets its turn in between (a whole 2,000-job batch at once
+ * stalled it for tens of ms).
  */
-async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<(Job | undefined)[]> {
+async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs: (Job | undefined)[]; logged: Set<string> }> {
+  const client = await queue.getBackend().client;
   const jobs: (Job | undefined)[] = [];
+  const logged = new Set<string>();
   for (let i = 0; i < folds.length; i += READ_CHUNK) {
-    jobs.push(...(await Promise.all(folds.slice(i, i + READ_CHUNK).map((f) => Job.fromId(queue, f.jobId)))));
+    const chunk = folds.slice(i, i + READ_CHUNK);
+    const [read, marks] = await Promise.all([
+      Promise.all(chunk.map((f) => Job.fromId(queue, f.jobId))),
+      Promise.all(chunk.map((f) => (f.status !== null && TERMINAL_STATUSES.has(f.status) ? client.hget(queue.toKey(f.jobId), jobLogMarker.field) : null))),
+    ]);
+    jobs.push(...read);
+    chunk.forEach((f, j) => {
+      if (marks[j] != null) logged.add(f.jobId);
+    });
   }
-  return jobs;
+  return { jobs, logged };
 }
 
 const READ_CHUNK = 100;
