@@ -20,7 +20,7 @@ import type { App } from '../../packages/celerity/src/app.ts';
 import { ALL_TENANTS } from '../../packages/celerity/src/auth/principal.ts';
 import { withTenantScope } from '../../packages/celerity/src/store/tenant-scope.ts';
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
-import { cpuSnapshot, cpuUse, type CpuUse } from './cpu.ts';
+import { cpuSnapshot, cpuUse, type CpuSnapshot, type CpuUse } from './cpu.ts';
 import { createRedis } from '../../packages/celerity/src/broker/connection.ts';
 import { cleanEnv, openApp, redisPrefix, redisTarget, storeEnv, type StoreKind } from './env.ts';
 import { now, perSecond, pollUntil, runPool, sleep } from './measure.ts';
@@ -58,6 +58,8 @@ export interface CelerityDrain {
   recorded_per_s: number;
   /** Rows the history held when the drain started (how far the recorder had got with the enqueue events). */
   rows_at_resume: number;
+  /** CPU ms of each child process (by name: `celerity-worker-1`, `celerity-recorder`) in each phase. */
+  cpu_by_process: { enqueue: Record<string, number>; drain: Record<string, number> };
 }
 
 export interface RawDrain {
@@ -151,8 +153,18 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
       recorded_per_s: perSecond(opts.jobs, recordedMs),
       rows_at_resume: rowsAtResume,
       cpu: { enqueue: cpuUse(cpu0, cpu1), drain: cpuUse(cpu2, cpu3) },
+      cpu_by_process: { enqueue: byProcess(procs, cpu0, cpu1), drain: byProcess(procs, cpu2, cpu3) },
     };
   });
+}
+
+function byProcess(procs: Proc[], a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of procs) {
+    const after = b.children.get(p.pid);
+    if (after !== undefined) out[p.name] = after - (a.children.get(p.pid) ?? 0);
+  }
+  return out;
 }
 
 /** `select count(*) from jobs [where status = ...]` through the app's Kysely. */
