@@ -139,6 +139,12 @@ export interface JobEnvelope {
   digest?: string;
   /** Correlation id of the request that submitted the job (X-Request-Id); carried into the worker's logs. */
   trace?: string;
+  /**
+   * On a fair queue only, the job's priority: there it orders the tenant's
+   * backlog and is kept out of BullMQ's options (src/fairness/park.ts), so
+   * the envelope is where an operator's retry finds it.
+   */
+  priority?: number;
   /** A workflow job's wiring: where its input comes from (src/workflows). */
   flow?: FlowWiring;
   /** On a workflow's root only: its steps. */

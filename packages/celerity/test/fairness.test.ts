@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { buildServer } from '../src/api/server.ts';
 import { createApp } from '../src/app.ts';
-import { fairKeys } from '../src/broker/fair-keys.ts';
+import { FAIR_PARTS, fairKeys } from '../src/broker/fair-keys.ts';
 import { FairDispatcher, fairCommands } from '../src/fairness/dispatcher.ts';
 import { setWeight } from '../src/fairness/weights.ts';
 import { inspect } from '../src/cli/inspect.ts';
@@ -26,6 +26,16 @@ const work = defineTask({
     starts.push({ id: ctx.jobId, tenant, at: Date.now() });
     if (ms > 0) await sleep(ms);
     return null;
+  },
+});
+
+const doomed = defineTask({
+  name: 'fair.doomed',
+  queue: QUEUE,
+  retries: 0,
+  input: z.object({}),
+  handler: async () => {
+    throw new Error('doomed');
   },
 });
 
@@ -203,6 +213,24 @@ describe('fair scheduling between tenants', () => {
     await waitFor(async () => (await waitList(app)).includes(retry.id));
     await startWorker(app);
     await retry.wait({ timeoutMs: 10_000 });
+  });
+
+  it("an operator's retry of a failed fair job keeps its priority in its tenant's backlog", async () => {
+    const app = await openTestApp('sqlite', [work, doomed], { fairQueues: QUEUE, fairWindow: 1 });
+    await startRecorder(app);
+    const worker = await startWorker(app);
+    const failed = await app.enqueue(doomed, {}, { tenant: 'A', priority: 2 });
+    expect((await failed.wait({ timeoutMs: 10_000 })).status).toBe('failed');
+    await worker.close();
+    // Fills the window of 1, so what follows stays in the backlogs.
+    await flood(app, 'Z', 1);
+    const [later] = await flood(app, 'A', 1, 0, 7);
+    const retry = await app.retry(failed.id);
+    const backlog = await testRedis().zrange(`${fairKeys.base(app.config.prefix, QUEUE)}${FAIR_PARTS.backlog}A`, 0, -1, 'WITHSCORES');
+    // Score = priority · 2^32 + arrival: the retry keeps priority 2, so it goes before the priority-7 job that arrived first.
+    expect(backlog[0]).toBe(retry.id);
+    expect(Math.floor(Number(backlog[1]) / 2 ** 32)).toBe(2);
+    expect(backlog[2]).toBe(later);
   });
 
   it('a delayed job enters its backlog when due, not before', async () => {

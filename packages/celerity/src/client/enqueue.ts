@@ -143,7 +143,8 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
   const chosen = opts.jobId !== undefined ? ({ chosenId: true } as const) : {};
   if (isFairQueue(broker, queue)) {
     const parked = parkedOptions(jobOptions, opts.tenant);
-    return { id, name: route.name, queue, data, opts: parked.opts, idempotencyKey: opts.idempotencyKey, fair: parked.fair, ...chosen };
+    const fairData: JobEnvelope = opts.priority ? { ...data, priority: opts.priority } : data;
+    return { id, name: route.name, queue, data: fairData, opts: parked.opts, idempotencyKey: opts.idempotencyKey, fair: parked.fair, ...chosen };
   }
   return { id, name: route.name, queue, data, opts: jobOptions, idempotencyKey: opts.idempotencyKey, ...chosen };
 }

@@ -146,7 +146,8 @@ export async function retryJob(host: JobActionsHost, id: string, opts: RetryJobO
     ...(opts.keyId !== undefined ? { keyId: opts.keyId } : {}),
     ...(opts.traceId !== undefined ? { traceId: opts.traceId } : {}),
     ...(envelope.limits ? { timeLimits: envelope.limits } : {}),
-    ...(live?.opts.priority ? { priority: live.opts.priority } : {}),
+    // A fair queue's job keeps its priority in its envelope, not in BullMQ's options.
+    ...((live?.opts.priority ?? envelope.priority) ? { priority: live?.opts.priority ?? envelope.priority } : {}),
   });
 
   const guard = keys.retryGuard(broker.config.prefix, id);
