@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { buildServer } from '../src/api/server.ts';
 import { createKey } from '../src/auth/key-store.ts';
+import { ALL_TENANTS } from '../src/auth/principal.ts';
 import { NonRetryableError } from '../src/errors.ts';
 import { jobLogLines, MAX_ATTEMPT_STACK_BYTES, MAX_JOB_LOG_LINE_BYTES, MAX_JOB_LOG_LINES } from '../src/job-record.ts';
 import { defineTask } from '../src/task.ts';
@@ -159,7 +160,7 @@ describe.each(stores)("a job's log lines in the history (%s)", (kind) => {
     const retried = await app.enqueue(talk, { lines: 1, fail_first: true });
     const silent = await app.enqueue(quiet, {});
     for (const h of [ok, retried, silent]) expect((await h.wait()).status).toBe('completed');
-    const kept = async (id: string) => waitFor(async () => readKeptLogs(app.store, id));
+    const kept = async (id: string) => waitFor(async () => readKeptLogs(app.store, id, ALL_TENANTS));
     // The recorder's happy path (its row queued, then start and completion in one batch, one attempt) copies the lines too.
     await app.pauseQueue('default');
     const happy = await app.enqueue(talk, { lines: 1 });
@@ -177,7 +178,7 @@ describe.each(stores)("a job's log lines in the history (%s)", (kind) => {
     // A job that never logged: no marker on its hash, no row.
     await waitFor(async () => (await app.store.get(silent.id))?.status === 'completed');
     expect(await app.broker.redis.hget(app.broker.queue('default').toKey(silent.id), jobLogMarker.field)).toBeNull();
-    expect(await readKeptLogs(app.store, silent.id)).toBeNull();
+    expect(await readKeptLogs(app.store, silent.id, ALL_TENANTS)).toBeNull();
 
     // Redis lets the job go (its result TTL): the lines come from the history.
     await waitFor(async () => (await app.store.get(ok.id))?.status === 'completed');
@@ -188,13 +189,13 @@ describe.each(stores)("a job's log lines in the history (%s)", (kind) => {
 
     // A longer list is newer: an older read cannot shrink what is kept.
     await keepJobLogs(app.store, [{ id: ok.id, rows: [logRow({ level: 'info', msg: 'stale' }, 1, 1)] }]);
-    expect((await readKeptLogs(app.store, ok.id))?.map((l) => l.msg)).toEqual(['line 0', 'line 1', 'from a child']);
+    expect((await readKeptLogs(app.store, ok.id, ALL_TENANTS))?.map((l) => l.msg)).toEqual(['line 0', 'line 1', 'from a child']);
 
     // Deleting the job forgets its lines; the purge removes lines as old as the history it purges.
     await app.deleteJob(retried.id);
-    expect(await readKeptLogs(app.store, retried.id)).toBeNull();
+    expect(await readKeptLogs(app.store, retried.id, ALL_TENANTS)).toBeNull();
     expect(await purgeJobLogs(app.store, Date.now() + 1000)).toBe(2);
-    expect(await readKeptLogs(app.store, ok.id)).toBeNull();
+    expect(await readKeptLogs(app.store, ok.id, ALL_TENANTS)).toBeNull();
   });
 });
 

@@ -14,6 +14,7 @@ import { ALL_TENANTS, type TenantScope } from '../src/auth/principal.ts';
 import { readJob } from '../src/client/status.ts';
 import type { JobRecord } from '../src/job-record.ts';
 import { purgeHistory } from '../src/schedules/maintenance.ts';
+import { readKeptLogs } from '../src/store/job-logs.ts';
 import { JobStore, type RecordedState } from '../src/store/job-store.ts';
 import { withTenantScope } from '../src/store/tenant-scope.ts';
 import { defineTask } from '../src/task.ts';
@@ -189,7 +190,15 @@ describe('row-level security (postgres, non-superuser role)', () => {
 
   it('runs the whole pipeline (enqueue, worker, recorder, reads, purge) as the restricted role', async () => {
     const { url } = await restrictedRole();
-    const echo = defineTask({ name: 'rls.echo', input: z.object({ n: z.number() }), handler: async ({ n }) => ({ n }) });
+    const echo = defineTask({
+      name: 'rls.echo',
+      input: z.object({ n: z.number() }),
+      handler: async ({ n }, ctx) => {
+        // Kept log lines: the recorder copies them to job_logs under its row-level security.
+        ctx.log.info({ n }, 'echoing');
+        return { n };
+      },
+    });
     const flaky = defineTask({
       name: 'rls.flaky',
       input: z.object({ n: z.number() }),
@@ -246,8 +255,21 @@ describe('row-level security (postgres, non-superuser role)', () => {
     expect(await readJob(app.broker, store, [], b.id, A)).toBeNull();
     expect((await readJob(app.broker, store, [], b.id))?.id).toBe(b.id);
 
+    // A job's kept log lines are visible exactly where its row is (migration 0012).
+    const linesOf = (id: string, scope: TenantScope) => readKeptLogs(store, id, scope);
+    expect((await waitFor(() => linesOf(a.id, A)))?.map((l) => l.msg)).toEqual(['echoing']);
+    expect(await linesOf(a.id, ALL_TENANTS)).toHaveLength(1);
+    expect(await linesOf(a.id, B)).toBeNull();
+    expect(await linesOf(a.id, NONE)).toBeNull();
+    expect(await waitFor(() => linesOf(none.id, NONE))).toHaveLength(1);
+    expect(await linesOf(none.id, A)).toBeNull();
+    // Without a scope, nothing; and only the every-tenant scope writes.
+    expect(await store.db.selectFrom('job_logs').selectAll().execute()).toEqual([]);
+    await expect(withTenantScope(store, A, (db) => db.updateTable('job_logs').set({ lines: '[]' }).where('id', '=', a.id).execute())).rejects.toThrow(/row-level security/);
+
     const purged = await purgeHistory(store, 1, Date.now() + 2 * 86_400_000);
     expect(purged.deleted).toBe(expected.length);
+    expect(await linesOf(a.id, ALL_TENANTS)).toBeNull();
   });
 });
 

@@ -137,6 +137,7 @@ describe('a fresh PostgreSQL database', () => {
       '0009_job_metrics',
       '0010_job_logs',
       '0011_lean_indexes',
+      '0012_job_logs_row_security',
     ]);
   });
 

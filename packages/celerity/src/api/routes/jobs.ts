@@ -252,8 +252,9 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
       config: { celerity: { scope: 'jobs:read' } },
     },
     async (request) => {
-      const record = await visibleJob(app, principalOf(request), request.params.id);
-      const all = await readJobLogs(app.broker, await app.openStore(), record.queue, record.id);
+      const principal = principalOf(request);
+      const record = await visibleJob(app, principal, request.params.id);
+      const all = await readJobLogs(app.broker, await app.openStore(), record.queue, record.id, tenantScopeOf(principal));
       const { offset, limit } = request.query;
       const page = all.slice(offset, offset + limit);
       return {
