@@ -37,7 +37,14 @@ export const s1Throughput: Scenario = {
           ratio_redis_only: round(ratio(cel.drain_per_s, raw.drain_per_s)),
         },
         detail: {
-          celerity: { enqueue_ms: round(cel.enqueue_ms), drain_ms: round(cel.drain_ms), recorded_ms: round(cel.recorded_ms), rows_at_resume: cel.rows_at_resume, cpu_ms: cel.cpu, cpu_ms_by_process: cel.cpu_by_process },
+          celerity: {
+            enqueue_ms: round(cel.enqueue_ms),
+            drain_ms: round(cel.drain_ms),
+            recorded_ms: round(cel.recorded_ms),
+            rows_at_resume: cel.rows_at_resume,
+            cpu_ms: cel.cpu,
+            cpu_ms_by_process: cel.cpu_by_process,
+          },
           bullmq: { enqueue_ms: round(raw.enqueue_ms), drain_ms: round(raw.drain_ms), cpu_ms: raw.cpu },
         },
       };
