@@ -19,6 +19,7 @@ import { createRedis } from './broker/connection.ts';
 import { newRecorderStats, Recorder, type RecorderStats } from './store/recorder.ts';
 import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
 import { readStats, type StatsQuery, type StatsResult } from './store/job-metrics.ts';
+import { appMetrics, type Metrics } from './ops/metrics.ts';
 import { parseInput, type Task, type TaskInput, type TaskResult } from './task.ts';
 import { Worker } from './worker/worker.ts';
 import { Lifecycle, type LifecycleEvent, type LifecycleHook } from './worker/lifecycle.ts';
@@ -196,6 +197,21 @@ export class App {
    */
   on(event: LifecycleEvent, fn: LifecycleHook): () => void {
     return this.lifecycle.on(event, fn);
+  }
+
+  /**
+   * The app's Prometheus metrics in this process (docs/metrics.md), made
+   * and subscribed to the job hooks on the first call: call it before this
+   * process's workers run jobs, so that none goes uncounted. For a service
+   * that runs Celerity's workers itself instead of `celerity worker`:
+   * `trackWorker(worker)` adds a worker's running jobs to
+   * `celerity_worker_active_jobs`, and `render()` (with `contentType`) is
+   * the exposition to serve on the service's own `/metrics`, or use
+   * `startHealthServer` (a port of its own with `/healthz`, `/readyz` and
+   * `/metrics`). The API's `/metrics` serves the same.
+   */
+  metrics(): Metrics {
+    return appMetrics(this);
   }
 
   /**

@@ -9,6 +9,8 @@ export * from './errors.ts';
 export { JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './worker/limits.ts';
 export type { RetryOptions } from './task.ts';
 export { Worker } from './worker/worker.ts';
+export { HealthServer, startHealthServer, type HealthServerOptions } from './worker/health-server.ts';
+export type { Metrics } from './ops/metrics.ts';
 export { Recorder } from './store/recorder.ts';
 export { JobStore } from './store/job-store.ts';
 export type { Dialect } from './store/db.ts';

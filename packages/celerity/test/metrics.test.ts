@@ -9,7 +9,8 @@ import { NonRetryableError } from '../src/errors.ts';
 import { appMetrics } from '../src/ops/metrics.ts';
 import { HealthServer } from '../src/worker/health-server.ts';
 import { defineTask } from '../src/task.ts';
-import { createTestApp, deferred, openTestApp, startWorker, useCleanup, waitFor } from './helpers.ts';
+import { createTestApp, deferred, onCleanup, openTestApp, startWorker, useCleanup, waitFor } from './helpers.ts';
+import { startHealthServer } from '../src/index.ts';
 import { freePort, PrivateRedis, spawnWorker } from './process-helpers.ts';
 import { relSleep } from './fixtures/reliability-app.ts';
 
@@ -86,7 +87,7 @@ describe('metrics', () => {
       return { text: res.body, samples: parse(res.body) };
     };
     const worker = await startWorker(app, { concurrency: 5 });
-    appMetrics(app).trackWorker(worker);
+    app.metrics().trackWorker(worker);
 
     const before = await scrape();
     expect(before.samples.filter((s) => s.name === 'celerity_jobs_total' && s.labels.task?.startsWith('m.'))).toEqual([]);
@@ -272,6 +273,31 @@ describe('recorder health port', () => {
 });
 
 describe('worker health port', () => {
+  it("serves a worker run inside the user's own process, through the package's public exports", async () => {
+    const app = await openTestApp('sqlite', [ok]);
+    // What a service that runs workers itself does: metrics first, then the worker and its port.
+    const metrics = app.metrics();
+    expect(metrics).toBe(appMetrics(app));
+    const worker = app.createWorker();
+    metrics.trackWorker(worker);
+    const health = await startHealthServer({ app, worker, port: 0, host: '127.0.0.1' });
+    onCleanup(() => health.close());
+    worker.start();
+    onCleanup(() => worker.close(0));
+    await worker.ready();
+    const get = (path: string) => fetch(`http://127.0.0.1:${health.port}${path}`);
+    await waitFor(async () => (await get('/readyz')).status === 200, 10_000, 50);
+    expect((await (await app.enqueue(ok, {})).wait({ timeoutMs: 10_000, pollMs: 20 })).status).toBe('completed');
+    const samples = await waitFor(async () => {
+      const s = parse(await (await get('/metrics')).text());
+      return value(s, 'celerity_jobs_total', { task: 'm.ok', queue: 'default', status: 'completed' }) === 1 ? s : undefined;
+    }, 5_000);
+    expect(value(samples, 'celerity_worker_active_jobs')).toBe(0);
+    // The same exposition, for a service's own /metrics route.
+    expect(metrics.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(await metrics.render()).toContain('celerity_jobs_total{task="m.ok",queue="default",status="completed"} 1');
+  });
+
   it('serves /healthz, /readyz (503 while its Redis is down) and /metrics with the jobs it ran', async () => {
     const redis = await PrivateRedis.start();
     const app = await openTestApp('sqlite', [relSleep], { redisUrl: redis.url });
