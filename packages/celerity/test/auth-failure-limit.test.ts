@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { describe, expect, it, vi } from 'vitest';
+import { type Logger, pino } from 'pino';
 import { z } from 'zod';
 import { createKey } from '../src/auth/key-store.ts';
 import { appMetrics } from '../src/ops/metrics.ts';
@@ -26,8 +27,8 @@ const WINDOW_MS = 2_000;
 /** A well-formed key that no store holds: its id must be looked up to be refused. */
 const unknownKey = (n: number) => `cel_${String(n).padStart(16, '0')}_${'x'.repeat(43)}`;
 
-async function serverOf(app: App): Promise<FastifyInstance> {
-  const server = await buildServer(app, { logger: false });
+async function serverOf(app: App, logger: Logger | false = false): Promise<FastifyInstance> {
+  const server = await buildServer(app, { logger });
   onCleanup(() => server.close());
   await server.ready();
   return server;
@@ -180,10 +181,13 @@ describe('failed authentications per IP', () => {
     const app = createApp({ tasks: [add], config });
     onCleanup(() => app.close());
     const valid = (await createKey(await app.openStore(), { name: 'reader', scopes: ['jobs:read'] })).token;
-    const server = await serverOf(app);
+    const lines: string[] = [];
+    const server = await serverOf(app, pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) }));
     for (let i = 0; i < 5; i++) expect((await read(server, '192.0.2.50', unknownKey(i))).statusCode).toBe(401);
     for (let i = 0; i < 3; i++) expect((await login(server, '192.0.2.50', unknownKey(i))).statusCode).toBe(401);
     // Past the auth hook, a route that reads Redis may fail; the hook let the key through.
     expect((await read(server, '192.0.2.50', valid)).statusCode).not.toBe(429);
+    // Said once, not once per request or reconnection attempt.
+    expect(lines.filter((line) => line.includes('failed-authentication limit: Redis is unreachable'))).toHaveLength(1);
   });
 });
