@@ -100,6 +100,12 @@ export const OPTIONS = {
     doc: "Length in ms of the rate limits' fixed window: a key's count starts at its first request and resets when the window ends.",
     default: '60000',
   },
+  authFailureLimit: {
+    env: 'CELERITY_AUTH_FAILURE_LIMIT',
+    flag: '--auth-failure-limit',
+    doc: "Failed authentications (the 401s: a missing, malformed, unknown or revoked API key, a wrong secret) one client IP may make per `CELERITY_RATE_LIMIT_WINDOW`, on the job API and the dashboard login together, counted in Redis across API processes. Past it, every request from that IP that needs a key answers 429 `rate_limited` with `Retry-After` until the window ends, a valid key's included, and no key is looked up. 0 turns the limit off.",
+    default: '20',
+  },
   corsOrigins: {
     env: 'CELERITY_CORS_ORIGINS',
     flag: '--cors-origins',
@@ -336,6 +342,7 @@ const schema = z.object({
   rateLimitRead: z.coerce.number().int().min(0),
   // A day at most: a longer window would make a 429's Retry-After useless.
   rateLimitWindow: positiveInt.min(1000).max(86_400_000),
+  authFailureLimit: z.coerce.number().int().min(0),
   corsOrigins: z
     .string()
     .transform(commaList)

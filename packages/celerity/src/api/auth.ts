@@ -4,6 +4,7 @@ import { bearerToken, KeyAuthenticator, sameSecret, type AuthFailure, type AuthO
 import { hasScope, OPEN_PRINCIPAL, setPrincipal, type Principal, type RouteAuth } from '../auth/principal.ts';
 import { CSRF_HEADER, sessionIdOf, sessionsOf } from '../dashboard/sessions.ts';
 import { ForbiddenError, UnauthorizedError } from '../errors.ts';
+import { useAuthFailureLimit } from './auth-failure-limit.ts';
 
 export type AuthMode = 'keys' | 'off';
 
@@ -27,12 +28,17 @@ export function routeAuthOf(request: FastifyRequest): RouteAuth {
  * a route that says nothing needs a valid key. The caller becomes the
  * request's principal (`principalOf(request)`). With `mode: 'off'` every
  * caller is the open principal (admin of every tenant).
+ *
+ * With keys, failed authentications (the 401s) count against the caller's
+ * IP address (api/auth-failure-limit.ts): past `CELERITY_AUTH_FAILURE_LIMIT`
+ * in the window, its requests are refused (429) before anything is looked up.
  */
 export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode): void {
   const metricsToken = app.config.metricsToken;
   const authenticator = mode === 'keys' ? new KeyAuthenticator(() => app.openStore(), { logger: server.log }) : undefined;
   if (!authenticator) server.log.warn('CELERITY_AUTH=off: the job API takes no API keys; every caller is an admin of every tenant');
   const sessions = sessionsOf(app);
+  const failures = authenticator ? useAuthFailureLimit(server, app) : undefined;
   server.addHook('onClose', async () => {
     await authenticator?.close();
   });
@@ -47,6 +53,9 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
       setPrincipal(request, OPEN_PRINCIPAL);
       return done();
     }
+    // Before the metrics token, the session and the key: a blocked address gets nothing checked.
+    const blocked = failures?.refusedHere(request, reply);
+    if (blocked) return done(blocked);
     const header = request.headers.authorization;
     if (needs.metricsToken && metricsToken !== undefined && header !== undefined) {
       const token = bearerToken(header);
@@ -63,13 +72,22 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
         refused = err as Error;
       }
       // Outside the try: an error thrown by what done() runs next is not a refusal.
-      if (refused) done(refused);
+      if (refused instanceof UnauthorizedError && failures) {
+        const unauthorized = refused;
+        // Answered once counted, so that the next request of the address sees the count.
+        failures.failed(request, reply).then((limited) => done(limited ?? unauthorized), done);
+      } else if (refused) done(refused);
       else done();
+    };
+    const lookUp = (): void => {
+      authenticator.authenticate(header).then((outcome) => finish(() => admitted(request, reply, needs, outcome)), done);
     };
     const byKey = (): void => {
       const cached = authenticator.authenticateCached(header);
       if (cached) finish(() => admitted(request, reply, needs, cached));
-      else authenticator.authenticate(header).then((outcome) => finish(() => admitted(request, reply, needs, outcome)), done);
+      // A key that must be read from SQL: the address is checked in Redis first, which costs far less.
+      else if (failures) failures.refused(request, reply).then((limited) => (limited ? done(limited) : lookUp()), done);
+      else lookUp();
     };
     // The dashboard's session cookie, only when no key is sent: a request
     // with an Authorization header is judged by it alone (the fast path).

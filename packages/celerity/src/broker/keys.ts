@@ -28,6 +28,8 @@ export const keys = {
   retryGuard: (prefix: string, jobId: string) => `${prefix}:celerity:retry:${jobId}`,
   /** A rate limit's window: sorted set of its starts, scored by their time (ms, Redis clock). `limit` is a label such as `task:x`. */
   rateWindow: (prefix: string, limit: string) => `${prefix}:celerity:rl:${limit}`,
+  /** Failed authentications from one client IP (IPv6: its /64) in the current window: a counter expiring with the window (api/auth-failure-limit.ts). */
+  authFailures: (prefix: string, ip: string) => `${prefix}:celerity:auth-fail:${ip}`,
   /** A rate limit paused by `ctx.rateLimited(ms)`: exists (with that PX) while the pause lasts. */
   ratePause: (prefix: string, limit: string) => `${prefix}:celerity:rl-pause:${limit}`,
   /** The jobs a rate limit holds back, in turn: sorted set of job ids scored by the time each was given. */

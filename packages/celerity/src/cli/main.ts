@@ -80,6 +80,7 @@ const SERVER: OptionName[] = [
   'rateLimitSubmit',
   'rateLimitRead',
   'rateLimitWindow',
+  'authFailureLimit',
   'corsOrigins',
   'trustProxy',
   'searchTimeout',

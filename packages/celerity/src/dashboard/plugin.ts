@@ -2,6 +2,7 @@ import AjvCompiler from '@fastify/ajv-compiler';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { App } from '../app.ts';
 import type { AuthMode } from '../api/auth.ts';
+import { useAuthFailureLimit } from '../api/auth-failure-limit.ts';
 import { body, errorHandlerPlugin, errorSchema } from '../api/errors.ts';
 import { HTML_SECURITY_HEADERS, SECURITY_HEADERS } from '../api/security-headers.ts';
 import { KeyAuthenticator, sameSecret } from '../auth/authenticator.ts';
@@ -82,6 +83,8 @@ export const celerityDashboard: FastifyPluginAsync<CelerityDashboardOptions> = a
   const assets = new DashboardAssets(opts.assetsDir);
   const sessions = sessionsOf(app);
   const authenticator = mode === 'keys' ? new KeyAuthenticator(() => app.openStore(), { logger: server.log }) : undefined;
+  // The API's count: a wrong key costs an address the same whether sent to the API or to the login.
+  const failures = authenticator ? useAuthFailureLimit(server, app) : undefined;
   server.addHook('onClose', async () => {
     await authenticator?.close();
   });
@@ -102,13 +105,28 @@ export const celerityDashboard: FastifyPluginAsync<CelerityDashboardOptions> = a
     reply.header('x-request-id', request.id);
   });
 
+  /**
+   * The principal of an API key, as the API's authentication hook finds it,
+   * under the same limit on failures: the 429 of an address that failed too
+   * often is thrown before the key is looked up, and each failure counted.
+   */
+  async function byKey(request: FastifyRequest, reply: FastifyReply, keys: KeyAuthenticator, header: string): Promise<Principal | undefined> {
+    const blocked = await failures?.refused(request, reply);
+    if (blocked) throw blocked;
+    const outcome = await keys.authenticate(header);
+    if (outcome.ok) return outcome.principal;
+    const limited = await failures?.failed(request, reply);
+    if (limited) throw limited;
+    return undefined;
+  }
+
   /** The caller of a dashboard route: the open principal, a session, or (for scripts) a Bearer key. */
-  async function callerOf(request: FastifyRequest): Promise<{ principal: Principal; csrf: string | null; createdAt: number | null } | undefined> {
+  async function callerOf(request: FastifyRequest, reply: FastifyReply): Promise<{ principal: Principal; csrf: string | null; createdAt: number | null } | undefined> {
     if (!authenticator) return { principal: OPEN_PRINCIPAL, csrf: null, createdAt: null };
     const header = request.headers.authorization;
     if (header !== undefined) {
-      const outcome = await authenticator.authenticate(header);
-      return outcome.ok ? { principal: outcome.principal, csrf: null, createdAt: null } : undefined;
+      const principal = await byKey(request, reply, authenticator, header);
+      return principal && { principal, csrf: null, createdAt: null };
     }
     const id = sessionIdOf(request);
     const session = id === undefined ? undefined : await sessions.resolve(id);
@@ -180,9 +198,8 @@ export const celerityDashboard: FastifyPluginAsync<CelerityDashboardOptions> = a
         if (fromForm) return reply.redirect(`${base}/`, 303);
         return view(OPEN_PRINCIPAL, 'off', null, null);
       }
-      const outcome = await authenticator.authenticate(`Bearer ${request.body.key.trim()}`);
-      if (!outcome.ok) unauthorized(reply, 'The API key is not valid (unknown, revoked or malformed)');
-      const { principal } = outcome;
+      const principal = await byKey(request, reply, authenticator, `Bearer ${request.body.key.trim()}`);
+      if (!principal) unauthorized(reply, 'The API key is not valid (unknown, revoked or malformed)');
       // A principal from a key always has its id; only the open principal has none.
       const session = await sessions.create(principal.keyId as string);
       reply.header('set-cookie', sessionCookie(session.id, request));
@@ -228,7 +245,7 @@ export const celerityDashboard: FastifyPluginAsync<CelerityDashboardOptions> = a
       config: OPEN,
     },
     async (request, reply) => {
-      const caller = await callerOf(request);
+      const caller = await callerOf(request, reply);
       if (!caller) unauthorized(reply, 'No dashboard session: log in with an API key (POST /dashboard/login)');
       reply.header('cache-control', 'no-store');
       return view(caller.principal, authenticator ? 'keys' : 'off', caller.csrf, caller.createdAt);

@@ -40,6 +40,8 @@ const OUTCOMES: [LifecycleEvent, AttemptStatus][] = [
 export class Metrics {
   /** This app's metrics; {@link Metrics.render} adds the process defaults. */
   readonly registry: Registry;
+  /** Requests refused because their address failed to authenticate too often (api/auth-failure-limit.ts). */
+  readonly authRefusals: Counter;
   private readonly app: App;
   private readonly workers = new Set<Worker>();
   private clusterTotals = false;
@@ -134,6 +136,12 @@ export class Metrics {
         unrecordable.inc({ kind: 'minimal' }, stats.minimalRows);
         unrecordable.inc({ kind: 'dropped' }, stats.droppedRows);
       },
+    });
+
+    this.authRefusals = new Counter({
+      name: 'celerity_auth_refusals_total',
+      help: 'Requests this process refused (429) because their client IP had failed to authenticate CELERITY_AUTH_FAILURE_LIMIT times in the window, on the job API and the dashboard login.',
+      registers,
     });
 
     // Per tenant, on series of their own: a tenant label on the task series
