@@ -124,6 +124,32 @@ describe('fair scheduling between tenants', () => {
     expect(order).toEqual([a1, b9, a3, a5]);
   });
 
+  it('forgets the passes tenants left with once the virtual time passes them, and keeps at most 10,000', async () => {
+    const app = await fairApp(1);
+    const base = fairKeys.base(app.config.prefix, QUEUE);
+    const redis = testRedis();
+    // What a version before \`left\` kept for every tenant ever seen.
+    await redis.hset(`${base}last`, 'old-tenant', '0.5');
+    await flood(app, 'Z', 1);
+    for (const tenant of ['B', 'C', 'D']) await flood(app, tenant, 1);
+    await flood(app, 'A', 4);
+    await dispatcher(app, 1 + 7).dispatchNow();
+    // B, C and D left one step ahead of a virtual time that A's later jobs moved past; A left last, ahead of it.
+    const vt = Number(await redis.get(`${base}${FAIR_PARTS.vtime}`));
+    expect(vt).toBeGreaterThanOrEqual(2);
+    const left = await redis.zrange(`${base}${FAIR_PARTS.left}`, 0, -1, 'WITHSCORES');
+    expect(left).toEqual(['A', String(vt + 1)]);
+    expect(await redis.exists(`${base}last`)).toBe(0);
+
+    // Only one-job tenants: the virtual time stands still, and the cap holds.
+    await redis.zadd(`${base}${FAIR_PARTS.left}`, ...Array.from({ length: 10_050 }, (_, i) => [String(vt + 1 + i / 100_000), `t${i}`]).flat());
+    await dispatcher(app, 1 + 7).dispatchNow();
+    expect(await redis.zcard(`${base}${FAIR_PARTS.left}`)).toBe(10_000);
+    // The ones nearest the virtual time went.
+    expect(await redis.zscore(`${base}${FAIR_PARTS.left}`, 't0')).toBeNull();
+    expect(await redis.zscore(`${base}${FAIR_PARTS.left}`, 't10049')).not.toBeNull();
+  });
+
   it('jobs without a tenant form a tenant of their own', async () => {
     const app = await fairApp(1);
     await flood(app, 'Z', 1);

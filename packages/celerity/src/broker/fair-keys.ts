@@ -36,8 +36,10 @@ export const fairKeys = {
 export const FAIR_PARTS = {
   /** Sorted set: tenants with a backlog, scored by their virtual pass. */
   active: 'active',
-  /** Hash: tenant → pass it left the active set with (so it cannot come back with credit). */
-  last: 'last',
+  /** Sorted set: tenant → pass it left the active set with (so it cannot come back with credit), while above the virtual time. */
+  left: 'left',
+  /** Hash: the same, as versions before `left` kept it for every tenant ever seen; unlinked by the next dispatch. */
+  lastLegacy: 'last',
   /** String: the virtual time, the pass of the tenant served last. */
   vtime: 'vt',
   /** Hash: tenant → arrival counter of its backlog (dropped when the backlog empties). */

@@ -15,6 +15,10 @@
  * the active set starts at max(vt, the pass it left with), so idle time earns
  * it no credit and leaving and coming back gains nothing. Each choice is a
  * ZRANGE and a ZADD on `active`: O(log n) in the number of active tenants.
+ * The passes tenants left with sit in `left`, scored by pass: vt never
+ * decreases, so each dispatch drops those at or below it, and `left` holds
+ * only tenants that left within about one step of vt (at most 10,000), not
+ * every tenant ever seen.
  */
 
 /** Adds a job to its tenant's backlog and makes the tenant active. */
@@ -24,9 +28,9 @@ local function backlogAdd(base, tenant, priority, id)
   redis.call('ZADD', base .. 'b:' .. tenant, 'NX', priority * 4294967296 + seq, id)
   if not redis.call('ZSCORE', base .. 'active', tenant) then
     local vt = tonumber(redis.call('GET', base .. 'vt') or '0')
-    local last = tonumber(redis.call('HGET', base .. 'last', tenant) or '0')
+    local last = tonumber(redis.call('ZSCORE', base .. 'left', tenant) or '0')
     if last > vt then vt = last end
-    redis.call('HDEL', base .. 'last', tenant)
+    redis.call('ZREM', base .. 'left', tenant)
     redis.call('ZADD', base .. 'active', vt, tenant)
   end
 end
@@ -102,7 +106,7 @@ if queued <= tonumber(ARGV[3]) then
     local popped = rcall('ZPOPMIN', backlog)
     if #popped == 0 then
       rcall('ZREM', active, tenant)
-      rcall('HSET', base .. 'last', tenant, pass)
+      rcall('ZADD', base .. 'left', pass, tenant)
       rcall('HDEL', base .. 'seq', tenant)
     elseif not rcall('ZSCORE', KEYS[2], popped[1]) then
       skips = skips + 1
@@ -117,7 +121,7 @@ if queued <= tonumber(ARGV[3]) then
       local nextPass = pass + 1 / w
       if rcall('ZCARD', backlog) == 0 then
         rcall('ZREM', active, tenant)
-        rcall('HSET', base .. 'last', tenant, nextPass)
+        rcall('ZADD', base .. 'left', nextPass, tenant)
         rcall('HDEL', base .. 'seq', tenant)
       else
         rcall('ZADD', active, nextPass, tenant)
@@ -128,6 +132,19 @@ if queued <= tonumber(ARGV[3]) then
     end
   end
 end
+-- A tenant that left at or below the virtual time would rejoin at the
+-- virtual time anyway (which never decreases): its entry says nothing more.
+-- While only one-job tenants come and go the virtual time stands still, so
+-- the set is also capped: past 10,000 the entries nearest the virtual time
+-- go, whose tenants would then rejoin at most one step (1 / weight) early.
+local left = base .. 'left'
+rcall('ZREMRANGEBYSCORE', left, '-inf', rcall('GET', base .. 'vt') or '0')
+local leftCount = rcall('ZCARD', left)
+if leftCount > 10000 then rcall('ZREMRANGEBYRANK', left, 0, leftCount - 10001) end
+-- What versions before \`left\` kept instead, for every tenant ever seen: let
+-- go in the background. At worst a tenant that had left one step ahead of the
+-- virtual time rejoins at it, once.
+rcall('UNLINK', base .. 'last')
 local nextDue = rcall('ZRANGE', base .. 'deferred', 0, 0, 'WITHSCORES')
 return { taken, nextDue[2] or '-1' }`;
 
