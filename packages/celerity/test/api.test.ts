@@ -167,6 +167,12 @@ describe('HTTP API errors', () => {
     const spec = (await api.inject({ method: 'GET', url: '/openapi.json' })).json();
     expect(spec.openapi).toBe('3.1.0');
     expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(['/v1/jobs', '/v1/jobs/{id}', '/v1/tasks', '/healthz']));
+    // The dashboard's session routes too (its page and assets are not an API).
+    expect(
+      Object.keys(spec.paths)
+        .filter((p) => p.startsWith('/dashboard'))
+        .sort(),
+    ).toEqual(['/dashboard/login', '/dashboard/logout', '/dashboard/session']);
     expect(spec.paths['/v1/jobs'].post.requestBody.content['application/json'].schema.required).toEqual(['task']);
   });
 });

@@ -50,7 +50,7 @@ async function hostServer({ swagger = false } = {}): Promise<FastifyInstance> {
   return host;
 }
 
-async function mount(app: App, opts: { openapi?: boolean } = {}, host?: FastifyInstance): Promise<FastifyInstance> {
+async function mount(app: App, opts: { openapi?: boolean | 'host' } = {}, host?: FastifyInstance): Promise<FastifyInstance> {
   host ??= await hostServer();
   await host.register(celerityApi, { app, prefix: '/jobs-api', ...opts });
   await host.ready();
@@ -174,5 +174,16 @@ describe('celerityApi and OpenAPI', () => {
     expect(spec.paths['/jobs-api/v1/jobs']!.post!.requestBody).toBeDefined();
 
     await expect(mount(app, { openapi: true }, await hostServer({ swagger: true }))).rejects.toThrow(/already has @fastify\/swagger/);
+  });
+
+  it("serves the host's document at <prefix>/openapi.json with openapi: 'host', without a key", async () => {
+    const app = await openTestApp('sqlite', [add], { auth: 'keys' });
+    const host = await mount(app, { openapi: 'host' }, await hostServer({ swagger: true }));
+    const res = await host.inject({ method: 'GET', url: '/jobs-api/openapi.json' });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(Object.keys((res.json() as { paths: object }).paths)).toEqual(expect.arrayContaining(['/things', '/jobs-api/v1/jobs']));
+
+    await expect(mount(app, { openapi: 'host' }, await hostServer())).rejects.toThrow(/needs the host's @fastify\/swagger/);
   });
 });

@@ -28,11 +28,13 @@ export interface CelerityApiOptions {
   app: App;
   /**
    * Serve an OpenAPI 3.1 document of Celerity's routes (and the app's) at
-   * `<prefix>/openapi.json`. Default false. Leave it off when the host server
-   * registers @fastify/swagger itself: that one already lists these routes,
-   * and the two cannot share a context.
+   * `<prefix>/openapi.json`. Default false. When the host server registers
+   * @fastify/swagger itself, that one already lists these routes (the two
+   * cannot share a context): leave this off, or say `'host'` to serve the
+   * host's document at `<prefix>/openapi.json` (with the API's headers and
+   * without a key), as `buildServer` does.
    */
-  openapi?: boolean;
+  openapi?: boolean | 'host';
   /** Largest request body of the API's routes in bytes; default the app's config (`CELERITY_BODY_LIMIT`). */
   bodyLimit?: number;
   /**
@@ -86,17 +88,21 @@ const buildValidator = AjvCompiler();
  * both set to answer in the API's error shape (`frameworkErrorHandler`,
  * `clientErrorHandler`).
  */
+/** The OpenAPI document's header, wherever Celerity registers the document. */
+export const OPENAPI_INFO = { openapi: '3.1.0', info: { title: 'Celerity job API', version: '1' } } as const;
+
 export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server, opts) => {
   const { app } = opts;
   const bodyLimit = opts.bodyLimit ?? app.config.bodyLimit;
 
-  if (opts.openapi) {
+  if (opts.openapi === 'host' && !server.hasDecorator('swagger')) {
+    throw new Error("celerityApi: `openapi: 'host'` needs the host's @fastify/swagger, registered before celerityApi");
+  }
+  if (opts.openapi === true) {
     if (server.hasDecorator('swagger')) {
-      throw new Error("celerityApi: `openapi: true` while the server already has @fastify/swagger; drop the option, that one lists Celerity's routes too");
+      throw new Error("celerityApi: `openapi: true` while the server already has @fastify/swagger; drop the option (that one lists Celerity's routes too), or say 'host' to serve its document");
     }
-    await server.register(fastifySwagger, {
-      openapi: { openapi: '3.1.0', info: { title: 'Celerity job API', version: '1' } },
-    });
+    await server.register(fastifySwagger, { openapi: OPENAPI_INFO });
   }
 
   // Per route rather than setValidatorCompiler: a fixed compiler would not see

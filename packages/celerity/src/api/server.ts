@@ -6,7 +6,8 @@ import { traceIdOf } from '../ids.ts';
 import { MAX_PARAM_LENGTH } from '../limits.ts';
 import { body, clientErrorHandler, frameworkErrorHandler } from './errors.ts';
 import { celerityDashboard } from '../dashboard/plugin.ts';
-import { celerityApi } from './plugin.ts';
+import fastifySwagger from '@fastify/swagger';
+import { celerityApi, OPENAPI_INFO } from './plugin.ts';
 
 export interface ServerOptions {
   /** Largest request body in bytes; default from the app's config. */
@@ -19,8 +20,8 @@ export interface ServerOptions {
 
 /**
  * Builds the HTTP API (not listening yet): a server of its own with
- * {@link celerityApi} at its root. Every route has a JSON schema;
- * `/openapi.json` is generated from them.
+ * {@link celerityApi} at its root and the dashboard at `/dashboard`. Every
+ * route has a JSON schema; `/openapi.json` is generated from them.
  */
 export async function buildServer(app: App, opts: ServerOptions = {}): Promise<FastifyInstance> {
   const bodyLimit = opts.bodyLimit ?? app.config.bodyLimit;
@@ -60,8 +61,12 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
     socket.destroySoon();
   });
 
+  // The document at the root, as a host's own would be: it lists the API's
+  // routes and the dashboard's session routes (login, logout, session), so
+  // that everything this server answers under a schema is documented.
+  await server.register(fastifySwagger, { openapi: OPENAPI_INFO });
   // The whole server is the API's, so its 404s are Celerity's too.
-  await server.register(celerityApi, { app, bodyLimit, openapi: true, notFound: true });
+  await server.register(celerityApi, { app, bodyLimit, openapi: 'host', notFound: true });
   if (opts.dashboard !== false) await server.register(celerityDashboard, { app, prefix: '/dashboard' });
   return server;
 }
