@@ -103,7 +103,7 @@ export const OPTIONS = {
   authFailureLimit: {
     env: 'CELERITY_AUTH_FAILURE_LIMIT',
     flag: '--auth-failure-limit',
-    doc: "Failed authentications (the 401s: a missing, malformed, unknown or revoked API key, a wrong secret) one client IP may make per `CELERITY_RATE_LIMIT_WINDOW`, on the job API and the dashboard login together, counted in Redis across API processes. Past it, every request from that IP that needs a key answers 429 `rate_limited` with `Retry-After` until the window ends, a valid key's included, and no key is looked up. 0 turns the limit off.",
+    doc: "Failed authentications (an API key sent and refused: malformed, unknown, revoked, a wrong secret; a request with no key does not count) one client IP may make per `CELERITY_RATE_LIMIT_WINDOW`, on the job API and the dashboard login together, counted in Redis across API processes. Past it, every request from that IP that needs a key answers 429 `rate_limited` with `Retry-After` until the window ends, a valid key's included, and no key is looked up. 0 turns the limit off.",
     default: '20',
   },
   corsOrigins: {

@@ -101,7 +101,7 @@ describe('failed authentications per IP', () => {
     expect((await read(server, '203.0.113.7', unknownKey(1))).statusCode).toBe(401);
   });
 
-  it('counts every 401 (no key, a malformed one, a wrong secret), not a 403 for a scope', async () => {
+  it('counts every key that fails (malformed, unknown, a wrong secret), not a request without one nor a 403 for a scope', async () => {
     const { server, valid } = await setUp();
     const ip = '192.0.2.10';
     // A key without jobs:submit: each submission is a 403, and does not count.
@@ -111,9 +111,13 @@ describe('failed authentications per IP', () => {
     }
     expect((await read(server, ip, valid)).statusCode).toBe(200);
 
+    // No key at all (a browser, a probe, a stale dashboard tab): nothing to guess or look up, not counted.
+    for (let i = 0; i < LIMIT + 2; i++) expect((await read(server, ip)).statusCode).toBe(401);
+    expect((await read(server, ip, valid)).statusCode).toBe(200);
+
     const wrongSecret = `${valid.slice(0, -43)}${'y'.repeat(43)}`;
-    expect((await read(server, ip)).statusCode).toBe(401);
     expect((await read(server, ip, 'not-a-key')).statusCode).toBe(401);
+    expect((await read(server, ip, unknownKey(2))).statusCode).toBe(401);
     expect((await read(server, ip, wrongSecret)).statusCode).toBe(401);
     expectRefused(await read(server, ip, valid));
   });

@@ -29,9 +29,10 @@ export function routeAuthOf(request: FastifyRequest): RouteAuth {
  * request's principal (`principalOf(request)`). With `mode: 'off'` every
  * caller is the open principal (admin of every tenant).
  *
- * With keys, failed authentications (the 401s) count against the caller's
- * IP address (api/auth-failure-limit.ts): past `CELERITY_AUTH_FAILURE_LIMIT`
- * in the window, its requests are refused (429) before anything is looked up.
+ * With keys, failed authentications (a key sent and refused) count against
+ * the caller's IP address (api/auth-failure-limit.ts): past
+ * `CELERITY_AUTH_FAILURE_LIMIT` in the window, its requests are refused
+ * (429) before anything is looked up.
  */
 export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode): void {
   const metricsToken = app.config.metricsToken;
@@ -72,7 +73,11 @@ export function registerAuth(server: FastifyInstance, app: App, mode: AuthMode):
         refused = err as Error;
       }
       // Outside the try: an error thrown by what done() runs next is not a refusal.
-      if (refused instanceof UnauthorizedError && failures) {
+      // Only a key sent and refused counts: a request without one (a
+      // browser, a probe, an expired dashboard session) guesses nothing and
+      // costs no lookup, and one client of a shared address must not lock
+      // out the others by it.
+      if (refused instanceof UnauthorizedError && failures && header !== undefined) {
         const unauthorized = refused;
         // Answered once counted, so that the next request of the address sees the count.
         failures.failed(request, reply).then((limited) => done(limited ?? unauthorized), done);
