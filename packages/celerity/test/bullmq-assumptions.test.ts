@@ -2,7 +2,7 @@ import { DelayedError, Job, type Queue, Worker, Worker as BullWorker } from 'bul
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createRedis } from '../src/broker/connection.ts';
-import { bullmqDelayed, bullmqInternals, jobLogMarker } from '../src/broker/keys.ts';
+import { bullmqDelayed, bullmqInternals, bullmqRemovedEvent, jobLogMarker } from '../src/broker/keys.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
@@ -78,6 +78,11 @@ describe('BullMQ internals Celerity depends on', () => {
     expect(Number(ats)).toBe(2);
     expect(Number(processedOn)).toBeGreaterThan(0);
     expect(Number(finishedOn)).toBeGreaterThanOrEqual(Number(processedOn));
+
+    // A removal's announcement, which a delete of a job Redis let go imitates.
+    await (await Job.fromId(queue, handle.id))!.remove();
+    const after = (await redis.xrange(app.broker.eventsKey(flaky.queue), '-', '+')) as [string, string[]][];
+    expect(after.at(-1)![1]).toEqual(bullmqRemovedEvent(handle.id, 'completed'));
   });
 
   it("the job hash and lock keys, and moveToDelayed's attempt counts", async () => {

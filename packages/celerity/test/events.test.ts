@@ -562,6 +562,27 @@ describe.each(stores)('events of jobs gone from Redis (%s)', (kind: StoreKind) =
     expect(JSON.stringify(mine.messages)).not.toContain(ghost);
   });
 
+  it('announce the delete of a job Redis had already let go', async () => {
+    const app = await openTestApp(kind, [quick], { auth: 'keys' });
+    const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;
+    await startWorker(app);
+    const recorder = await app.startRecorder();
+    onCleanup(() => recorder.stop());
+    const job = await app.enqueue(quick, { n: 1 }, { tenant: 'acme' });
+    await job.wait({ timeoutMs: 10_000 });
+    await waitFor(async () => (await app.store.get(job.id))?.status === 'completed');
+    // As the result TTL's end does: the hash goes, and BullMQ says nothing.
+    await app.broker.queue(quick.queue).clean(0, 100, 'completed');
+    const { base } = await serve(app);
+    const mine = await openStream(base, '/v1/events', { authorization: `Bearer ${acme}` });
+    await app.deleteJob(job.id);
+    await waitFor(() => statuses(mine, job.id).includes('deleted'));
+    expect(mine.jobEvents()).toEqual([expect.objectContaining({ event: 'deleted', job_id: job.id, task: 'events.quick', tenant: 'acme', status: 'deleted' })]);
+    // The recorder, reading the announcement too, leaves the tombstone as it is.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await app.getJob(job.id)).toBeNull();
+  });
+
   it('announce the delete of a job the feed never met, placed from its row or tombstone, to its tenant only', async () => {
     const app = await openTestApp(kind, [quick], { auth: 'keys' });
     const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;

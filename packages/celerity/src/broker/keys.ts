@@ -73,6 +73,15 @@ export const bullmqDelayed = {
 };
 
 /**
+ * The fields of BullMQ's announcement of a removed job in its queue's event
+ * stream (`event removed jobId <id> prev <state>`, removeJobWithChildren.lua).
+ * Celerity appends the same for a job it deletes after Redis let it go,
+ * where BullMQ has nothing to remove and would say nothing. Checked in
+ * test/bullmq-assumptions.test.ts.
+ */
+export const bullmqRemovedEvent = (jobId: string, prev: string): string[] => ['event', 'removed', 'jobId', jobId, 'prev', prev];
+
+/**
  * A field Celerity sets on a BullMQ job's hash (BullMQ's own key, beside its
  * fields) once the job has kept log lines. The recorder reads it with the
  * few hash fields it reads anyway, so a job that never logs costs it

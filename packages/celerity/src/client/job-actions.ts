@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
-import { keys } from '../broker/keys.ts';
+import { bullmqRemovedEvent, keys } from '../broker/keys.ts';
 import { CelerityError, JobNotFoundError } from '../errors.ts';
 import { newJobId } from '../ids.ts';
 import { TERMINAL_STATUSES, type JobEnvelope, type JobRecord, type JobStatus } from '../job-record.ts';
@@ -201,7 +201,8 @@ async function claimRetry(host: JobActionsHost, id: string, guard: string, claim
  * written after) is then refused by the row's ordering guard instead of
  * bringing the job back; the job's own `removed` event finds no hash and no
  * cancel marker and writes nothing. The purge removes tombstones with the
- * rest of the old history.
+ * rest of the old history. A job Redis no longer held is announced removed
+ * in its queue's event stream all the same (the live feed's `deleted`).
  */
 export async function deleteJob(host: JobActionsHost, id: string, opts: { scope?: TenantScope } = {}): Promise<void> {
   const { broker } = host;
@@ -226,6 +227,17 @@ export async function deleteJob(host: JobActionsHost, id: string, opts: { scope?
   for (const row of rows) {
     await tombstone(store, row, seq);
     await forgetJobLogs(store, row.id);
+  }
+  if (!job) {
+    // Redis had let the job go (its result TTL, or a cancel while it
+    // waited): BullMQ removed nothing and says nothing, so the live feed and
+    // BullMQ's own listeners would not hear of the delete. The same
+    // announcement as a removal, after the tombstones, by which a feed that
+    // never met the job places it. A recorder reading it finds no hash and no
+    // cancel marker and writes nothing. Best effort: the delete is done.
+    const announce = broker.redis.multi();
+    for (const row of rows) announce.xadd(broker.eventsKey(record.queue), 'MAXLEN', '~', broker.config.eventsMaxLen, '*', ...bullmqRemovedEvent(row.id, record.status));
+    await viaBroker(broker.redis, () => announce.exec()).catch(() => {});
   }
 }
 
