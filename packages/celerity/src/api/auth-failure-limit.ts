@@ -66,7 +66,7 @@ export class AuthFailuresLimitedError extends CelerityError {
 
 /**
  * A per-IP limit on failed authentications, shared by every API process
- * through Redis: each failure (a 401) is counted there, under the app's
+ * through Redis: each key sent and refused (a 401) is counted there, under the app's
  * prefix; an address with `limit` failures in the window is refused (429)
  * before its key is looked up, so that a flood of made-up keys costs no SQL.
  *

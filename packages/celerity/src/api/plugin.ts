@@ -63,6 +63,9 @@ const AJV_OPTIONS = { removeAdditional: false, coerceTypes: true, useDefaults: t
 // every context with the same schemas shares one AJV instance.
 const buildValidator = AjvCompiler();
 
+/** The OpenAPI document's header, wherever Celerity registers the document. */
+export const OPENAPI_INFO = { openapi: '3.1.0', info: { title: 'Celerity job API', version: '1' } } as const;
+
 /**
  * The job API as a Fastify plugin, to mount in a server of your own:
  *
@@ -88,9 +91,6 @@ const buildValidator = AjvCompiler();
  * both set to answer in the API's error shape (`frameworkErrorHandler`,
  * `clientErrorHandler`).
  */
-/** The OpenAPI document's header, wherever Celerity registers the document. */
-export const OPENAPI_INFO = { openapi: '3.1.0', info: { title: 'Celerity job API', version: '1' } } as const;
-
 export const celerityApi: FastifyPluginAsync<CelerityApiOptions> = async (server, opts) => {
   const { app } = opts;
   const bodyLimit = opts.bodyLimit ?? app.config.bodyLimit;
