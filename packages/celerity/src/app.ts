@@ -267,7 +267,13 @@ export class App {
    */
   async openStore(): Promise<JobStore> {
     this.storeReady ??= (async () => {
-      await this.store.migrate();
+      const newer = await this.store.migrate();
+      if (newer.length > 0) {
+        this.logger.warn(
+          { migrations: newer },
+          'the job store was migrated by a newer version of Celerity; this process runs on its schema as it is (finish the rollout, or migrate back before a rollback)',
+        );
+      }
       for (const set of this.tableSets) await this.store.tables(set);
       const paths = this.config.searchPaths ?? [];
       if (paths.length > 0) {

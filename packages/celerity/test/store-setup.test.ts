@@ -161,6 +161,32 @@ describe('a fresh PostgreSQL database', () => {
   });
 });
 
+describe('a store migrated by another version', () => {
+  it('runs on the schema of a newer version, whose migrations it does not know, and still refuses a gap among its own', async () => {
+    const url = urlOf(database);
+    const schema = `celerity_${randomToken()}`;
+    const open = () => {
+      const config = loadConfig({ env: {}, flags: { redisUrl: TEST_REDIS_URL, databaseUrl: url, databaseSchema: schema, prefix: `t${randomToken()}`, logLevel: 'silent' } });
+      return createApp({ tasks: [], config, maintenance: false });
+    };
+    const first = open();
+    await first.openStore();
+    await first.close();
+    // What a newer version leaves: a migration this one has never heard of, after its own.
+    await query(url, `insert into ${schema}.celerity_migrations (name, timestamp) values ('9999_from_the_future', now()::text)`);
+    const older = open();
+    const store = await older.openStore();
+    expect(await store.migrate()).toEqual(['9999_from_the_future']);
+    await older.close();
+
+    // An unknown name among its own is not a newer version's: refused as before.
+    await query(url, `insert into ${schema}.celerity_migrations (name, timestamp) values ('0005_zz_stranger', now()::text)`);
+    const confused = open();
+    await expect(confused.openStore()).rejects.toThrow(/0005_zz_stranger is missing/);
+    await confused.close();
+  });
+});
+
 describe('start-up failures of the store are one line naming the setting and the fix', () => {
   it('a missing database', async () => {
     const res = await cli(['serve', '--app', APP], { DATABASE_URL: urlOf(`nope_${randomToken()}`), PORT: String(await freePort()), REDIS_URL: TEST_REDIS_URL });

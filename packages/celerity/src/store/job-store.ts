@@ -76,9 +76,13 @@ export class JobStore {
     return this.upsert;
   }
 
-  /** Creates Celerity's schema and brings its tables to the latest version. */
-  async migrate(): Promise<void> {
-    await migrate(this.db, coreMigrations(this.dialect), {
+  /**
+   * Creates Celerity's schema and brings its tables to the latest version.
+   * Returns the migrations of a newer version the store has run, which this
+   * version does not know and works without (see `migrate`).
+   */
+  async migrate(): Promise<string[]> {
+    return migrate(this.db, coreMigrations(this.dialect), {
       name: 'celerity',
       schema: this.dialect === 'postgres' ? this.schema : undefined,
       clash:

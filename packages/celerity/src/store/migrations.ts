@@ -90,7 +90,7 @@ export interface MigrationTarget {
  * Failures a user must fix (no database, refused credentials, a table of the
  * same name) come out as one-line {@link StoreSetupError}s.
  */
-export async function migrate(db: Kysely<any>, migrations: Record<string, Migration>, target: MigrationTarget): Promise<void> {
+export async function migrate(db: Kysely<any>, migrations: Record<string, Migration>, target: MigrationTarget): Promise<string[]> {
   for (let attempt = 1; ; attempt++) {
     try {
       if (target.schema) {
@@ -99,8 +99,7 @@ export async function migrate(db: Kysely<any>, migrations: Record<string, Migrat
           if (err.code !== '23505' && err.code !== '42P06') throw err;
         });
       }
-      await migrateOnce(db, migrations, target);
-      return;
+      return await migrateOnce(db, migrations, target);
     } catch (err) {
       // A clash can also be a race (two processes creating the same table on
       // SQLite): only one that outlives the retries is a real clash.
@@ -112,8 +111,21 @@ export async function migrate(db: Kysely<any>, migrations: Record<string, Migrat
   }
 }
 
-async function migrateOnce(db: Kysely<any>, migrations: Record<string, Migration>, target: MigrationTarget): Promise<void> {
-  const provider: MigrationProvider = { getMigrations: async () => migrations };
+/**
+ * Runs the pending migrations; returns the names of migrations the store has
+ * run that this version does not know, all after its own last one: a newer
+ * version migrated the store (a rolling deploy under way, a restart of an
+ * old process, a rollback). Migrations only add to the schema (docs/deploy.md,
+ * "Migrations first"), so this version works on it as it is, where Kysely
+ * would refuse to start ("previously executed migration … is missing"). An
+ * unknown name among this version's own is still refused.
+ */
+async function migrateOnce(db: Kysely<any>, migrations: Record<string, Migration>, target: MigrationTarget): Promise<string[]> {
+  const known = Object.keys(migrations).sort();
+  const last = known.at(-1) ?? '';
+  const newer = (await executedMigrations(db, target)).filter((name) => !(name in migrations) && name > last);
+  // Already run, so never run again: they only keep Kysely's check quiet.
+  const provider: MigrationProvider = { getMigrations: async () => ({ ...migrations, ...Object.fromEntries(newer.map((name) => [name, { up: async () => {} }])) }) };
   const migrator = new Migrator({
     db,
     provider,
@@ -122,9 +134,21 @@ async function migrateOnce(db: Kysely<any>, migrations: Record<string, Migration
     ...(target.schema ? { migrationTableSchema: target.schema } : {}),
   });
   const { error, results } = await migrator.migrateToLatest();
-  if (!error) return;
+  if (!error) return newer;
   const failed = results?.find((r) => r.status === 'Error');
   // The driver's error keeps its code (for setupError); the migration's name rides along.
   if (error instanceof Error && failed) error.message = `migration ${target.name}/${failed.migrationName}: ${error.message}`;
   throw error;
+}
+
+/** The migrations a store's history says were run; none when it has no history yet. */
+async function executedMigrations(db: Kysely<any>, target: MigrationTarget): Promise<string[]> {
+  const table = target.schema ? db.withSchema(target.schema) : db;
+  try {
+    const rows = await table.selectFrom(`${target.name}_migrations`).select('name').execute();
+    return rows.map((r: { name: string }) => r.name);
+  } catch {
+    // No history table yet (a fresh store), or the store is unreachable: the migrator says which.
+    return [];
+  }
 }
