@@ -244,18 +244,27 @@ export class IdempotencyConflictError extends CelerityError {
   }
 }
 
+/** What a 429 counted: an API key's submissions or reads, or an address's failed authentications (api/auth-failure-limit.ts). */
+export type RateBudget = 'submit' | 'read' | 'auth_failures';
+
 /**
  * A caller (an API key, or an IP address when there is none) used up its
- * budget of requests for the current window. Nothing was done; the answer's
+ * budget of requests for the current window, or an address failed to
+ * authenticate too often (`auth_failures`). Nothing was done; the answer's
  * `Retry-After` says when the window ends.
  */
 export class RateLimitedError extends CelerityError {
   readonly code = 'rate_limited';
   override readonly httpStatus = 429;
-  declare readonly details: { budget: 'submit' | 'read'; limit: number; window_ms: number; retry_after_s: number };
+  declare readonly details: { budget: RateBudget; limit: number; window_ms: number; retry_after_s: number };
 
-  constructor(budget: 'submit' | 'read', limit: number, windowMs: number, retryAfterS: number) {
-    super(`Rate limit exceeded: at most ${limit} ${budget === 'submit' ? 'submissions' : 'requests'} per ${windowMs / 1000} s; retry in ${retryAfterS} s`, {
+  constructor(budget: RateBudget, limit: number, windowMs: number, retryAfterS: number) {
+    const within = `at most ${limit} per ${windowMs / 1000} s; retry in ${retryAfterS} s`;
+    const message =
+      budget === 'auth_failures'
+        ? `Too many failed authentications from this address: ${within}`
+        : `Rate limit exceeded: at most ${limit} ${budget === 'submit' ? 'submissions' : 'requests'} per ${windowMs / 1000} s; retry in ${retryAfterS} s`;
+    super(message, {
       budget,
       limit,
       window_ms: windowMs,

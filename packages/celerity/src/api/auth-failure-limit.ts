@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import type { App } from '../app.ts';
 import { createRedis, firstOutcome, type RedisClient } from '../broker/connection.ts';
 import { keys } from '../broker/keys.ts';
-import { CelerityError } from '../errors.ts';
+import { RateLimitedError } from '../errors.ts';
 import { appMetrics } from '../ops/metrics.ts';
 
 /** As the rate limiter's connection: a Redis that hangs must not hold requests long, since they go on anyway. */
@@ -42,27 +42,6 @@ type LimitRedis = RedisClient & {
   celerityAuthFail(key: string, windowMs: number): Promise<Reply>;
   celerityAuthFailRead(key: string): Promise<Reply>;
 };
-
-/**
- * Too many failed authentications from the caller's address in the current
- * window (`CELERITY_AUTH_FAILURE_LIMIT` per `CELERITY_RATE_LIMIT_WINDOW`).
- * The code is the rate limits' (`rate_limited`), so that clients handle
- * both alike; `details.budget` tells them apart.
- */
-export class AuthFailuresLimitedError extends CelerityError {
-  readonly code = 'rate_limited';
-  override readonly httpStatus = 429;
-  declare readonly details: { budget: 'auth_failures'; limit: number; window_ms: number; retry_after_s: number };
-
-  constructor(limit: number, windowMs: number, retryAfterS: number) {
-    super(`Too many failed authentications from this address: at most ${limit} per ${windowMs / 1000} s; retry in ${retryAfterS} s`, {
-      budget: 'auth_failures',
-      limit,
-      window_ms: windowMs,
-      retry_after_s: retryAfterS,
-    });
-  }
-}
 
 /**
  * A per-IP limit on failed authentications, shared by every API process
@@ -135,7 +114,7 @@ export class AuthFailureLimit {
    * blocked, with its Retry-After set; undefined otherwise. No I/O: for the
    * path of every request.
    */
-  refusedHere(request: FastifyRequest, reply: FastifyReply): AuthFailuresLimitedError | undefined {
+  refusedHere(request: FastifyRequest, reply: FastifyReply): RateLimitedError | undefined {
     if (this.blocked.size === 0) return undefined;
     const ip = ipOf(request);
     const until = this.blocked.get(ip);
@@ -149,7 +128,7 @@ export class AuthFailureLimit {
   }
 
   /** As {@link refusedHere}, asking Redis when this process knows nothing: before a key is read from SQL. */
-  async refused(request: FastifyRequest, reply: FastifyReply): Promise<AuthFailuresLimitedError | undefined> {
+  async refused(request: FastifyRequest, reply: FastifyReply): Promise<RateLimitedError | undefined> {
     const here = this.refusedHere(request, reply);
     if (here !== undefined) return here;
     // A command would fail at once (no offline queue): fail open without one.
@@ -173,7 +152,7 @@ export class AuthFailureLimit {
    * refusal to send instead of the 401 when the address was blocked already
    * (a process that did not know it yet); undefined otherwise, the 401 goes.
    */
-  async failed(request: FastifyRequest, reply: FastifyReply): Promise<AuthFailuresLimitedError | undefined> {
+  async failed(request: FastifyRequest, reply: FastifyReply): Promise<RateLimitedError | undefined> {
     if (this.redis.status !== 'ready') return undefined;
     const ip = ipOf(request);
     let count: number;
@@ -201,11 +180,11 @@ export class AuthFailureLimit {
     this.blocked.set(ip, now + ttlMs);
   }
 
-  private refuse(reply: FastifyReply, leftMs: number): AuthFailuresLimitedError {
+  private refuse(reply: FastifyReply, leftMs: number): RateLimitedError {
     const retryAfter = Math.max(1, Math.ceil(leftMs / 1000));
     reply.header('retry-after', String(retryAfter));
     this.refusals.inc();
-    return new AuthFailuresLimitedError(this.limit, this.windowMs, retryAfter);
+    return new RateLimitedError('auth_failures', this.limit, this.windowMs, retryAfter);
   }
 
   private warn(err: unknown): void {
