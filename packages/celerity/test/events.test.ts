@@ -530,6 +530,19 @@ describe('GET /v1/events', () => {
 });
 
 describe.each(stores)('events of jobs gone from Redis (%s)', (kind: StoreKind) => {
+  /** An app with keys, a worker and a recorder, an acme key that reads, and an acme job completed in the history. */
+  async function recordedAcmeJob() {
+    const app = await openTestApp(kind, [quick], { auth: 'keys' });
+    const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;
+    await startWorker(app);
+    const recorder = await app.startRecorder();
+    onCleanup(() => recorder.stop());
+    const job = await app.enqueue(quick, { n: 1 }, { tenant: 'acme' });
+    await job.wait({ timeoutMs: 10_000 });
+    await waitFor(async () => (await app.store.get(job.id))?.status === 'completed');
+    return { app, acme, job };
+  }
+
   it('are placed from the SQL history, or dropped for tenant keys when they cannot be', async () => {
     const app = await openTestApp(kind, [quick], { auth: 'keys' });
     const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;
@@ -563,14 +576,7 @@ describe.each(stores)('events of jobs gone from Redis (%s)', (kind: StoreKind) =
   });
 
   it('announce the delete of a job Redis had already let go', async () => {
-    const app = await openTestApp(kind, [quick], { auth: 'keys' });
-    const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;
-    await startWorker(app);
-    const recorder = await app.startRecorder();
-    onCleanup(() => recorder.stop());
-    const job = await app.enqueue(quick, { n: 1 }, { tenant: 'acme' });
-    await job.wait({ timeoutMs: 10_000 });
-    await waitFor(async () => (await app.store.get(job.id))?.status === 'completed');
+    const { app, acme, job } = await recordedAcmeJob();
     // As the result TTL's end does: the hash goes, and BullMQ says nothing.
     await app.broker.queue(quick.queue).clean(0, 100, 'completed');
     const { base } = await serve(app);
@@ -584,15 +590,8 @@ describe.each(stores)('events of jobs gone from Redis (%s)', (kind: StoreKind) =
   });
 
   it('announce the delete of a job the feed never met, placed from its row or tombstone, to its tenant only', async () => {
-    const app = await openTestApp(kind, [quick], { auth: 'keys' });
-    const acme = (await createKey(app.store, { name: 'acme', scopes: ['jobs:read'], tenant: 'acme' })).token;
+    const { app, acme, job } = await recordedAcmeJob();
     const globex = (await createKey(app.store, { name: 'globex', scopes: ['jobs:read'], tenant: 'globex' })).token;
-    await startWorker(app);
-    const recorder = await app.startRecorder();
-    onCleanup(() => recorder.stop());
-    const job = await app.enqueue(quick, { n: 1 }, { tenant: 'acme' });
-    await job.wait({ timeoutMs: 10_000 });
-    await waitFor(async () => (await app.store.get(job.id))?.status === 'completed');
     // The feed starts now, past the job's events: it knows nothing of the job.
     const { base } = await serve(app);
     const mine = await openStream(base, '/v1/events', { authorization: `Bearer ${acme}` });
