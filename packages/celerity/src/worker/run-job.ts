@@ -5,7 +5,8 @@ import { type AttemptLogRow, type JobEnvelope, MAX_ATTEMPT_STACK_BYTES } from '.
 import { JobLogWriter, keepingLogger } from './job-log.ts';
 import { jobLogMarker } from '../broker/keys.ts';
 import type { RedisClient } from '../broker/connection.ts';
-import { parseInput, requestRateLimitPause, requestRetry, type Task, type TaskContext } from '../task.ts';
+import { parseInput, type Task } from '../task.ts';
+import { AttemptContext } from './attempt-context.ts';
 import type { ThreadPool, ThreadRun } from './isolation/thread-pool.ts';
 import { effectiveLimits, isHardTimeLimit, JobCancelled, SoftTimeLimitExceeded, TimeLimitExceeded, type TimeLimits } from './limits.ts';
 import { ProgressReporter } from './progress.ts';
@@ -152,23 +153,10 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       if (aborted) thread.abort(aborted);
       execution = thread.result;
     } else {
-      const ctx: TaskContext = {
-        jobId: job.id!,
-        task: task.name,
-        queue,
-        tenant: envelope.tenant ?? null,
-        attempt,
-        maxAttempts: job.opts.attempts ?? 1,
-        get signal() {
-          return signal();
-        },
-        progress: (update) => reporter().update(update),
-        retry: requestRetry,
-        rateLimited: requestRateLimitPause,
-        get log() {
-          return ctxLog();
-        },
-      };
+      const ctx = new AttemptContext(
+        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1 },
+        { signal, log: ctxLog, progress: (update) => reporter().update(update) },
+      );
       execution = Promise.resolve().then(() => task.handler(input, ctx));
     }
     const noop = () => {};
