@@ -576,9 +576,11 @@ export class App {
   async startRecorder(queues: string[] = this.queueNames()): Promise<Recorder> {
     const store = await this.openStore();
     const redis = createRedis(this.config, 'worker');
-    // Its own queues, on an auto-pipelined connection: a batch's hash reads
-    // go out in one write, and they do not queue behind the API's commands.
-    const reads = new Broker(this.config, { autoPipelining: true });
+    // Its own queues, on a connection of their own: a batch's hash reads
+    // (one command per chunk) do not queue behind the API's commands. Not
+    // auto-pipelined: ioredis's pipelines outlive the young generation
+    // (src/broker/job-hashes.ts).
+    const reads = new Broker(this.config);
     const recorder = new Recorder({
       redis,
       store,

@@ -1,9 +1,10 @@
-import { DelayedError, Job, type Queue, Worker, Worker as BullWorker } from 'bullmq';
+import { DelayedError, FlowProducer, Job, type Queue, UnrecoverableError, Worker, Worker as BullWorker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createRedis } from '../src/broker/connection.ts';
 import { bullmqDelayed, bullmqInternals, bullmqRemovedEvent, jobLogMarker } from '../src/broker/keys.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
+import { readJobsAt } from '../src/broker/job-hashes.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -38,6 +39,9 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  * - a job's log (`job.log`) answers the list's length, and refuses with
  *   "Missing key" for a job that is gone (the job log writer's cap,
  *   src/worker/job-log.ts).
+ * - a job built from its hash as the recorder reads it, many at once
+ *   (`jobFromHash` in src/broker/job-hashes.ts), is the job `Job.fromId`
+ *   builds, in every state;
  * - the fair stage (src/broker/fair-keys.ts): the keys `wait`, `delayed` and
  *   the job hash with its `timestamp`; a delayed job stays in `delayed`; the
  *   promote script puts a delayed job on `wait` for FIFO and answers "not in
@@ -128,6 +132,76 @@ describe('BullMQ internals Celerity depends on', () => {
       .filter((e) => e.jobId === job.id)
       .map((e) => e.event);
     expect(events.slice(events.indexOf('active'))).toEqual(['active', 'delayed', 'waiting', 'active', 'completed']);
+  });
+
+  it('a job read with its hash, many at once, is the job Job.fromId reads, in every state', async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    // A Celerity job retried once, then completed: attempts, a failed attempt's stack, a result.
+    const retried = await app.enqueue(flaky, { fail: true });
+    await startWorker(app);
+    await retried.wait({ timeoutMs: 15_000 });
+    const queue: Queue = app.broker.queue(flaky.queue);
+    const raw: Queue = app.broker.queue('assume-raw');
+    const delayed = await raw.add('d', { a: 1 }, { delay: 60_000, priority: 3, attempts: 4, backoff: { type: 'fixed', delay: 5 }, removeOnComplete: { age: 60 } });
+    const deduplicated = await raw.add('dd', { b: [1, 2] }, { deduplication: { id: 'dedup-1' } });
+    const progressed = await raw.add('p', {});
+    await progressed.updateProgress({ done: 3, total: 9 });
+    const flows = new FlowProducer({ connection: app.broker.redis, prefix: app.config.prefix });
+    const flow = await flows.add({ name: 'parent', queueName: raw.name, data: { p: true }, children: [{ name: 'child', queueName: raw.name, data: { c: true } }] });
+    await flows.close();
+    const toFail = await raw.add('fail', {}, { attempts: 1 });
+    const toComplete = await raw.add('ok', { n: 1 });
+    // Started once, then held back without spending the attempt: ats 1, atm 0.
+    const held = await raw.add('hold', {});
+    const connection = createRedis(app.config, 'worker');
+    const worker = new BullWorker(
+      raw.name,
+      async (job: Job, token?: string) => {
+        if (job.name === 'fail') throw new UnrecoverableError('no way');
+        if (job.name === 'hold') {
+          await job.moveToDelayed(Date.now() + 60_000, token!);
+          throw new DelayedError();
+        }
+        return { echoed: job.data };
+      },
+      { connection, prefix: app.config.prefix },
+    );
+    try {
+      await waitFor(async () => (await raw.getJobState(toFail.id!)) === 'failed' && (await raw.getJobState(toComplete.id!)) === 'completed' && (await raw.getJobState(held.id!)) === 'delayed', 10_000);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    await testRedis().hset(raw.toKey(toComplete.id!), jobLogMarker.field, '1');
+    const fields = (j: Job) => ({
+      json: j.asJSON(),
+      attemptsStarted: j.attemptsStarted,
+      stalledCounter: j.stalledCounter,
+      parent: j.parent,
+      parentKey: j.parentKey,
+      deduplicationId: j.deduplicationId,
+      processedBy: j.processedBy,
+      repeatJobKey: j.repeatJobKey,
+      delay: j.delay,
+      priority: j.priority,
+      returnvalue: j.returnvalue,
+      stacktrace: j.stacktrace,
+    });
+    const cases: [Queue, string][] = [
+      [queue, retried.id],
+      ...[delayed, deduplicated, progressed, toFail, toComplete, held, flow.job, ...(flow.children ?? []).map((c) => c.job)].map((j): [Queue, string] => [raw, j.id!]),
+    ];
+    for (const [q, id] of cases) {
+      const expected = await Job.fromId(q, id);
+      const [read] = await readJobsAt(q, await q.getBackend().client, [id]);
+      expect(expected, id).toBeDefined();
+      expect(fields(read!.job!), `${q.name}:${id}`).toEqual(fields(expected!));
+    }
+    // Several at once, in order, a job that is gone among them; Celerity's own fields in the raw hash.
+    const many = await readJobsAt(raw, await raw.getBackend().client, [toComplete.id!, 'gone', toFail.id!]);
+    expect(many.map((r) => r.job?.id)).toEqual([toComplete.id, undefined, toFail.id]);
+    expect(many[0]!.hash[jobLogMarker.field]).toBe('1');
+    expect(many[1]!.hash).toEqual({});
   });
 
   it('every key of a queue and of its jobs starts with the prefix', async () => {

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Job, type Queue } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import type { RedisClient } from '../broker/connection.ts';
 import type { Logger } from 'pino';
 import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type AttemptRecord, type JobRecord } from '../job-record.ts';
@@ -8,6 +8,7 @@ import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } f
 import type { JobStore, RecordedState } from './job-store.ts';
 import type { HappyUpdate } from './batch-upsert.ts';
 import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
+import { readHashes, readJobsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
 import { foldJobMetrics } from './job-metrics.ts';
@@ -485,7 +486,12 @@ async function readAttemptFacts(queue: Queue, folds: readonly JobFold[]): Promis
   const client = await queue.getBackend().client;
   const facts: (AttemptFacts | null)[] = [];
   for (let i = 0; i < folds.length; i += READ_CHUNK) {
-    const replies = await Promise.all(folds.slice(i, i + READ_CHUNK).map((f) => client.hmget(queue.toKey(f.jobId), 'ats', 'processedOn', 'finishedOn', jobLogMarker.field)));
+    const chunk = folds.slice(i, i + READ_CHUNK);
+    const replies = await readHashes(
+      client,
+      chunk.map((f) => queue.toKey(f.jobId)),
+      ['ats', 'processedOn', 'finishedOn', jobLogMarker.field],
+    );
     for (const [ats, processedOn, finishedOn, logged] of replies) {
       facts.push(ats == null ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn), logged: logged != null });
     }
@@ -534,14 +540,12 @@ function finishFromEvent(row: JobRecord, fold: JobFold): JobRecord | null {
 }
 
 /**
- * Reads the batch's job hashes, a chunk at a time, and for the jobs whose
- * events say they ended, their log marker (whether they kept log lines). A
- * chunk is issued in one tick on the recorder's auto-pipelined connection
- * (one socket write, where a marker read per job on the recorder's own
- * connection was a write each); its replies are parsed and turned into Jobs
- * in one synchronous run, so chunks keep that run short: a worker sharing
- * the event loop gets its turn in between (a whole 2,000-job batch at once
- * stalled it for tens of ms).
+ * Reads the batch's job hashes, a chunk at a time, one command per chunk
+ * (src/broker/job-hashes.ts), and for the jobs whose events say they ended,
+ * whether they kept log lines (the log marker, a field of the same hash).
+ * A chunk's replies are parsed and turned into Jobs in one synchronous run,
+ * so chunks keep that run short: a worker sharing the event loop gets its
+ * turn in between (a whole 2,000-job batch at once stalled it for tens of ms).
  */
 async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs: (Job | undefined)[]; logged: Set<string> }> {
   const client = await queue.getBackend().client;
@@ -549,13 +553,15 @@ async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs
   const logged = new Set<string>();
   for (let i = 0; i < folds.length; i += READ_CHUNK) {
     const chunk = folds.slice(i, i + READ_CHUNK);
-    const [read, marks] = await Promise.all([
-      Promise.all(chunk.map((f) => Job.fromId(queue, f.jobId))),
-      Promise.all(chunk.map((f) => (f.status !== null && TERMINAL_STATUSES.has(f.status) ? client.hget(queue.toKey(f.jobId), jobLogMarker.field) : null))),
-    ]);
-    jobs.push(...read);
+    const read = await readJobsAt(
+      queue,
+      client,
+      chunk.map((f) => f.jobId),
+    );
     chunk.forEach((f, j) => {
-      if (marks[j] != null) logged.add(f.jobId);
+      const { job, hash } = read[j]!;
+      jobs.push(job);
+      if (job && f.status !== null && TERMINAL_STATUSES.has(f.status) && hash[jobLogMarker.field] !== undefined) logged.add(f.jobId);
     });
   }
   return { jobs, logged };
