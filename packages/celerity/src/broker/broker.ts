@@ -15,9 +15,9 @@ export class Broker {
 
   readonly config: CelerityConfig;
 
-  constructor(config: CelerityConfig, opts: { autoPipelining?: boolean } = {}) {
+  constructor(config: CelerityConfig) {
     this.config = config;
-    this.redis = createRedis(config, 'producer', opts);
+    this.redis = createRedis(config, 'producer');
   }
 
   /** The BullMQ queue behind a routing queue name; created on first use. */
