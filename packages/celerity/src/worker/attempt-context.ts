@@ -23,15 +23,15 @@ export interface AttemptFields {
 /**
  * The `ctx` an inline handler gets.
  *
- * A class, not an object literal with `get signal()` and `get log()`: each
- * such literal's getters are new closures, and V8 gives every object whose
- * accessors differ a hidden class of its own. The scavenger treats the
- * transition tree's links to those classes as strong, so each attempt's
- * getters, and through them the whole attempt (the BullMQ job, its data,
- * the worker's closures), outlived the young generation and died only in a
- * full collection: 3 KB promoted per no-op job, scavenges twice as long as
- * raw BullMQ's, and most of s2's p99 (docs/benchmarks.md, run 10). Here the
- * getters live once on the prototype and every context shares one class.
+ * A class, not an object literal with `get signal()` and `get log()`: V8
+ * makes such a literal in dictionary mode, with its accessor pairs (which
+ * hold the getter closures) in the old generation. A scavenge treats old
+ * objects as alive, so those accessor pairs, dead as soon as the attempt
+ * ended, kept each attempt's getters and through them the whole attempt
+ * (the BullMQ job, its data, the worker's closures) alive until a full
+ * collection: 3-6 KB promoted per no-op job, scavenges 2-3 times as long as
+ * raw BullMQ's (docs/benchmarks.md, run 10). Here the getters live once on
+ * the prototype, and the context is an ordinary fast-mode object.
  *
  * `progress`, `retry` and `rateLimited` are own properties, not methods, so
  * that a handler may destructure them (`const { progress } = ctx`).
