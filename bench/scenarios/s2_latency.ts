@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { defineTask } from '../../packages/celerity/src/task.ts';
 import { RECORDER_GROUP } from '../../packages/celerity/src/store/recorder.ts';
 import { openApp, redisPrefix, storeEnv } from '../lib/env.ts';
+import { GcWatch, type GcSummary } from '../lib/gc.ts';
 import { now, percentile, pollUntil, ratio, round, sleep } from '../lib/measure.ts';
 import { celerity } from '../lib/procs.ts';
 import { withScope } from '../lib/scope.ts';
@@ -36,6 +37,8 @@ interface Latency {
   p99_ms: number;
   max_ms: number;
   samples: number;
+  /** The process's collections while the counted jobs ran. */
+  gc: GcSummary;
 }
 
 /**
@@ -59,12 +62,22 @@ async function drive(rate: number, warmupMs: number, measureMs: number, submit: 
   return { from, total };
 }
 
-function summarise(samples: Sample[], from: number): Latency {
+function summarise(samples: Sample[], from: number, gc: GcWatch): Latency {
   const counted = samples
     .filter((s) => s.submitted >= from)
     .map((s) => s.latency)
     .sort((a, b) => a - b);
-  return { p50_ms: percentile(counted, 50), p99_ms: percentile(counted, 99), max_ms: counted[counted.length - 1] ?? NaN, samples: counted.length };
+  return { p50_ms: percentile(counted, 50), p99_ms: percentile(counted, 99), max_ms: counted[counted.length - 1] ?? NaN, samples: counted.length, gc: gc.summary(from, now()) };
+}
+
+/** Runs `fn` with a watch on the process's collections, stopped after. */
+async function watchingGc<T>(fn: (gc: GcWatch) => Promise<T>): Promise<T> {
+  const gc = new GcWatch();
+  try {
+    return await fn(gc);
+  } finally {
+    gc.stop();
+  }
 }
 
 async function waitSamples(samples: Sample[], total: number, errors: unknown[]): Promise<void> {
@@ -112,9 +125,11 @@ async function celerityLatency(ctx: ScenarioContext, warmupMs: number, measureMs
     await worker.ready();
 
     const errors: unknown[] = [];
-    const { from, total } = await drive(RATE, warmupMs, measureMs, (t) => app.enqueue(task, { t }), errors);
-    await waitSamples(samples, total, errors);
-    return summarise(samples, from);
+    return watchingGc(async (gc) => {
+      const { from, total } = await drive(RATE, warmupMs, measureMs, (t) => app.enqueue(task, { t }), errors);
+      await waitSamples(samples, total, errors);
+      return summarise(samples, from, gc);
+    });
   });
 }
 
@@ -146,9 +161,11 @@ async function bullmqLatency(ctx: ScenarioContext, warmupMs: number, measureMs: 
     await worker.waitUntilReady();
 
     const errors: unknown[] = [];
-    const { from, total } = await drive(RATE, warmupMs, measureMs, (t) => queue.add('bench.latency', { t }, { removeOnComplete: true }), errors);
-    await waitSamples(samples, total, errors);
-    return summarise(samples, from);
+    return watchingGc(async (gc) => {
+      const { from, total } = await drive(RATE, warmupMs, measureMs, (t) => queue.add('bench.latency', { t }, { removeOnComplete: true }), errors);
+      await waitSamples(samples, total, errors);
+      return summarise(samples, from, gc);
+    });
   });
 }
 
@@ -171,6 +188,8 @@ export const s2Latency: Scenario = {
     }
     fields.recorder_process = Object.fromEntries(keys.map((k) => [k, { celerity: round(apart[k]), bullmq: round(bull[k]), ratio: round(ratio(apart[k], bull[k])) }]));
     fields.samples = { celerity: cel.samples, celerity_recorder_process: apart.samples, bullmq: bull.samples };
+    const gcFields = (g: GcSummary) => ({ ...g, scavenge_avg_ms: round(g.scavenge_avg_ms), scavenge_max_ms: round(g.scavenge_max_ms), full_ms: round(g.full_ms) });
+    fields.gc = { celerity: gcFields(cel.gc), celerity_recorder_process: gcFields(apart.gc), bullmq: gcFields(bull.gc) };
     const row = (label: string, latency: Latency, k: (typeof keys)[number]) => ({
       metric: `submit→start ${k.replace('_ms', '')}${label}`,
       unit: 'ms',
@@ -178,10 +197,24 @@ export const s2Latency: Scenario = {
       bullmq: bull[k],
       ratio: ratio(latency[k], bull[k]),
     });
+    // The process's young-generation pauses: each holds up every job waiting in it.
+    const gcRow = (label: string, latency: Latency) => ({
+      metric: `young-generation GC pause, average${label}`,
+      unit: 'ms',
+      celerity: latency.gc.scavenge_avg_ms,
+      bullmq: bull.gc.scavenge_avg_ms,
+      ratio: ratio(latency.gc.scavenge_avg_ms, bull.gc.scavenge_avg_ms),
+    });
     return {
       fields,
       params: { rate_per_s: RATE, warmup_ms: warmupMs, measure_ms: measureMs, concurrency: CONCURRENCY, store: 'postgres' },
-      rows: [...keys.map((k) => row('', cel, k)), ...keys.map((k) => row(', recorder process', apart, k))],
+      rows: [
+        ...keys.map((k) => row('', cel, k)),
+        ...keys.map((k) => row(', recorder process', apart, k)),
+        // A run too short to scavenge (quick mode) has no pause to compare.
+        ...(bull.gc.scavenges > 0 && cel.gc.scavenges > 0 ? [gcRow('', cel)] : []),
+        ...(bull.gc.scavenges > 0 && apart.gc.scavenges > 0 ? [gcRow(', recorder process', apart)] : []),
+      ],
     };
   },
 };

@@ -16,8 +16,8 @@ const ROOT = join(import.meta.dirname, '..', '..', '..');
 const dir = mkdtempSync(join(tmpdir(), 'celerity-bench-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Counts (answers, rows...) may be 0; every measured number must be positive. */
-const COUNTS = new Set(['non_2xx', 'errors', 'timeouts', 'status_codes', 'requests', 'samples', 'detail']);
+/** Counts (answers, rows, collections...) may be 0; every measured number must be positive. */
+const COUNTS = new Set(['non_2xx', 'errors', 'timeouts', 'status_codes', 'requests', 'samples', 'detail', 'gc']);
 
 function measured(value: unknown, path: string, out: [string, number][]): [string, number][] {
   if (typeof value === 'number') out.push([path, value]);
