@@ -36,3 +36,26 @@ test('a cluster producer whose seeds do not answer fails fast with BrokerUnavail
     redis.disconnect();
   }
 });
+
+test('a cluster between masters (failover) is BrokerUnavailableError, though the cluster object stays ready', async () => {
+  // The errors ioredis and Redis gave enqueues in a local failover (3 masters,
+  // 3 replicas, the queue's master SIGKILLed), while the cluster read `ready`.
+  const redis = createRedis({ brokerUrl: TEST_REDIS_URL, redisCluster: 'off' }, 'producer');
+  try {
+    await viaBroker(redis, () => redis.ping());
+    const seen = [
+      'Too many Cluster redirections. Last error: ReplyError: MOVED 15557 127.0.0.1:30003',
+      'Too many Cluster redirections. Last error: Error: Connection is closed.',
+      'CLUSTERDOWN The cluster is down',
+      'TRYAGAIN Multiple keys request during rehashing of slot',
+    ];
+    for (const message of seen) {
+      const failed = viaBroker(redis, () => Promise.reject(new Error(message)));
+      await expect(failed, message).rejects.toBeInstanceOf(BrokerUnavailableError);
+    }
+    // An error of the command itself is not the broker's absence.
+    await expect(viaBroker(redis, () => Promise.reject(new Error('WRONGTYPE Operation against a key holding the wrong kind of value')))).rejects.not.toBeInstanceOf(BrokerUnavailableError);
+  } finally {
+    redis.disconnect();
+  }
+});

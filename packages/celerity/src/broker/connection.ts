@@ -165,15 +165,28 @@ export async function viaBroker<T>(redis: RedisClient, op: () => Promise<T>): Pr
   }
 }
 
+/**
+ * A cluster between masters: while a replica takes over a dead master's
+ * slots (about twice `cluster-node-timeout`), ioredis gives up on a command
+ * after its redirections (`MOVED` to the dead node, or a closed connection)
+ * and Redis may answer `CLUSTERDOWN` or `TRYAGAIN`. The cluster object stays
+ * `ready` throughout, so these are told apart by their messages: the broker
+ * is unavailable for a moment, and the caller should retry (a 503, not a
+ * 500). Seen in a local failover: 3 masters, 3 replicas, one master killed.
+ */
+const CLUSTER_TRANSIENT = /Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|Failed to refresh slots cache|None of startup nodes is available/;
+
 function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as NodeJS.ErrnoException).code;
   return (
     err.name === 'MaxRetriesPerRequestError' ||
+    err.name === 'ClusterAllFailedError' ||
     code === 'ECONNREFUSED' ||
     code === 'ECONNRESET' ||
     code === 'ETIMEDOUT' ||
-    /Connection is closed|Stream isn't writeable|enableOfflineQueue/i.test(err.message)
+    /Connection is closed|Stream isn't writeable|enableOfflineQueue/i.test(err.message) ||
+    CLUSTER_TRANSIENT.test(err.message)
   );
 }
 
