@@ -113,12 +113,18 @@ export function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * Drops a PostgreSQL schema and the schemas of its table sets
+ * (`<schema>_<name>`: s4's documents app keeps its tables in
+ * `<schema>_documents`), with everything in them.
+ */
 export async function dropSchema(url: string, schema: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   client.on('error', () => {});
   await client.connect();
   try {
-    await client.query(`drop schema if exists "${schema.replace(/"/g, '""')}" cascade`);
+    const { rows } = await client.query<{ name: string }>("select nspname as name from pg_namespace where nspname = $1 or left(nspname, length($1) + 1) = $1 || '_'", [schema]);
+    for (const { name } of rows) await client.query(`drop schema if exists "${name.replace(/"/g, '""')}" cascade`);
   } finally {
     await client.end();
   }
