@@ -259,11 +259,11 @@ export class RateLimitedError extends CelerityError {
   declare readonly details: { budget: RateBudget; limit: number; window_ms: number; retry_after_s: number };
 
   constructor(budget: RateBudget, limit: number, windowMs: number, retryAfterS: number) {
-    const within = `at most ${limit} per ${windowMs / 1000} s; retry in ${retryAfterS} s`;
+    const within = `per ${windowMs / 1000} s; retry in ${retryAfterS} s`;
     const message =
       budget === 'auth_failures'
-        ? `Too many failed authentications from this address: ${within}`
-        : `Rate limit exceeded: at most ${limit} ${budget === 'submit' ? 'submissions' : 'requests'} per ${windowMs / 1000} s; retry in ${retryAfterS} s`;
+        ? `Too many failed authentications from this address: at most ${limit} ${within}`
+        : `Rate limit exceeded: at most ${limit} ${budget === 'submit' ? 'submissions' : 'requests'} ${within}`;
     super(message, {
       budget,
       limit,

@@ -65,7 +65,7 @@ export async function readJobsAt(queue: Queue, client: RedisClient | IRedisClien
  * test/bullmq-assumptions.test.ts checks the two give the same job for jobs
  * in every state.
  */
-export function jobFromHash(queue: Queue, raw: Record<string, string | undefined>, id: string): Job {
+function jobFromHash(queue: Queue, raw: Record<string, string | undefined>, id: string): Job {
   const json = {
     id: raw.id,
     name: raw.name,

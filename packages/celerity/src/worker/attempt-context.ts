@@ -11,14 +11,8 @@ export interface AttemptLazies {
   progress(update: ProgressUpdate): Promise<void>;
 }
 
-export interface AttemptFields {
-  jobId: string;
-  task: string;
-  queue: string;
-  tenant: string | null;
-  attempt: number;
-  maxAttempts: number;
-}
+/** The attempt's own fields, as the handler reads them. */
+export type AttemptFields = Pick<TaskContext, 'jobId' | 'task' | 'queue' | 'tenant' | 'attempt' | 'maxAttempts'>;
 
 /**
  * The `ctx` an inline handler gets.
