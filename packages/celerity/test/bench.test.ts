@@ -65,7 +65,7 @@ async function quickRun(names: string[], out: string): Promise<BenchResult> {
   return result;
 }
 
-test('npm run bench -- --quick runs every scenario (in two --scenario runs side by side) and measures positive numbers', { timeout: 240_000 }, async () => {
+test('npm run bench -- --quick runs every scenario (in two --scenario runs side by side) and measures positive numbers', { timeout: 400_000 }, async () => {
   const names = scenarios.map((s) => s.name);
   const first = names.filter((n) => FIRST_RUN.has(n));
   const second = names.filter((n) => !FIRST_RUN.has(n));
