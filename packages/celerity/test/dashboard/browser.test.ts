@@ -362,7 +362,9 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
   });
 
   it('shows the progress bar of a CSV import rising, from an upload through POST /v1/uploads', async () => {
-    const csv = ['key,summary', ...Array.from({ length: 12 }, (_, i) => `T-${i},row ${i}`)].join('\n');
+    // 24 rows of 300 ms: the import must still run once the page shows it, which took
+    // more than the 3.6 s of 12 rows in one CI run under the suite's load.
+    const csv = ['key,summary', ...Array.from({ length: 24 }, (_, i) => `T-${i},row ${i}`)].join('\n');
     const form = new FormData();
     form.set('task', 'ui.csv');
     form.set('input', JSON.stringify({ row_ms: 300 }));
@@ -381,8 +383,8 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     await expect.poll(percent, { timeout: 15_000, interval: 50 }).toBeGreaterThan(first);
     await expect.poll(() => p.locator('h1 .badge').textContent(), { timeout: 20_000 }).toBe('completed');
     expect(await percent()).toBe(100);
-    expect(await p.locator('.counters').textContent()).toContain('rows_total12');
-    await expect.poll(() => p.getByLabel('Result').textContent(), POLL).toContain('"imported": 12');
+    expect(await p.locator('.counters').textContent()).toContain('rows_total24');
+    await expect.poll(() => p.getByLabel('Result').textContent(), POLL).toContain('"imported": 24');
   });
 });
 
