@@ -109,13 +109,12 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
     ]);
     // The happy path's update moves a started row to completed: counted too.
     await store.write([state('e', 1, { status: 'started', finishedAt: null })]);
-    const moved = await store.advance([
+    const { moved } = await store.advance([
       {
         id: 'e',
         seq: state('e', 2).eventSeq,
         status: 'completed',
-        expectStatus: 'started',
-        expectAttempts: 1,
+        from: 'queued-or-started',
         startedAt: null,
         finishedAt: T0 + 200,
         result: 'null',
@@ -124,15 +123,14 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
       },
     ]);
     expect([...moved]).toEqual(['e']);
-    // A second, identical happy update (a redelivery) does not apply.
+    // A second, identical happy update (a redelivery) does not apply: the row is already there.
     expect(
       await store.advance([
         {
           id: 'e',
           seq: state('e', 2).eventSeq,
           status: 'completed',
-          expectStatus: 'started',
-          expectAttempts: 1,
+          from: 'queued-or-started',
           startedAt: null,
           finishedAt: T0 + 200,
           result: 'null',
@@ -140,7 +138,7 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
           updatedAt: T0 + 200,
         },
       ]),
-    ).toEqual(new Set());
+    ).toEqual({ moved: new Set(), settled: new Set(['e']) });
 
     const runBuckets = new Array(BUCKET_COUNT).fill(0);
     for (const run of [100, 100, 20, 190]) runBuckets[bucketOf(run)] += 1;

@@ -37,6 +37,13 @@ const doomed = defineTask({
   },
 });
 
+/** Succeeds at once. */
+const quick = defineTask({
+  name: 'race.quick',
+  input: z.object({ n: z.number() }),
+  handler: async ({ n }) => ({ n }),
+});
+
 type Entry = [string, string[]];
 
 /**
@@ -141,6 +148,41 @@ describe.each(stores)('recorder races (%s store)', (kind) => {
     const live = await app.getJob(id);
     expect(live?.attemptHistory?.map((h) => h.status)).toEqual(['failed', 'completed']);
     expect(comparable(await app.store.get(id))).toEqual(comparable(live));
+  });
+
+  it('a job whose completion reaches another recorder before its start is completed from its events, and the late start writes nothing', async () => {
+    const app = await openTestApp(kind, [quick]);
+    await createGroup(app);
+    const { id } = await app.enqueue(quick, { n: 7 });
+    const a = recorderFor(app);
+    const b = recorderFor(app);
+    await a.feed(await eventsOf(app, id));
+    await runUntil(app, id, 'completed');
+    const entries = await eventsOf(app, id);
+    const start = entries.find((e) => eventOf(e) === 'active')!;
+    const done = entries.find((e) => eventOf(e) === 'completed')!;
+
+    // Full writes (the hash read whole, the row upserted) are what the happy path saves.
+    const fullWrites: string[] = [];
+    const write = app.store.write.bind(app.store);
+    app.store.write = async (states, progressOnly) => {
+      fullWrites.push(...states.map((s) => s.record.id));
+      return write(states, progressOnly);
+    };
+    try {
+      // B gets the completion while the row still reads `queued`: one attempt
+      // (the hash's count), so the completion and the hash's times are the whole story.
+      await b.feed([done]);
+      const live = await app.getJob(id);
+      expect(live).toMatchObject({ status: 'completed', attempts: 1, result: { n: 7 } });
+      expect(comparable(await app.store.get(id))).toEqual(comparable(live));
+      // A's start comes late: the row is already past it.
+      await a.feed([start]);
+      expect(comparable(await app.store.get(id))).toEqual(comparable(live));
+      expect(fullWrites).toEqual([]);
+    } finally {
+      app.store.write = write;
+    }
   });
 
   it('a job that failed and whose hash is gone is finished from its failed event', async () => {

@@ -149,8 +149,8 @@ describe('row-level security (postgres, non-superuser role)', () => {
     expect(ids((await store.list({ limit: 50, scope: A, keyId: 'key_b' })).jobs)).toEqual([]);
 
     // The recorder's happy path (an UPDATE of its own) sees the rows.
-    const moved = await store.advance([
-      { id: 'q1', seq: '0000000000002-0000000000', status: 'started', expectStatus: 'queued', expectAttempts: 0, startedAt: 6_001, finishedAt: null, result: null, progress: null, updatedAt: 6_001 },
+    const { moved } = await store.advance([
+      { id: 'q1', seq: '0000000000002-0000000000', status: 'started', from: 'queued', startedAt: 6_001, finishedAt: null, result: null, progress: null, updatedAt: 6_001 },
     ]);
     expect([...moved]).toEqual(['q1']);
     expect((await store.get('q1'))?.status).toBe('started');

@@ -148,15 +148,23 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
  * A job moved forward on the happy path (started, completed) from its events,
  * without reading its whole hash. Built by the recorder only for a job whose
  * attempts started (`ats`) is 1, so that the events are its whole story;
- * applied only if the row is exactly where the events say it was (`expect*`)
- * and older; otherwise the recorder falls back to a full write from the hash.
+ * applied only if the row is where those events leave it possible (`from`)
+ * and older; otherwise the recorder falls back to a full write from the hash,
+ * unless the row is already at or past the update's position (see
+ * {@link HappyOutcome}).
  */
 export interface HappyUpdate {
   id: string;
   seq: string;
   status: 'started' | 'completed';
-  expectStatus: 'queued' | 'started';
-  expectAttempts: 0 | 1;
+  /**
+   * Where the row may be: `queued` (attempts 0) for a start; for a completion
+   * alone, also `started` (attempts 1) by the start another batch recorded.
+   * A completion alone may find the row still queued when another recorder
+   * holds the start: with one attempt, the completion and the hash's times are
+   * the whole story all the same.
+   */
+  from: 'queued' | 'queued-or-started';
   /** Null keeps the stored value. */
   startedAt: number | null;
   finishedAt: number | null;
@@ -167,20 +175,49 @@ export interface HappyUpdate {
   updatedAt: number;
 }
 
+/**
+ * What a batch of happy updates did: `moved`, the rows updated; `settled`,
+ * those and the rows already at or past the update's position (another
+ * recorder wrote a later event first). A full write of a settled row would be
+ * refused by the `event_seq` guard, so the recorder skips it; the rest need
+ * their full write from the hash.
+ */
+export interface HappyOutcome {
+  moved: Set<string>;
+  settled: Set<string>;
+}
+
 const HAPPY_SET = `status = ?, attempts = 1, started_at = COALESCE(?, started_at), finished_at = ?, result = ?,
   progress = COALESCE(?, progress), error_type = NULL, error_message = NULL, error_stack = NULL,
   attempt_history = NULL, updated_at = ?, event_seq = ?`;
 
-/** SQLite: one prepared UPDATE per job in one transaction; returns the ids it moved. */
-export function sqliteHappyUpdates(db: SqliteDatabase): (updates: HappyUpdate[]) => Set<string> {
-  const statement = db.prepare(`UPDATE jobs SET ${HAPPY_SET} WHERE id = ? AND event_seq < ? AND status = ? AND attempts = ?`);
+/**
+ * The row's state the update expects, without an OR on `status`: PostgreSQL
+ * planned `(status = 'queued' AND …) OR (status = 'started' AND …)` as a scan
+ * of the status index joined to the batch, which took seconds per batch on a
+ * table with many queued rows. Here `status` is compared with an expression
+ * of the row itself, so the primary key stays the only way in. Attempts 0
+ * must read `queued`, 1 `started`; `fromAttempts` (0 or 1) says which of the
+ * two the update accepts.
+ */
+const FROM_STATE = `attempts <= ? AND status = (CASE attempts WHEN 0 THEN 'queued' ELSE 'started' END)`;
+
+const fromAttempts = (u: HappyUpdate): 0 | 1 => (u.from === 'queued' ? 0 : 1);
+
+/** SQLite: one prepared UPDATE per job in one transaction. */
+export function sqliteHappyUpdates(db: SqliteDatabase): (updates: HappyUpdate[]) => HappyOutcome {
+  const statement = db.prepare(`UPDATE jobs SET ${HAPPY_SET} WHERE id = ? AND event_seq < ? AND ${FROM_STATE}`);
+  const newer = db.prepare('SELECT 1 AS newer FROM jobs WHERE id = ? AND event_seq >= ?');
   return db.transaction((updates: HappyUpdate[]) => {
     const moved = new Set<string>();
+    const settled = new Set<string>();
     for (const u of updates) {
-      const { changes } = statement.run(u.status, u.startedAt, u.finishedAt, u.result, u.progress, u.updatedAt, u.seq, storableText(u.id), u.seq, u.expectStatus, u.expectAttempts);
+      const id = storableText(u.id);
+      const { changes } = statement.run(u.status, u.startedAt, u.finishedAt, u.result, u.progress, u.updatedAt, u.seq, id, u.seq, fromAttempts(u));
       if (changes === 1) moved.add(u.id);
+      if (changes === 1 || newer.get(id, u.seq) !== undefined) settled.add(u.id);
     }
-    return moved;
+    return { moved, settled };
   });
 }
 
@@ -188,19 +225,35 @@ const HAPPY_PG = `UPDATE jobs AS j SET status = v.status, attempts = 1, started_
     finished_at = v."finishedAt", result = v.result, progress = COALESCE(v.progress, j.progress), error_type = NULL,
     error_message = NULL, error_stack = NULL, attempt_history = NULL, updated_at = v."updatedAt", event_seq = v.seq
   FROM json_to_recordset($1::json) AS v(id text, status text, "startedAt" bigint, "finishedAt" bigint, result text,
-    progress text, "updatedAt" bigint, seq text, "expectStatus" text, "expectAttempts" int)
-  WHERE j.id = v.id AND j.event_seq < v.seq AND j.status = v."expectStatus" AND j.attempts = v."expectAttempts"
+    progress text, "updatedAt" bigint, seq text, "fromAttempts" int)
+  WHERE j.id = v.id AND j.event_seq < v.seq AND j.attempts <= v."fromAttempts"
+    AND j.status = (CASE j.attempts WHEN 0 THEN 'queued' ELSE 'started' END)
   RETURNING j.id`;
 
-/** PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch; returns the ids it moved. */
-export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<Set<string>> {
+const NEWER_PG = `SELECT j.id FROM jobs AS j JOIN json_to_recordset($1::json) AS v(id text, seq text) ON j.id = v.id WHERE j.event_seq >= v.seq`;
+
+/**
+ * PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch, and
+ * for the rows it did not move (rare: a recorder's batch split a job's events
+ * with another's), one read of which are already past it.
+ */
+export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<HappyOutcome> {
   // Sorted: concurrent recorders lock rows in the same order.
   const sorted = [...updates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted)]);
+  const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted.map((u) => ({ ...u, from: undefined, fromAttempts: fromAttempts(u) })))]);
   for (let attempt = 1; ; attempt++) {
     try {
-      const { rows } = await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery<{ id: string }>(query));
-      return new Set(rows.map((r) => r.id));
+      return await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, async (trx) => {
+        const { rows } = await trx.executeQuery<{ id: string }>(query);
+        const moved = new Set(rows.map((r) => r.id));
+        const settled = new Set(moved);
+        const rest = sorted.filter((u) => !moved.has(u.id));
+        if (rest.length > 0) {
+          const newer = await trx.executeQuery<{ id: string }>(CompiledQuery.raw(NEWER_PG, [pgJson(rest.map((u) => ({ id: u.id, seq: u.seq })))]));
+          for (const r of newer.rows) settled.add(r.id);
+        }
+        return { moved, settled };
+      });
     } catch (err) {
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
     }

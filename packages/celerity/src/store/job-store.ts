@@ -5,7 +5,7 @@ import { CelerityError, InvalidQueryValueError, StoreUnavailableError } from '..
 import { postgresPool } from './pg-pool.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { coreMigrations, migrate } from './migrations.ts';
-import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyUpdate } from './batch-upsert.ts';
+import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyOutcome, type HappyUpdate } from './batch-upsert.ts';
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
@@ -54,7 +54,7 @@ export class JobStore {
   readonly sqlite: SqliteDatabase | undefined;
   private readonly databaseUrl: string | undefined;
   private upsert: SqliteBatchUpsert | undefined;
-  private happySqlite: ((updates: HappyUpdate[]) => Set<string>) | undefined;
+  private happySqlite: ((updates: HappyUpdate[]) => HappyOutcome) | undefined;
   private readonly tableSets = new Map<TableSet, Promise<TableHandle>>();
   private readonly extraPools: Kysely<any>[] = [];
   /** The JSON paths whose search index is ready (see {@link ensureSearchIndexes}); searches on them use it. */
@@ -156,11 +156,11 @@ export class JobStore {
 
   /**
    * Moves happy-path jobs forward from their events alone (see
-   * {@link HappyUpdate}); returns the ids it moved. The others need a full
-   * write.
+   * {@link HappyUpdate}): which rows moved, and which need nothing more
+   * ({@link HappyOutcome}). The others need a full write.
    */
-  async advance(updates: HappyUpdate[]): Promise<Set<string>> {
-    if (updates.length === 0) return new Set();
+  async advance(updates: HappyUpdate[]): Promise<HappyOutcome> {
+    if (updates.length === 0) return { moved: new Set(), settled: new Set() };
     if (this.sqlite) {
       this.happySqlite ??= sqliteHappyUpdates(this.sqlite);
       return this.happySqlite(updates);

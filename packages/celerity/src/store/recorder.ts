@@ -313,7 +313,10 @@ export class Recorder {
   }
 
   /**
-   * Moves happy-path jobs forward from their events; returns the ids moved.
+   * Moves happy-path jobs forward from their events; returns the ids that
+   * need no full write: those moved, and those whose row another recorder
+   * already wrote past these events (a batch that split a job's start from
+   * its completion: the full write would be refused as older anyway).
    *
    * Why the attempt count is read: the `event_seq` guard only orders writes,
    * it does not make a write complete. With several recorders, one may hold
@@ -340,10 +343,10 @@ export class Recorder {
     });
     if (updates.length === 0) return new Set();
     try {
-      const moved = await this.opts.store.advance(updates);
+      const { moved, settled } = await this.opts.store.advance(updates);
       const done = happy.filter((f, i) => facts[i]?.logged && f.completedAt !== undefined && moved.has(f.jobId)).map((f) => f.jobId);
       if (done.length > 0) await this.keepLogs(queue, done);
-      return moved;
+      return settled;
     } catch (err) {
       // A refused update is retried as a full write, which isolates the row at fault.
       if (classifyWriteError(err) === 'unavailable') throw err;
@@ -461,10 +464,11 @@ function happyUpdate(f: JobFold, fact: AttemptFacts, now: number): HappyUpdate {
     id: f.jobId,
     seq: f.seq,
     status: completed ? 'completed' : 'started',
-    // A first start finds the row queued; a completion alone finds it started.
-    expectStatus: started ? 'queued' : 'started',
-    expectAttempts: started ? 0 : 1,
-    startedAt: started ? (fact.processedOn ?? f.activeAt!) : null,
+    // A first start finds the row queued; a completion alone finds it started,
+    // or still queued when another recorder holds the start.
+    from: started ? 'queued' : 'queued-or-started',
+    // The hash's start time in both cases: a completion alone that finds the row queued writes the start too.
+    startedAt: fact.processedOn ?? f.activeAt ?? null,
     finishedAt: completed ? (fact.finishedOn ?? f.completedAt!) : null,
     result: completed ? (f.returnvalue ?? 'null') : null,
     progress: f.progressData ?? null,
