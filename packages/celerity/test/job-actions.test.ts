@@ -131,6 +131,29 @@ describe.each(stores)('operating actions on one job (%s)', (kind) => {
     await expect(app.retry(revived.id)).rejects.toBeInstanceOf(JobNotRetryableError);
   });
 
+  it('retries a job cancelled while queued, or drained with its queue, with its priority and time limits', async () => {
+    const app = await openTestApp(kind, tasks);
+    await startRecorder(app);
+    const queue = app.broker.queue('default');
+    // Both originals leave Redis before they run: the retry finds their options in their cancel markers.
+    const cancelled = await app.enqueue(nap, { ms: 1 }, { delay: 60_000, priority: 7, timeLimits: { soft: 5_000, hard: 9_000 } });
+    expect(await app.cancel(cancelled.id)).toBe('cancelled');
+    expect(await queue.getJob(cancelled.id)).toBeUndefined();
+    const drained = await app.enqueue(nap, { ms: 2 }, { priority: 3, timeLimits: { hard: 8_000 } });
+    expect(await app.drainQueue('default')).toEqual({ removed: 1 });
+
+    for (const [original, priority, limits] of [
+      [cancelled, 7, { soft: 5_000, hard: 9_000 }],
+      [drained, 3, { hard: 8_000 }],
+    ] as const) {
+      await stored(app, original.id, 'cancelled');
+      const retry = await app.retry(original.id);
+      const job = await queue.getJob(retry.id);
+      expect(job?.opts.priority).toBe(priority);
+      expect(job?.data).toMatchObject({ retryOf: original.id, limits });
+    }
+  });
+
   it('deletes a job from Redis and the history for good, even against a lagging recorder; a running one is refused', async () => {
     const app = await openTestApp(kind, tasks);
     await startRecorder(app);

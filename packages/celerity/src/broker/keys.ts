@@ -99,6 +99,25 @@ export interface CancelMarker {
   requestedAt: number;
   /** Set when the job was removed from its queue before it ran. */
   record?: import('../job-record.ts').JobRecord;
+  /**
+   * With `record`: what the record does not keep and a retry of the job reuses
+   * (its hash, where a retry reads them otherwise, went with the removal).
+   */
+  kept?: KeptOptions;
+}
+
+/** A job's options that its SQL record does not keep: a retry takes them from its hash, or from its cancel marker. */
+export interface KeptOptions {
+  priority?: number;
+  /** Per-call time limits (ms). */
+  limits?: { soft?: number; hard?: number };
+}
+
+/** The {@link KeptOptions} of a BullMQ job (a fair queue's job keeps its priority in its envelope). */
+export function keptOptions(job: { opts: { priority?: number }; data: unknown }): KeptOptions {
+  const envelope = (job.data ?? {}) as { priority?: number; limits?: KeptOptions['limits'] };
+  const priority = job.opts.priority || envelope.priority;
+  return { ...(priority ? { priority } : {}), ...(envelope.limits ? { limits: envelope.limits } : {}) };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { Job } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
-import { keys, type CancelMarker } from '../broker/keys.ts';
+import { keptOptions, keys, type CancelMarker } from '../broker/keys.ts';
 import { JobFinishedError, JobNotFoundError } from '../errors.ts';
 import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type JobRecord } from '../job-record.ts';
 import type { JobStore } from '../store/job-store.ts';
@@ -50,7 +50,7 @@ export async function cancelJob(broker: Broker, store: JobStore, queues: readonl
     const logs = await viaBroker(redis, () => broker.jobLogs(queue, id));
     record.attemptHistory = attemptHistory(record, logs);
   }
-  await viaBroker(redis, () => redis.set(markerKey, JSON.stringify(record ? { ...marker, record } : marker), 'EX', ttl));
+  await viaBroker(redis, () => redis.set(markerKey, JSON.stringify(record ? { ...marker, record, kept: keptOptions(job) } : marker), 'EX', ttl));
 
   if (queued) {
     const removed = await job.remove().then(

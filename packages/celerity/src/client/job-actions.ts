@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
-import { bullmqRemovedEvent, keys } from '../broker/keys.ts';
+import { bullmqRemovedEvent, keptOptions, keys, type CancelMarker, type KeptOptions } from '../broker/keys.ts';
 import { CelerityError, JobNotFoundError } from '../errors.ts';
 import { newJobId } from '../ids.ts';
 import { TERMINAL_STATUSES, type JobEnvelope, type JobRecord, type JobStatus } from '../job-record.ts';
@@ -136,18 +136,19 @@ export async function retryJob(host: JobActionsHost, id: string, opts: RetryJobO
   if (pending) throw new RetryInProgressError(id, pending.id, pending.status);
 
   const route: TaskRoute = host.task(original.task) ?? host.builtinTasks.get(original.task) ?? { name: original.task, queue: original.queue, retries: Math.max(0, original.maxAttempts - 1) };
-  // What SQL does not keep (time limits, priority) comes from the original's hash while Redis has it.
+  // What SQL does not keep (time limits, priority) comes from the original's
+  // hash while Redis has it, or from its cancel marker when it was removed
+  // from its queue before it ran.
   const live = await viaBroker(broker.redis, () => Job.fromId(broker.queue(original.queue), id));
-  const envelope = (live?.data ?? {}) as JobEnvelope;
+  const kept = live ? keptOptions(live) : await keptAtCancel(broker, id);
   const newId = newJobId();
   const prepared = prepareJob(broker, route, opts.input === undefined ? original.input : opts.input, {
     jobId: newId,
     ...(original.tenant !== null ? { tenant: original.tenant } : {}),
     ...(opts.keyId !== undefined ? { keyId: opts.keyId } : {}),
     ...(opts.traceId !== undefined ? { traceId: opts.traceId } : {}),
-    ...(envelope.limits ? { timeLimits: envelope.limits } : {}),
-    // A fair queue's job keeps its priority in its envelope, not in BullMQ's options.
-    ...((live?.opts.priority ?? envelope.priority) ? { priority: live?.opts.priority ?? envelope.priority } : {}),
+    ...(kept.limits ? { timeLimits: kept.limits } : {}),
+    ...(kept.priority ? { priority: kept.priority } : {}),
   });
 
   const guard = keys.retryGuard(broker.config.prefix, id);
@@ -165,6 +166,17 @@ export async function retryJob(host: JobActionsHost, id: string, opts: RetryJobO
   broker.hintQueue(newId, prepared.queue);
   if (prepared.fair) producerDispatcher(broker, prepared.queue).trigger();
   return { id: newId, task: prepared.name, queue: prepared.queue, created: true };
+}
+
+/** The kept options in a job's cancel marker; none when it has no marker, or one without them. */
+async function keptAtCancel(broker: Broker, id: string): Promise<KeptOptions> {
+  const text = await viaBroker(broker.redis, () => broker.redis.get(keys.cancel(broker.config.prefix, id)));
+  if (!text) return {};
+  try {
+    return (JSON.parse(text) as CancelMarker).kept ?? {};
+  } catch {
+    return {};
+  }
 }
 
 /** Takes the job's retry guard for `claim`, or throws RetryInProgressError naming the retry that holds it. */

@@ -1,7 +1,7 @@
 import type { Job } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
-import { keys, type CancelMarker } from '../broker/keys.ts';
+import { keptOptions, keys, type CancelMarker } from '../broker/keys.ts';
 import { positionAfterNow } from '../client/job-actions.ts';
 import { CelerityError } from '../errors.ts';
 import { recordFromJob, type JobRecord } from '../job-record.ts';
@@ -93,8 +93,8 @@ export async function drainQueue(host: QueueControlHost, name: string): Promise<
   const records: JobRecord[] = [];
   for (const job of drained) records.push({ ...recordFromJob(job, name, 'cancelled'), finishedAt: now });
   const multi = redis.multi();
-  for (const record of records) {
-    const marker: CancelMarker = { requestedAt: now, record };
+  for (const [i, record] of records.entries()) {
+    const marker: CancelMarker = { requestedAt: now, record, kept: keptOptions(drained[i]!) };
     multi.set(keys.cancel(config.prefix, record.id), JSON.stringify(marker), 'EX', config.resultTtl);
   }
   await viaBroker(redis, () => multi.exec());
