@@ -80,6 +80,8 @@ def run():
         except subprocess.TimeoutExpired:
             worker.kill()
         client.delete(*keys) if keys else None
+        # Kombu's binding of the run's exchange (named after its queue) outlives the run otherwise.
+        client.delete("_kombu.binding." + QUEUE, QUEUE)
     print(json.dumps({"enqueue_ms": enqueue_ms, "drain_ms": drain_ms, "cpu_ms": {"enqueue": enqueue_cpu}}), flush=True)
 
 
