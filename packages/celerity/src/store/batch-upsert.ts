@@ -148,8 +148,8 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
  * A job moved forward on the happy path (started, completed) from its events,
  * without reading its whole hash. Built by the recorder only for a job whose
  * attempts started (`ats`) is 1, so that the events are its whole story;
- * applied only if the row is where those events leave it possible (`from`)
- * and older; otherwise the recorder falls back to a full write from the hash,
+ * applied only if the row is older and in a state these events can follow
+ * (`from`); otherwise the recorder falls back to a full write from the hash,
  * unless the row is already at or past the update's position (see
  * {@link HappyOutcome}).
  */
@@ -233,9 +233,9 @@ const HAPPY_PG = `UPDATE jobs AS j SET status = v.status, attempts = 1, started_
 const NEWER_PG = `SELECT j.id FROM jobs AS j JOIN json_to_recordset($1::json) AS v(id text, seq text) ON j.id = v.id WHERE j.event_seq >= v.seq`;
 
 /**
- * PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch, and
- * for the rows it did not move (rare: a recorder's batch split a job's events
- * with another's), one read of which are already past it.
+ * PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch and,
+ * only if some rows did not move (another recorder holds their other
+ * events), one read of which of those are already past it.
  */
 export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<HappyOutcome> {
   // Sorted: concurrent recorders lock rows in the same order.
