@@ -54,7 +54,7 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
       'sqlite',
       {
         tasks: [fails, tick, nightly, held, talks],
-        schedules: [schedule(tick, { every: 500 }, {}, { id: 'ops-every' }), schedule(nightly, { cron: '0 3 * * *', tz: 'Europe/Paris' }, {}, { id: 'ops-nightly' })],
+        schedules: [schedule(tick, { every: 2_000 }, {}, { id: 'ops-every' }), schedule(nightly, { cron: '0 3 * * *', tz: 'Europe/Paris' }, {}, { id: 'ops-nightly' })],
       },
       { auth: 'keys' },
     );
@@ -95,7 +95,10 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     await waitFor(async () => ((await app.listJobs({ task: 'ops.tick', status: 'completed', limit: 5 })).jobs.length >= 2 ? true : undefined), 15_000);
     const p = await page(keys.admin);
     const every = p.locator('tr[data-schedule-id="ops-every"]');
-    await expect.poll(() => every.textContent(), POLL).toContain('every 500 ms');
+    await expect.poll(() => every.textContent(), POLL).toContain('every 2.0 s');
+    // The last run is the newest that started. Every 500 ms, one loaded CI run saw it
+    // `started` at every refresh for 15 s: a newer run had always started before the
+    // history had the last one's end.
     await expect.poll(() => every.locator('.badge').textContent(), POLL).toBe('completed');
     const nightlyRow = p.locator('tr[data-schedule-id="ops-nightly"]');
     expect(await nightlyRow.textContent()).toContain('cron 0 3 * * * (Europe/Paris)');
