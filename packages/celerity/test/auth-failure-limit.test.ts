@@ -101,6 +101,21 @@ describe('failed authentications per IP', () => {
     expect((await read(server, '203.0.113.7', unknownKey(1))).statusCode).toBe(401);
   });
 
+  it('a blocked address gets 429 with its dashboard session cookie too, from the dashboard as from the API', async () => {
+    const { server, valid } = await setUp();
+    const ip = '192.0.2.60';
+    const session = await login(server, ip, valid);
+    expect(session.statusCode, session.body).toBe(200);
+    const cookie = String(session.headers['set-cookie']).split(';')[0]!;
+    const withCookie = (url: string) => server.inject({ method: 'GET', url, headers: { 'x-forwarded-for': ip, cookie } });
+    expect((await withCookie('/dashboard/session')).statusCode).toBe(200);
+    for (let i = 0; i < LIMIT; i++) expect((await read(server, ip, unknownKey(i))).statusCode).toBe(401);
+    expectRefused(await withCookie('/dashboard/session'));
+    expectRefused(await withCookie('/v1/jobs'));
+    // Another address with the same cookie is not refused: the limit is the address's.
+    expect((await server.inject({ method: 'GET', url: '/dashboard/session', headers: { 'x-forwarded-for': '192.0.2.61', cookie } })).statusCode).toBe(200);
+  });
+
   it('counts every key that fails (malformed, unknown, a wrong secret), not a request without one nor a 403 for a scope', async () => {
     const { server, valid } = await setUp();
     const ip = '192.0.2.10';

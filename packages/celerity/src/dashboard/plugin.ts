@@ -123,6 +123,9 @@ export const celerityDashboard: FastifyPluginAsync<CelerityDashboardOptions> = a
   /** The caller of a dashboard route: the open principal, a session, or (for scripts) a Bearer key. */
   async function callerOf(request: FastifyRequest, reply: FastifyReply): Promise<{ principal: Principal; csrf: string | null; createdAt: number | null } | undefined> {
     if (!authenticator) return { principal: OPEN_PRINCIPAL, csrf: null, createdAt: null };
+    // As in the API's authentication hook: a blocked address gets nothing checked, its session cookie included.
+    const blocked = failures?.refusedHere(request, reply);
+    if (blocked) throw blocked;
     const header = request.headers.authorization;
     if (header !== undefined) {
       const principal = await byKey(request, reply, authenticator, header);
