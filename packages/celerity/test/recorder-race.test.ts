@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { App } from '../src/app.ts';
 import type { JobRecord } from '../src/job-record.ts';
+import { ALL_TENANTS } from '../src/auth/principal.ts';
 import { padStreamId } from '../src/store/event-fold.ts';
+import { forgetJobLogs, readKeptLogs } from '../src/store/job-logs.ts';
 import { RECORDER_GROUP, Recorder } from '../src/store/recorder.ts';
 import { defineTask } from '../src/task.ts';
 import { deferred, openTestApp, startWorker, stores, testRedis, useCleanup, waitFor, type Deferred } from './helpers.ts';
@@ -37,11 +39,14 @@ const doomed = defineTask({
   },
 });
 
-/** Succeeds at once. */
+/** Succeeds at once, after a log line. */
 const quick = defineTask({
   name: 'race.quick',
   input: z.object({ n: z.number() }),
-  handler: async ({ n }) => ({ n }),
+  handler: async ({ n }, ctx) => {
+    ctx.log.info({ n }, 'quick ran');
+    return { n };
+  },
 });
 
 type Entry = [string, string[]];
@@ -183,6 +188,27 @@ describe.each(stores)('recorder races (%s store)', (kind) => {
     } finally {
       app.store.write = write;
     }
+  });
+
+  it('a completion delivered again after a crash before its log lines were kept keeps them, though its row is already final', async () => {
+    const app = await openTestApp(kind, [quick]);
+    await createGroup(app);
+    const { id } = await app.enqueue(quick, { n: 8 });
+    const a = recorderFor(app);
+    await a.feed(await eventsOf(app, id));
+    await runUntil(app, id, 'completed');
+    const entries = await eventsOf(app, id);
+    const done = entries.find((e) => eventOf(e) === 'completed')!;
+    await a.feed(entries.slice(entries.findIndex((e) => eventOf(e) === 'active')));
+    const kept = () => readKeptLogs(app.store, id, ALL_TENANTS);
+    expect((await kept())?.map((l) => l.msg)).toEqual(['quick ran']);
+
+    // The crash: the row was written, the lines not yet copied, nothing acknowledged.
+    await forgetJobLogs(app.store, id);
+    expect(await kept()).toBeNull();
+    await recorderFor(app).feed([done]);
+    expect((await kept())?.map((l) => l.msg)).toEqual(['quick ran']);
+    expect(await app.store.get(id)).toMatchObject({ status: 'completed', result: { n: 8 } });
   });
 
   it('a job that failed and whose hash is gone is finished from its failed event', async () => {

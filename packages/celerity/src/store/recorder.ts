@@ -343,8 +343,11 @@ export class Recorder {
     });
     if (updates.length === 0) return new Set();
     try {
-      const { moved, settled } = await this.opts.store.advance(updates);
-      const done = happy.filter((f, i) => facts[i]?.logged && f.completedAt !== undefined && moved.has(f.jobId)).map((f) => f.jobId);
+      const { settled } = await this.opts.store.advance(updates);
+      // Settled, not only moved: a completion delivered again after a crash
+      // between its write and this copy finds its row already completed, and
+      // this is the copy's one retry (keeping lines again replaces nothing longer).
+      const done = happy.filter((f, i) => facts[i]?.logged && f.completedAt !== undefined && settled.has(f.jobId)).map((f) => f.jobId);
       if (done.length > 0) await this.keepLogs(queue, done);
       return settled;
     } catch (err) {
