@@ -50,8 +50,13 @@ function App() {
       <main id="main" class="login">
         <h1>Celerity</h1>
         <p class="error" role="alert">
-          The dashboard cannot reach the server: {(state.error as Error).message}
+          {state.error instanceof ApiError
+            ? `The server refused the dashboard's session (${state.error.status}): ${state.error.message}`
+            : `The dashboard cannot reach the server: ${(state.error as Error).message}`}
         </p>
+        <button type="button" onClick={() => location.reload()}>
+          Try again
+        </button>
       </main>
     );
   }

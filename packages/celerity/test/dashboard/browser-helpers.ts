@@ -36,8 +36,8 @@ export async function newPage(browser: Browser, errors: string[], opts: { width?
   const page = await context.newPage();
   page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
   page.on('console', (msg) => {
-    // A refused API call logs a resource error the page handles itself and shows (400, 401, 403, 404, 409 such as job_not_delayed, 422 such as invalid_input).
-    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (40[01349]|422)/.test(msg.text())) errors.push(`console: ${msg.text()}`);
+    // A refused API call logs a resource error the page handles itself and shows (400, 401, 403, 404, 409 such as job_not_delayed, 422 such as invalid_input, 429 for a blocked address).
+    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (40[01349]|42[29])/.test(msg.text())) errors.push(`console: ${msg.text()}`);
   });
   return { context, page };
 }

@@ -388,7 +388,7 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
   });
 });
 
-run('the dashboard in a browser with authentication off', { timeout: BROWSER_TEST_TIMEOUT }, () => {
+run('the dashboard in a browser: authentication off, and a blocked address', { timeout: BROWSER_TEST_TIMEOUT }, () => {
   let browser: Browser;
   const errors: string[] = [];
   beforeAll(async () => {
@@ -414,6 +414,32 @@ run('the dashboard in a browser with authentication off', { timeout: BROWSER_TES
       expect(await p.getByLabel('API key').count()).toBe(0);
     } finally {
       // The page first: a poll arriving while the server closes would be answered 503.
+      await context.close();
+      await server.close();
+    }
+  });
+
+  it("names the server's refusal, not the network, when the address is blocked for failed authentications", async () => {
+    const app = await openTestApp('sqlite', [note], { auth: 'keys', authFailureLimit: 2, rateLimitWindow: 60_000 });
+    const key = (await createKey(app.store, { name: 'ops', scopes: ['admin'], tenant: null })).token;
+    const server = await buildServer(app, { logger: false });
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    const origin = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
+    const { context, page: p } = await newPage(browser, errors);
+    try {
+      await login(p, origin, key);
+      // The browser and this process share 127.0.0.1: bad keys from here block the page's address too.
+      let status = 0;
+      for (let i = 0; i < 5 && status !== 429; i++) {
+        status = (await fetch(`${origin}/v1/jobs`, { headers: { authorization: `Bearer cel_0123456789abcdef_bad${i}` } })).status;
+      }
+      expect(status).toBe(429);
+      await p.reload();
+      const alert = p.getByRole('alert');
+      await expect.poll(() => alert.textContent(), POLL).toContain('Too many failed authentications from this address');
+      expect(await alert.textContent()).not.toContain('cannot reach');
+      expect(await p.getByRole('button', { name: 'Try again' }).count()).toBe(1);
+    } finally {
       await context.close();
       await server.close();
     }
