@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import type { Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { Broker } from './broker/broker.ts';
 import { workerFairness } from './fairness/stage.ts';
@@ -592,8 +593,12 @@ export class App {
       stats: this.recorderStats,
     });
     await recorder.start();
+    // One recorder per process takes the producer's rows; a second would only insert them again.
+    const sink = (job: Job) => recorder.noteAdded(job);
+    this.broker.addedSink ??= sink;
     const stop = recorder.stop.bind(recorder);
     recorder.stop = async () => {
+      if (this.broker.addedSink === sink) this.broker.addedSink = undefined;
       await stop();
       redis.disconnect();
       await reads.close();

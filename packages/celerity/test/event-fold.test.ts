@@ -43,18 +43,35 @@ describe('foldEvents', () => {
     const events = [ev('added', 'a'), ev('waiting', 'a'), ev('added', 'b'), ev('active', 'a'), ev('completed', 'a', { returnvalue: '{"sum":3}' }), ev('waiting', 'b')];
     const folds = foldEvents(events);
     expect([...folds.keys()]).toEqual(['a', 'b']);
-    // Enqueue events make a batch unhappy: the row must be created from the hash.
+    // The add keeps the happy path (the recorder moves the row only if the producer handed it over).
     expect(folds.get('a')).toEqual({
       jobId: 'a',
       status: 'completed',
       statusNeedsAttempts: false,
       seq: padStreamId(events[4]!.id),
       returnvalue: '{"sum":3}',
-      happy: false,
+      happy: true,
       activeAt: Number(events[3]!.id.split('-')[0]),
       completedAt: Number(events[4]!.id.split('-')[0]),
+      fromAdd: true,
+      justAdded: false,
     });
-    expect(folds.get('b')).toEqual({ jobId: 'b', status: 'queued', statusNeedsAttempts: true, seq: padStreamId(events[5]!.id), happy: false });
+    expect(folds.get('b')).toEqual({ jobId: 'b', status: 'queued', statusNeedsAttempts: true, seq: padStreamId(events[5]!.id), happy: true, fromAdd: true, justAdded: true });
+  });
+
+  it('a job whose batch holds its add and nothing after it is just added, as its producer left it', () => {
+    // BullMQ's add scripts append `added`, then `waiting` with no `prev`.
+    expect(foldEvents([ev('added', 'a'), ev('waiting', 'a')]).get('a')!.justAdded).toBe(true);
+    expect(foldEvents([ev('added', 'a')]).get('a')!.justAdded).toBe(true);
+    // A delayed or prioritized add, a start, a progress, a retry's return: the job moved on.
+    for (const next of [ev('delayed', 'b'), ev('prioritized', 'b'), ev('active', 'b'), ev('progress', 'b', { data: '{}' }), ev('waiting', 'b', { prev: 'active' }), ev('removed', 'b')]) {
+      expect(foldEvents([ev('added', 'b'), ev('waiting', 'b'), next]).get('b')!.justAdded, next.event).toBe(false);
+    }
+    // Without its `added` event the batch does not hold the job's whole story.
+    expect(foldEvents([ev('waiting', 'c')]).get('c')).toMatchObject({ fromAdd: false, justAdded: false });
+    // A start and a completion after the add keep the happy path; a delayed add does not.
+    expect(foldEvents([ev('added', 'd'), ev('waiting', 'd'), ev('active', 'd'), ev('completed', 'd')]).get('d')).toMatchObject({ fromAdd: true, justAdded: false, happy: true });
+    expect(foldEvents([ev('added', 'e'), ev('delayed', 'e')]).get('e')).toMatchObject({ fromAdd: true, justAdded: false, happy: false });
   });
 
   it('a batch with only active, completed and progress events is the happy path, with their times and the last snapshot', () => {

@@ -1,4 +1,4 @@
-import { FlowProducer, Queue } from 'bullmq';
+import { FlowProducer, type Job, Queue } from 'bullmq';
 import type { CelerityConfig } from '../config.ts';
 import { createRedis, type RedisClient, waitReady } from './connection.ts';
 
@@ -14,6 +14,14 @@ export class Broker {
   private readonly queueHints = new Map<string, string>();
 
   readonly config: CelerityConfig;
+
+  /**
+   * Set while a recorder runs in this process (`App.startRecorder`): each
+   * job this process adds as a new, plain job is handed to it, so that it
+   * writes the job's queued row from what the producer knows instead of
+   * reading the job back from Redis (`Recorder.noteAdded`).
+   */
+  addedSink: ((job: Job) => void) | undefined;
 
   constructor(config: CelerityConfig) {
     this.config = config;

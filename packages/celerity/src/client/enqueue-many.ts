@@ -57,8 +57,10 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
   // addBulk answers nothing (and adds nothing) once its producer is closing.
   if (!nodes || nodes.length !== prepared.length) throw new BrokerUnavailableError(new Error('the broker is closing; nothing was enqueued'));
   return prepared.map((p, index) => {
-    const id = nodes[index]!.job.id ?? p.id;
+    const { job } = nodes[index]!;
+    const id = job.id ?? p.id;
     broker.hintQueue(id, p.queue);
+    broker.addedSink?.(job);
     return { id, task: p.name, queue: p.queue, created: true };
   });
 }

@@ -173,6 +173,7 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   // Our own ids are new: BullMQ's add needs no question beside it.
   const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
   broker.hintQueue(job.id!, queue);
+  broker.addedSink?.(job);
   return { id: job.id!, task: route.name, queue, created: true };
 }
 

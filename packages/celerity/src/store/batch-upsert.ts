@@ -69,8 +69,10 @@ export class SqliteBatchUpsert {
   private readonly full: SqliteStatement;
   private readonly progress: SqliteStatement;
   private readonly run: (rows: JobsTable[], progressRows: JobsTable[]) => void;
+  private readonly db: SqliteDatabase;
 
   constructor(db: SqliteDatabase) {
+    this.db = db;
     const insert = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO UPDATE SET `;
     this.full = db.prepare(insert + FULL_UPDATE);
     this.progress = db.prepare('UPDATE jobs SET progress = COALESCE(?, progress), updated_at = ? WHERE id = ?');
@@ -85,6 +87,32 @@ export class SqliteBatchUpsert {
 
   write(rows: JobsTable[], progressRows: JobsTable[]): void {
     this.run(newestPerId(rows), newestPerId(progressRows));
+  }
+
+  private handedInsert: ((rows: JobsTable[]) => void) | undefined;
+  private handedCheck: ((adds: readonly AddedEvent[]) => Set<string>) | undefined;
+
+  /** See {@link postgresInsertHanded}. */
+  insertHanded(rows: JobsTable[]): void {
+    if (!this.handedInsert) {
+      const insert = this.db.prepare(`INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO NOTHING`);
+      this.handedInsert = this.db.transaction((batch: JobsTable[]) => {
+        for (const row of batch) {
+          const r = storableRow(row, TEXT_COLUMNS);
+          insert.run(COLUMNS.map((c) => r[c]));
+        }
+      });
+    }
+    this.handedInsert(rows);
+  }
+
+  /** See {@link postgresAddsWritten}. */
+  addsWritten(adds: readonly AddedEvent[]): Set<string> {
+    if (!this.handedCheck) {
+      const written = this.db.prepare(`SELECT 1 AS written FROM jobs WHERE id = ? AND (event_seq = '${HANDED_SEQ}' OR event_seq >= ?)`);
+      this.handedCheck = (batch) => new Set(batch.filter((a) => written.get(storableText(a.id), a.seq) !== undefined).map((a) => a.id));
+    }
+    return this.handedCheck(adds);
   }
 }
 
@@ -142,6 +170,48 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
     }
   }
+}
+
+/**
+ * The position of a queued row written from what its producer knew
+ * ({@link postgresInsertHanded}), before any event of the job was recorded:
+ * lower than every stream id, so that every event of the job, the `added`
+ * one included, still moves the row.
+ */
+export const HANDED_SEQ = '000000000000000-0000000000';
+
+/** A job that a recorder's batch knows only by its add (`added`, then `waiting`): its id and the position of its last event. */
+export interface AddedEvent {
+  id: string;
+  /** The event's padded stream id. */
+  seq: string;
+}
+
+/**
+ * Queued rows handed over by the producer of the same process (see
+ * `Recorder.noteAdded`), at {@link HANDED_SEQ}: inserted where no row exists,
+ * never over one. Any row already there came from an event of the job, so it
+ * is at least as far along.
+ */
+export async function postgresInsertHanded(db: Kysely<Database>, rows: JobsTable[]): Promise<void> {
+  const sorted = [...rows].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const insert = CompiledQuery.raw(`INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO NOTHING`, [pgJson(sorted)]);
+  await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery(insert));
+}
+
+const ADDS_WRITTEN_PG = `SELECT j.id FROM jobs AS j JOIN json_to_recordset($1::json) AS v(id text, seq text) ON j.id = v.id
+  WHERE j.event_seq = '${HANDED_SEQ}' OR j.event_seq >= v.seq`;
+
+/**
+ * Which `added` events need no write: their row was handed over by a
+ * producer and nothing of the job was recorded since (the row says
+ * `queued`, as the event does), or a recorder already wrote the row at or
+ * past the event's position. One primary-key lookup per job.
+ */
+export async function postgresAddsWritten(db: Kysely<Database>, adds: readonly AddedEvent[]): Promise<Set<string>> {
+  const query = CompiledQuery.raw(ADDS_WRITTEN_PG, [pgJson(adds)]);
+  const { rows } = await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery<{ id: string }>(query));
+  return new Set(rows.map((r) => r.id));
 }
 
 /**

@@ -24,10 +24,11 @@ export interface JobFold {
   /** `attemptsMade` of a `retries-exhausted` event (it follows a final `failed`), for jobs Redis has already dropped. */
   attemptsMade?: number;
   /**
-   * True when the batch shows only the happy path after enqueue: a delayed
-   * job made runnable (`waiting` from `delayed`) before it starts, at most
-   * one `active`, at most one `completed`, and progress. Such a job's row can be
-   * moved forward from the events alone, without reading its hash.
+   * True when the batch shows only the happy path: the add (see
+   * {@link fromAdd}), a delayed job made runnable (`waiting` from `delayed`)
+   * before it starts, at most one `active`, at most one `completed`, and
+   * progress. Such a job's row can be moved forward from the events alone,
+   * without reading its hash.
    */
   happy: boolean;
   /** Times (Redis clock, from the stream ids) of the `active` and `completed` events. */
@@ -35,6 +36,18 @@ export interface JobFold {
   completedAt?: number;
   /** The last `progress` event's snapshot, as JSON text. */
   progressData?: string;
+  /**
+   * True when the batch holds the job's `added` event, always a job's first:
+   * the batch then holds the job's whole story, and its row may not exist
+   * unless the producer handed it over (`Recorder.noteAdded`).
+   */
+  fromAdd: boolean;
+  /**
+   * True when the batch holds the job's `added` event and nothing after it
+   * but the `waiting` event of the same add (BullMQ's add scripts append it
+   * with no `prev`): the job is as its producer left it.
+   */
+  justAdded: boolean;
 }
 
 /**
@@ -86,9 +99,14 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
     const mapped = STATUS_OF[e.event];
     if (!mapped && e.event !== 'progress') continue;
     let fold = folds.get(e.jobId);
+    let addStep: boolean;
     if (!fold) {
-      fold = { jobId: e.jobId, status: null, statusNeedsAttempts: false, seq: '', happy: true };
+      addStep = e.event === 'added';
+      fold = { jobId: e.jobId, status: null, statusNeedsAttempts: false, seq: '', happy: true, fromAdd: addStep, justAdded: addStep };
       folds.set(e.jobId, fold);
+    } else {
+      addStep = fold.justAdded && e.event === 'waiting' && e.fields.prev === undefined;
+      if (!addStep) fold.justAdded = false;
     }
     fold.seq = padStreamId(e.id);
     const at = Number(e.id.slice(0, e.id.indexOf('-')));
@@ -100,6 +118,9 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
     // The recorder's `ats` = 1 check rules out a retry's return from delay.
     else if (e.event === 'waiting' && e.fields.prev === 'delayed' && fold.activeAt === undefined && fold.completedAt === undefined) {
       // nothing to record
+    } else if (addStep) {
+      // The add itself: the happy path still holds if the producer's row is
+      // there to move (the recorder checks `fromAdd` against what it wrote).
     } else fold.happy = false;
     if (!mapped) continue;
     if (mapped === 'queued-or-retrying') {

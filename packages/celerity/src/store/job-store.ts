@@ -5,7 +5,17 @@ import { CelerityError, InvalidQueryValueError, StoreUnavailableError } from '..
 import { postgresPool } from './pg-pool.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { coreMigrations, migrate } from './migrations.ts';
-import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyOutcome, type HappyUpdate } from './batch-upsert.ts';
+import {
+  postgresAddsWritten,
+  postgresBatchUpsert,
+  postgresHappyUpdates,
+  postgresInsertHanded,
+  SqliteBatchUpsert,
+  sqliteHappyUpdates,
+  type AddedEvent,
+  type HappyOutcome,
+  type HappyUpdate,
+} from './batch-upsert.ts';
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
@@ -155,6 +165,23 @@ export class JobStore {
   }
 
   /**
+   * Inserts queued rows handed over by a producer (`Recorder.noteAdded`)
+   * where no row exists; never changes a row (see {@link postgresInsertHanded}).
+   */
+  async insertHanded(rows: JobsTable[]): Promise<void> {
+    if (rows.length === 0) return;
+    if (this.sqliteUpsert) this.sqliteUpsert.insertHanded(rows);
+    else await postgresInsertHanded(this.db, rows);
+  }
+
+  /** Of these `added` events, those whose row needs no write (see {@link postgresAddsWritten}). */
+  async addsWritten(adds: readonly AddedEvent[]): Promise<Set<string>> {
+    if (adds.length === 0) return new Set();
+    if (this.sqliteUpsert) return this.sqliteUpsert.addsWritten(adds);
+    return postgresAddsWritten(this.db, adds);
+  }
+
+  /**
    * Moves happy-path jobs forward from their events alone (see
    * {@link HappyUpdate}): which rows moved, and which need nothing more
    * ({@link HappyOutcome}). The others need a full write.
@@ -289,7 +316,8 @@ function parse(text: string | null): unknown {
   return text === null ? null : JSON.parse(text);
 }
 
-function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
+/** The `jobs` row of a state, its JSON columns serialized now. */
+export function toRow({ record: r, eventSeq }: RecordedState, now: number): JobsTable {
   return {
     id: r.id,
     task: r.task,

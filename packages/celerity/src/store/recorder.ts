@@ -5,8 +5,9 @@ import type { Logger } from 'pino';
 import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type AttemptRecord, type JobRecord } from '../job-record.ts';
 import { keepJobLogs } from './job-logs.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
-import type { JobStore, RecordedState } from './job-store.ts';
-import type { HappyUpdate } from './batch-upsert.ts';
+import { toRow, type JobStore, type RecordedState } from './job-store.ts';
+import type { JobsTable } from './db.ts';
+import { HANDED_SEQ, type AddedEvent, type HappyUpdate } from './batch-upsert.ts';
 import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
 import { readHashes, readJobsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
@@ -101,6 +102,14 @@ export class Recorder {
   /** Failures in a row of the batch in hand (reset by a batch that goes through). */
   private consecutiveFailures = 0;
   readonly stats: RecorderStats;
+  /** Queued rows handed over by this process's producer ({@link noteAdded}), written at the start of the next cycle. */
+  private handed: JobsTable[] = [];
+  /** The handed rows' write in progress. */
+  private handedWrite: Promise<void> | null = null;
+  /** Ids of the handed rows written, newest last, until their `added` event comes up here. */
+  private readonly handedWritten = new Set<string>();
+  private readonly queueNames: Set<string>;
+  private lastHandedWarning = 0;
 
   private readonly opts: RecorderOptions;
 
@@ -109,6 +118,61 @@ export class Recorder {
     this.stats = opts.stats ?? newRecorderStats();
     this.queueByKey = new Map(opts.queues.map((q) => [q.keys.events!, q]));
     this.keys = [...this.queueByKey.keys()];
+    this.queueNames = new Set(opts.queues.map((q) => q.name));
+  }
+
+  /**
+   * Takes the queued row of a job this process has just added, built from
+   * the job the producer holds, so that its `added` event needs no read of
+   * the job back from Redis (whichever recorder of the group gets the event:
+   * see {@link apply}).
+   *
+   * Only a shortcut, never the record of the job: the row is written at the
+   * lowest position ({@link HANDED_SEQ}), so every event of the job still
+   * moves it, and a row dropped here (a full buffer, a failed write, a crash
+   * before the next cycle) is written from the stream as it always was.
+   */
+  noteAdded(job: Job): void {
+    if (!this.running || this.handed.length >= MAX_HANDED || !this.queueNames.has(job.queueName)) return;
+    // Serialized now, as BullMQ's add did: the caller may change its input object once the enqueue returns.
+    this.handed.push(toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: HANDED_SEQ }, Date.now()));
+    // Under load, before this recorder's next cycle: the `added` events may
+    // go to another recorder of the group, which looks for the rows in SQL.
+    // (A few jobs a second wait for the cycle: a write per job would cost
+    // more than the hash reads it saves.)
+    if (this.handed.length >= HANDED_BATCH && !this.handedWrite) void this.writeHanded();
+  }
+
+  /** Writes the handed rows, one write at a time; a failure drops them, and their events write them from Redis instead. */
+  private async writeHanded(): Promise<void> {
+    while (this.handedWrite) await this.handedWrite;
+    if (this.handed.length === 0) return;
+    const rows = this.handed;
+    this.handed = [];
+    this.handedWrite = this.insertHanded(rows);
+    try {
+      await this.handedWrite;
+    } finally {
+      this.handedWrite = null;
+    }
+  }
+
+  private async insertHanded(rows: JobsTable[]): Promise<void> {
+    try {
+      await this.opts.store.insertHanded(rows);
+      for (const { id } of rows) this.handedWritten.add(id);
+      // Most `added` events of these jobs may go to other recorders of the group: forget the oldest.
+      for (const id of this.handedWritten) {
+        if (this.handedWritten.size <= MAX_HANDED) break;
+        this.handedWritten.delete(id);
+      }
+    } catch (err) {
+      // The stream's batch will meet the same store and say so; one line a minute is enough here.
+      if (Date.now() - this.lastHandedWarning >= 60_000) {
+        this.lastHandedWarning = Date.now();
+        this.opts.logger.warn({ err, jobs: rows.length }, 'recorder: queued rows from the producer not written; their events will write them');
+      }
+    }
   }
 
   /** Starts recording in the background. Redis being away is not an error: the loop waits for it. */
@@ -141,7 +205,10 @@ export class Recorder {
     this.running = false;
     await this.loop;
     this.loop = null;
-    if (wasRunning) await this.flush();
+    if (wasRunning) {
+      await this.writeHanded();
+      await this.flush();
+    }
   }
 
   /**
@@ -182,6 +249,9 @@ export class Recorder {
           await this.claimAbandoned();
           await this.maintain();
         }
+        // Before the read: the rows handed over since the last cycle are then
+        // in SQL when their `added` events come up, here or in another recorder.
+        await this.writeHanded();
         const reply = (await redis.xreadgroup(
           'GROUP',
           RECORDER_GROUP,
@@ -220,6 +290,8 @@ export class Recorder {
   }
 
   private async applyReply(reply: [string, [string, string[] | null][]][]): Promise<void> {
+    // The batch's `added` events may be of jobs handed over since the read began.
+    await this.writeHanded();
     for (const [key, entries] of reply) {
       const queue = this.queueByKey.get(key)!;
       // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
@@ -243,13 +315,34 @@ export class Recorder {
   private async apply(queue: Queue, events: StreamEvent[]): Promise<void> {
     let folds = [...foldEvents(events).values()];
     if (folds.length === 0) return;
+    // Jobs added in this batch whose row this recorder wrote from the
+    // producer's hand (noteAdded). Handed ids are new ids (the producer hands
+    // no job of a chosen id), so the row there is this job's.
+    const handed = new Set<string>();
+    for (const f of folds) if (f.fromAdd && this.handedWritten.delete(f.jobId)) handed.add(f.jobId);
     // The happy path (started, completed) is written from the events and a
     // few small fields of the hash; only jobs whose row or attempt count is
-    // not where the events expect need their whole hash.
-    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined));
+    // not where the events expect need their whole hash. A batch that holds
+    // the job's add moves its row only if it was handed over here: else the
+    // row may not exist yet.
+    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined) && (!f.fromAdd || handed.has(f.jobId)));
     if (happy.length > 0) {
       const moved = await this.advance(queue, happy);
       if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
+      if (folds.length === 0) return;
+    }
+    // A job the batch knows only as added, whose producer handed its row over
+    // (noteAdded, in this process or another), needs nothing read or written.
+    const adds: AddedEvent[] = [];
+    const written = new Set<string>();
+    for (const f of folds) {
+      if (!f.justAdded) continue;
+      if (handed.has(f.jobId)) written.add(f.jobId);
+      else adds.push({ id: f.jobId, seq: f.seq });
+    }
+    if (adds.length > 0) for (const id of await this.opts.store.addsWritten(adds)) written.add(id);
+    if (written.size > 0) {
+      folds = folds.filter((f) => !written.has(f.jobId));
       if (folds.length === 0) return;
     }
     const { jobs, logged } = await readJobs(queue, folds);
@@ -575,6 +668,16 @@ async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs
 }
 
 const READ_CHUNK = 100;
+
+/**
+ * Handed rows held at most between two cycles: far more than a producer adds
+ * in one, so only a recorder that cannot write (SQL away) reaches it, and the
+ * rows past it are written from their events.
+ */
+const MAX_HANDED = 20_000;
+
+/** Handed rows that make a write of their own, between the recorder's cycles. */
+const HANDED_BATCH = 200;
 
 function recordOf(job: Job, queue: string, fold: JobFold): JobRecord {
   let status = fold.status;
