@@ -51,9 +51,9 @@ async function rowAndLive(app: App, id: string): Promise<{ row: JobRecord; live:
 }
 
 describe.each(stores)('queued rows handed over by the producer (%s store)', (kind) => {
-  it("writes each new job's row from what the producer knew, equal to the live record, and its `added` event then writes nothing", async () => {
+  it("writes each new job's row from what the producer knew, equal to the live record, without reading the job back", async () => {
     const app = await openTestApp(kind, [note, loose]);
-    await startRecorder(app);
+    const recorder = await startRecorder(app);
     // The caller changes its input once the enqueue returned: the job, and its row, keep what was enqueued.
     const input = { items: [{ n: 1 }] };
     const changed = await app.enqueue(loose, input);
@@ -76,33 +76,62 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
       expect(row.status).toBe('queued');
     }
     expect((await app.store.get(changed.id))?.input).toEqual({ items: [{ n: 1 }] });
-    // Once the recorder has read and acknowledged every event, the handed rows are still the ones stored.
+    // Once the recorder has read and acknowledged every event: only the
+    // delayed job was read back (its `delayed` event is a state of its own,
+    // written from its hash).
     await waitFor(async () => (await groupLag(app)) === 0);
-    // An add's events (`added`, `waiting`) found the row handed over and wrote nothing.
-    const delayed = handles[4]!;
-    for (const h of handles) if (h !== delayed) expect(await seqOf(app, h.id), h.id).toBe(HANDED_SEQ);
-    // A delayed add's `delayed` event is the job's next state: written from the hash, over the handed row.
-    expect(await seqOf(app, delayed.id)).not.toBe(HANDED_SEQ);
+    expect(recorder.hashReads).toBe(1);
   });
 
-  it('a handed row the store refused is written from its events, and the job then runs and completes in the history', async () => {
+  it('a burst hands its rows over before their events are read, and the events then write nothing', async () => {
     const app = await openTestApp(kind, [note]);
-    const refused = vi.spyOn(app.store, 'insertHanded').mockRejectedValue(new Error('refused for the test'));
-    await startRecorder(app);
-    const { id } = await app.enqueue(note, { text: 'fallback' });
-    const { row, live } = await rowAndLive(app, id);
-    expect(refused).toHaveBeenCalled();
-    expect(row).toEqual(live);
-    expect(await seqOf(app, id)).not.toBe(HANDED_SEQ);
-    refused.mockRestore();
+    const recorder = await startRecorder(app);
+    const handles = await app.enqueueMany(Array.from({ length: 450 }, (_, i) => ({ task: note, input: { text: `burst ${i}` } })));
+    await waitFor(async () => (await groupLag(app)) === 0);
+    expect(recorder.hashReads).toBe(0);
+    for (const h of [handles[0]!, handles[449]!]) {
+      const { row, live } = await rowAndLive(app, h.id);
+      expect(row).toEqual(live);
+    }
+    // Written ahead of their events (200 at a time), the first rows stay at the handed position.
+    expect(await seqOf(app, handles[0]!.id)).toBe(HANDED_SEQ);
+  });
 
-    // And with the handed path working, a job runs from its handed row to the end.
-    const done = await app.enqueue(note, { text: 'runs' });
+  it('handed rows the store refused are written from their hashes, written ahead or with their events', async () => {
+    const app = await openTestApp(kind, [note]);
+    const ahead = vi.spyOn(app.store, 'insertHanded').mockRejectedValue(new Error('refused for the test'));
+    const withEvents = vi.spyOn(app.store, 'writeRows').mockRejectedValueOnce(new Error('refused for the test'));
+    const recorder = await startRecorder(app);
+    const burst = await app.enqueueMany(Array.from({ length: 250 }, (_, i) => ({ task: note, input: { text: `ahead ${i}` } })));
+    await waitFor(async () => (await groupLag(app)) === 0);
+    const { id } = await app.enqueue(note, { text: 'with its events' });
+    await waitFor(async () => (await groupLag(app)) === 0);
+    expect(ahead).toHaveBeenCalled();
+    expect(withEvents).toHaveBeenCalled();
+    expect(recorder.hashReads).toBeGreaterThan(0);
+    for (const jobId of [burst[0]!.id, burst[249]!.id, id]) {
+      const { row, live } = await rowAndLive(app, jobId);
+      expect(row).toEqual(live);
+      expect(await seqOf(app, jobId)).not.toBe(HANDED_SEQ);
+    }
+  });
+
+  it('a job added, started and completed within one batch is written once, from its handed row and its events', async () => {
+    const app = await openTestApp(kind, [note]);
+    const recorder = await startRecorder(app);
+    const writes = vi.spyOn(app.store, 'writeRows');
+    const advances = vi.spyOn(app.store, 'advance');
     await startWorker(app);
-    await waitFor(async () => (await app.store.get(done.id))?.status === 'completed');
-    const end = await rowAndLive(app, done.id);
+    const { id } = await app.enqueue(note, { text: 'runs' });
+    await waitFor(async () => (await app.store.get(id))?.status === 'completed');
+    const end = await rowAndLive(app, id);
     expect(end.row).toEqual(end.live);
     expect(end.row.result).toEqual({ echoed: 'runs' });
+    expect(recorder.hashReads).toBe(0);
+    // One upsert of the finished row; no update of a queued one.
+    const rowsOf = (calls: unknown[][]) => calls.flatMap((c) => c[0] as { id: string }[]).filter((r) => r.id === id);
+    expect(rowsOf(writes.mock.calls)).toHaveLength(1);
+    expect(rowsOf(advances.mock.calls)).toHaveLength(0);
   });
 
   it('a handed row never replaces a row its events wrote, and an `added` event is skipped only for a handed row or one already past it', async () => {

@@ -158,8 +158,15 @@ export class JobStore {
   async write(states: RecordedState[], progressOnly: RecordedState[] = []): Promise<void> {
     if (states.length === 0 && progressOnly.length === 0) return;
     const now = Date.now();
-    const rows = states.map((s) => toRow(s, now));
-    const progressRows = progressOnly.map((s) => toRow(s, now));
+    await this.writeRows(
+      states.map((s) => toRow(s, now)),
+      progressOnly.map((s) => toRow(s, now)),
+    );
+  }
+
+  /** {@link write} of rows already built (`toRow`). */
+  async writeRows(rows: JobsTable[], progressRows: JobsTable[] = []): Promise<void> {
+    if (rows.length === 0 && progressRows.length === 0) return;
     if (this.sqliteUpsert) this.sqliteUpsert.write(rows, progressRows);
     else await postgresBatchUpsert(this.db, rows, progressRows);
   }

@@ -99,11 +99,13 @@ export class Recorder {
   private replayOwn = true;
   /** Entries written so far; tests and benchmarks use it to know the history caught up. */
   recorded = 0;
+  /** Jobs whose whole hash was read to write their row (the others were written from their events, or from their producer's hand). */
+  hashReads = 0;
   /** Failures in a row of the batch in hand (reset by a batch that goes through). */
   private consecutiveFailures = 0;
   readonly stats: RecorderStats;
-  /** Queued rows handed over by this process's producer ({@link noteAdded}), written at the start of the next cycle. */
-  private handed: JobsTable[] = [];
+  /** Queued rows handed over by this process's producer ({@link noteAdded}) and not written yet, by job id, oldest first. */
+  private handed = new Map<string, { row: JobsTable; at: number }>();
   /** The handed rows' write in progress. */
   private handedWrite: Promise<void> | null = null;
   /** Ids of the handed rows written, newest last, until their `added` event comes up here. */
@@ -127,28 +129,40 @@ export class Recorder {
    * the job back from Redis (whichever recorder of the group gets the event:
    * see {@link apply}).
    *
-   * Only a shortcut, never the record of the job: the row is written at the
-   * lowest position ({@link HANDED_SEQ}), so every event of the job still
-   * moves it, and a row dropped here (a full buffer, a failed write, a crash
-   * before the next cycle) is written from the stream as it always was.
+   * Only a shortcut, never the record of the job: a row written ahead of
+   * its events is at the lowest position ({@link HANDED_SEQ}), so every
+   * event of the job still moves it, and a row dropped here (a full buffer,
+   * a failed write, a crash before it is written) is written from the
+   * stream as it always was.
    */
   noteAdded(job: Job): void {
-    if (!this.running || this.handed.length >= MAX_HANDED || !this.queueNames.has(job.queueName)) return;
+    if (!this.running || this.handed.size >= MAX_HANDED || !this.queueNames.has(job.queueName)) return;
+    const now = Date.now();
     // Serialized now, as BullMQ's add did: the caller may change its input object once the enqueue returns.
-    this.handed.push(toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: HANDED_SEQ }, Date.now()));
-    // Under load, before this recorder's next cycle: the `added` events may
-    // go to another recorder of the group, which looks for the rows in SQL.
-    // (A few jobs a second wait for the cycle: a write per job would cost
-    // more than the hash reads it saves.)
-    if (this.handed.length >= HANDED_BATCH && !this.handedWrite) void this.writeHanded();
+    this.handed.set(job.id!, { row: toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: HANDED_SEQ }, now), at: now });
+    // Under load, at once: the `added` events may go to another recorder of
+    // the group, which looks for the rows in SQL. Otherwise the rows wait for
+    // this recorder's batch of their events, which writes each job's row
+    // once, as far as its events go (see apply).
+    if (this.handed.size >= HANDED_BATCH && !this.handedWrite) void this.writeHanded(0);
   }
 
-  /** Writes the handed rows, one write at a time; a failure drops them, and their events write them from Redis instead. */
-  private async writeHanded(): Promise<void> {
+  /**
+   * Writes the handed rows noted at least `minAgeMs` ago, one write at a
+   * time; a failure drops them, and their events write them from Redis
+   * instead.
+   */
+  private async writeHanded(minAgeMs: number): Promise<void> {
     while (this.handedWrite) await this.handedWrite;
-    if (this.handed.length === 0) return;
-    const rows = this.handed;
-    this.handed = [];
+    const before = Date.now() - minAgeMs;
+    const rows: JobsTable[] = [];
+    for (const [id, { row, at }] of this.handed) {
+      // Oldest first: the rest are younger.
+      if (at > before) break;
+      rows.push(row);
+      this.handed.delete(id);
+    }
+    if (rows.length === 0) return;
     this.handedWrite = this.insertHanded(rows);
     try {
       await this.handedWrite;
@@ -206,7 +220,7 @@ export class Recorder {
     await this.loop;
     this.loop = null;
     if (wasRunning) {
-      await this.writeHanded();
+      await this.writeHanded(0);
       await this.flush();
     }
   }
@@ -249,9 +263,9 @@ export class Recorder {
           await this.claimAbandoned();
           await this.maintain();
         }
-        // Before the read: the rows handed over since the last cycle are then
-        // in SQL when their `added` events come up, here or in another recorder.
-        await this.writeHanded();
+        // Rows whose events did not come to this recorder within a cycle or
+        // two went to another recorder of the group, or are still unread.
+        await this.writeHanded(HANDED_HOLD_MS);
         const reply = (await redis.xreadgroup(
           'GROUP',
           RECORDER_GROUP,
@@ -290,8 +304,10 @@ export class Recorder {
   }
 
   private async applyReply(reply: [string, [string, string[] | null][]][]): Promise<void> {
-    // The batch's `added` events may be of jobs handed over since the read began.
-    await this.writeHanded();
+    // Redis answers an add before it wakes this blocked read, but both
+    // replies may reach this process in one turn of the event loop: one turn
+    // more lets the producer hand over the job first (noteAdded).
+    await new Promise((resolve) => setImmediate(resolve));
     for (const [key, entries] of reply) {
       const queue = this.queueByKey.get(key)!;
       // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
@@ -315,36 +331,52 @@ export class Recorder {
   private async apply(queue: Queue, events: StreamEvent[]): Promise<void> {
     let folds = [...foldEvents(events).values()];
     if (folds.length === 0) return;
-    // Jobs added in this batch whose row this recorder wrote from the
-    // producer's hand (noteAdded). Handed ids are new ids (the producer hands
-    // no job of a chosen id), so the row there is this job's.
-    const handed = new Set<string>();
-    for (const f of folds) if (f.fromAdd && this.handedWritten.delete(f.jobId)) handed.add(f.jobId);
+    // Jobs added in this batch whose producer handed their row to this
+    // recorder (noteAdded): written already, or still in hand, to be written
+    // here once, as far as the batch's events go. Handed ids are new ids (the
+    // producer hands no job of a chosen id), so a handed row is this job's.
+    const written = new Set<string>();
+    const inHand = new Map<string, JobsTable>();
+    for (const f of folds) {
+      if (!f.fromAdd) continue;
+      if (this.handedWritten.delete(f.jobId)) written.add(f.jobId);
+      const held = this.handed.get(f.jobId);
+      if (held) {
+        this.handed.delete(f.jobId);
+        inHand.set(f.jobId, held.row);
+      }
+    }
     // The happy path (started, completed) is written from the events and a
     // few small fields of the hash; only jobs whose row or attempt count is
     // not where the events expect need their whole hash. A batch that holds
-    // the job's add moves its row only if it was handed over here: else the
+    // the job's add takes this path only with the job's handed row: else the
     // row may not exist yet.
-    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined) && (!f.fromAdd || handed.has(f.jobId)));
+    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined) && (!f.fromAdd || written.has(f.jobId) || inHand.has(f.jobId)));
     if (happy.length > 0) {
-      const moved = await this.advance(queue, happy);
+      const moved = await this.advance(queue, happy, inHand);
       if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
       if (folds.length === 0) return;
     }
     // A job the batch knows only as added, whose producer handed its row over
-    // (noteAdded, in this process or another), needs nothing read or written.
+    // (noteAdded, in this process or another), needs no read: its row is the
+    // producer's, written already or written now.
     const adds: AddedEvent[] = [];
-    const written = new Set<string>();
+    const fresh: JobsTable[] = [];
+    const skipped = new Set<string>();
     for (const f of folds) {
       if (!f.justAdded) continue;
-      if (handed.has(f.jobId)) written.add(f.jobId);
+      const row = inHand.get(f.jobId);
+      if (row) fresh.push({ ...row, event_seq: f.seq });
+      else if (written.has(f.jobId)) skipped.add(f.jobId);
       else adds.push({ id: f.jobId, seq: f.seq });
     }
-    if (adds.length > 0) for (const id of await this.opts.store.addsWritten(adds)) written.add(id);
-    if (written.size > 0) {
-      folds = folds.filter((f) => !written.has(f.jobId));
+    if (adds.length > 0) for (const id of await this.opts.store.addsWritten(adds)) skipped.add(id);
+    if (fresh.length > 0 && (await this.writeRows(fresh))) for (const r of fresh) skipped.add(r.id);
+    if (skipped.size > 0) {
+      folds = folds.filter((f) => !skipped.has(f.jobId));
       if (folds.length === 0) return;
     }
+    this.hashReads += folds.length;
     const { jobs, logged } = await readJobs(queue, folds);
     const states: RecordedState[] = [];
     const progressOnly: RecordedState[] = [];
@@ -426,17 +458,24 @@ export class Recorder {
    * the whole story since the row's state. Anything else gets a full write from the hash. Times come
    * from the hash too, so the row equals what the API reads from Redis.
    */
-  private async advance(queue: Queue, happy: JobFold[]): Promise<Set<string>> {
+  private async advance(queue: Queue, happy: JobFold[], inHand: ReadonlyMap<string, JobsTable>): Promise<Set<string>> {
     const facts = await readAttemptFacts(queue, happy);
     const now = Date.now();
     const updates: HappyUpdate[] = [];
+    // A handed row still in hand is written once, as the update leaves it.
+    const finished: JobsTable[] = [];
     happy.forEach((f, i) => {
       const fact = facts[i];
-      if (fact && fact.started === 1) updates.push(happyUpdate(f, fact, now));
+      if (fact?.started !== 1) return;
+      const update = happyUpdate(f, fact, now);
+      const row = inHand.get(f.jobId);
+      if (row) finished.push(advancedRow(row, update));
+      else updates.push(update);
     });
-    if (updates.length === 0) return new Set();
+    if (updates.length === 0 && finished.length === 0) return new Set();
     try {
       const { settled } = await this.opts.store.advance(updates);
+      if (finished.length > 0 && (await this.writeRows(finished))) for (const r of finished) settled.add(r.id);
       // Settled, not only moved: a completion delivered again after a crash
       // between its write and this copy finds its row already completed, and
       // this is the copy's one retry (keeping lines again replaces nothing longer).
@@ -448,6 +487,22 @@ export class Recorder {
       if (classifyWriteError(err) === 'unavailable') throw err;
       this.opts.logger.warn({ err }, 'recorder: happy-path update refused; writing those jobs in full');
       return new Set();
+    }
+  }
+
+  /**
+   * Upserts rows built here (handed rows, as far as their batch's events
+   * go). False if the store refused them as data: the jobs then take the
+   * full write from their hashes, which isolates the row at fault.
+   */
+  private async writeRows(rows: JobsTable[]): Promise<boolean> {
+    try {
+      await this.opts.store.writeRows(rows);
+      return true;
+    } catch (err) {
+      if (classifyWriteError(err) === 'unavailable') throw err;
+      this.opts.logger.warn({ err }, 'recorder: handed rows refused; writing those jobs in full');
+      return false;
     }
   }
 
@@ -678,6 +733,33 @@ const MAX_HANDED = 20_000;
 
 /** Handed rows that make a write of their own, between the recorder's cycles. */
 const HANDED_BATCH = 200;
+
+/**
+ * How long a handed row waits for its events to come to this recorder: a
+ * few cycles (the linger is 50 ms). Past that, the events went to another
+ * recorder of the group, which then wrote the row from the hash (the insert
+ * finds it and writes nothing), or are not read yet.
+ */
+const HANDED_HOLD_MS = 200;
+
+/** A handed row moved forward by a happy update, as the update would leave the stored row. */
+function advancedRow(row: JobsTable, u: HappyUpdate): JobsTable {
+  return {
+    ...row,
+    status: u.status,
+    attempts: 1,
+    started_at: u.startedAt ?? row.started_at,
+    finished_at: u.finishedAt,
+    result: u.result,
+    progress: u.progress ?? row.progress,
+    error_type: null,
+    error_message: null,
+    error_stack: null,
+    attempt_history: null,
+    updated_at: u.updatedAt,
+    event_seq: u.seq,
+  };
+}
 
 function recordOf(job: Job, queue: string, fold: JobFold): JobRecord {
   let status = fold.status;
