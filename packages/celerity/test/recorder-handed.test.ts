@@ -134,6 +134,25 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
     expect(rowsOf(advances.mock.calls)).toHaveLength(0);
   });
 
+  it('an enqueue whose row cannot be built a second time still succeeds, and its events write the row', async () => {
+    const app = await openTestApp(kind, [note]);
+    const recorder = await startRecorder(app);
+    // A task this process does not define: its input goes to BullMQ as given, and is serialized there first.
+    let serialized = 0;
+    const input = {
+      toJSON() {
+        serialized += 1;
+        if (serialized > 1) throw new Error('serialized twice');
+        return { text: 'once' };
+      },
+    };
+    const { id } = await app.enqueueByName('elsewhere.task', input, { queue: 'default' });
+    expect(serialized).toBe(2);
+    const row = await waitFor(() => app.store.get(id));
+    expect(row.input).toEqual({ text: 'once' });
+    expect(recorder.hashReads).toBe(1);
+  });
+
   it('a handed row never replaces a row its events wrote, and an `added` event is skipped only for a handed row or one already past it', async () => {
     const app = await openTestApp(kind, [note]);
     const { id } = await app.enqueue(note, { text: 'ordered' });

@@ -138,8 +138,15 @@ export class Recorder {
   noteAdded(job: Job): void {
     if (!this.running || this.handed.size >= MAX_HANDED || !this.queueNames.has(job.queueName)) return;
     const now = Date.now();
-    // Serialized now, as BullMQ's add did: the caller may change its input object once the enqueue returns.
-    this.handed.set(job.id!, { row: toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: HANDED_SEQ }, now), at: now });
+    let row: JobsTable;
+    try {
+      // Serialized now, as BullMQ's add did: the caller may change its input object once the enqueue returns.
+      row = toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: HANDED_SEQ }, now);
+    } catch {
+      // The job is in Redis: an enqueue must not fail after it (a toJSON that throws the second time, say). Its events write the row.
+      return;
+    }
+    this.handed.set(job.id!, { row, at: now });
     // Under load, at once: the `added` events may go to another recorder of
     // the group, which looks for the rows in SQL. Otherwise the rows wait for
     // this recorder's batch of their events, which writes each job's row
