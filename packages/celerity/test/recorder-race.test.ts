@@ -7,7 +7,7 @@ import { padStreamId } from '../src/store/event-fold.ts';
 import { forgetJobLogs, readKeptLogs } from '../src/store/job-logs.ts';
 import { RECORDER_GROUP, Recorder } from '../src/store/recorder.ts';
 import { defineTask } from '../src/task.ts';
-import { deferred, openTestApp, startWorker, stores, testRedis, useCleanup, waitFor, type Deferred } from './helpers.ts';
+import { deferred, openTestApp, startWorker, stores, testRedis, useCleanup, waitFor, type Deferred, type StoreKind } from './helpers.ts';
 
 useCleanup();
 
@@ -90,6 +90,20 @@ async function runUntil(app: App, id: string, end: 'completed' | 'failed'): Prom
 
 const eventOf = ([, fields]: Entry) => fields[fields.indexOf('event') + 1];
 
+/**
+ * A job of `task` enqueued, its enqueue written by recorder A, then run to
+ * completion: the events after the enqueue are the test's to deliver.
+ */
+async function ranAfterEnqueue(kind: StoreKind, task: typeof flaky | typeof quick, input: { n: number }) {
+  const app = await openTestApp(kind, [task]);
+  await createGroup(app);
+  const { id } = await app.enqueue(task, input);
+  const a = recorderFor(app);
+  await a.feed(await eventsOf(app, id));
+  await runUntil(app, id, 'completed');
+  return { app, id, a };
+}
+
 /** The fields the history must agree on with the live record. */
 function comparable(r: JobRecord | null) {
   if (!r) return r;
@@ -134,13 +148,8 @@ describe.each(stores)('recorder races (%s store)', (kind) => {
   });
 
   it('a retried job is recorded with every attempt when its second start and completion reach another recorder first', async () => {
-    const app = await openTestApp(kind, [flaky]);
-    await createGroup(app);
-    const { id } = await app.enqueue(flaky, { n: 2 });
-    const a = recorderFor(app);
+    const { app, id, a } = await ranAfterEnqueue(kind, flaky, { n: 2 });
     const b = recorderFor(app);
-    await a.feed(await eventsOf(app, id));
-    await runUntil(app, id, 'completed');
 
     // The row reads `queued` when B gets the second start and the completion,
     // which alone look like a first attempt's; A still holds the first attempt.
@@ -156,13 +165,8 @@ describe.each(stores)('recorder races (%s store)', (kind) => {
   });
 
   it('a job whose completion reaches another recorder before its start is completed from its events, and the late start writes nothing', async () => {
-    const app = await openTestApp(kind, [quick]);
-    await createGroup(app);
-    const { id } = await app.enqueue(quick, { n: 7 });
-    const a = recorderFor(app);
+    const { app, id, a } = await ranAfterEnqueue(kind, quick, { n: 7 });
     const b = recorderFor(app);
-    await a.feed(await eventsOf(app, id));
-    await runUntil(app, id, 'completed');
     const entries = await eventsOf(app, id);
     const start = entries.find((e) => eventOf(e) === 'active')!;
     const done = entries.find((e) => eventOf(e) === 'completed')!;
@@ -191,12 +195,7 @@ describe.each(stores)('recorder races (%s store)', (kind) => {
   });
 
   it('a completion delivered again after a crash before its log lines were kept keeps them, though its row is already final', async () => {
-    const app = await openTestApp(kind, [quick]);
-    await createGroup(app);
-    const { id } = await app.enqueue(quick, { n: 8 });
-    const a = recorderFor(app);
-    await a.feed(await eventsOf(app, id));
-    await runUntil(app, id, 'completed');
+    const { app, id, a } = await ranAfterEnqueue(kind, quick, { n: 8 });
     const entries = await eventsOf(app, id);
     const done = entries.find((e) => eventOf(e) === 'completed')!;
     await a.feed(entries.slice(entries.findIndex((e) => eventOf(e) === 'active')));

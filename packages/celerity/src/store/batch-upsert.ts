@@ -53,66 +53,58 @@ const FULL_UPDATE = `status = excluded.status, attempts = excluded.attempts, max
 /** Columns bound as raw text (the JSON columns hold JSON.stringify output, always storable). */
 const TEXT_COLUMNS = ['id', 'task', 'queue', 'tenant', 'key_id', 'retry_of', 'status', 'error_type', 'error_message', 'error_stack', 'event_seq'] as const satisfies readonly (keyof JobsTable)[];
 
+/** Id order: concurrent recorders that lock rows in the same order cannot deadlock. */
+const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
 /** Several states of one job in one statement would conflict with each other: keep the newest. */
 function newestPerId(rows: JobsTable[]): JobsTable[] {
-  const byId = new Map<string, JobsTable>();
+  const newest = new Map<string, JobsTable>();
   for (const row of rows) {
-    const seen = byId.get(row.id);
-    if (!seen || row.event_seq > seen.event_seq) byId.set(row.id, row);
+    const seen = newest.get(row.id);
+    if (!seen || row.event_seq > seen.event_seq) newest.set(row.id, row);
   }
-  // Sorted: concurrent recorders then lock rows in the same order and cannot deadlock.
-  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return [...newest.values()].sort(byId);
 }
+
+/** SQLite's insert of one row; each writer adds its `ON CONFLICT`. */
+const INSERT_VALUES = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')})`;
 
 /** SQLite: prepared statements in one synchronous transaction. */
 export class SqliteBatchUpsert {
-  private readonly full: SqliteStatement;
-  private readonly progress: SqliteStatement;
   private readonly run: (rows: JobsTable[], progressRows: JobsTable[]) => void;
-  private readonly db: SqliteDatabase;
+  private readonly insertNew: (rows: JobsTable[]) => void;
+  private readonly written: SqliteStatement;
 
   constructor(db: SqliteDatabase) {
-    this.db = db;
-    const insert = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO UPDATE SET `;
-    this.full = db.prepare(insert + FULL_UPDATE);
-    this.progress = db.prepare('UPDATE jobs SET progress = COALESCE(?, progress), updated_at = ? WHERE id = ?');
-    this.run = db.transaction((rows: JobsTable[], progressRows: JobsTable[]) => {
+    const full = db.prepare(`${INSERT_VALUES} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`);
+    const fresh = db.prepare(`${INSERT_VALUES} ON CONFLICT (id) DO NOTHING`);
+    const progress = db.prepare('UPDATE jobs SET progress = COALESCE(?, progress), updated_at = ? WHERE id = ?');
+    const insert = (statement: SqliteStatement, rows: JobsTable[]) => {
       for (const row of rows) {
         const r = storableRow(row, TEXT_COLUMNS);
-        this.full.run(COLUMNS.map((c) => r[c]));
+        statement.run(COLUMNS.map((c) => r[c]));
       }
-      for (const row of progressRows) this.progress.run(row.progress, row.updated_at, storableText(row.id));
+    };
+    this.run = db.transaction((rows: JobsTable[], progressRows: JobsTable[]) => {
+      insert(full, rows);
+      for (const row of progressRows) progress.run(row.progress, row.updated_at, storableText(row.id));
     });
+    this.insertNew = db.transaction((rows: JobsTable[]) => insert(fresh, rows));
+    this.written = db.prepare(`SELECT 1 AS written FROM jobs WHERE id = ? AND (event_seq = '${HANDED_SEQ}' OR event_seq >= ?)`);
   }
 
   write(rows: JobsTable[], progressRows: JobsTable[]): void {
     this.run(newestPerId(rows), newestPerId(progressRows));
   }
 
-  private handedInsert: ((rows: JobsTable[]) => void) | undefined;
-  private handedCheck: ((adds: readonly AddedEvent[]) => Set<string>) | undefined;
-
   /** See {@link postgresInsertHanded}. */
   insertHanded(rows: JobsTable[]): void {
-    if (!this.handedInsert) {
-      const insert = this.db.prepare(`INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO NOTHING`);
-      this.handedInsert = this.db.transaction((batch: JobsTable[]) => {
-        for (const row of batch) {
-          const r = storableRow(row, TEXT_COLUMNS);
-          insert.run(COLUMNS.map((c) => r[c]));
-        }
-      });
-    }
-    this.handedInsert(rows);
+    this.insertNew(rows);
   }
 
   /** See {@link postgresAddsWritten}. */
   addsWritten(adds: readonly AddedEvent[]): Set<string> {
-    if (!this.handedCheck) {
-      const written = this.db.prepare(`SELECT 1 AS written FROM jobs WHERE id = ? AND (event_seq = '${HANDED_SEQ}' OR event_seq >= ?)`);
-      this.handedCheck = (batch) => new Set(batch.filter((a) => written.get(storableText(a.id), a.seq) !== undefined).map((a) => a.id));
-    }
-    return this.handedCheck(adds);
+    return new Set(adds.filter((a) => this.written.get(storableText(a.id), a.seq) !== undefined).map((a) => a.id));
   }
 }
 
@@ -142,6 +134,9 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
 
 const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
 
+/** PostgreSQL's insert of a batch, given as one JSON parameter; each writer adds its `ON CONFLICT`. */
+const INSERT_RECORDSET = `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET}`;
+
 const PROGRESS_PG = `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.progress), updated_at = v.updated_at
   FROM json_to_recordset($1::json) AS v(id text, progress text, updated_at bigint) WHERE j.id = v.id`;
 
@@ -154,8 +149,7 @@ const PROGRESS_PG = `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.prog
 export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
-  const upsert =
-    full.length > 0 ? CompiledQuery.raw(`INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`, [pgJson(full)]) : null;
+  const upsert = full.length > 0 ? CompiledQuery.raw(`${INSERT_RECORDSET} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`, [pgJson(full)]) : null;
   const refresh = progress.length > 0 ? CompiledQuery.raw(PROGRESS_PG, [pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))]) : null;
   for (let attempt = 1; ; attempt++) {
     try {
@@ -194,8 +188,7 @@ export interface AddedEvent {
  * is at least as far along.
  */
 export async function postgresInsertHanded(db: Kysely<Database>, rows: JobsTable[]): Promise<void> {
-  const sorted = [...rows].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const insert = CompiledQuery.raw(`INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO NOTHING`, [pgJson(sorted)]);
+  const insert = CompiledQuery.raw(`${INSERT_RECORDSET} ON CONFLICT (id) DO NOTHING`, [pgJson([...rows].sort(byId))]);
   await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery(insert));
 }
 
@@ -309,7 +302,7 @@ const NEWER_PG = `SELECT j.id FROM jobs AS j JOIN json_to_recordset($1::json) AS
  */
 export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<HappyOutcome> {
   // Sorted: concurrent recorders lock rows in the same order.
-  const sorted = [...updates].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const sorted = [...updates].sort(byId);
   const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted.map((u) => ({ ...u, from: undefined, fromAttempts: fromAttempts(u) })))]);
   for (let attempt = 1; ; attempt++) {
     try {
