@@ -1,8 +1,9 @@
 /**
  * The queued rows a producer hands to the recorder of its own process
- * (`Recorder.noteAdded`): written from the job the producer holds, equal to
- * what the job's hash gives, never over a row its events wrote, and only a
- * shortcut: lost, the events write the row as before.
+ * (`Recorder.noteAdded`): written with the job's events from the job the
+ * producer holds, equal to what the job's hash gives, and only a shortcut:
+ * refused, dropped, or not used because the events went to another
+ * recorder, the events write the row from the hash as before.
  */
 import { sql } from 'kysely';
 import { describe, expect, it, vi } from 'vitest';
@@ -10,8 +11,6 @@ import { z } from 'zod';
 import type { App } from '../src/app.ts';
 import { ALL_TENANTS } from '../src/auth/principal.ts';
 import type { JobRecord } from '../src/job-record.ts';
-import { HANDED_SEQ } from '../src/store/batch-upsert.ts';
-import { toRow } from '../src/store/job-store.ts';
 import { padStreamId } from '../src/store/event-fold.ts';
 import { RECORDER_GROUP, Recorder } from '../src/store/recorder.ts';
 import { withTenantScope } from '../src/store/tenant-scope.ts';
@@ -33,8 +32,6 @@ const loose = defineTask({
   input: z.object({ items: z.array(z.any()) }),
   handler: async ({ items }) => items.length,
 });
-
-const handedRow = (record: JobRecord) => toRow({ record, eventSeq: HANDED_SEQ }, Date.now());
 
 /** The stored row's position, which says who wrote it last. */
 async function seqOf(app: App, id: string): Promise<string | undefined> {
@@ -83,37 +80,31 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
     expect(recorder.hashReads).toBe(1);
   });
 
-  it('a burst hands its rows over before their events are read, and the events then write nothing', async () => {
+  it('a burst is written from its handed rows as its events come, each row once, at its events position', async () => {
     const app = await openTestApp(kind, [note]);
     const recorder = await startRecorder(app);
+    const writes = vi.spyOn(app.store, 'writeRows');
     const handles = await app.enqueueMany(Array.from({ length: 450 }, (_, i) => ({ task: note, input: { text: `burst ${i}` } })));
     await waitFor(async () => (await groupLag(app)) === 0);
     expect(recorder.hashReads).toBe(0);
+    expect(writes.mock.calls.flatMap((c) => c[0])).toHaveLength(450);
     for (const h of [handles[0]!, handles[449]!]) {
       const { row, live } = await rowAndLive(app, h.id);
       expect(row).toEqual(live);
+      expect((await seqOf(app, h.id))?.startsWith('0'.repeat(15))).toBe(false);
     }
-    // Written ahead of their events (200 at a time), the first rows stay at the handed position.
-    expect(await seqOf(app, handles[0]!.id)).toBe(HANDED_SEQ);
   });
 
-  it('handed rows the store refused are written from their hashes, written ahead or with their events', async () => {
+  it('handed rows the store refused with their events are written from their hashes', async () => {
     const app = await openTestApp(kind, [note]);
-    const ahead = vi.spyOn(app.store, 'insertHanded').mockRejectedValue(new Error('refused for the test'));
-    const withEvents = vi.spyOn(app.store, 'writeRows').mockRejectedValueOnce(new Error('refused for the test'));
+    const refused = vi.spyOn(app.store, 'writeRows').mockRejectedValueOnce(new Error('refused for the test'));
     const recorder = await startRecorder(app);
-    const burst = await app.enqueueMany(Array.from({ length: 250 }, (_, i) => ({ task: note, input: { text: `ahead ${i}` } })));
-    await waitFor(async () => (await groupLag(app)) === 0);
     const { id } = await app.enqueue(note, { text: 'with its events' });
     await waitFor(async () => (await groupLag(app)) === 0);
-    expect(ahead).toHaveBeenCalled();
-    expect(withEvents).toHaveBeenCalled();
-    expect(recorder.hashReads).toBeGreaterThan(0);
-    for (const jobId of [burst[0]!.id, burst[249]!.id, id]) {
-      const { row, live } = await rowAndLive(app, jobId);
-      expect(row).toEqual(live);
-      expect(await seqOf(app, jobId)).not.toBe(HANDED_SEQ);
-    }
+    expect(refused).toHaveBeenCalled();
+    expect(recorder.hashReads).toBe(1);
+    const { row, live } = await rowAndLive(app, id);
+    expect(row).toEqual(live);
   });
 
   it('a job added, started and completed within one batch is written once, from its handed row and its events', async () => {
@@ -153,42 +144,36 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
     expect(recorder.hashReads).toBe(1);
   });
 
-  it('a handed row never replaces a row its events wrote, and an `added` event is skipped only for a handed row or one already past it', async () => {
-    const app = await openTestApp(kind, [note]);
-    const { id } = await app.enqueue(note, { text: 'ordered' });
-    const queued = (await app.getJob(id))!;
-    const completed: JobRecord = { ...queued, status: 'completed', attempts: 1, startedAt: queued.createdAt + 1, finishedAt: queued.createdAt + 2, result: { echoed: 'ordered' } };
-    await app.store.write([{ record: completed, eventSeq: padStreamId('5-0') }]);
-    await app.store.insertHanded([handedRow(queued)]);
-    expect((await app.store.get(id))?.status).toBe('completed');
-    expect(await seqOf(app, id)).toBe(padStreamId('5-0'));
-
-    const other = await app.enqueue(note, { text: 'handed' });
-    await app.store.insertHanded([handedRow((await app.getJob(other.id))!)]);
-    const written = await app.store.addsWritten([
-      { id, seq: padStreamId('4-0') }, // the row is past the event
-      { id: other.id, seq: padStreamId('9-0') }, // the producer's row
-      { id: 'not-written', seq: padStreamId('9-0') },
-    ]);
-    expect([...written].sort()).toEqual([id, other.id].sort());
-    // A row of an earlier event (a chosen id enqueued again) is not the producer's: the event is written.
-    expect(await app.store.addsWritten([{ id, seq: padStreamId('6-0') }])).toEqual(new Set());
-  });
-
-  it('another recorder of the group, given an `added` event whose row was handed over, reads and writes nothing', async () => {
+  it('a row whose events went to another recorder of the group is written by that one from the hash, and dropped from the hand once stale', async () => {
     const app = await openTestApp(kind, [note]);
     await testRedis().xgroup('CREATE', app.broker.eventsKey('default'), RECORDER_GROUP, '0', 'MKSTREAM');
+    const recorderOf = () => new Recorder({ redis: app.broker.redis, store: app.store, queues: [app.broker.queue('default')], logger: app.logger, batchSize: 1000, prefix: app.config.prefix });
+    // The producer's recorder takes the rows without reading the stream (its loop is not started).
+    const producers = recorderOf();
+    const hand = producers as unknown as { running: boolean; handed: Map<string, unknown>; dropStaleHanded(): void };
+    hand.running = true;
+    app.broker.addedSink = (job) => producers.noteAdded(job);
     const { id } = await app.enqueue(note, { text: 'elsewhere' });
-    await app.store.insertHanded([handedRow((await app.getJob(id))!)]);
-    const other = new Recorder({ redis: app.broker.redis, store: app.store, queues: [app.broker.queue('default')], logger: app.logger, batchSize: 1000, prefix: app.config.prefix });
-    const writes = vi.spyOn(app.store, 'write');
-    const evals = vi.spyOn(app.broker.redis, 'eval');
+    expect([...hand.handed.keys()]).toEqual([id]);
+
+    const other = recorderOf();
     const entries = (await app.broker.redis.xrange(app.broker.eventsKey('default'), '-', '+')) as [string, string[]][];
     expect(entries.map(([, f]) => f[f.indexOf('event') + 1])).toEqual(['added', 'waiting']);
     await (other as unknown as { applyReply(reply: [string, [string, string[]][]][]): Promise<void> }).applyReply([[app.broker.eventsKey('default'), entries]]);
-    expect(writes).not.toHaveBeenCalled();
-    expect(evals).not.toHaveBeenCalled();
-    expect(await seqOf(app, id)).toBe(HANDED_SEQ);
+    expect(other.hashReads).toBe(1);
+    const { row, live } = await rowAndLive(app, id);
+    expect(row).toEqual(live);
+    expect(await seqOf(app, id)).toBe(padStreamId(entries[1]![0]));
+
+    hand.dropStaleHanded();
+    expect(hand.handed.size).toBe(1);
+    vi.useFakeTimers({ now: Date.now() + 1_001, toFake: ['Date'] });
+    try {
+      hand.dropStaleHanded();
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(hand.handed.size).toBe(0);
   });
 });
 

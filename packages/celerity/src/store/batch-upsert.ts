@@ -1,4 +1,4 @@
-import type { SqliteDatabase, SqliteStatement } from './sqlite-driver.ts';
+import type { SqliteDatabase } from './sqlite-driver.ts';
 import { CompiledQuery, type Kysely } from 'kysely';
 import { ALL_TENANTS } from '../auth/principal.ts';
 import { pgJson } from './pg-json.ts';
@@ -66,45 +66,27 @@ function newestPerId(rows: JobsTable[]): JobsTable[] {
   return [...newest.values()].sort(byId);
 }
 
-/** SQLite's insert of one row; each writer adds its `ON CONFLICT`. */
-const INSERT_VALUES = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')})`;
+/** SQLite's upsert of one row. */
+const UPSERT_VALUES = `INSERT INTO jobs (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
 
 /** SQLite: prepared statements in one synchronous transaction. */
 export class SqliteBatchUpsert {
   private readonly run: (rows: JobsTable[], progressRows: JobsTable[]) => void;
-  private readonly insertNew: (rows: JobsTable[]) => void;
-  private readonly written: SqliteStatement;
 
   constructor(db: SqliteDatabase) {
-    const full = db.prepare(`${INSERT_VALUES} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`);
-    const fresh = db.prepare(`${INSERT_VALUES} ON CONFLICT (id) DO NOTHING`);
+    const full = db.prepare(UPSERT_VALUES);
     const progress = db.prepare('UPDATE jobs SET progress = COALESCE(?, progress), updated_at = ? WHERE id = ?');
-    const insert = (statement: SqliteStatement, rows: JobsTable[]) => {
+    this.run = db.transaction((rows: JobsTable[], progressRows: JobsTable[]) => {
       for (const row of rows) {
         const r = storableRow(row, TEXT_COLUMNS);
-        statement.run(COLUMNS.map((c) => r[c]));
+        full.run(COLUMNS.map((c) => r[c]));
       }
-    };
-    this.run = db.transaction((rows: JobsTable[], progressRows: JobsTable[]) => {
-      insert(full, rows);
       for (const row of progressRows) progress.run(row.progress, row.updated_at, storableText(row.id));
     });
-    this.insertNew = db.transaction((rows: JobsTable[]) => insert(fresh, rows));
-    this.written = db.prepare(`SELECT 1 AS written FROM jobs WHERE id = ? AND (event_seq = '${HANDED_SEQ}' OR event_seq >= ?)`);
   }
 
   write(rows: JobsTable[], progressRows: JobsTable[]): void {
     this.run(newestPerId(rows), newestPerId(progressRows));
-  }
-
-  /** See {@link postgresInsertHanded}. */
-  insertHanded(rows: JobsTable[]): void {
-    this.insertNew(rows);
-  }
-
-  /** See {@link postgresAddsWritten}. */
-  addsWritten(adds: readonly AddedEvent[]): Set<string> {
-    return new Set(adds.filter((a) => this.written.get(storableText(a.id), a.seq) !== undefined).map((a) => a.id));
   }
 }
 
@@ -134,8 +116,8 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
 
 const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
 
-/** PostgreSQL's insert of a batch, given as one JSON parameter; each writer adds its `ON CONFLICT`. */
-const INSERT_RECORDSET = `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET}`;
+/** PostgreSQL's upsert of a batch, given as one JSON parameter. */
+const UPSERT_RECORDSET = `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
 
 const PROGRESS_PG = `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.progress), updated_at = v.updated_at
   FROM json_to_recordset($1::json) AS v(id text, progress text, updated_at bigint) WHERE j.id = v.id`;
@@ -149,7 +131,7 @@ const PROGRESS_PG = `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.prog
 export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
-  const upsert = full.length > 0 ? CompiledQuery.raw(`${INSERT_RECORDSET} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`, [pgJson(full)]) : null;
+  const upsert = full.length > 0 ? CompiledQuery.raw(UPSERT_RECORDSET, [pgJson(full)]) : null;
   const refresh = progress.length > 0 ? CompiledQuery.raw(PROGRESS_PG, [pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))]) : null;
   for (let attempt = 1; ; attempt++) {
     try {
@@ -164,47 +146,6 @@ export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
     }
   }
-}
-
-/**
- * The position of a queued row written from what its producer knew
- * ({@link postgresInsertHanded}), before any event of the job was recorded:
- * lower than every stream id, so that every event of the job, the `added`
- * one included, still moves the row.
- */
-export const HANDED_SEQ = '000000000000000-0000000000';
-
-/** A job that a recorder's batch knows only by its add (`added`, then `waiting`): its id and the position of its last event. */
-export interface AddedEvent {
-  id: string;
-  /** The event's padded stream id. */
-  seq: string;
-}
-
-/**
- * Queued rows handed over by the producer of the same process (see
- * `Recorder.noteAdded`), at {@link HANDED_SEQ}: inserted where no row exists,
- * never over one. Any row already there came from an event of the job, so it
- * is at least as far along.
- */
-export async function postgresInsertHanded(db: Kysely<Database>, rows: JobsTable[]): Promise<void> {
-  const insert = CompiledQuery.raw(`${INSERT_RECORDSET} ON CONFLICT (id) DO NOTHING`, [pgJson([...rows].sort(byId))]);
-  await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery(insert));
-}
-
-const ADDS_WRITTEN_PG = `SELECT j.id FROM jobs AS j JOIN json_to_recordset($1::json) AS v(id text, seq text) ON j.id = v.id
-  WHERE j.event_seq = '${HANDED_SEQ}' OR j.event_seq >= v.seq`;
-
-/**
- * Which `added` events need no write: their row was handed over by a
- * producer and nothing of the job was recorded since (the row says
- * `queued`, as the event does), or a recorder already wrote the row at or
- * past the event's position. One primary-key lookup per job.
- */
-export async function postgresAddsWritten(db: Kysely<Database>, adds: readonly AddedEvent[]): Promise<Set<string>> {
-  const query = CompiledQuery.raw(ADDS_WRITTEN_PG, [pgJson(adds)]);
-  const { rows } = await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, (trx) => trx.executeQuery<{ id: string }>(query));
-  return new Set(rows.map((r) => r.id));
 }
 
 /**

@@ -5,17 +5,7 @@ import { CelerityError, InvalidQueryValueError, StoreUnavailableError } from '..
 import { postgresPool } from './pg-pool.ts';
 import { createDb, type Database, type DbOptions, type Dialect, type JobsTable } from './db.ts';
 import { coreMigrations, migrate } from './migrations.ts';
-import {
-  postgresAddsWritten,
-  postgresBatchUpsert,
-  postgresHappyUpdates,
-  postgresInsertHanded,
-  SqliteBatchUpsert,
-  sqliteHappyUpdates,
-  type AddedEvent,
-  type HappyOutcome,
-  type HappyUpdate,
-} from './batch-upsert.ts';
+import { postgresBatchUpsert, postgresHappyUpdates, SqliteBatchUpsert, sqliteHappyUpdates, type HappyOutcome, type HappyUpdate } from './batch-upsert.ts';
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import { setupError } from './setup-errors.ts';
 import { withTenantScope } from './tenant-scope.ts';
@@ -169,23 +159,6 @@ export class JobStore {
     if (rows.length === 0 && progressRows.length === 0) return;
     if (this.sqliteUpsert) this.sqliteUpsert.write(rows, progressRows);
     else await postgresBatchUpsert(this.db, rows, progressRows);
-  }
-
-  /**
-   * Inserts queued rows handed over by a producer (`Recorder.noteAdded`)
-   * where no row exists; never changes a row (see {@link postgresInsertHanded}).
-   */
-  async insertHanded(rows: JobsTable[]): Promise<void> {
-    if (rows.length === 0) return;
-    if (this.sqliteUpsert) this.sqliteUpsert.insertHanded(rows);
-    else await postgresInsertHanded(this.db, rows);
-  }
-
-  /** Of these `added` events, those whose row needs no write (see {@link postgresAddsWritten}). */
-  async addsWritten(adds: readonly AddedEvent[]): Promise<Set<string>> {
-    if (adds.length === 0) return new Set();
-    if (this.sqliteUpsert) return this.sqliteUpsert.addsWritten(adds);
-    return postgresAddsWritten(this.db, adds);
   }
 
   /**

@@ -7,7 +7,7 @@ import { keepJobLogs } from './job-logs.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import { toRow, type JobStore, type RecordedState } from './job-store.ts';
 import type { JobsTable } from './db.ts';
-import { HANDED_SEQ, type AddedEvent, type HappyUpdate } from './batch-upsert.ts';
+import type { HappyUpdate } from './batch-upsert.ts';
 import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
 import { readHashes, readJobsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
@@ -104,14 +104,9 @@ export class Recorder {
   /** Failures in a row of the batch in hand (reset by a batch that goes through). */
   private consecutiveFailures = 0;
   readonly stats: RecorderStats;
-  /** Queued rows handed over by this process's producer ({@link noteAdded}) and not written yet, by job id, oldest first. */
-  private handed = new Map<string, { row: JobsTable; at: number }>();
-  /** The handed rows' write in progress. */
-  private handedWrite: Promise<void> | null = null;
-  /** Ids of the handed rows written, newest last, until their `added` event comes up here. */
-  private readonly handedWritten = new Set<string>();
+  /** Queued rows handed over by this process's producer ({@link noteAdded}), waiting for their jobs' events, by job id, oldest first. */
+  private readonly handed = new Map<string, { row: JobsTable; at: number }>();
   private readonly queueNames: Set<string>;
-  private lastHandedWarning = 0;
 
   private readonly opts: RecorderOptions;
 
@@ -125,74 +120,43 @@ export class Recorder {
 
   /**
    * Takes the queued row of a job this process has just added, built from
-   * the job the producer holds, so that its `added` event needs no read of
-   * the job back from Redis (whichever recorder of the group gets the event:
-   * see {@link apply}).
+   * the job the producer holds, so that when this recorder gets the job's
+   * `added` event it needs no read of the job back from Redis: it writes
+   * the row once, as far as the batch's events go (see {@link apply}).
    *
-   * Only a shortcut, never the record of the job: a row written ahead of
-   * its events is at the lowest position ({@link HANDED_SEQ}), so every
-   * event of the job still moves it, and a row dropped here (a full buffer,
-   * a failed write, a crash before it is written) is written from the
-   * stream as it always was.
+   * Only a shortcut, never the record of the job. The row waits here
+   * {@link HANDED_HOLD_MS} at most: a job whose events went to another
+   * recorder of the group (a worker's, say) is written by that recorder
+   * from the hash, and a row dropped here (stale, or evicted from a full
+   * hand) is written from the stream as it always was. The row is not
+   * written ahead of its events: another recorder reads its events within
+   * milliseconds, before a write ahead would land, so that write was a
+   * second write of the same row, in the producer's process (docs/benchmarks.md, run 13).
    */
   noteAdded(job: Job): void {
-    if (!this.running || this.handed.size >= MAX_HANDED || !this.queueNames.has(job.queueName)) return;
+    if (!this.running || !this.queueNames.has(job.queueName)) return;
     const now = Date.now();
     let row: JobsTable;
     try {
       // Serialized now, as BullMQ's add did: the caller may change its input object once the enqueue returns.
-      row = toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: HANDED_SEQ }, now);
+      // Its position is the event's, set when it is written.
+      row = toRow({ record: recordFromJob(job, job.queueName, 'queued'), eventSeq: '' }, now);
     } catch {
       // The job is in Redis: an enqueue must not fail after it (a toJSON that throws the second time, say). Its events write the row.
       return;
     }
+    // A full hand gives up its oldest row, the likeliest to be another recorder's.
+    if (this.handed.size >= MAX_HANDED) this.handed.delete(this.handed.keys().next().value!);
     this.handed.set(job.id!, { row, at: now });
-    // Under load, at once: the `added` events may go to another recorder of
-    // the group, which looks for the rows in SQL. Otherwise the rows wait for
-    // this recorder's batch of their events, which writes each job's row
-    // once, as far as its events go (see apply).
-    if (this.handed.size >= HANDED_BATCH && !this.handedWrite) void this.writeHanded(0);
   }
 
-  /**
-   * Writes the handed rows noted at least `minAgeMs` ago, one write at a
-   * time; a failure drops them, and their events write them from Redis
-   * instead.
-   */
-  private async writeHanded(minAgeMs: number): Promise<void> {
-    while (this.handedWrite) await this.handedWrite;
-    const before = Date.now() - minAgeMs;
-    const rows: JobsTable[] = [];
-    for (const [id, { row, at }] of this.handed) {
+  /** Drops the handed rows whose events did not come to this recorder in time: another recorder of the group writes them. */
+  private dropStaleHanded(): void {
+    const before = Date.now() - HANDED_HOLD_MS;
+    for (const [id, { at }] of this.handed) {
       // Oldest first: the rest are younger.
       if (at > before) break;
-      rows.push(row);
       this.handed.delete(id);
-    }
-    if (rows.length === 0) return;
-    this.handedWrite = this.insertHanded(rows);
-    try {
-      await this.handedWrite;
-    } finally {
-      this.handedWrite = null;
-    }
-  }
-
-  private async insertHanded(rows: JobsTable[]): Promise<void> {
-    try {
-      await this.opts.store.insertHanded(rows);
-      for (const { id } of rows) this.handedWritten.add(id);
-      // Most `added` events of these jobs may go to other recorders of the group: forget the oldest.
-      for (const id of this.handedWritten) {
-        if (this.handedWritten.size <= MAX_HANDED) break;
-        this.handedWritten.delete(id);
-      }
-    } catch (err) {
-      // The stream's batch will meet the same store and say so; one line a minute is enough here.
-      if (Date.now() - this.lastHandedWarning >= 60_000) {
-        this.lastHandedWarning = Date.now();
-        this.opts.logger.warn({ err, jobs: rows.length }, 'recorder: queued rows from the producer not written; their events will write them');
-      }
     }
   }
 
@@ -226,10 +190,8 @@ export class Recorder {
     this.running = false;
     await this.loop;
     this.loop = null;
-    if (wasRunning) {
-      await this.writeHanded(0);
-      await this.flush();
-    }
+    if (wasRunning) await this.flush();
+    this.handed.clear();
   }
 
   /**
@@ -270,9 +232,7 @@ export class Recorder {
           await this.claimAbandoned();
           await this.maintain();
         }
-        // Rows whose events did not come to this recorder within a cycle or
-        // two went to another recorder of the group, or are still unread.
-        await this.writeHanded(HANDED_HOLD_MS);
+        this.dropStaleHanded();
         const reply = (await redis.xreadgroup(
           'GROUP',
           RECORDER_GROUP,
@@ -339,14 +299,12 @@ export class Recorder {
     let folds = [...foldEvents(events).values()];
     if (folds.length === 0) return;
     // Jobs added in this batch whose producer handed their row to this
-    // recorder (noteAdded): written already, or still in hand, to be written
-    // here once, as far as the batch's events go. Handed ids are new ids (the
-    // producer hands no job of a chosen id), so a handed row is this job's.
-    const written = new Set<string>();
+    // recorder (noteAdded), to be written here once, as far as the batch's
+    // events go. Handed ids are new ids (the producer hands no job of a
+    // chosen id), so a handed row is this job's.
     const inHand = new Map<string, JobsTable>();
     for (const f of folds) {
       if (!f.fromAdd) continue;
-      if (this.handedWritten.delete(f.jobId)) written.add(f.jobId);
       const held = this.handed.get(f.jobId);
       if (held) {
         this.handed.delete(f.jobId);
@@ -358,29 +316,22 @@ export class Recorder {
     // not where the events expect need their whole hash. A batch that holds
     // the job's add takes this path only with the job's handed row: else the
     // row may not exist yet.
-    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined) && (!f.fromAdd || written.has(f.jobId) || inHand.has(f.jobId)));
+    const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined) && (!f.fromAdd || inHand.has(f.jobId)));
     if (happy.length > 0) {
       const moved = await this.advance(queue, happy, inHand);
       if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
       if (folds.length === 0) return;
     }
-    // A job the batch knows only as added, whose producer handed its row over
-    // (noteAdded, in this process or another), needs no read: its row is the
-    // producer's, written already or written now.
-    const adds: AddedEvent[] = [];
+    // A job the batch knows only as added, whose producer handed its row
+    // over, needs no read: its row is the producer's.
     const fresh: JobsTable[] = [];
-    const skipped = new Set<string>();
     for (const f of folds) {
-      if (!f.justAdded) continue;
-      const row = inHand.get(f.jobId);
+      const row = f.justAdded ? inHand.get(f.jobId) : undefined;
       if (row) fresh.push({ ...row, event_seq: f.seq });
-      else if (written.has(f.jobId)) skipped.add(f.jobId);
-      else adds.push({ id: f.jobId, seq: f.seq });
     }
-    if (adds.length > 0) for (const id of await this.opts.store.addsWritten(adds)) skipped.add(id);
-    if (fresh.length > 0 && (await this.writeRows(fresh))) for (const r of fresh) skipped.add(r.id);
-    if (skipped.size > 0) {
-      folds = folds.filter((f) => !skipped.has(f.jobId));
+    if (fresh.length > 0 && (await this.writeRows(fresh))) {
+      const written = new Set(fresh.map((r) => r.id));
+      folds = folds.filter((f) => !written.has(f.jobId));
       if (folds.length === 0) return;
     }
     this.hashReads += folds.length;
@@ -732,22 +683,18 @@ async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs
 const READ_CHUNK = 100;
 
 /**
- * Handed rows held at most between two cycles: far more than a producer adds
- * in one, so only a recorder that cannot write (SQL away) reaches it, and the
- * rows past it are written from their events.
+ * Handed rows held at most: far more than a producer adds while its recorder
+ * reads one batch. Past it, the oldest are dropped (written from their events).
  */
 const MAX_HANDED = 20_000;
 
-/** Handed rows that make a write of their own, between the recorder's cycles. */
-const HANDED_BATCH = 200;
-
 /**
- * How long a handed row waits for its events to come to this recorder: a
- * few cycles (the linger is 50 ms). Past that, the events went to another
- * recorder of the group, which then wrote the row from the hash (the insert
- * finds it and writes nothing), or are not read yet.
+ * How long a handed row waits for its job's events to come to this
+ * recorder: a few of its cycles (a batch, then the linger of 50 ms). Past
+ * that, the events went to another recorder of the group, which writes the
+ * row from the hash, or this recorder is behind, and reads it too.
  */
-const HANDED_HOLD_MS = 200;
+const HANDED_HOLD_MS = 1_000;
 
 /** A handed row moved forward by a happy update, as the update would leave the stored row. */
 function advancedRow(row: JobsTable, u: HappyUpdate): JobsTable {
