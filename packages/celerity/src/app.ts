@@ -593,7 +593,7 @@ export class App {
       stats: this.recorderStats,
     });
     await recorder.start();
-    // One recorder per process takes the producer's rows; a second would only insert them again.
+    // One recorder per process takes the producer's rows: the sink is one slot, kept by the first.
     const sink = (job: Job) => recorder.noteAdded(job);
     this.broker.addedSink ??= sink;
     const stop = recorder.stop.bind(recorder);

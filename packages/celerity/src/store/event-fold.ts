@@ -120,7 +120,7 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
       // nothing to record
     } else if (addStep) {
       // The add itself: the happy path still holds if the producer's row is
-      // there to move (the recorder checks `fromAdd` against what it wrote).
+      // in the recorder's hand (it checks `fromAdd` against the rows handed to it).
     } else fold.happy = false;
     if (!mapped) continue;
     if (mapped === 'queued-or-retrying') {
