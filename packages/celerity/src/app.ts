@@ -651,20 +651,44 @@ export class App {
   }
 
   private handle<R>(enqueued: Enqueued): JobHandle<R> {
-    const app = this;
-    return {
-      ...enqueued,
-      status: () => app.readEnqueued(enqueued) as Promise<(JobRecord & { result: R | null }) | null>,
-      async wait({ timeoutMs = 60_000, pollMs = 100 } = {}) {
-        const deadline = Date.now() + timeoutMs;
-        for (;;) {
-          const record = await app.readEnqueued(enqueued);
-          if (record && TERMINAL_STATUSES.has(record.status)) return record as JobRecord & { result: R | null };
-          if (Date.now() > deadline) throw new Error(`Job ${enqueued.id} not finished after ${timeoutMs} ms (status ${record?.status ?? 'unknown'})`);
-          await new Promise((r) => setTimeout(r, pollMs));
-        }
-      },
-    };
+    return new EnqueuedJob<R>(enqueued, this.readHandle);
+  }
+
+  /** One reader for every handle this app returns: a handle holds no closures of its own. */
+  private readonly readHandle = (e: Enqueued): Promise<JobRecord | null> => this.readEnqueued(e);
+}
+
+/**
+ * What `enqueue` returns. A class, not an object literal with two closures:
+ * built for every job enqueued, the literal cost a microsecond each.
+ */
+class EnqueuedJob<R> implements JobHandle<R> {
+  readonly id: string;
+  readonly task: string;
+  readonly queue: string;
+  readonly created: boolean;
+  readonly #read: (e: Enqueued) => Promise<JobRecord | null>;
+
+  constructor(enqueued: Enqueued, read: (e: Enqueued) => Promise<JobRecord | null>) {
+    this.id = enqueued.id;
+    this.task = enqueued.task;
+    this.queue = enqueued.queue;
+    this.created = enqueued.created;
+    this.#read = read;
+  }
+
+  status(): Promise<(JobRecord & { result: R | null }) | null> {
+    return this.#read(this) as Promise<(JobRecord & { result: R | null }) | null>;
+  }
+
+  async wait({ timeoutMs = 60_000, pollMs = 100 }: { timeoutMs?: number; pollMs?: number } = {}): Promise<JobRecord & { result: R | null }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const record = await this.#read(this);
+      if (record && TERMINAL_STATUSES.has(record.status)) return record as JobRecord & { result: R | null };
+      if (Date.now() > deadline) throw new Error(`Job ${this.id} not finished after ${timeoutMs} ms (status ${record?.status ?? 'unknown'})`);
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
   }
 }
 
