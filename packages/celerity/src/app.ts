@@ -18,6 +18,7 @@ import { newJobId } from './ids.ts';
 import { createLogger } from './logger.ts';
 import { createRedis } from './broker/connection.ts';
 import { newRecorderStats, Recorder, type RecorderStats } from './store/recorder.ts';
+import { busyProbe } from './process-load.ts';
 import { JobStore, type JobPage, type ListFilter } from './store/job-store.ts';
 import { readStats, type StatsQuery, type StatsResult } from './store/job-metrics.ts';
 import { appMetrics, type Metrics } from './ops/metrics.ts';
@@ -591,6 +592,8 @@ export class App {
       batchSize: this.config.recorderBatch,
       claimIdleMs: this.config.recorderClaimIdle,
       stats: this.recorderStats,
+      // Never busy in a process that adds and runs no jobs (`celerity recorder`).
+      ...(this.config.recorderYield > 0 ? { busy: busyProbe(), yieldMs: this.config.recorderYield } : {}),
     });
     await recorder.start();
     // One recorder per process takes the producer's rows: the sink is one slot, kept by the first.

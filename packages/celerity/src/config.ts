@@ -137,6 +137,12 @@ export const OPTIONS = {
     default: 'on',
   },
   recorderBatch: { env: 'CELERITY_RECORDER_BATCH', flag: '--recorder-batch', doc: 'Most events the recorder folds into one SQL transaction.', default: '2000' },
+  recorderYield: {
+    env: 'CELERITY_RECORDER_YIELD',
+    flag: '--recorder-yield',
+    doc: "Ms at most that the recorder of a process busy with its own jobs (adding or running them, its event loop at least 70% used) leaves the event streams to the other recorders, which take what it does not read; then it reads until it has caught up. The history's CPU goes where there is some to spare; with no other recorder, the history trails by up to this much more. 0: a recorder never yields. `celerity recorder` never does (it adds and runs no jobs).",
+    default: '1000',
+  },
   recorderMaxLag: {
     env: 'CELERITY_RECORDER_MAX_LAG',
     flag: '--recorder-max-lag',
@@ -355,6 +361,7 @@ const schema = z.object({
   recorderBatch: positiveInt.max(50_000),
   recorderClaimIdle: positiveInt.min(1000),
   recorderMaxLag: z.coerce.number().int().min(0),
+  recorderYield: z.coerce.number().int().min(0).max(60_000),
   uploadDir: z.string().min(1),
   uploadMaxBytes: positiveInt,
   uploadTtl: positiveInt,

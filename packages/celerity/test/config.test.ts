@@ -38,6 +38,7 @@ describe('loadConfig', () => {
       recorder: 'on',
       recorderBatch: 2000,
       recorderMaxLag: 60000,
+      recorderYield: 1000,
       cancelGrace: 5000,
       shutdownGrace: 30000,
       lockDuration: 30000,
@@ -120,6 +121,7 @@ describe('loadConfig', () => {
         CELERITY_FAIR_QUEUES: 'llm, mail',
         CELERITY_FAIR_WEIGHTS: 'llm:acme=3,llm:a=b=0.5',
         CELERITY_FAIR_WINDOW: '64',
+        CELERITY_RECORDER_YIELD: '0',
       },
     });
     expect(config).toEqual({
@@ -146,6 +148,7 @@ describe('loadConfig', () => {
       recorder: 'off',
       recorderBatch: 10,
       recorderMaxLag: 5000,
+      recorderYield: 0,
       databaseSchema: 'jobs',
       softTimeLimit: 1000,
       hardTimeLimit: 2000,
@@ -237,6 +240,7 @@ describe('loadConfig', () => {
     ['eventsMaxLen', '10', /.+/],
     ['recorder', 'sometimes', /.+/],
     ['recorderBatch', '0', /.+/],
+    ['recorderYield', '-1', /.+/],
     ['uploadMaxBytes', '0', /.+/],
     ['uploadTtl', 'forever', /.+/],
     ['historyRetention', '-1', /.+/],

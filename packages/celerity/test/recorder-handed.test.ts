@@ -19,6 +19,9 @@ import { openTestApp, startRecorder, startWorker, stores, testRedis, useCleanup,
 
 useCleanup();
 
+/** A busy test process's recorder would leave its jobs to others and take no handed rows (recorder-yield.test.ts). */
+const NO_YIELD = { recorderYield: 0 };
+
 const note = defineTask({
   name: 'handed.note',
   input: z.object({ text: z.string(), tags: z.array(z.string()).default([]) }),
@@ -49,7 +52,7 @@ async function rowAndLive(app: App, id: string): Promise<{ row: JobRecord; live:
 
 describe.each(stores)('queued rows handed over by the producer (%s store)', (kind) => {
   it("writes each new job's row from what the producer knew, equal to the live record, without reading the job back", async () => {
-    const app = await openTestApp(kind, [note, loose]);
+    const app = await openTestApp(kind, [note, loose], NO_YIELD);
     const recorder = await startRecorder(app);
     // The caller changes its input once the enqueue returned: the job, and its row, keep what was enqueued.
     const input = { items: [{ n: 1 }] };
@@ -81,7 +84,7 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
   });
 
   it('a burst is written from its handed rows as its events come, each row once, at its events position', async () => {
-    const app = await openTestApp(kind, [note]);
+    const app = await openTestApp(kind, [note], NO_YIELD);
     const recorder = await startRecorder(app);
     const writes = vi.spyOn(app.store, 'writeRows');
     const handles = await app.enqueueMany(Array.from({ length: 450 }, (_, i) => ({ task: note, input: { text: `burst ${i}` } })));
@@ -96,7 +99,7 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
   });
 
   it('handed rows the store refused with their events are written from their hashes', async () => {
-    const app = await openTestApp(kind, [note]);
+    const app = await openTestApp(kind, [note], NO_YIELD);
     const refused = vi.spyOn(app.store, 'writeRows').mockRejectedValueOnce(new Error('refused for the test'));
     const recorder = await startRecorder(app);
     const { id } = await app.enqueue(note, { text: 'with its events' });
@@ -108,7 +111,7 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
   });
 
   it('a job added, started and completed within one batch is written once, from its handed row and its events', async () => {
-    const app = await openTestApp(kind, [note]);
+    const app = await openTestApp(kind, [note], NO_YIELD);
     const recorder = await startRecorder(app);
     const writes = vi.spyOn(app.store, 'writeRows');
     const advances = vi.spyOn(app.store, 'advance');
@@ -126,7 +129,7 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
   });
 
   it('an enqueue whose row cannot be built a second time still succeeds, and its events write the row', async () => {
-    const app = await openTestApp(kind, [note]);
+    const app = await openTestApp(kind, [note], NO_YIELD);
     const recorder = await startRecorder(app);
     // A task this process does not define: its input goes to BullMQ as given, and is serialized there first.
     let serialized = 0;
@@ -145,7 +148,7 @@ describe.each(stores)('queued rows handed over by the producer (%s store)', (kin
   });
 
   it('a row whose events went to another recorder of the group is written by that one from the hash, and dropped from the hand once stale', async () => {
-    const app = await openTestApp(kind, [note]);
+    const app = await openTestApp(kind, [note], NO_YIELD);
     await testRedis().xgroup('CREATE', app.broker.eventsKey('default'), RECORDER_GROUP, '0', 'MKSTREAM');
     const recorderOf = () => new Recorder({ redis: app.broker.redis, store: app.store, queues: [app.broker.queue('default')], logger: app.logger, batchSize: 1000, prefix: app.config.prefix });
     // The producer's recorder takes the rows without reading the stream (its loop is not started).

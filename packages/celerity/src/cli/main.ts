@@ -50,6 +50,7 @@ const COMMON: OptionName[] = [
   'recorder',
   'recorderBatch',
   'recorderClaimIdle',
+  'recorderYield',
   'uploadDir',
   'uploadTtl',
 ];

@@ -1,3 +1,4 @@
+import { touchJobs } from '../process-load.ts';
 import type { FlowJob } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
 import { viaBroker } from '../broker/connection.ts';
@@ -51,6 +52,7 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
     prepared.push(p);
   }
   // Any chosen id, or a fair queue: one MULTI built by hand, which can ask whether each chosen id was taken.
+  touchJobs(prepared.length);
   if (prepared.some((p) => p.fair || p.chosenId)) return addFairBatch(broker, prepared);
   const flows: FlowJob[] = prepared.map((p) => ({ name: p.name, queueName: p.queue, data: p.data, opts: p.opts }));
   const nodes = await viaBroker(broker.redis, () => broker.flows.addBulk(flows));

@@ -1,4 +1,5 @@
 import { stableJson } from '../stable-json.ts';
+import { touchJobs } from '../process-load.ts';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
 import { Job, type JobsOptions } from 'bullmq';
@@ -157,6 +158,7 @@ export function prepareJob(broker: Broker, route: TaskRoute, input: unknown, opt
 export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknown, options: EnqueueOptions = {}): Promise<Enqueued> {
   const prepared = prepareJob(broker, route, input, options);
   const { id, queue } = prepared;
+  touchJobs();
   if (prepared.idempotencyKey) {
     const winner = await viaBroker(broker.redis, () => addIdempotent(broker, prepared, prepared.idempotencyKey!));
     broker.hintQueue(winner, queue);

@@ -58,6 +58,14 @@ export interface RecorderOptions {
   lingerMs?: number;
   /** Counters shared by the app's recorders, for its metrics; a private one by default. */
   stats?: RecorderStats;
+  /**
+   * Whether this process is busy with its own jobs. While it is, the
+   * recorder leaves the streams to the group's other recorders, up to
+   * `yieldMs` at a time (see {@link Recorder.yieldToIdle}).
+   */
+  busy?: () => boolean;
+  /** Longest a busy process's recorder leaves the streams to others before it reads and catches up. */
+  yieldMs?: number;
 }
 
 /**
@@ -86,6 +94,9 @@ export function newRecorderStats(): RecorderStats {
  */
 const SPLIT_UNKNOWN_AFTER = 2;
 
+/** How often a yielding recorder asks again whether its process is still busy. */
+const YIELD_STEP_MS = 50;
+
 export const RECORDER_GROUP = 'celerity-recorder';
 
 export class Recorder {
@@ -107,6 +118,10 @@ export class Recorder {
   /** Queued rows handed over by this process's producer ({@link noteAdded}), waiting for their jobs' events, by job id, oldest first. */
   private readonly handed = new Map<string, { row: JobsTable; at: number }>();
   private readonly queueNames: Set<string>;
+  /** When this recorder began leaving the streams to others; unset while it reads. */
+  private yieldingSince: number | undefined;
+  /** Its yield ran out: it reads until it has caught up before it may yield again. */
+  private catchingUp = false;
 
   private readonly opts: RecorderOptions;
 
@@ -134,7 +149,8 @@ export class Recorder {
    * second write of the same row, in the producer's process (docs/benchmarks.md, run 13).
    */
   noteAdded(job: Job): void {
-    if (!this.running || !this.queueNames.has(job.queueName)) return;
+    // A yielding recorder would not be the one to read this job's events.
+    if (!this.running || this.yieldingSince !== undefined || !this.queueNames.has(job.queueName)) return;
     const now = Date.now();
     let row: JobsTable;
     try {
@@ -233,6 +249,7 @@ export class Recorder {
           await this.maintain();
         }
         this.dropStaleHanded();
+        if (await this.yieldToIdle()) continue;
         const reply = (await redis.xreadgroup(
           'GROUP',
           RECORDER_GROUP,
@@ -252,8 +269,9 @@ export class Recorder {
           // lets a job's next events (its start, its completion) join the
           // same batch, which then writes its row once instead of per event.
           const read = reply.reduce((n, [, entries]) => n + entries.length, 0);
+          if (read < this.opts.batchSize) this.catchingUp = false;
           if (read < this.opts.batchSize && this.running) await sleep(this.opts.lingerMs ?? 50);
-        }
+        } else this.catchingUp = false;
       } catch (err) {
         // Redis or SQL is away (or SQL refused the batch for a reason not yet
         // known to be the data's: see writeIsolating). Nothing was
@@ -268,6 +286,32 @@ export class Recorder {
         await sleep(1_000);
       }
     }
+  }
+
+  /**
+   * While this process is busy with its own jobs, its recorder leaves the
+   * streams to the group's other recorders (an idle worker's, a `celerity
+   * recorder`'s), which take the entries it does not ask for, so that the
+   * history's CPU is spent where there is some to spare. It yields
+   * `yieldMs` at most, then reads until it has caught up: with no other
+   * recorder, the history trails by that much more, and is written in
+   * larger batches. True when it yielded (slept) instead of reading.
+   */
+  private async yieldToIdle(): Promise<boolean> {
+    const b = this.opts.busy?.();
+    if (this.catchingUp || !b) {
+      this.yieldingSince = undefined;
+      return false;
+    }
+    const now = Date.now();
+    this.yieldingSince ??= now;
+    if (now - this.yieldingSince >= (this.opts.yieldMs ?? 1_000)) {
+      this.yieldingSince = undefined;
+      this.catchingUp = true;
+      return false;
+    }
+    await sleep(YIELD_STEP_MS);
+    return true;
   }
 
   private async applyReply(reply: [string, [string, string[] | null][]][]): Promise<void> {

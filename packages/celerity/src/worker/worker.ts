@@ -1,4 +1,5 @@
 import { DelayedError, MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
+import { touchJobs } from '../process-load.ts';
 import type { Logger } from 'pino';
 import { createRedis, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { Retry, UpstreamRateLimit } from '../errors.ts';
@@ -175,6 +176,7 @@ export class Worker {
 
   private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
     const task = this.opts.tasks.get(job.name);
+    touchJobs();
     // Answered from memory: a job without limits pays no round trip.
     const limits = this.gate.limitsOf(queue, job, task);
     if (limits) {

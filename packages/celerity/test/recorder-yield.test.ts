@@ -1,0 +1,71 @@
+/**
+ * A recorder in a process busy with its own jobs leaves the event streams
+ * to the group's other recorders (`CELERITY_RECORDER_YIELD`), and never for
+ * longer than its yield: alone, it still records everything.
+ */
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { busyProbe, touchJobs } from '../src/process-load.ts';
+import { defineTask } from '../src/task.ts';
+import { openTestApp, startCustomRecorder, stores, useCleanup, waitFor } from './helpers.ts';
+
+useCleanup();
+
+const note = defineTask({
+  name: 'yield.note',
+  input: z.object({ n: z.number() }),
+  handler: async ({ n }) => n,
+});
+
+/** Keeps this thread's event loop busy for `ms`. */
+function spin(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {}
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('busyProbe', () => {
+  it('is busy only when the loop was mostly used and this process added or ran a job since the last probe', async () => {
+    const busy = busyProbe(0.7);
+    spin(60);
+    expect(busy(), 'a busy loop with no job of its own (a recorder at work)').toBe(false);
+    touchJobs();
+    spin(60);
+    expect(busy(), 'a busy loop that touched a job').toBe(true);
+    touchJobs();
+    await sleep(60);
+    expect(busy(), 'an idle loop that touched a job').toBe(false);
+  });
+});
+
+describe.each(stores)('a busy process yields its recording (%s store)', (kind) => {
+  it("leaves a busy process's events to an idle recorder, and takes no handed rows meanwhile", async () => {
+    const app = await openTestApp(kind, [note]);
+    // Two recorders of one group, as in two processes: one whose process is busy, one idle.
+    const busy = await startCustomRecorder(app, { busy: () => true, yieldMs: 60_000, lingerMs: 5 });
+    app.broker.addedSink = (job) => busy.noteAdded(job);
+    await waitFor(() => (busy as unknown as { yieldingSince?: number }).yieldingSince !== undefined || undefined);
+    const idle = await startCustomRecorder(app, { busy: () => false, lingerMs: 5 });
+    const handles = await app.enqueueMany(Array.from({ length: 50 }, (_, n) => ({ task: note, input: { n } })));
+    await waitFor(async () => ((await app.store.list({ limit: 100 })).jobs.length === 50 ? true : undefined));
+    // Counted once the entries are acknowledged, a moment after the rows are written.
+    await waitFor(() => idle.recorded >= 50 || undefined);
+    expect(busy.recorded).toBe(0);
+    // The busy recorder holds no rows it would not be the one to write.
+    expect((busy as unknown as { handed: Map<string, unknown> }).handed.size).toBe(0);
+    for (const h of handles) expect((await app.store.get(h.id))?.status).toBe('queued');
+  });
+
+  it('alone, still records every job, at most one yield late', async () => {
+    const app = await openTestApp(kind, [note]);
+    const busy = await startCustomRecorder(app, { busy: () => true, yieldMs: 300, lingerMs: 5 });
+    const started = Date.now();
+    const handles = await app.enqueueMany(Array.from({ length: 50 }, (_, n) => ({ task: note, input: { n } })));
+    await waitFor(async () => ((await app.store.list({ limit: 100 })).jobs.length === 50 ? true : undefined), 5_000);
+    await waitFor(() => busy.recorded >= 50 || undefined);
+    // Yielded first (so it could not have read them at once), then caught up.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    for (const h of handles) expect((await app.store.get(h.id))?.status).toBe('queued');
+  });
+});
