@@ -1,7 +1,7 @@
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 
 /**
- * Jobs this process has added or started, counted for {@link processBusy}.
+ * Jobs this process has added or started, counted for {@link busyProbe}.
  * Process-wide, as the event loop it speaks for.
  */
 let jobsTouched = 0;

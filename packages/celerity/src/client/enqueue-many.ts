@@ -51,8 +51,8 @@ export async function enqueueMany(broker: Broker, jobs: readonly BulkJob[]): Pro
     byId.set(p.id, index);
     prepared.push(p);
   }
-  // Any chosen id, or a fair queue: one MULTI built by hand, which can ask whether each chosen id was taken.
   touchJobs(prepared.length);
+  // Any chosen id, or a fair queue: one MULTI built by hand, which can ask whether each chosen id was taken.
   if (prepared.some((p) => p.fair || p.chosenId)) return addFairBatch(broker, prepared);
   const flows: FlowJob[] = prepared.map((p) => ({ name: p.name, queueName: p.queue, data: p.data, opts: p.opts }));
   const nodes = await viaBroker(broker.redis, () => broker.flows.addBulk(flows));

@@ -298,8 +298,9 @@ export class Recorder {
    * larger batches. True when it yielded (slept) instead of reading.
    */
   private async yieldToIdle(): Promise<boolean> {
-    const b = this.opts.busy?.();
-    if (this.catchingUp || !b) {
+    // Asked every time, catching up or not: the probe measures from its last call.
+    const busy = this.opts.busy?.() ?? false;
+    if (this.catchingUp || !busy) {
       this.yieldingSince = undefined;
       return false;
     }
