@@ -61,7 +61,12 @@ export class Broker {
    * queues and a job never changes queue, but it may have been removed since.
    */
   hintQueue(id: string, queue: string): void {
-    if (this.queueHints.has(id)) return;
+    // Already hinted: where it was last seen wins (a chosen id may come back
+    // in another queue once its job is gone); its place in the ring stays.
+    if (this.queueHints.has(id)) {
+      this.queueHints.set(id, queue);
+      return;
+    }
     const oldest = this.hintOrder[this.hintAt];
     if (oldest !== undefined) this.queueHints.delete(oldest);
     this.hintOrder[this.hintAt] = id;
