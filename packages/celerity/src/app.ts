@@ -592,7 +592,7 @@ export class App {
       batchSize: this.config.recorderBatch,
       claimIdleMs: this.config.recorderClaimIdle,
       stats: this.recorderStats,
-      // Never busy in a process that adds and runs no jobs (`celerity recorder`).
+      // The probe is never busy in a process that adds and runs no jobs (`celerity recorder`); 0 turns the yield off.
       ...(this.config.recorderYield > 0 ? { busy: busyProbe(), yieldMs: this.config.recorderYield } : {}),
     });
     await recorder.start();

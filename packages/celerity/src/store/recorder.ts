@@ -142,15 +142,17 @@ export class Recorder {
    * Only a shortcut, never the record of the job. The row waits here
    * {@link HANDED_HOLD_MS} at most: a job whose events went to another
    * recorder of the group (a worker's, say) is written by that recorder
-   * from the hash, and a row dropped here (stale, or evicted from a full
+   * from the hash, and a row dropped here (stale) or not taken (a full
    * hand) is written from the stream as it always was. The row is not
    * written ahead of its events: another recorder reads its events within
    * milliseconds, before a write ahead would land, so that write was a
    * second write of the same row, in the producer's process (docs/benchmarks.md, run 13).
    */
   noteAdded(job: Job): void {
-    // A yielding recorder would not be the one to read this job's events.
-    if (!this.running || this.yieldingSince !== undefined || !this.queueNames.has(job.queueName)) return;
+    // A yielding recorder would not be the one to read this job's events. A
+    // full hand takes no more: its oldest rows are the next this recorder
+    // reads (the stream is read in order), and the stale go within a second.
+    if (!this.running || this.yieldingSince !== undefined || this.handed.size >= MAX_HANDED || !this.queueNames.has(job.queueName)) return;
     const now = Date.now();
     let row: JobsTable;
     try {
@@ -161,8 +163,6 @@ export class Recorder {
       // The job is in Redis: an enqueue must not fail after it (a toJSON that throws the second time, say). Its events write the row.
       return;
     }
-    // A full hand gives up its oldest row, the likeliest to be another recorder's.
-    if (this.handed.size >= MAX_HANDED) this.handed.delete(this.handed.keys().next().value!);
     this.handed.set(job.id!, { row, at: now });
   }
 
@@ -729,7 +729,7 @@ const READ_CHUNK = 100;
 
 /**
  * Handed rows held at most: far more than a producer adds while its recorder
- * reads one batch. Past it, the oldest are dropped (written from their events).
+ * reads one batch. Past it, new rows are not taken (written from their events).
  */
 const MAX_HANDED = 20_000;
 
