@@ -1,10 +1,9 @@
 import type { SqliteDatabase } from './sqlite-driver.ts';
-import { CompiledQuery, type Kysely } from 'kysely';
-import { ALL_TENANTS } from '../auth/principal.ts';
+import type { PostgresPool } from 'kysely';
 import { pgJson } from './pg-json.ts';
 import { storableRow, storableText } from './storable.ts';
-import type { Database, JobsTable } from './db.ts';
-import { withTenantScope } from './tenant-scope.ts';
+import type { JobsTable } from './db.ts';
+import { dollarQuoted, runAsAllTenants } from './tenant-scope.ts';
 
 /**
  * The recorder's writes: many rows per transaction, on the hot path of the
@@ -114,35 +113,39 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
   event_seq: 'text',
 };
 
-const RECORDSET = `json_to_recordset($1::json) AS x(${COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ')})`;
+/** The batch's rows, from a JSON literal ({@link dollarQuoted}). */
+const recordset = (json: string) => `json_to_recordset(${dollarQuoted(json)}::json) AS x(${RECORD_COLUMNS})`;
+const RECORD_COLUMNS = COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ');
 
-/** PostgreSQL's upsert of a batch, given as one JSON parameter. */
-const UPSERT_RECORDSET = `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${RECORDSET} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
+/** PostgreSQL's upsert of a batch, given as one JSON literal. */
+const upsertRecordset = (json: string) => `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${recordset(json)} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
 
-const PROGRESS_PG = `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.progress), updated_at = v.updated_at
-  FROM json_to_recordset($1::json) AS v(id text, progress text, updated_at bigint) WHERE j.id = v.id`;
+const progressPg = (json: string) => `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.progress), updated_at = v.updated_at
+  FROM json_to_recordset(${dollarQuoted(json)}::json) AS v(id text, progress text, updated_at bigint) WHERE j.id = v.id`;
 
 /**
- * PostgreSQL: one `INSERT … SELECT FROM json_to_recordset($1)` per kind of
- * row, the whole batch as one JSON parameter. JSON.stringify is native; pg's
- * escaping of one text array per column ran in JavaScript, on the event loop
- * the recorder shares with the API or the worker, for every value.
+ * PostgreSQL: one `INSERT … SELECT FROM json_to_recordset(…)` per kind of
+ * row, the whole batch as one JSON literal, every statement of the batch in
+ * one message and one transaction ({@link runAsAllTenants}). JSON.stringify
+ * is native; pg's escaping of one text array per column ran in JavaScript,
+ * on the event loop the recorder shares with the API or the worker, for
+ * every value.
  */
-export async function postgresBatchUpsert(db: Kysely<Database>, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
+export async function postgresBatchUpsert(pool: PostgresPool, rows: JobsTable[], progressRows: JobsTable[]): Promise<void> {
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
-  const upsert = full.length > 0 ? CompiledQuery.raw(UPSERT_RECORDSET, [pgJson(full)]) : null;
-  const refresh = progress.length > 0 ? CompiledQuery.raw(PROGRESS_PG, [pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))]) : null;
+  const statements: string[] = [];
+  if (full.length > 0) statements.push(upsertRecordset(pgJson(full)));
+  if (progress.length > 0) statements.push(progressPg(pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))));
+  await retryingDeadlocks(() => runAsAllTenants(pool, statements));
+}
+
+/** Sorted rows make deadlocks unlikely; a batch that still meets one is retried at once, twice at most. */
+async function retryingDeadlocks<T>(write: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      // The recorder writes every tenant's rows: scope `*` (row-level security), in the batch's one transaction.
-      await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, async (trx) => {
-        if (upsert) await trx.executeQuery(upsert);
-        if (refresh) await trx.executeQuery(refresh);
-      });
-      return;
+      return await write();
     } catch (err) {
-      // Sorted rows make deadlocks unlikely; one that still happens is retried at once.
       if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
     }
   }
@@ -225,41 +228,36 @@ export function sqliteHappyUpdates(db: SqliteDatabase): (updates: HappyUpdate[])
   });
 }
 
-const HAPPY_PG = `UPDATE jobs AS j SET status = v.status, attempts = 1, started_at = COALESCE(v."startedAt", j.started_at),
+const happyPg = (json: string) => `UPDATE jobs AS j SET status = v.status, attempts = 1, started_at = COALESCE(v."startedAt", j.started_at),
     finished_at = v."finishedAt", result = v.result, progress = COALESCE(v.progress, j.progress), error_type = NULL,
     error_message = NULL, error_stack = NULL, attempt_history = NULL, updated_at = v."updatedAt", event_seq = v.seq
-  FROM json_to_recordset($1::json) AS v(id text, status text, "startedAt" bigint, "finishedAt" bigint, result text,
+  FROM json_to_recordset(${dollarQuoted(json)}::json) AS v(id text, status text, "startedAt" bigint, "finishedAt" bigint, result text,
     progress text, "updatedAt" bigint, seq text, "fromAttempts" int)
   WHERE j.id = v.id AND j.event_seq < v.seq AND j.attempts <= v."fromAttempts"
     AND j.status = (CASE j.attempts WHEN 0 THEN 'queued' ELSE 'started' END)
   RETURNING j.id`;
 
-const NEWER_PG = `SELECT j.id FROM jobs AS j JOIN json_to_recordset($1::json) AS v(id text, seq text) ON j.id = v.id WHERE j.event_seq >= v.seq`;
+const newerPg = (json: string) => `SELECT j.id FROM jobs AS j JOIN json_to_recordset(${dollarQuoted(json)}::json) AS v(id text, seq text) ON j.id = v.id WHERE j.event_seq >= v.seq`;
 
 /**
- * PostgreSQL: one `UPDATE … FROM json_to_recordset($1)` for the batch and,
+ * PostgreSQL: one `UPDATE … FROM json_to_recordset(…)` for the batch and,
  * only if some rows did not move (another recorder holds their other
- * events), one read of which of those are already past it.
+ * events), one read of which of those are already past it; each one message
+ * ({@link runAsAllTenants}). The read need not share the update's
+ * transaction: a row's `event_seq` only moves forward, so a row past the
+ * update's position stays past it.
  */
-export async function postgresHappyUpdates(db: Kysely<Database>, updates: HappyUpdate[]): Promise<HappyOutcome> {
+export async function postgresHappyUpdates(pool: PostgresPool, updates: HappyUpdate[]): Promise<HappyOutcome> {
   // Sorted: concurrent recorders lock rows in the same order.
   const sorted = [...updates].sort(byId);
-  const query = CompiledQuery.raw(HAPPY_PG, [pgJson(sorted.map((u) => ({ ...u, from: undefined, fromAttempts: fromAttempts(u) })))]);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await withTenantScope({ db, dialect: 'postgres' }, ALL_TENANTS, async (trx) => {
-        const { rows } = await trx.executeQuery<{ id: string }>(query);
-        const moved = new Set(rows.map((r) => r.id));
-        const settled = new Set(moved);
-        const rest = sorted.filter((u) => !moved.has(u.id));
-        if (rest.length > 0) {
-          const newer = await trx.executeQuery<{ id: string }>(CompiledQuery.raw(NEWER_PG, [pgJson(rest.map((u) => ({ id: u.id, seq: u.seq })))]));
-          for (const r of newer.rows) settled.add(r.id);
-        }
-        return { moved, settled };
-      });
-    } catch (err) {
-      if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
-    }
+  const update = happyPg(pgJson(sorted.map((u) => ({ ...u, from: undefined, fromAttempts: fromAttempts(u) }))));
+  const [rows] = (await retryingDeadlocks(() => runAsAllTenants(pool, [update]))) as [{ id: string }[]];
+  const moved = new Set(rows.map((r) => r.id));
+  const settled = new Set(moved);
+  const rest = sorted.filter((u) => !moved.has(u.id));
+  if (rest.length > 0) {
+    const [newer] = (await runAsAllTenants(pool, [newerPg(pgJson(rest.map((u) => ({ id: u.id, seq: u.seq }))))])) as [{ id: string }[]];
+    for (const r of newer) settled.add(r.id);
   }
+  return { moved, settled };
 }

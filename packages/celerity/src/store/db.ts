@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, type PostgresPool } from 'kysely';
 import { StoreSetupError } from '../errors.ts';
 import { postgresPool } from './pg-pool.ts';
 import { openSqlite, type SqliteDatabase } from './sqlite-driver.ts';
@@ -99,6 +99,8 @@ export interface DbHandle {
   dialect: Dialect;
   /** The better-sqlite3 connection behind `db`, for the recorder's prepared statements. */
   sqlite?: SqliteDatabase;
+  /** The PostgreSQL pool behind `db`, for the recorder's writes in one message (`runAsAllTenants`, tenant-scope.ts). */
+  pgPool?: PostgresPool;
 }
 
 export interface DbOptions {
@@ -111,7 +113,7 @@ export interface DbOptions {
 export function createDb(opts: DbOptions): DbHandle {
   if (opts.databaseUrl) {
     const pool = postgresPool(opts.databaseUrl, opts.schema ?? 'celerity');
-    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+    return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres', pgPool: pool };
   }
   if (opts.sqlitePath !== ':memory:') {
     try {

@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql, type PostgresPool } from 'kysely';
 import { ALL_TENANTS, type TenantScope } from '../auth/principal.ts';
 import { attemptHistory, type AttemptRecord, type JobRecord, type JobStatus } from '../job-record.ts';
 import { CelerityError, InvalidQueryValueError, StoreUnavailableError } from '../errors.ts';
@@ -52,6 +52,8 @@ export class JobStore {
    * synchronous batches on this same connection would land inside it.
    */
   readonly sqlite: SqliteDatabase | undefined;
+  /** The pool behind `db` on PostgreSQL: the recorder's writes go to it in one message each (batch-upsert.ts). */
+  private readonly pgPool: PostgresPool | undefined;
   private readonly databaseUrl: string | undefined;
   private upsert: SqliteBatchUpsert | undefined;
   private happySqlite: ((updates: HappyUpdate[]) => HappyOutcome) | undefined;
@@ -68,6 +70,7 @@ export class JobStore {
     this.schema = opts.schema ?? 'celerity';
     this.databaseUrl = opts.databaseUrl;
     this.sqlite = handle.sqlite;
+    this.pgPool = handle.pgPool;
   }
 
   /** Prepared once the table exists (statements are compiled against it). */
@@ -158,7 +161,7 @@ export class JobStore {
   async writeRows(rows: JobsTable[], progressRows: JobsTable[] = []): Promise<void> {
     if (rows.length === 0 && progressRows.length === 0) return;
     if (this.sqliteUpsert) this.sqliteUpsert.write(rows, progressRows);
-    else await postgresBatchUpsert(this.db, rows, progressRows);
+    else await postgresBatchUpsert(this.pgPool!, rows, progressRows);
   }
 
   /**
@@ -172,7 +175,7 @@ export class JobStore {
       this.happySqlite ??= sqliteHappyUpdates(this.sqlite);
       return this.happySqlite(updates);
     }
-    return postgresHappyUpdates(this.db, updates);
+    return postgresHappyUpdates(this.pgPool!, updates);
   }
 
   /** The job's row, if it exists within `scope` (another tenant's job reads as absent). */

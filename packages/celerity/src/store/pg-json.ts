@@ -1,7 +1,7 @@
 import { storableJson } from './storable.ts';
 
 /**
- * A batch of rows as one JSON parameter for PostgreSQL's `json_to_recordset`.
+ * A batch of rows as one JSON text for PostgreSQL's `json_to_recordset` (sent inline, see batch-upsert.ts).
  *
  * PostgreSQL refuses a NUL (`\u0000`) or a lone UTF-16 surrogate in JSON
  * text, so one such character in one value (an error message quoting binary
