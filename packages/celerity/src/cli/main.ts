@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import type { FastifyInstance } from 'fastify';
 import type { App } from '../app.ts';
-import { buildServer } from '../api/server.ts';
 import { loadConfig, OPTIONS, type OptionName, type RawConfig } from '../config.ts';
 import { ConfigError, StoreSetupError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
@@ -182,6 +181,10 @@ async function startWorker(app: App, metrics = false): Promise<Pick<Running, 'wo
 }
 
 async function startServer(app: App): Promise<Pick<Running, 'server' | 'recorder'>> {
+  // Loaded here, not at the top: the API (Fastify, its routes, the dashboard)
+  // is a fifth of the CLI's start-up, which every other command (worker,
+  // recorder, jobs, queues, inspect, keys) would pay for nothing.
+  const { buildServer } = await import('../api/server.ts');
   const server = await buildServer(app);
   try {
     await server.listen({ port: app.config.port, host: app.config.host });
