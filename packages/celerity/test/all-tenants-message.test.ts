@@ -39,6 +39,11 @@ describe('runAsAllTenants', () => {
     }
   });
 
+  it('answers an empty list for no statements', async () => {
+    const pool = await onePool();
+    expect(await runAsAllTenants(pool, [])).toEqual([]);
+  });
+
   it('is one transaction: a statement that fails undoes the ones before it', async () => {
     const pool = await onePool();
     await expect(runAsAllTenants(pool, ['insert into t values (1)', 'insert into t values (1)'])).rejects.toMatchObject({ code: '23505' });

@@ -32,8 +32,9 @@ export interface ScopedTarget<DB> {
  * Runs `fn` in a transaction whose row-level security scope is `scope`:
  * every statement Celerity runs on `jobs` on PostgreSQL must go through
  * here (or, the recorder's writes, {@link runAsAllTenants}), or the policy
- * hides every row from it (unless its role bypasses row security). On SQLite, which has no row security, `fn` runs on the
- * store's connection as it is; the queries' own tenant conditions scope it.
+ * hides every row from it (unless its role bypasses row security). On
+ * SQLite, which has no row security, `fn` runs on the store's connection as
+ * it is; the queries' own tenant conditions scope it.
  *
  * Cost: BEGIN and set_config travel together as one simple-protocol
  * message, so a read is three round trips (that, the query, COMMIT), not
@@ -78,6 +79,7 @@ const ALL_TENANTS_SETTING = `select set_config('${TENANT_SETTING}', ${pg.escapeL
  * travel inline, as {@link dollarQuoted} literals.
  */
 export async function runAsAllTenants(pool: PostgresPool, statements: readonly string[]): Promise<unknown[][]> {
+  if (statements.length === 0) return [];
   const client = await pool.connect();
   try {
     // No parameters: pg sends the text as one simple-protocol Query message.
