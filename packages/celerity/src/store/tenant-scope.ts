@@ -44,7 +44,7 @@ export interface ScopedTarget<DB> {
  */
 export async function withTenantScope<DB, T>(target: ScopedTarget<DB>, scope: TenantScope, fn: (db: Kysely<DB>) => Promise<T>): Promise<T> {
   if (target.dialect !== 'postgres') return fn(target.db);
-  const begin = sql.raw(`begin; select set_config('${TENANT_SETTING}', ${pg.escapeLiteral(tenantSettingOf(scope))}, true)`);
+  const begin = sql.raw(`begin; ${setScope(scope)}`);
   return target.db.connection().execute(async (db) => {
     let result: T;
     try {
@@ -60,8 +60,12 @@ export async function withTenantScope<DB, T>(target: ScopedTarget<DB>, scope: Te
   });
 }
 
-/** Scope `*` for the rest of the transaction. */
-const ALL_TENANTS_SETTING = `select set_config('${TENANT_SETTING}', ${pg.escapeLiteral(tenantSettingOf({ all: true }))}, true)`;
+/** The statement that sets `scope` for the rest of the transaction (an escaped literal: simple-protocol messages take no parameters). */
+function setScope(scope: TenantScope): string {
+  return `select set_config('${TENANT_SETTING}', ${pg.escapeLiteral(tenantSettingOf(scope))}, true)`;
+}
+
+const ALL_TENANTS_SETTING = setScope({ all: true });
 
 /**
  * Runs `statements` as every tenant (scope `*`) in one round trip, and
