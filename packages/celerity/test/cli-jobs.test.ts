@@ -57,7 +57,13 @@ describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
     expect(retries.sort()).toEqual([cancelled[0]!.id, cancelled[1]!.id].sort());
 
     // One job: retry with an edited input, then the one-line refusal of a second retry while it waits.
-    const badInput = await cli(['jobs', 'retry', cancelled[2]!.id, '--input', '{"ms":"x"}'], env);
+    // The refusals that change nothing run side by side: each command is seconds of a busy machine.
+    const [badInput, missing, unknown, noFilter] = await Promise.all([
+      cli(['jobs', 'retry', cancelled[2]!.id, '--input', '{"ms":"x"}'], env),
+      cli(['jobs', 'delete', '01nosuchjob'], env),
+      cli(['queues', 'pause', 'nope'], env),
+      cli(['jobs', 'cancel'], env),
+    ]);
     expect(badInput.code).toBe(1);
     expect(badInput.stderr).toMatch(/^celerity: Invalid input for task "rel\.sleep": ms: .+\n$/);
     const one = await cli(['jobs', 'retry', cancelled[2]!.id, '--input', '{"ms":7}'], env);
@@ -67,7 +73,6 @@ describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
     const twice = await cli(['jobs', 'retry', cancelled[2]!.id], env);
     expect(twice.code).toBe(1);
     expect(twice.stderr).toMatch(new RegExp(`^celerity: Job "${cancelled[2]!.id}" is already being retried by job "${retryId}" \\(queued\\); wait for it to finish\\n$`));
-    const missing = await cli(['jobs', 'delete', '01nosuchjob'], env);
     expect(missing).toMatchObject({ code: 1, stderr: 'celerity: No job with id "01nosuchjob"\n' });
 
     const delayed = await app.enqueue(relSleep, { ms: 1 }, { delay: 3_600_000 });
@@ -84,7 +89,6 @@ describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
     expect(await app.isQueuePaused('default')).toBe(false);
     expect(await cli(['queues', 'drain', 'default'], env)).toMatchObject({ code: 0, stdout: 'default: 4 jobs removed\n' });
     expect((await app.getJob(delayed.id))?.status).toBe('cancelled');
-    const unknown = await cli(['queues', 'pause', 'nope'], env);
     expect(unknown).toMatchObject({ code: 1, stderr: 'celerity: No queue named "nope" in this app\n' });
 
     // Delete by filter: every cancelled job of globex goes, from Redis and the history.
@@ -94,7 +98,6 @@ describe.concurrent.each(stores)('celerity jobs and queues (%s)', (kind) => {
     expect(deleted.stdout).toMatch(/^[0-9a-z]{26}: completed, 2 done, 0 failed of 2\n$/);
     expect(await app.getJob(cancelled[2]!.id)).toBeNull();
     expect(await app.getJob(retryId!)).toBeNull();
-    const noFilter = await cli(['jobs', 'cancel'], env);
     expect(noFilter.code).toBe(2);
     expect(noFilter.stderr).toMatch(/^celerity: jobs cancel: give a job id or at least one filter \(--status, --task, --queue, .+, --where\)\n$/);
     // Each command is a process that loads the TypeScript app: seconds each on a busy machine.
