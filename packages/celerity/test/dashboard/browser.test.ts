@@ -73,12 +73,14 @@ const broken = defineTask({
 const csvImport = defineTask({
   name: 'ui.csv',
   accepts: ['text/csv'],
-  input: z.object({ file: uploadRefSchema, row_ms: z.number().int().default(250) }),
-  handler: async ({ file, row_ms }, ctx) => {
+  // `gate`: after its first row, the import waits until the test opens that gate.
+  input: z.object({ file: uploadRefSchema, row_ms: z.number().int().default(250), gate: z.string().optional() }),
+  handler: async ({ file, row_ms, gate }, ctx) => {
     const rows = (await readFile(file.path, 'utf8')).split('\n').slice(1).filter(Boolean);
     for (let i = 1; i <= rows.length; i++) {
       await new Promise((r) => setTimeout(r, row_ms));
       await ctx.progress({ percent: Math.round((i / rows.length) * 100), rows_done: i, rows_total: rows.length });
+      if (i === 1 && gate) await released.get(gate)?.promise;
     }
     return { imported: rows.length };
   },
@@ -371,12 +373,14 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
   });
 
   it('shows the progress bar of a CSV import rising, from an upload through POST /v1/uploads', async () => {
-    // 24 rows of 300 ms: the import must still run once the page shows it, which took
-    // more than the 3.6 s of 12 rows in one CI run under the suite's load.
+    // The import holds after its first row until the page has shown it: under the suite's
+    // load the page took longer than 7 s of rows to load (the spin test's percent, above).
+    const gate = deferred();
+    released.set('csv', gate);
     const csv = ['key,summary', ...Array.from({ length: 24 }, (_, i) => `T-${i},row ${i}`)].join('\n');
     const form = new FormData();
     form.set('task', 'ui.csv');
-    form.set('input', JSON.stringify({ row_ms: 300 }));
+    form.set('input', JSON.stringify({ row_ms: 100, gate: 'csv' }));
     form.set('file', new Blob([csv], { type: 'text/csv' }), 'tickets.csv');
     const res = await fetch(`${base}/v1/uploads`, { method: 'POST', headers: { authorization: `Bearer ${keys.admin}` }, body: form });
     expect(res.status).toBe(202);
@@ -389,6 +393,7 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     await expect.poll(percent, { timeout: 15_000, interval: 50 }).toBeGreaterThan(0);
     const first = await percent();
     expect(first).toBeLessThan(100);
+    gate.resolve();
     await expect.poll(percent, { timeout: 15_000, interval: 50 }).toBeGreaterThan(first);
     await expect.poll(() => p.locator('h1 .badge').textContent(), { timeout: 20_000 }).toBe('completed');
     expect(await percent()).toBe(100);
