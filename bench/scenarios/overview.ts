@@ -84,7 +84,7 @@ async function prepare(ctx: ScenarioContext, env: StoreEnv, rows: number): Promi
     await seedHistory(store, { rows, log: (m) => ctx.log(`${env.kind}: ${m}`) });
     const scheduleRuns = await seedScheduleRuns(store, OVERVIEW_SCHEDULES, { days: rows < 1_000_000 ? 3 : 30 });
     ctx.log(`${env.kind}: ${scheduleRuns} schedule runs; folding and pruning the metrics`);
-    foldJobMetrics(store);
+    await foldJobMetrics(store);
     await pruneMetrics(store, RETENTION_DAYS);
     if (store.dialect === 'postgres') await sql`vacuum (analyze) job_metrics_minute, job_metrics_hour, job_metrics_total`.execute(store.db);
     const { rows: minutes } = await sql<{ n: number | string }>`select count(*) as n from job_metrics_minute`.execute(store.db);

@@ -9,7 +9,7 @@ import type { SqliteDatabase } from './sqlite-driver.ts';
  * Reads (and prunes) the job metrics over time: `job_metrics_minute`,
  * `job_metrics_hour` and `job_metrics_total`. They are written by triggers on
  * `jobs` (migration `0009_job_metrics`), in the recorder's own transaction,
- * exactly when a row becomes final (on SQLite, through a pending table that
+ * exactly when a row becomes final (through a pending table that
  * {@link foldJobMetrics} empties): see that migration for why this counts
  * each job once however many recorders there are and however often an event
  * is delivered. Charts read these tables, never `jobs`.
@@ -125,17 +125,28 @@ export function resolveStatsQuery(q: StatsQuery, now: number = Date.now()): { gr
 const folds = new WeakMap<SqliteDatabase, () => void>();
 
 /**
- * SQLite: moves the jobs its triggers appended to `job_metrics_pending`
- * into the metrics tables, and deletes them, in one transaction, so each is
- * added exactly once whichever process folds it (SQLite has one writer at a
- * time; the first statement writes, so the transaction holds the write lock
- * from its start). Synchronous, on the store's own connection, like the
- * recorder's batches: an async transaction there would take them in.
- * Nothing to do on PostgreSQL, whose triggers add in place.
+ * Adds the jobs the triggers appended to `job_metrics_pending` into the
+ * metrics tables, and deletes them, so that each is added exactly once
+ * whichever process folds it (migrations `0009_job_metrics` and
+ * `0013_job_metrics_pending`).
+ *
+ * SQLite: in one transaction (SQLite has one writer at a time; the first
+ * statement writes, so the transaction holds the write lock from its
+ * start), synchronously, on the store's own connection, like the recorder's
+ * batches: an async transaction there would take them in. The recorder
+ * folds after each batch.
+ *
+ * PostgreSQL: one call of `job_metrics_fold()`, which does the same in one
+ * statement under an advisory lock. The recorder folds at most once every
+ * {@link METRICS_FOLD_EVERY_MS}: the fold's cost is mostly per call, not
+ * per job.
  */
-export function foldJobMetrics(store: JobStore): void {
+export async function foldJobMetrics(store: JobStore): Promise<void> {
   const db = store.sqlite;
-  if (!db) return;
+  if (!db) {
+    await sql`select job_metrics_fold()`.execute(store.db);
+    return;
+  }
   let fold = folds.get(db);
   if (!fold) {
     const any = db.prepare(`SELECT 1 FROM ${PENDING_TABLE} LIMIT 1`);
@@ -156,14 +167,17 @@ export function foldJobMetrics(store: JobStore): void {
   fold();
 }
 
+/** How often a recorder on PostgreSQL folds the metrics its batches appended (readers fold before they read in any case). */
+export const METRICS_FOLD_EVERY_MS = 1_000;
+
 /**
  * Reads include what the recorders wrote last. A fold that fails (another
  * process holds SQLite's write lock past its timeout) leaves the read a
  * batch behind rather than failing it: the next fold adds those jobs.
  */
-function foldBeforeRead(store: JobStore): void {
+async function foldBeforeRead(store: JobStore): Promise<void> {
   try {
-    foldJobMetrics(store);
+    await foldJobMetrics(store);
   } catch {
     // Read what is folded.
   }
@@ -184,7 +198,7 @@ async function unavailable<T>(read: () => Promise<T>): Promise<T> {
  */
 export async function readStats(store: JobStore, query: StatsQuery, now: number = Date.now()): Promise<StatsResult> {
   const q = resolveStatsQuery(query, now);
-  foldBeforeRead(store);
+  await foldBeforeRead(store);
   const db = store.db as unknown as Kysely<any>;
   let select = db
     .selectFrom(q.granularity === 'minute' ? 'job_metrics_minute' : 'job_metrics_hour')
@@ -224,7 +238,7 @@ export async function readStats(store: JobStore, query: StatsQuery, now: number 
 
 /** Every (queue, task)'s totals since the metrics began: a few rows, read per scrape. */
 export async function readTotals(store: JobStore): Promise<JobTotals[]> {
-  foldBeforeRead(store);
+  await foldBeforeRead(store);
   const db = store.db as unknown as Kysely<any>;
   const rows = (await unavailable(() =>
     db
@@ -252,7 +266,7 @@ export async function readTotals(store: JobStore): Promise<JobTotals[]> {
  * never go down.
  */
 export async function pruneMetrics(store: JobStore, retentionDays: number, now: number = Date.now()): Promise<{ minutes: number; hours: number }> {
-  foldJobMetrics(store);
+  await foldJobMetrics(store);
   const db = store.db as unknown as Kysely<any>;
   const keep = retentionDays > 0 ? Math.min(MINUTE_RETENTION_MS, retentionDays * DAY_MS) : MINUTE_RETENTION_MS;
   const minutes = await db

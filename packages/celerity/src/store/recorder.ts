@@ -12,7 +12,7 @@ import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
 import { readHashes, readJobsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
-import { foldJobMetrics } from './job-metrics.ts';
+import { foldJobMetrics, METRICS_FOLD_EVERY_MS } from './job-metrics.ts';
 
 /**
  * The recorder keeps the SQL history in step with Redis without putting SQL
@@ -106,6 +106,10 @@ export class Recorder {
   private readonly keys: string[];
   private readonly queueByKey: Map<string, Queue>;
   private lastMaintenance = 0;
+  /** When this recorder last folded the job metrics (PostgreSQL). */
+  private lastFold = 0;
+  /** It wrote a batch since (PostgreSQL): some jobs may wait in the pending table. */
+  private unfolded = false;
   /** After a failed batch, re-read this consumer's own pending entries before new ones. */
   private replayOwn = true;
   /** Entries written so far; tests and benchmarks use it to know the history caught up. */
@@ -271,7 +275,11 @@ export class Recorder {
           const read = reply.reduce((n, [, entries]) => n + entries.length, 0);
           if (read < this.opts.batchSize) this.catchingUp = false;
           if (read < this.opts.batchSize && this.running) await sleep(this.opts.lingerMs ?? 50);
-        } else this.catchingUp = false;
+        } else {
+          this.catchingUp = false;
+          // Idle: what the last batches appended is added now rather than at the next batch.
+          await this.foldMetricsIfDue();
+        }
       } catch (err) {
         // Redis or SQL is away (or SQL refused the batch for a reason not yet
         // known to be the data's: see writeIsolating). Nothing was
@@ -325,13 +333,32 @@ export class Recorder {
       // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
       const events = entries.filter(([, raw]) => raw !== null).map(([id, raw]) => parseEntry(id, raw!));
       await this.apply(queue, events);
-      // SQLite: the jobs that just ended go from the pending table into the metrics (a no-op on PostgreSQL).
-      foldJobMetrics(this.opts.store);
+      // SQLite: the jobs that just ended go from the pending table into the metrics, synchronously, on the batch's connection.
+      if (this.opts.store.sqlite) await foldJobMetrics(this.opts.store);
       this.consecutiveFailures = 0;
       if (entries.length > 0) {
         await this.opts.redis.xack(key, RECORDER_GROUP, ...entries.map(([id]) => id));
         this.recorded += entries.length;
+        if (!this.opts.store.sqlite) this.unfolded = true;
       }
+    }
+    await this.foldMetricsIfDue();
+  }
+
+  /**
+   * PostgreSQL: adds the jobs its batches appended to the metrics pending
+   * since the last fold (store/job-metrics.ts). Never fails a batch: the
+   * batch is written, and what stays pending is added by the next fold,
+   * this recorder's, another's, or a reader's.
+   */
+  private async foldMetricsIfDue(): Promise<void> {
+    if (!this.unfolded || Date.now() - this.lastFold < METRICS_FOLD_EVERY_MS) return;
+    this.lastFold = Date.now();
+    this.unfolded = false;
+    try {
+      await foldJobMetrics(this.opts.store);
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'recorder: job metrics not folded; the next fold adds them');
     }
   }
 

@@ -21,7 +21,9 @@ import { TENANT_SETTING } from '../tenant-scope.ts';
  * PostgreSQL: statement triggers with transition tables, which add a whole
  * batch in one upsert per key; they take a transaction-level advisory lock
  * first so that concurrent recorders add into the shared rows one after the
- * other instead of deadlocking on them in different orders.
+ * other instead of deadlocking on them in different orders. (Since
+ * `0013_job_metrics_pending` they append to a pending table, as SQLite's do,
+ * and `job_metrics_fold()` makes these upserts under the same lock.)
  *
  * SQLite has row triggers only, and three upserts of 116 columns per job
  * made the recorder's writes several times slower. Its triggers append the
@@ -79,7 +81,7 @@ const updateSet = (table: string) => VALUES.map((c) => `${c} = ${table}.${c} + e
  * MATERIALIZED: inlined, each of the 108 bucket counts would evaluate the
  * job's bucket again. The hours and totals are then sums of `m`'s few rows.
  */
-function perMinute(source: string, dialect: Dialect): string {
+function perMinute(source: string, dialect: Dialect, prelude = ''): string {
   const m = measures((c) => c, dialect);
   const count = (cond: string) => `COUNT(*) FILTER (WHERE ${cond})`;
   const aggs = [
@@ -94,7 +96,7 @@ function perMinute(source: string, dialect: Dialect): string {
     ...Array.from({ length: BUCKETS }, (_, k) => count(`wb = ${k}`)),
     ...Array.from({ length: BUCKETS }, (_, k) => count(`rb = ${k}`)),
   ];
-  return `WITH d AS MATERIALIZED (SELECT queue, task, status, attempts, ended, w, r, ${bucketExpr('w')} AS wb, ${bucketExpr('r')} AS rb
+  return `WITH ${prelude}d AS MATERIALIZED (SELECT queue, task, status, attempts, ended, w, r, ${bucketExpr('w')} AS wb, ${bucketExpr('r')} AS rb
       FROM (SELECT queue, task, status, attempts, ${m.ended} AS ended, ${m.w} AS w, ${m.r} AS r FROM ${source} AS src) x),
     m AS MATERIALIZED (SELECT ended - ended % 60000 AS period, queue, task, ${aggs.map((agg, i) => `${agg} AS ${VALUES[i]}`).join(', ')}
       FROM d GROUP BY ended - ended % 60000, queue, task)`;
@@ -111,13 +113,14 @@ function upsertFromMinutes(table: (typeof TABLES)[number]): string {
 
 /**
  * The statements that add the jobs of `source` into the three tables.
- * PostgreSQL: one statement, the upserts as data-modifying CTEs over `m`.
+ * PostgreSQL: one statement, the upserts as data-modifying CTEs over `m`,
+ * after the CTEs of `prelude` (ending with a comma) that `source` may name.
  * SQLite has none: `m` goes through a temporary table (the connection's own),
  * emptied at the end.
  */
-export function bulkUpserts(source: string, dialect: Dialect): string[] {
+export function bulkUpserts(source: string, dialect: Dialect, prelude = ''): string[] {
   const [minute, hour, total] = TABLES.map(upsertFromMinutes) as [string, string, string];
-  if (dialect === 'postgres') return [`${perMinute(source, dialect)}, a AS (${minute}), b AS (${hour}) ${total}`];
+  if (dialect === 'postgres') return [`${perMinute(source, dialect, prelude)}, a AS (${minute}), b AS (${hour}) ${total}`];
   const temp = 'temp.job_metrics_fold';
   const fromTemp = (statement: string) => statement.replace(' FROM m WHERE', ` FROM ${temp} WHERE`);
   return [
@@ -131,9 +134,13 @@ export function bulkUpserts(source: string, dialect: Dialect): string[] {
   ];
 }
 
-/** SQLite: what the row triggers append, a job's own columns; folded by `foldJobMetrics` (store/job-metrics.ts). */
+/**
+ * SQLite (and PostgreSQL since `0013_job_metrics_pending`): what the
+ * triggers append, a job's own columns; folded by `foldJobMetrics`
+ * (store/job-metrics.ts).
+ */
 export const PENDING_TABLE = 'job_metrics_pending';
-const PENDING_COLUMNS = ['queue', 'task', 'status', 'attempts', 'created_at', 'started_at', 'finished_at', 'updated_at'];
+export const PENDING_COLUMNS = ['queue', 'task', 'status', 'attempts', 'created_at', 'started_at', 'finished_at', 'updated_at'];
 
 /**
  * A statement trigger's function: adds the jobs of `source` if there are
@@ -152,6 +159,27 @@ BEGIN
   RETURN NULL;
 END
 $body$`;
+}
+
+/**
+ * The trigger functions' sources of the jobs a statement moved to a final
+ * status: every final row it inserted, and the rows it updated from a status
+ * that was not final. Each with a cheap test that there may be some.
+ */
+export const PG_TRANSITIONS = {
+  inserted: { worth: `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL})`, source: `(SELECT * FROM new_rows WHERE status IN ${FINAL})` },
+  updated: {
+    worth: `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL}) AND EXISTS (SELECT 1 FROM old_rows WHERE status NOT IN ${FINAL})`,
+    source: `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`,
+  },
+} as const;
+
+/** PostgreSQL: this migration's trigger functions, which add in place (`0013_job_metrics_pending` replaces them, and puts them back on its way down). */
+export function inPlaceFunctions(): string[] {
+  return [
+    pgFunction('job_metrics_inserted', PG_TRANSITIONS.inserted.worth, PG_TRANSITIONS.inserted.source),
+    pgFunction('job_metrics_updated', PG_TRANSITIONS.updated.worth, PG_TRANSITIONS.updated.source),
+  ];
 }
 
 /**
@@ -183,17 +211,7 @@ export function migration(dialect: Dialect): Migration {
         await sql.raw(`CREATE TRIGGER job_metrics_update AFTER UPDATE OF status ON jobs WHEN NEW.status IN ${FINAL} AND OLD.status NOT IN ${FINAL} BEGIN ${append}; END`).execute(db);
         return;
       }
-      const anyFinal = `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL})`;
-      await sql.raw(pgFunction('job_metrics_inserted', anyFinal, `(SELECT * FROM new_rows WHERE status IN ${FINAL})`)).execute(db);
-      await sql
-        .raw(
-          pgFunction(
-            'job_metrics_updated',
-            `${anyFinal} AND EXISTS (SELECT 1 FROM old_rows WHERE status NOT IN ${FINAL})`,
-            `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`,
-          ),
-        )
-        .execute(db);
+      for (const f of inPlaceFunctions()) await sql.raw(f).execute(db);
       await sql.raw('CREATE TRIGGER job_metrics_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION job_metrics_inserted()').execute(db);
       await sql
         .raw('CREATE TRIGGER job_metrics_update AFTER UPDATE ON jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION job_metrics_updated()')
