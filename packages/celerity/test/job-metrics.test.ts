@@ -1,3 +1,4 @@
+import type { Database } from 'better-sqlite3';
 import { type Migration, Migrator, sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -376,6 +377,43 @@ const fail = defineTask({
   handler: async () => {
     throw new NonRetryableError('no');
   },
+});
+
+describe('job metrics on SQLite', () => {
+  it('a fold takes the write lock first: another connection committing in the middle of it cannot make it fail', async () => {
+    const env = testEnv('sqlite');
+    const folder = new JobStore({ sqlitePath: env.sqlitePath });
+    const other = new JobStore({ sqlitePath: env.sqlitePath });
+    onCleanup(() => folder.close());
+    onCleanup(() => other.close());
+    await folder.migrate();
+    await other.migrate();
+    // The first fold prepares the connection's temporary table; then, inside
+    // every fold, once it has read the pending rows into that table, the other
+    // connection tries to write (and does not wait for locks).
+    await foldJobMetrics(folder);
+    const db = folder.sqlite as unknown as Database;
+    const otherDb = other.sqlite as unknown as Database;
+    otherDb.exec('CREATE TABLE interleaved (n integer)');
+    otherDb.pragma('busy_timeout = 0');
+    const outcomes: string[] = [];
+    db.function('interleave', () => {
+      try {
+        otherDb.prepare('INSERT INTO interleaved VALUES (1)').run();
+        outcomes.push('committed');
+      } catch (err) {
+        outcomes.push((err as { code?: string }).code ?? String(err));
+      }
+      return 0;
+    });
+    db.exec('CREATE TEMP TRIGGER interleave AFTER INSERT ON temp.job_metrics_fold BEGIN SELECT interleave(); END');
+    await folder.write([state('a', 1)]);
+    await foldJobMetrics(folder);
+    // The other connection waited for the fold (here: gave up at once); the fold went through.
+    expect(outcomes).toEqual(['SQLITE_BUSY']);
+    db.exec('DROP TRIGGER temp.interleave');
+    expect((await readTotals(folder))[0]).toMatchObject({ completed: 1 });
+  });
 });
 
 describe.each(stores)('job metrics from the recorders (%s)', (kind) => {

@@ -130,11 +130,10 @@ const folds = new WeakMap<SqliteDatabase, () => void>();
  * whichever process folds it (migrations `0009_job_metrics` and
  * `0013_job_metrics_pending`).
  *
- * SQLite: in one transaction (SQLite has one writer at a time; the first
- * statement writes, so the transaction holds the write lock from its
- * start), synchronously, on the store's own connection, like the recorder's
- * batches: an async transaction there would take them in. The recorder
- * folds after each batch.
+ * SQLite: in one transaction that takes the write lock at its `BEGIN
+ * IMMEDIATE` (SQLite has one writer at a time), synchronously, on the
+ * store's own connection, like the recorder's batches: an async transaction
+ * there would take them in. The recorder folds after each batch.
  *
  * PostgreSQL: one call of `job_metrics_fold()`, which does the same in one
  * statement under an advisory lock. The recorder folds at most once every
@@ -160,7 +159,14 @@ export async function foldJobMetrics(store: JobStore): Promise<void> {
       clear.run();
     });
     fold = () => {
-      if (any.get() !== undefined) move();
+      // IMMEDIATE: the fold's first statement that touches the main database
+      // reads it (the pending rows, into the temporary table). A deferred
+      // transaction would take its write lock only at the first upsert, and
+      // a commit by another connection in between makes that upgrade fail at
+      // once (SQLITE_BUSY, "database is locked"; busy_timeout does not wait
+      // for a snapshot that is already stale): the recorder's batch failed
+      // and was written again (s1 on SQLite, two recorders, run 17).
+      if (any.get() !== undefined) move.immediate();
     };
     folds.set(db, fold);
   }

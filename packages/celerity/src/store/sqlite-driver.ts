@@ -16,9 +16,12 @@ export interface SqliteDatabase {
   prepare(source: string): SqliteStatement;
   exec(source: string): SqliteDatabase;
   pragma(source: string, options?: { simple?: boolean }): unknown;
-  transaction<F extends (...args: any[]) => unknown>(fn: F): F;
+  transaction<F extends (...args: any[]) => unknown>(fn: F): SqliteTransaction<F>;
   close(): SqliteDatabase;
 }
+
+/** A transaction function: `BEGIN` (deferred) when called; `immediate` takes the write lock at `BEGIN IMMEDIATE`. */
+export type SqliteTransaction<F> = F & { immediate: F };
 
 type SqliteConstructor = new (path: string) => SqliteDatabase;
 
