@@ -86,7 +86,7 @@ async function prepare(ctx: ScenarioContext, env: StoreEnv, rows: number): Promi
     ctx.log(`${env.kind}: ${scheduleRuns} schedule runs; folding and pruning the metrics`);
     await foldJobMetrics(store);
     await pruneMetrics(store, RETENTION_DAYS);
-    if (store.dialect === 'postgres') await sql`vacuum (analyze) job_metrics_minute, job_metrics_hour, job_metrics_total`.execute(store.db);
+    if (store.dialect === 'postgres') await sql`vacuum (analyze) job_metrics_minute, job_metrics_hour, job_metrics_total, job_metrics_pending`.execute(store.db);
     const { rows: minutes } = await sql<{ n: number | string }>`select count(*) as n from job_metrics_minute`.execute(store.db);
     return { seeded_s: round((now() - t0) / 1000), scheduleRuns, minuteRows: Number(minutes[0]!.n) };
   } finally {
