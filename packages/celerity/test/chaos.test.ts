@@ -4,6 +4,7 @@ import { jobView } from '../src/api/job-view.ts';
 import type { JobRecord } from '../src/job-record.ts';
 import { seededRandom } from '../src/seeded-random.ts';
 import { ALL_TENANTS } from '../src/auth/principal.ts';
+import { readTotals } from '../src/store/job-metrics.ts';
 import { relChaos, tasks } from './fixtures/reliability-app.ts';
 import { onCleanup, openTestApp, sleep, stores, type StoreKind, useCleanup, waitFor } from './helpers.ts';
 import { freePort, PrivateRedis, Proc, processEnv, RELIABILITY_APP, spawnWorker, waitForWorkers } from './process-helpers.ts';
@@ -214,6 +215,10 @@ describe(`chaos: ${N} jobs, ${WORKERS} workers, ${KILLS} SIGKILLs (${STORE} stor
         if (problems.length > 0) mismatches.push(`${id} ${JSON.stringify(spec)}: ${problems.join('; ')}`);
       }
       expect(mismatches).toEqual([]);
+
+      // The job metrics count each job once, though recorders died mid-batch and events came again.
+      const [totals] = (await readTotals(app.store)).filter((t) => t.task === relChaos.name);
+      expect({ completed: totals?.completed, failed: totals?.failed, cancelled: totals?.cancelled }).toEqual({ completed: completedIds.length, failed: failedIds.length, cancelled: 0 });
 
       // The kills did hit running jobs (they were re-run after their worker died).
       if (KILLS > 0) {
