@@ -450,16 +450,14 @@ describe.each(stores)('job metrics from the recorders (%s)', (kind) => {
     expect(await totals()).toEqual(expected);
     expect(await rows(store, 'job_metrics_minute')).toEqual(before);
 
-    {
-      // The recorders fold what their triggers appended (SQLite after each batch, PostgreSQL within a second): nothing waits for a reader.
-      const more = await Promise.all(Array.from({ length: 5 }, () => app.enqueue(ok, {})));
-      for (const h of more) await h.wait({ timeoutMs: 20_000, pollMs: 20 });
-      await waitFor(async () => {
-        const { rows: pending } = await sql<{ n: number }>`select count(*) as n from job_metrics_pending`.execute(store.db);
-        const { rows: ended } = await sql<{ n: number }>`select coalesce(sum(completed), 0) as n from job_metrics_total where task = 'jm.ok'`.execute(store.db);
-        return Number(pending[0]!.n) === 0 && Number(ended[0]!.n) === 65 ? true : undefined;
-      }, 20_000);
-    }
+    // The recorders fold what their triggers appended (SQLite after each batch, PostgreSQL within a second): nothing waits for a reader.
+    const more = await Promise.all(Array.from({ length: 5 }, () => app.enqueue(ok, {})));
+    for (const h of more) await h.wait({ timeoutMs: 20_000, pollMs: 20 });
+    await waitFor(async () => {
+      const { rows: pending } = await sql<{ n: number }>`select count(*) as n from job_metrics_pending`.execute(store.db);
+      const { rows: ended } = await sql<{ n: number }>`select coalesce(sum(completed), 0) as n from job_metrics_total where task = 'jm.ok'`.execute(store.db);
+      return Number(pending[0]!.n) === 0 && Number(ended[0]!.n) === 65 ? true : undefined;
+    }, 20_000);
 
     const stats = await app.stats({ task: 'jm.ok' });
     expect(stats.series).toHaveLength(1);

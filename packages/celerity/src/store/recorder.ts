@@ -358,6 +358,8 @@ export class Recorder {
     try {
       await foldJobMetrics(this.opts.store);
     } catch (err) {
+      // Still pending: this recorder tries again a second later, idle or not.
+      this.unfolded = true;
       this.opts.logger.warn({ err }, 'recorder: job metrics not folded; the next fold adds them');
     }
   }

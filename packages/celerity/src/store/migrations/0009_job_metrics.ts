@@ -143,43 +143,54 @@ export const PENDING_TABLE = 'job_metrics_pending';
 export const PENDING_COLUMNS = ['queue', 'task', 'status', 'attempts', 'created_at', 'started_at', 'finished_at', 'updated_at'];
 
 /**
- * A statement trigger's function: adds the jobs of `source` if there are
- * any, `worth` being a cheap test that there may be (most updates of `jobs`
- * move no row to a final status: starts, progress, rewrites of final rows).
- * No nested loops: the transition tables are not analysed, and a nested
- * loop over old and new rows costs a batch's size squared.
+ * The two statement triggers' functions, each running `body(source)` when
+ * its cheap test says the statement may have made jobs final (most updates
+ * of `jobs` move no row to a final status: starts, progress, rewrites of
+ * final rows). `source` is every final row the statement inserted, or the
+ * rows it updated from a status that was not final. No nested loops: the
+ * transition tables are not analysed, and a nested loop over old and new
+ * rows costs a batch's size squared. Shared with `0013_job_metrics_pending`.
  */
-function pgFunction(name: string, worth: string, source: string): string {
-  return `CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_nestloop = off AS $body$
+export function pgTriggerFunctions(body: (source: string) => string): string[] {
+  const anyFinal = `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL})`;
+  const transitions = [
+    { name: 'job_metrics_inserted', worth: anyFinal, source: `(SELECT * FROM new_rows WHERE status IN ${FINAL})` },
+    {
+      name: 'job_metrics_updated',
+      worth: `${anyFinal} AND EXISTS (SELECT 1 FROM old_rows WHERE status NOT IN ${FINAL})`,
+      source: `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`,
+    },
+  ];
+  return transitions.map(
+    (t) => `CREATE OR REPLACE FUNCTION ${t.name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_nestloop = off AS $body$
 BEGIN
-  IF ${worth} AND EXISTS (SELECT 1 FROM ${source} s) THEN
-    PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.job_metrics'));
-    ${bulkUpserts(source, 'postgres').join(';\n    ')};
+  IF ${t.worth} THEN
+    ${body(t.source)}
   END IF;
   RETURN NULL;
 END
-$body$`;
+$body$`,
+  );
 }
 
 /**
- * The trigger functions' sources of the jobs a statement moved to a final
- * status: every final row it inserted, and the rows it updated from a status
- * that was not final. Each with a cheap test that there may be some.
+ * PostgreSQL: this migration's trigger functions, which add the jobs in
+ * place (`0013_job_metrics_pending` replaces them, and puts them back on its
+ * way down).
  */
-export const PG_TRANSITIONS = {
-  inserted: { worth: `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL})`, source: `(SELECT * FROM new_rows WHERE status IN ${FINAL})` },
-  updated: {
-    worth: `EXISTS (SELECT 1 FROM new_rows WHERE status IN ${FINAL}) AND EXISTS (SELECT 1 FROM old_rows WHERE status NOT IN ${FINAL})`,
-    source: `(SELECT n.* FROM new_rows n WHERE n.status IN ${FINAL} AND n.id IN (SELECT o.id FROM old_rows o WHERE o.status NOT IN ${FINAL}))`,
-  },
-} as const;
-
-/** PostgreSQL: this migration's trigger functions, which add in place (`0013_job_metrics_pending` replaces them, and puts them back on its way down). */
 export function inPlaceFunctions(): string[] {
-  return [
-    pgFunction('job_metrics_inserted', PG_TRANSITIONS.inserted.worth, PG_TRANSITIONS.inserted.source),
-    pgFunction('job_metrics_updated', PG_TRANSITIONS.updated.worth, PG_TRANSITIONS.updated.source),
-  ];
+  return pgTriggerFunctions(
+    (source) => `IF EXISTS (SELECT 1 FROM ${source} s) THEN
+      PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.job_metrics'));
+      ${bulkUpserts(source, 'postgres').join(';\n      ')};
+    END IF;`,
+  );
+}
+
+/** The pending table, with `integer` (SQLite) or `bigint` (PostgreSQL) for its numbers, and `options` after it. */
+export function pendingTableDdl(integer: 'integer' | 'bigint', options = ''): string {
+  const numbers = new Set(['attempts', 'created_at', 'started_at', 'finished_at', 'updated_at']);
+  return `CREATE TABLE ${PENDING_TABLE} (${PENDING_COLUMNS.map((c) => `${c} ${numbers.has(c) ? integer : 'text'}`).join(', ')})${options}`;
 }
 
 /**
@@ -204,8 +215,7 @@ export function migration(dialect: Dialect): Migration {
       }
       if (dialect === 'sqlite') {
         await backfill(db, dialect);
-        const bigints = new Set(['attempts', 'created_at', 'started_at', 'finished_at', 'updated_at']);
-        await sql.raw(`CREATE TABLE ${PENDING_TABLE} (${PENDING_COLUMNS.map((c) => `${c} ${bigints.has(c) ? 'integer' : 'text'}`).join(', ')})`).execute(db);
+        await sql.raw(pendingTableDdl('integer')).execute(db);
         const append = `INSERT INTO ${PENDING_TABLE} (${PENDING_COLUMNS.join(', ')}) VALUES (${PENDING_COLUMNS.map((c) => `NEW.${c}`).join(', ')})`;
         await sql.raw(`CREATE TRIGGER job_metrics_insert AFTER INSERT ON jobs WHEN NEW.status IN ${FINAL} BEGIN ${append}; END`).execute(db);
         await sql.raw(`CREATE TRIGGER job_metrics_update AFTER UPDATE OF status ON jobs WHEN NEW.status IN ${FINAL} AND OLD.status NOT IN ${FINAL} BEGIN ${append}; END`).execute(db);

@@ -1,6 +1,6 @@
 import { type Kysely, type Migration, sql } from 'kysely';
 import type { Dialect } from '../db.ts';
-import { bulkUpserts, inPlaceFunctions, PENDING_COLUMNS, PENDING_TABLE, PG_TRANSITIONS } from './0009_job_metrics.ts';
+import { bulkUpserts, inPlaceFunctions, PENDING_COLUMNS, PENDING_TABLE, pendingTableDdl, pgTriggerFunctions } from './0009_job_metrics.ts';
 
 /**
  * PostgreSQL (nothing on SQLite, which has worked this way since 0009): the
@@ -29,35 +29,20 @@ export function migration(dialect: Dialect): Migration {
   return {
     async up(db: Kysely<any>) {
       if (dialect !== 'postgres') return;
-      const bigints = new Set(['attempts', 'created_at', 'started_at', 'finished_at', 'updated_at']);
       // Every row is deleted within a second or so of its insert: the table's
       // pages are dead rows until a vacuum, and each fold and reader scans
       // them. Vacuumed after every 1,000 dead rows, at full speed, rather than
       // after 20% of a table that has no live rows to speak of.
       await sql
         .raw(
-          `CREATE TABLE ${PENDING_TABLE} (${PENDING_COLUMNS.map((c) => `${c} ${bigints.has(c) ? 'bigint' : 'text'}`).join(', ')}) WITH (autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000, autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_cost_delay = 0)`,
+          pendingTableDdl(
+            'bigint',
+            ' WITH (autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000, autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_cost_delay = 0)',
+          ),
         )
         .execute(db);
       const columns = PENDING_COLUMNS.join(', ');
-      for (const [name, t] of [
-        ['job_metrics_inserted', PG_TRANSITIONS.inserted],
-        ['job_metrics_updated', PG_TRANSITIONS.updated],
-      ] as const) {
-        await sql
-          .raw(
-            // No nested loops: the transition tables are not analysed, and a nested loop over old and new rows costs a batch's size squared.
-            `CREATE OR REPLACE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_nestloop = off AS $body$
-BEGIN
-  IF ${t.worth} THEN
-    INSERT INTO ${PENDING_TABLE} (${columns}) SELECT ${columns} FROM ${t.source} s;
-  END IF;
-  RETURN NULL;
-END
-$body$`,
-          )
-          .execute(db);
-      }
+      for (const f of pgTriggerFunctions((source) => `INSERT INTO ${PENDING_TABLE} (${columns}) SELECT ${columns} FROM ${source} s;`)) await sql.raw(f).execute(db);
       const [fold] = bulkUpserts('p', 'postgres', `p AS (DELETE FROM ${PENDING_TABLE} RETURNING *), `);
       await sql
         .raw(
@@ -76,7 +61,7 @@ $body$`,
       if (dialect !== 'postgres') return;
       // What is pending is added first, as 0009's triggers would have.
       await sql.raw('SELECT job_metrics_fold()').execute(db);
-      for (const f of inPlaceFunctions()) await sql.raw(f.replace(/^CREATE FUNCTION/, 'CREATE OR REPLACE FUNCTION')).execute(db);
+      for (const f of inPlaceFunctions()) await sql.raw(f).execute(db);
       await sql.raw('DROP FUNCTION IF EXISTS job_metrics_fold()').execute(db);
       await sql.raw(`DROP TABLE IF EXISTS ${PENDING_TABLE}`).execute(db);
     },
