@@ -190,21 +190,54 @@ function isConnectionError(err: unknown): boolean {
   );
 }
 
+/** Sockets corked until the promise continuations now queued have run ({@link writeTogether}). */
+const corked = new WeakSet<object>();
+
 /**
- * Runs `op` with the connection's socket corked until the commands it issues
- * (in this tick and its promise continuations) are queued, so that they leave
- * in one write. Without auto-pipelining each command is its own socket
- * write, the largest cost of a status read in profiles. On a cluster, `op`
- * simply runs.
+ * Runs `op` with the connection's socket corked until the promise
+ * continuations of this turn of the event loop have run, so that the
+ * commands it issues, and those of every other call made meanwhile, leave
+ * in one write. On a cluster, `op` simply runs.
  */
 export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise<T> {
-  // A cluster has one socket per node and none of its own: its commands go out as they come.
-  if (!(redis instanceof Redis)) return op();
-  const stream = redis.stream;
-  if (!stream || redis.status !== 'ready') return op();
-  stream.cork();
-  // setImmediate, not nextTick: BullMQ issues some commands after awaiting
-  // its client, a promise continuation that runs after nextTick callbacks.
-  setImmediate(() => stream.uncork());
+  writeTogether(redis);
   return op();
+}
+
+/**
+ * Corks the connection's socket, if it is not already, until the promise
+ * continuations of this turn of the event loop have run: the commands
+ * written meanwhile leave in one `writev`, in the order they were issued,
+ * each with its own reply.
+ *
+ * Why: without auto-pipelining each command is its own socket write, the
+ * largest cost of a status read in profiles and of a burst of enqueues (a
+ * loop of `enqueue` calls resumed by one read of replies): one `write`
+ * system call per job for the producer, and one `read` for Redis. Unlike
+ * ioredis's auto-pipelining, nothing is built per write (see
+ * {@link createRedis}), and nothing waits past the continuations.
+ *
+ * Not for a worker's connection: BullMQ's completions sent together drained
+ * a third slower (docs/benchmarks.md, run 18). Nothing on a cluster (one
+ * socket per node, none of its own), or on a connection that is not ready
+ * (its commands fail or wait as they would).
+ */
+export function writeTogether(redis: RedisClient): void {
+  if (!(redis instanceof Redis)) return;
+  const stream = redis.stream;
+  // One cork per socket at a time, however many calls: a single uncork sends it all.
+  if (!stream || redis.status !== 'ready' || corked.has(stream)) return;
+  corked.add(stream);
+  stream.cork();
+  // A nextTick callback queued from a microtask runs once the microtask
+  // queue is empty, after the continuations in which BullMQ writes its
+  // commands (it awaits its client first); one queued now would run before
+  // them. Not setImmediate: an API request's add would wait for the turn's
+  // other I/O callbacks, the other requests.
+  queueMicrotask(() =>
+    process.nextTick(() => {
+      corked.delete(stream);
+      stream.uncork();
+    }),
+  );
 }

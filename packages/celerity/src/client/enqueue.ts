@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { createHash } from 'node:crypto';
 import { Job, type JobsOptions } from 'bullmq';
 import type { Broker } from '../broker/broker.ts';
-import { viaBroker } from '../broker/connection.ts';
+import { inOneWrite, viaBroker } from '../broker/connection.ts';
 import { keys } from '../broker/keys.ts';
 import { IdempotencyConflictError, InvalidOptionsError } from '../errors.ts';
 import type { TimeLimits } from '../worker/limits.ts';
@@ -159,21 +159,25 @@ export async function enqueueJob(broker: Broker, route: TaskRoute, input: unknow
   const prepared = prepareJob(broker, route, input, options);
   const { id, queue } = prepared;
   touchJobs();
+  // Each path below writes one command (or one MULTI); the adds issued
+  // together (a burst resumed by one read of replies) leave in one socket
+  // write (see writeTogether).
+  const { redis } = broker;
   if (prepared.idempotencyKey) {
-    const winner = await viaBroker(broker.redis, () => addIdempotent(broker, prepared, prepared.idempotencyKey!));
+    const winner = await viaBroker(redis, () => inOneWrite(redis, () => addIdempotent(broker, prepared, prepared.idempotencyKey!)));
     broker.hintQueue(winner, queue);
     if (prepared.fair) producerDispatcher(broker, queue).trigger();
     return { id: winner, task: route.name, queue, created: winner === id };
   }
   // A fair queue's park script, or a chosen id's EXISTS, rides in one MULTI with the add.
   if (prepared.fair || prepared.chosenId) {
-    const [added] = await viaBroker(broker.redis, () => addWithPark(broker, [prepared]));
+    const [added] = await viaBroker(redis, () => inOneWrite(redis, () => addWithPark(broker, [prepared])));
     broker.hintQueue(added!.id, queue);
     if (prepared.fair) producerDispatcher(broker, queue).trigger();
     return { id: added!.id, task: route.name, queue, created: !added!.existed };
   }
   // Our own ids are new: BullMQ's add needs no question beside it.
-  const job = await viaBroker(broker.redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts));
+  const job = await viaBroker(redis, () => inOneWrite(redis, () => broker.queue(queue).add(prepared.name, prepared.data, prepared.opts)));
   broker.hintQueue(job.id!, queue);
   broker.addedSink?.(job);
   return { id: job.id!, task: route.name, queue, created: true };
