@@ -190,9 +190,6 @@ function isConnectionError(err: unknown): boolean {
   );
 }
 
-/** Sockets corked until the promise continuations now queued have run ({@link writeTogether}). */
-const corked = new WeakSet<object>();
-
 /**
  * Runs `op` with the connection's socket corked until the promise
  * continuations of this turn of the event loop have run, so that the
@@ -225,19 +222,14 @@ export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise
 export function writeTogether(redis: RedisClient): void {
   if (!(redis instanceof Redis)) return;
   const stream = redis.stream;
-  // One cork per socket at a time, however many calls: a single uncork sends it all.
-  if (!stream || redis.status !== 'ready' || corked.has(stream)) return;
-  corked.add(stream);
+  // One cork at a time, however many calls (nothing else corks these
+  // sockets): a single uncork sends it all.
+  if (!stream || redis.status !== 'ready' || stream.writableCorked > 0) return;
   stream.cork();
   // A nextTick callback queued from a microtask runs once the microtask
   // queue is empty, after the continuations in which BullMQ writes its
   // commands (it awaits its client first); one queued now would run before
   // them. Not setImmediate: an API request's add would wait for the turn's
   // other I/O callbacks, the other requests.
-  queueMicrotask(() =>
-    process.nextTick(() => {
-      corked.delete(stream);
-      stream.uncork();
-    }),
-  );
+  queueMicrotask(() => process.nextTick(() => stream.uncork()));
 }
