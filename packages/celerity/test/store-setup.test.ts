@@ -139,6 +139,7 @@ describe('a fresh PostgreSQL database', () => {
       '0011_lean_indexes',
       '0012_job_logs_row_security',
       '0013_job_metrics_pending',
+      '0014_hot_updates',
     ]);
   });
 

@@ -58,7 +58,10 @@ export async function purgeHistory(store: JobStore, retentionDays: number, now: 
   for (;;) {
     // Every tenant's history (row-level security scope `*`); one short transaction per batch.
     const res = await withTenantScope(store, ALL_TENANTS, (db) => {
-      const batch = db.selectFrom('jobs').select('id').where('finished_at', '<', cutoff).where('status', 'in', TERMINAL).limit(batchSize);
+      // `created_at` too: a job finished before the cutoff was created before it, and on PostgreSQL only `jobs_created` can find
+      // them (no index covers `finished_at` there, migration 0014). A worker's clock behind the producer's delays a job's purge
+      // to a later run, never purges it early.
+      const batch = db.selectFrom('jobs').select('id').where('created_at', '<', cutoff).where('finished_at', '<', cutoff).where('status', 'in', TERMINAL).limit(batchSize);
       return db.deleteFrom('jobs').where('id', 'in', batch).executeTakeFirst();
     });
     const n = Number(res.numDeletedRows);

@@ -202,12 +202,13 @@ export interface SearchTarget {
  * The jobs that match `filter`, newest first (creation time, then id),
  * within its tenant scope, one page at a time.
  *
- * Equality filters (status, task, queue, tenant, key, id prefix, creation
- * range) are served by indexes (migrations 0003, 0005, 0008) and run as one
- * statement that reads about a page of rows (on SQLite, one of them: see
- * `planConditions`). The other conditions (error text, JSON paths, finish
- * range, task patterns with `*`, and on SQLite an id prefix that most ids
- * share) are checked row by row, so they could read the whole history: such
+ * Equality filters (task, queue, tenant, key, id prefix, creation range,
+ * and on SQLite status) are served by indexes (migrations 0003, 0005, 0008)
+ * and run as one statement that reads about a page of rows (on SQLite, one
+ * of them: see `planConditions`). The other conditions (error text, JSON
+ * paths, finish range, task patterns with `*`, on PostgreSQL the status
+ * (migration 0014), and on SQLite an id prefix that most ids share) are
+ * checked row by row, so they could read the whole history: such
  * a search scans in chunks of the newest-first order (2,000 rows, doubling
  * up to 64,000), each chunk one statement bounded by a position found on an
  * index, and checks its deadline between chunks. Past the deadline it
@@ -343,8 +344,11 @@ type Lead = 'json' | 'idPrefix' | 'keyId' | 'task' | 'queue' | 'status' | 'tenan
  *
  * PostgreSQL's planner combines indexes with its statistics, and
  * statement_timeout bounds whatever it picks: every indexable filter is
- * base there. SQLite's planner has no statistics and one index per
- * statement, and nothing interrupts it: a second equality on another
+ * base there, but the status, which no index serves (migration 0014): as
+ * base, a rare status over a long history would be one statement that
+ * times out with nothing, where the chunks give a partial page. SQLite's
+ * planner has no statistics and one index per statement, and nothing
+ * interrupts it: a second equality on another
  * column (`task` and `queue` that never meet) would read every row of the
  * first. There, base is the scope, the creation range and one lead filter
  * (the first present of LEADS, which have an index beginning with them, or
@@ -383,8 +387,10 @@ function planConditions(dialect: Dialect, f: SearchFilter, scope: TenantScope, b
   const leads: Lead[] = scope.all ? ['json', 'idPrefix', 'keyId', 'task', 'queue', 'status', 'tenant', 'error'] : ['json', 'idPrefix', 'status', 'error', 'keyId'];
   const lead = sqlite ? leads.find((name) => eq.some(([n]) => n === name)) : undefined;
   for (const [name, condition] of eq) {
+    // PostgreSQL has no index on `status` (migration 0014: a job's start and end are HOT updates): checked row by row, in chunks.
+    if (!sqlite && name === 'status') residual.push(condition(true));
     // Each indexed JSON condition is base: the first is SQLite's lead, the others narrow the same statement.
-    if (!sqlite || name === lead || name === 'json') base.push(condition(false));
+    else if (!sqlite || name === lead || name === 'json') base.push(condition(false));
     else residual.push(condition(true));
   }
   // `+id`: SQLite then checks the prefix on each row instead of seeking (and sorting) by it.

@@ -11,6 +11,7 @@ import { migration as jobLogs } from './migrations/0010_job_logs.ts';
 import { migration as leanIndexes } from './migrations/0011_lean_indexes.ts';
 import { migration as jobLogsRowSecurity } from './migrations/0012_job_logs_row_security.ts';
 import { migration as jobMetricsPending } from './migrations/0013_job_metrics_pending.ts';
+import { migration as hotUpdates } from './migrations/0014_hot_updates.ts';
 import { setupError } from './setup-errors.ts';
 
 /**
@@ -72,6 +73,7 @@ export function coreMigrations(dialect: Dialect): Record<string, Migration> {
     '0011_lean_indexes': leanIndexes(),
     '0012_job_logs_row_security': jobLogsRowSecurity(dialect),
     '0013_job_metrics_pending': jobMetricsPending(dialect),
+    '0014_hot_updates': hotUpdates(dialect),
   };
 }
 
