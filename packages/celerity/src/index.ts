@@ -17,9 +17,11 @@ export type { Dialect } from './store/db.ts';
 export { defineTables, type TableHandle, type TableSet } from './store/tables.ts';
 export type { SqliteDatabase, SqliteStatement } from './store/sqlite-driver.ts';
 
-export { buildServer, type ServerOptions } from './api/server.ts';
-export { celerityApi, type CelerityApiOptions } from './api/plugin.ts';
-export { celerityDashboard, type CelerityDashboardOptions } from './dashboard/plugin.ts';
+// Loaded on first use (api/lazy.ts): most processes never serve HTTP.
+export { buildServer, celerityApi, celerityDashboard } from './api/lazy.ts';
+export type { ServerOptions } from './api/server.ts';
+export type { CelerityApiOptions } from './api/plugin.ts';
+export type { CelerityDashboardOptions } from './dashboard/plugin.ts';
 export { signWebhook, verifyWebhook, type VerifiedWebhook, type VerifyWebhookOptions } from './api/webhook-signature.ts';
 export type { Webhook, WebhookOptions, WebhookSecret, WebhookSecretLookup } from './webhook.ts';
 export { clientErrorHandler as celerityClientErrorHandler, frameworkErrorHandler as celerityFrameworkErrors } from './api/errors.ts';
