@@ -8,7 +8,6 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ALL_TENANTS } from '../src/auth/principal.ts';
-import { purgeHistory } from '../src/schedules/maintenance.ts';
 import { withTenantScope } from '../src/store/tenant-scope.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startRecorder, startWorker, TEST_DATABASE_URL, useCleanup, waitFor } from './helpers.ts';
@@ -85,39 +84,5 @@ describe('HOT updates of the history (postgres store)', () => {
     // bench's no-op jobs, whose finished rows are as small as their queued ones: 90%). With a status index, or pages filled to the
     // brim as before migration 0014, next to none.
     expect(stats.hot / stats.updated).toBeGreaterThan(0.7);
-  });
-
-  it('purges finished jobs by their creation and finish times together', async () => {
-    const app = await openTestApp('postgres', [echo]);
-    const day = 86_400_000;
-    const now = Date.now();
-    const row = (id: string, status: string, createdAt: number, finishedAt: number | null) => ({
-      id,
-      task: 'hot.echo',
-      queue: 'default',
-      status,
-      attempts: 1,
-      max_attempts: 1,
-      created_at: createdAt,
-      finished_at: finishedAt,
-      updated_at: finishedAt ?? createdAt,
-      event_seq: '0',
-    });
-    await withTenantScope(app.store, ALL_TENANTS, (db) =>
-      db
-        .insertInto('jobs')
-        .values([
-          row('old-done', 'completed', now - 40 * day, now - 40 * day + 1000),
-          row('old-running', 'started', now - 40 * day, null),
-          row('recent-done', 'completed', now - 2 * day, now - 2 * day),
-          // Finished before the cutoff by a clock behind the producer's: kept until a later purge, never purged early.
-          row('skewed', 'completed', now - 30 * day + 500, now - 30 * day - 500),
-        ])
-        .execute(),
-    );
-    expect(await purgeHistory(app.store, 30, now)).toMatchObject({ deleted: 1 });
-    const left = await withTenantScope(app.store, ALL_TENANTS, (db) => db.selectFrom('jobs').select('id').orderBy('id').execute());
-    expect(left.map((r) => r.id)).toEqual(['old-running', 'recent-done', 'skewed']);
-    expect(await purgeHistory(app.store, 30, now + 1000)).toMatchObject({ deleted: 1 });
   });
 });

@@ -164,18 +164,19 @@ describe.each(stores)('maintenance tasks (%s)', (kind) => {
     const store = await app.openStore();
     const now = Date.now();
     const day = 86_400_000;
-    const row = (id: string, status: string, finishedDaysAgo: number | null) => ({
+    const row = (id: string, status: string, finishedDaysAgo: number | null, createdAt = now - 40 * day) => ({
       id,
       task: 'noop',
       queue: 'default',
       status,
       attempts: 1,
       max_attempts: 1,
-      created_at: now - 40 * day,
+      created_at: createdAt,
       updated_at: now,
       event_seq: '0',
       finished_at: finishedDaysAgo === null ? null : now - finishedDaysAgo * day,
     });
+    const cutoff = now - 30 * day;
     await store.db
       .insertInto('jobs')
       .values([
@@ -185,13 +186,17 @@ describe.each(stores)('maintenance tasks (%s)', (kind) => {
         row('recent-completed', 'completed', 29),
         row('old-but-running', 'started', null),
         row('old-queued', 'queued', null),
+        // Finished before the cutoff by a worker's clock behind the producer's, created after it: kept until a
+        // later purge, never purged early (the purge bounds both times, migration 0014).
+        row('skewed', 'completed', 30 + 500 / day, cutoff + 500),
       ])
       .execute();
     expect(await purgeHistory(store, 0, now)).toEqual({ deleted: 0, cutoff: null });
     // A batch of 2 needs two rounds for three rows.
-    expect(await purgeHistory(store, 30, now, 2)).toEqual({ deleted: 3, cutoff: now - 30 * day });
+    expect(await purgeHistory(store, 30, now, 2)).toEqual({ deleted: 3, cutoff });
     const left = await store.db.selectFrom('jobs').select('id').orderBy('id').execute();
-    expect(left.map((r) => r.id)).toEqual(['old-but-running', 'old-queued', 'recent-completed']);
+    expect(left.map((r) => r.id)).toEqual(['old-but-running', 'old-queued', 'recent-completed', 'skewed']);
+    expect(await purgeHistory(store, 30, now + 1000)).toEqual({ deleted: 1, cutoff: cutoff + 1000 });
   });
 
   it('celerity.purge also removes Redis results past the result TTL; celerity.stuck reports an active job whose lock is gone', async () => {
