@@ -214,22 +214,47 @@ export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise
  * ioredis's auto-pipelining, nothing is built per write (see
  * {@link createRedis}), and nothing waits past the continuations.
  *
- * Not for a worker's connection: BullMQ's completions sent together drained
- * a third slower (docs/benchmarks.md, run 18). Nothing on a cluster (one
- * socket per node, none of its own), or on a connection that is not ready
- * (its commands fail or wait as they would).
+ * `most` bounds the calls whose commands share one write: past it, what the
+ * cork holds leaves at once and a new write begins. A worker's moves to
+ * completed, sent all together, drained a third slower than one by one
+ * (docs/benchmarks.md, runs 18 and 20): Redis waited for the whole write
+ * while the worker ran the jobs, then the worker waited for Redis. Nothing
+ * on a cluster (one socket per node, none of its own), or on a connection
+ * that is not ready (its commands fail or wait as they would).
  */
-export function writeTogether(redis: RedisClient): void {
+export function writeTogether(redis: RedisClient, most = Number.POSITIVE_INFINITY): void {
   if (!(redis instanceof Redis)) return;
   const stream = redis.stream;
+  if (!stream || redis.status !== 'ready') return;
   // One cork at a time, however many calls (nothing else corks these
   // sockets): a single uncork sends it all.
-  if (!stream || redis.status !== 'ready' || stream.writableCorked > 0) return;
+  if (stream.writableCorked > 0) {
+    if (most === Number.POSITIVE_INFINITY) return;
+    const joined = (callsJoined.get(stream) ?? 1) + 1;
+    if (joined <= most) {
+      callsJoined.set(stream, joined);
+      return;
+    }
+    // The earlier calls' commands leave now; this one's starts the next write.
+    stream.uncork();
+    stream.cork();
+    callsJoined.set(stream, 1);
+    return;
+  }
   stream.cork();
+  callsJoined.set(stream, 1);
   // A nextTick callback queued from a microtask runs once the microtask
   // queue is empty, after the continuations in which BullMQ writes its
   // commands (it awaits its client first); one queued now would run before
   // them. Not setImmediate: an API request's add would wait for the turn's
   // other I/O callbacks, the other requests.
-  queueMicrotask(() => process.nextTick(() => stream.uncork()));
+  queueMicrotask(() =>
+    process.nextTick(() => {
+      callsJoined.delete(stream);
+      stream.uncork();
+    }),
+  );
 }
+
+/** Calls whose commands the current cork of a socket holds (for `writeTogether`'s `most`). */
+const callsJoined = new WeakMap<object, number>();
