@@ -111,9 +111,11 @@ run('the operating actions and the overview in a browser', { timeout: BROWSER_TE
     await p.getByRole('link', { name: 'Overview' }).click();
     const charts = p.getByRole('img', { name: /^Jobs per minute|^Wait and run time/ });
     await expect.poll(() => charts.count(), POLL).toBe(2);
-    // uPlot draws on canvases, under the page's CSP; its legend names the series.
-    expect(await p.locator('.chart canvas').count()).toBeGreaterThanOrEqual(2);
-    expect(await p.locator('.u-legend').first().textContent()).toContain('completed');
+    // uPlot draws on canvases, under the page's CSP; its legend names the
+    // series. The charts' frames (and their labels) come first: a loaded CI
+    // run found no canvas yet right after them.
+    await expect.poll(() => p.locator('.chart canvas').count(), POLL).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => p.locator('.u-legend').first().textContent(), POLL).toContain('completed');
     const label = (await charts.first().getAttribute('aria-label')) ?? '';
     expect(Number(/completed (\d+)/.exec(label)?.[1])).toBeGreaterThanOrEqual(2);
   });
