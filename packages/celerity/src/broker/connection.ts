@@ -216,11 +216,11 @@ export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise
  *
  * `most` bounds the calls whose commands share one write: past it, what the
  * cork holds leaves at once and a new write begins. A worker's moves to
- * completed, sent all together, drained a third slower than one by one
- * (docs/benchmarks.md, runs 18 and 20): Redis waited for the whole write
- * while the worker ran the jobs, then the worker waited for Redis. Nothing
- * on a cluster (one socket per node, none of its own), or on a connection
- * that is not ready (its commands fail or wait as they would).
+ * completed, sent all together, drained a quarter to a third slower than
+ * one by one (docs/benchmarks.md, runs 18 and 20): Redis waited for the
+ * whole write while the worker ran the jobs, then the worker waited for
+ * Redis. Nothing on a cluster (one socket per node, none of its own), or on
+ * a connection that is not ready (its commands fail or wait as they would).
  */
 export function writeTogether(redis: RedisClient, most = Number.POSITIVE_INFINITY): void {
   if (!(redis instanceof Redis)) return;
