@@ -51,10 +51,9 @@ export interface WorkerOptions extends RedisTarget {
 /**
  * Jobs whose moves to completed or failed share one socket write at most.
  * One write each took a quarter of a worker's CPU in a drain (the system
- * call), and Redis a read each; all of a turn's moves in one write left
- * Redis idle while the worker ran the jobs, then the worker idle while
- * Redis ran the moves. A few to a write keeps both busy
- * (docs/benchmarks.md, run 20).
+ * calls); all of a turn's moves in one write left Redis idle while the
+ * worker ran the jobs, then the worker idle while Redis ran the moves. A
+ * few to a write keeps both busy (docs/benchmarks.md, run 20).
  */
 const MOVES_PER_WRITE = 8;
 
