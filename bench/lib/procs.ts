@@ -162,4 +162,9 @@ export function rawWorker(ctx: ScenarioContext, scope: Scope, name: string, env:
   return watched(ctx, scope, name, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true });
 }
 
+/** A raw Fastify + BullMQ API process (bench/workers/raw-api.ts). */
+export function rawApi(ctx: ScenarioContext, scope: Scope, name: string, env: NodeJS.ProcessEnv): Proc {
+  return watched(ctx, scope, name, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/raw-api.ts'], { env, ipc: true });
+}
+
 export { freePort } from '../../packages/celerity/src/cli/dev-redis.ts';
