@@ -4,10 +4,10 @@
  *   POST /v1/jobs  {"task": "...", "input": {...}}  ->  202 {job_id, status, status_url}
  * with one `Queue.add` (removeOnComplete, as every raw BullMQ side of the
  * benchmark), and GET /healthz. The body has a JSON schema, as Celerity's
- * route has, and the answer the same shape and headers; there is no
+ * route has, and the answer the same body and Location header; there is no
  * authentication, rate limit, idempotency, input validation against a task,
- * tenant, trace id or log line: what is left is the floor that Fastify and
- * BullMQ put under any API built on them, on this machine.
+ * tenant, trace id, security header or log line: what is left is the floor
+ * that Fastify and BullMQ put under any API built on them, on this machine.
  *
  * Environment: BENCH_REDIS_URL, BENCH_PREFIX, BENCH_QUEUE, PORT. It sends
  * {type: 'ready'} over IPC once it listens, and exits on SIGTERM or when the
