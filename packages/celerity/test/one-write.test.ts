@@ -16,29 +16,37 @@ import { onCleanup, openTestApp, randomToken, TEST_REDIS_URL, useCleanup, waitFo
 
 useCleanup();
 
-/** Counts what goes through a socket's write calls from now on. */
-function watchWrites(socket: Socket): { calls: number; chunks: number; sizes: number[]; stop(): void } {
-  const counts = { calls: 0, chunks: 0, sizes: [] as number[], stop: () => {} };
+/**
+ * Records what goes through a socket's write calls from now on: the
+ * commands (chunks) of each write, in order; `calls` and `chunks` are their
+ * count and sum.
+ */
+function watchWrites(socket: Socket): { readonly calls: number; readonly chunks: number; sizes: number[]; stop(): void } {
+  const sizes: number[] = [];
   const raw = socket as unknown as { _write: (...a: unknown[]) => unknown; _writev: (chunks: unknown[], cb: unknown) => unknown };
   const write = raw._write;
   const writev = raw._writev;
   raw._write = function (this: unknown, ...args: unknown[]) {
-    counts.calls += 1;
-    counts.chunks += 1;
-    counts.sizes.push(1);
+    sizes.push(1);
     return write.apply(this, args);
   };
   raw._writev = function (this: unknown, chunks: unknown[], cb: unknown) {
-    counts.calls += 1;
-    counts.chunks += chunks.length;
-    counts.sizes.push(chunks.length);
+    sizes.push(chunks.length);
     return writev.call(this, chunks, cb);
   };
-  counts.stop = () => {
-    raw._write = write;
-    raw._writev = writev;
+  return {
+    sizes,
+    get calls() {
+      return sizes.length;
+    },
+    get chunks() {
+      return sizes.reduce((a, n) => a + n, 0);
+    },
+    stop() {
+      raw._write = write;
+      raw._writev = writev;
+    },
   };
-  return counts;
 }
 
 const noted = defineTask({
