@@ -1,7 +1,7 @@
 /**
  * The benchmark runner: `npm run bench [-- --scenario s1_throughput,s2_latency] [--quick] [--out file.json]`.
  *
- * Runs the selected scenarios (default: all) one after the other (each
+ * Runs the selected scenarios (default: all but the opt-in ones) one after the other (each
  * `--repeat` times, reporting the median of every number) against the
  * same Redis and PostgreSQL, prints a table (celerity, raw BullMQ, ratio =
  * celerity / bullmq) and writes the numbers with the machine's description
@@ -27,7 +27,7 @@ import { scenarios } from './scenarios/index.ts';
 
 const USAGE = `usage: npm run bench -- [--scenario <name>[,<name>...]] [--quick] [--repeat N] [--out <file>] [--markdown] [--list]
 
-  --scenario  run only these (default: all): ${scenarios.map((s) => s.name).join(', ')}
+  --scenario  run only these (default: all but the opt-in ones): ${scenarios.map((s) => `${s.name}${s.optIn ? ' (opt-in)' : ''}`).join(', ')}
   --quick     small runs (seconds), for CI and smoke checks
   --repeat N  run each scenario N times and report the median of every number (default 1)
   --out       where to write the JSON results (default bench/results/latest.json)
@@ -52,7 +52,7 @@ if (values.help) {
   process.exit(0);
 }
 if (values.list) {
-  for (const s of scenarios) console.log(`${s.name.padEnd(16)} ${s.title}`);
+  for (const s of scenarios) console.log(`${s.name.padEnd(16)} ${s.title}${s.optIn ? ' (opt-in: only with --scenario)' : ''}`);
   process.exit(0);
 }
 
@@ -61,7 +61,7 @@ const wanted = values.scenario
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean)
-  : scenarios.map((s) => s.name);
+  : scenarios.filter((s) => !s.optIn).map((s) => s.name);
 const unknown = wanted.filter((name) => !scenarios.some((s) => s.name === name));
 if (unknown.length > 0) {
   console.error(`bench: unknown scenario ${unknown.join(', ')}\n${USAGE}`);

@@ -170,7 +170,7 @@ function byProcess(procs: Proc[], a: CpuSnapshot, b: CpuSnapshot): Record<string
 }
 
 /** `select count(*) from jobs [where status = ...]` through the app's Kysely. */
-async function countRows(app: App, status?: string): Promise<number> {
+export async function countRows(app: App, status?: string): Promise<number> {
   const row = await withTenantScope(app.store, ALL_TENANTS, (db) => {
     let q = db.selectFrom('jobs').select(sql<string | number>`count(*)`.as('n'));
     if (status) q = q.where('status', '=', status);

@@ -45,5 +45,7 @@ export interface Scenario {
   name: string;
   /** One line: what it measures. */
   title: string;
+  /** Run only when named with `--scenario` (slow, or needs a tool the machine may lack); `npm run bench` alone leaves it out. */
+  optIn?: boolean;
   run(ctx: ScenarioContext): Promise<ScenarioResult>;
 }

@@ -2,7 +2,8 @@
  * Every benchmark scenario, in the order `npm run bench` runs them. To add
  * one: write bench/scenarios/<name>.ts exporting a `Scenario` (see
  * lib/types.ts; allocate everything through `ctx.scope` so that it is
- * cleaned up), and add it to this list.
+ * cleaned up), and add it to this list. One marked `optIn` runs only when
+ * named with `--scenario`.
  */
 import type { Scenario } from '../lib/types.ts';
 import { s1Throughput } from './s1_throughput.ts';
@@ -15,5 +16,6 @@ import { s6Fairness } from './s6_fairness.ts';
 import { historySearch } from './history_search.ts';
 import { overview } from './overview.ts';
 import { s7Peers } from './s7_peers.ts';
+import { instructions } from './instructions.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers, instructions];

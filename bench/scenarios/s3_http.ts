@@ -28,7 +28,6 @@
  * floor that Fastify and BullMQ put under any job API on this machine, with
  * its jobs draining beside it as Celerity's do (without a history).
  */
-import { createRequire } from 'node:module';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { historyLagMs } from '../../packages/celerity/src/store/history-lag.ts';
@@ -36,6 +35,7 @@ import { BENCH_QUEUE } from '../apps/tasks.ts';
 import { procCpuMs } from '../lib/cpu.ts';
 import { cleanEnv, redisPrefix, storeEnv } from '../lib/env.ts';
 import { pollUntil, round } from '../lib/measure.ts';
+import { cannon as runCannon, type HttpRun, waitHttp } from '../lib/http.ts';
 import { celerity, freePort, Proc, rawApi, rawWorker } from '../lib/procs.ts';
 import type { Scope } from '../lib/scope.ts';
 import type { Row, Scenario, ScenarioContext } from '../lib/types.ts';
@@ -43,55 +43,8 @@ import type { Row, Scenario, ScenarioContext } from '../lib/types.ts';
 const CONNECTIONS = 50;
 /** Runs of each route against each server, in rotated order. */
 const ROUNDS = 3;
-const AUTOCANNON = createRequire(import.meta.url).resolve('autocannon/autocannon.js');
-
-/** The part of autocannon's --json output used here. */
-interface CannonResult {
-  duration: number;
-  requests: { total: number; average: number };
-  latency: { p50: number; p99: number; max: number; average: number };
-  non2xx: number;
-  errors: number;
-  timeouts: number;
-  statusCodeStats?: Record<string, { count: number }>;
-}
-
-interface HttpRun {
-  req_per_s: number;
-  p50_ms: number;
-  p99_ms: number;
-  requests: number;
-  non_2xx: number;
-  errors: number;
-  timeouts: number;
-  status_codes: Record<string, number>;
-}
-
-async function cannon(scope: Scope, name: string, url: string, seconds: number, post?: string, key?: string): Promise<HttpRun> {
-  const args = [AUTOCANNON, '--json', '--no-progress', '-c', String(CONNECTIONS), '-d', String(seconds)];
-  if (key !== undefined) args.push('-H', `authorization=Bearer ${key}`);
-  if (post !== undefined) args.push('-m', 'POST', '-H', 'content-type=application/json', '-b', post);
-  args.push(url);
-  const proc = new Proc(scope, name, process.execPath, args, { env: process.env });
-  const stdout = await proc.result(seconds * 1000 + 60_000);
-  const line = stdout
-    .trim()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .pop();
-  if (!line) throw new Error(`${name}: no JSON from autocannon; output:\n${proc.output.slice(-2000)}`);
-  const r = JSON.parse(line) as CannonResult;
-  const statusCodes = Object.fromEntries(Object.entries(r.statusCodeStats ?? {}).map(([code, s]) => [code, s.count]));
-  return {
-    req_per_s: r.requests.total / r.duration,
-    p50_ms: r.latency.p50,
-    p99_ms: r.latency.p99,
-    requests: r.requests.total,
-    non_2xx: r.non2xx,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    status_codes: statusCodes,
-  };
+function cannon(scope: Scope, name: string, url: string, seconds: number, post?: string, key?: string): Promise<HttpRun> {
+  return runCannon(scope, name, url, { connections: CONNECTIONS, seconds, post, key });
 }
 
 interface Target {
@@ -139,20 +92,6 @@ function summary(t: Totals): RouteSummary {
     errors: sum((r) => r.errors),
     timeouts: sum((r) => r.timeouts),
   };
-}
-
-async function waitHttp(url: string, procs: Proc[]): Promise<void> {
-  await pollUntil(
-    async () => {
-      for (const p of procs) p.assertRunning();
-      try {
-        return (await fetch(url)).ok;
-      } catch {
-        return false;
-      }
-    },
-    { intervalMs: 100, timeoutMs: 60_000, what: `${url} to answer` },
-  );
 }
 
 function check(run: HttpRun, what: string, notes: string[]): void {

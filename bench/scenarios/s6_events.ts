@@ -19,6 +19,7 @@ import { progressTask, warmupTask } from '../apps/events-app.ts';
 import { openApp, storeEnv } from '../lib/env.ts';
 import { summariseLogs } from '../lib/logs.ts';
 import { now, pollUntil, round, sleep } from '../lib/measure.ts';
+import { waitHttp } from '../lib/http.ts';
 import { freePort, Proc } from '../lib/procs.ts';
 import type { Scope } from '../lib/scope.ts';
 import type { Scenario, ScenarioContext } from '../lib/types.ts';
@@ -44,20 +45,6 @@ interface ClientsReport {
   messages: number;
   lagged: number;
   latencies: { p50: number; p95: number; p99: number; max: number };
-}
-
-async function waitHttp(url: string, procs: Proc[]): Promise<void> {
-  await pollUntil(
-    async () => {
-      for (const p of procs) p.assertRunning();
-      try {
-        return (await fetch(url)).ok;
-      } catch {
-        return false;
-      }
-    },
-    { intervalMs: 100, timeoutMs: 60_000, what: `${url} to answer` },
-  );
 }
 
 export const s6Events: Scenario = {
