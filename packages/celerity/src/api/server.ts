@@ -45,11 +45,14 @@ export async function buildServer(app: App, opts: ServerOptions = {}): Promise<F
     ...(app.config.trustProxy !== undefined ? { trustProxy: app.config.trustProxy } : {}),
   }) as unknown as FastifyInstance;
 
-  server.addHook('onRequest', async (request, reply) => {
+  // A callback hook: an async one costs a promise on every request.
+  server.addHook('onRequest', (request, reply, done) => {
     // HTTP/1.1 requires Host (RFC 9112, 3.2); HTTP/1.0 may omit it.
     if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
-      return reply.status(400).send(body('bad_request', 'The request has no Host header', null));
+      reply.status(400).send(body('bad_request', 'The request has no Host header', null));
+      return;
     }
+    done();
   });
   // Node closes a CONNECT request's socket without a word unless someone listens.
   server.server.on('connect', (_req: unknown, socket: Socket) => {
