@@ -179,19 +179,29 @@ export function errorTypeFromStack(stack: string | null | undefined): string {
   return match ? match[1]! : 'Error';
 }
 
-export function errorFromJob(job: Job): JobError | null {
+/**
+ * The fields of a BullMQ job a record is built from: a `Job`, or the same
+ * fields read from its hash without building one (the recorder's
+ * `readJobFactsAt`, src/broker/job-hashes.ts).
+ */
+export type JobFacts = Pick<
+  Job,
+  'id' | 'name' | 'data' | 'opts' | 'attemptsStarted' | 'attemptsMade' | 'returnvalue' | 'failedReason' | 'stacktrace' | 'progress' | 'timestamp' | 'processedOn' | 'finishedOn'
+>;
+
+export function errorFromJob(job: JobFacts): JobError | null {
   if (!job.failedReason) return null;
   const stack = job.stacktrace?.length ? job.stacktrace[job.stacktrace.length - 1]! : null;
   return { type: errorTypeFromStack(stack), message: job.failedReason, stack };
 }
 
-function progressFromJob(job: Job): ProgressUpdate | null {
+function progressFromJob(job: JobFacts): ProgressUpdate | null {
   const p = job.progress as unknown;
   return p && typeof p === 'object' ? (p as ProgressUpdate) : null;
 }
 
 /** Builds the record of a BullMQ job whose status is already known. */
-export function recordFromJob(job: Job, queue: string, status: JobStatus): JobRecord {
+export function recordFromJob(job: JobFacts, queue: string, status: JobStatus): JobRecord {
   const data = (job.data ?? {}) as JobEnvelope;
   // A running job that was cancelled ends in BullMQ's failed set with a
   // JobCancelled error: that is the `cancelled` status.

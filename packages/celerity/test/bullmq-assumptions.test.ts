@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { createRedis } from '../src/broker/connection.ts';
 import { bullmqDelayed, bullmqInternals, bullmqRemovedEvent, jobLogMarker } from '../src/broker/keys.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
-import { readJobsAt } from '../src/broker/job-hashes.ts';
+import { readJobFactsAt } from '../src/broker/job-hashes.ts';
+import { recordFromJob, type JobFacts, type JobStatus } from '../src/job-record.ts';
 import { defineTask } from '../src/task.ts';
 import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -39,9 +40,9 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  * - a job's log (`job.log`) answers the list's length, and refuses with
  *   "Missing key" for a job that is gone (the job log writer's cap,
  *   src/worker/job-log.ts).
- * - a job built from its hash as the recorder reads it, many at once
- *   (`jobFromHash` in src/broker/job-hashes.ts), is the job `Job.fromId`
- *   builds, in every state;
+ * - a job's facts read from its hash as the recorder reads them, many at
+ *   once (`readJobFactsAt` in src/broker/job-hashes.ts), are those of the
+ *   job `Job.fromId` builds, and make the same record, in every state;
  * - the fair stage (src/broker/fair-keys.ts): the keys `wait`, `delayed` and
  *   the job hash with its `timestamp`; a delayed job stays in `delayed`; the
  *   promote script puts a delayed job on `wait` for FIFO and answers "not in
@@ -134,7 +135,7 @@ describe('BullMQ internals Celerity depends on', () => {
     expect(events.slice(events.indexOf('active'))).toEqual(['active', 'delayed', 'waiting', 'active', 'completed']);
   });
 
-  it('a job read with its hash, many at once, is the job Job.fromId reads, in every state', async () => {
+  it("a job's facts read with its hash, many at once, are the Job.fromId job's and make the same record, in every state", async () => {
     const app = await openTestApp('sqlite', [flaky]);
     // A Celerity job retried once, then completed: attempts, a failed attempt's stack, a result.
     const retried = await app.enqueue(flaky, { fail: true });
@@ -173,35 +174,37 @@ describe('BullMQ internals Celerity depends on', () => {
       connection.disconnect();
     }
     await testRedis().hset(raw.toKey(toComplete.id!), jobLogMarker.field, '1');
-    const fields = (j: Job) => ({
-      json: j.asJSON(),
+    const facts = (j: JobFacts) => ({
+      id: j.id,
+      name: j.name,
+      data: j.data,
+      attempts: j.opts.attempts,
       attemptsStarted: j.attemptsStarted,
-      stalledCounter: j.stalledCounter,
-      parent: j.parent,
-      parentKey: j.parentKey,
-      deduplicationId: j.deduplicationId,
-      processedBy: j.processedBy,
-      repeatJobKey: j.repeatJobKey,
-      delay: j.delay,
-      priority: j.priority,
+      attemptsMade: j.attemptsMade,
       returnvalue: j.returnvalue,
+      failedReason: j.failedReason,
       stacktrace: j.stacktrace,
+      progress: j.progress,
+      timestamp: j.timestamp,
+      processedOn: j.processedOn,
+      finishedOn: j.finishedOn,
     });
+    const statuses: JobStatus[] = ['queued', 'retrying', 'started', 'completed', 'failed', 'cancelled'];
     const cases: [Queue, string][] = [
       [queue, retried.id],
       ...[delayed, deduplicated, progressed, toFail, toComplete, held, flow.job, ...(flow.children ?? []).map((c) => c.job)].map((j): [Queue, string] => [raw, j.id!]),
     ];
     for (const [q, id] of cases) {
       const expected = await Job.fromId(q, id);
-      const [read] = await readJobsAt(q, await q.getBackend().client, [id]);
       expect(expected, id).toBeDefined();
-      expect(fields(read!.job!), `${q.name}:${id}`).toEqual(fields(expected!));
+      const [read] = await readJobFactsAt(await q.getBackend().client, (jobId) => q.toKey(jobId), [id]);
+      expect(facts(read!.job!), `${q.name}:${id}`).toEqual(facts(expected!));
+      for (const status of statuses) expect(recordFromJob(read!.job!, q.name, status), `${q.name}:${id} as ${status}`).toEqual(recordFromJob(expected!, q.name, status));
     }
-    // Several at once, in order, a job that is gone among them; Celerity's own fields in the raw hash.
-    const many = await readJobsAt(raw, await raw.getBackend().client, [toComplete.id!, 'gone', toFail.id!]);
+    // Several at once, in order, a job that is gone among them; the log marker Celerity adds to the hash.
+    const many = await readJobFactsAt(await raw.getBackend().client, (jobId) => raw.toKey(jobId), [toComplete.id!, 'gone', toFail.id!]);
     expect(many.map((r) => r.job?.id)).toEqual([toComplete.id, undefined, toFail.id]);
-    expect(many[0]!.hash[jobLogMarker.field]).toBe('1');
-    expect(many[1]!.hash).toEqual({});
+    expect(many.map((r) => r.logged)).toEqual([true, false, false]);
   });
 
   it('every key of a queue and of its jobs starts with the prefix', async () => {

@@ -1,5 +1,7 @@
-import { Job, type IRedisClient, type Queue } from 'bullmq';
+import type { IRedisClient } from 'bullmq';
+import type { JobFacts } from '../job-record.ts';
 import type { RedisClient } from './connection.ts';
+import { jobLogMarker } from './keys.ts';
 
 /**
  * Reads many job hashes in one command.
@@ -40,56 +42,91 @@ export async function readHashes(client: RedisClient | IRedisClient, keys: reado
 }
 
 /**
- * The jobs of `ids`, read in one command: what `Job.fromId` gives for each
- * (undefined for a job whose hash is gone), with the raw hash beside it for
- * fields BullMQ does not map (Celerity's own, such as the log marker).
+ * The hash fields a job's record is built from ({@link JobFacts}), and the
+ * log marker, read with `HMGET` in {@link readJobFactsAt}.
  */
-export async function readJobsAt(queue: Queue, client: RedisClient | IRedisClient, ids: readonly string[]): Promise<{ job: Job | undefined; hash: Record<string, string> }[]> {
-  const replies = await readHashes(
-    client,
-    ids.map((id) => queue.toKey(id)),
-  );
-  return replies.map((flat, i) => {
-    if (flat.length === 0) return { job: undefined, hash: {} };
-    const hash: Record<string, string> = {};
-    for (let j = 0; j + 1 < flat.length; j += 2) hash[flat[j]!] = flat[j + 1]!;
-    return { job: jobFromHash(queue, hash, ids[i]!), hash };
+const FACT_FIELDS = [
+  'name',
+  'data',
+  'opts',
+  'timestamp',
+  'ats',
+  'attemptsMade',
+  'atm',
+  'processedOn',
+  'finishedOn',
+  'returnvalue',
+  'failedReason',
+  'stacktrace',
+  'progress',
+  jobLogMarker.field,
+] as const;
+
+/**
+ * What the recorder needs of the jobs of `ids`, read in one command: the
+ * fields of each job that its record is built from, as `Job.fromId` gives
+ * them (undefined for a job whose hash is gone), and whether it kept log
+ * lines (`jobLogMarker`).
+ *
+ * Why not `Job.fromId`'s job: building a BullMQ `Job` (decoding all its
+ * options, a bound function and a backend each) took a few percent of a
+ * recording worker's CPU, for a record that reads a dozen fields.
+ */
+export async function readJobFactsAt(client: RedisClient | IRedisClient, keyOf: (id: string) => string, ids: readonly string[]): Promise<{ job: JobFacts | undefined; logged: boolean }[]> {
+  const replies = await readHashes(client, ids.map(keyOf), FACT_FIELDS);
+  return replies.map((values, i) => {
+    // A job hash always has its name and data; all nil is a hash that is gone.
+    if (values.every((v) => v == null)) return { job: undefined, logged: false };
+    return { job: factsFromFields(values, ids[i]!), logged: values[FACT_FIELDS.length - 1] != null };
   });
 }
 
 /**
- * A BullMQ job from its raw hash, as `Job.fromId` makes it: BullMQ 6.7's
+ * A job's facts from its hash's fields, parsed as BullMQ 6.7 parses them:
  * `getJobData` (the module-private `rawToJobJson` in
- * redis-queue-backend.js), then `Job.fromJSON`. BullMQ exports no way to
- * build a job from a hash read elsewhere, so this mirrors it;
- * test/bullmq-assumptions.test.ts checks the two give the same job for jobs
- * in every state.
+ * redis-queue-backend.js), then `Job.fromJSON` and the `Job` constructor.
+ * BullMQ exports no way to read a job from a hash read elsewhere, so this
+ * mirrors it; test/bullmq-assumptions.test.ts checks that the record built
+ * from these facts is the one built from `Job.fromId`, for jobs in every
+ * state.
  */
-function jobFromHash(queue: Queue, raw: Record<string, string | undefined>, id: string): Job {
-  const json = {
-    id: raw.id,
-    name: raw.name,
-    data: raw.data || '{}',
-    opts: Job.optsFromJSON(raw.opts),
-    progress: JSON.parse(raw.progress || '0'),
-    delay: Number.parseInt(raw.delay as string, 10),
-    priority: Number.parseInt(raw.priority as string, 10),
-    timestamp: Number.parseInt(raw.timestamp as string, 10),
-    attemptsStarted: Number.parseInt(raw.ats || '0', 10),
-    attemptsMade: Number.parseInt(raw.attemptsMade || raw.atm || '0', 10),
-    stalledCounter: Number.parseInt(raw.stc || '0', 10),
-    finishedOn: raw.finishedOn ? Number.parseInt(raw.finishedOn, 10) : undefined,
-    processedOn: raw.processedOn ? Number.parseInt(raw.processedOn, 10) : undefined,
-    repeatJobKey: raw.rjk,
-    debounceId: raw.deid,
-    deduplicationId: raw.deid,
-    failedReason: raw.failedReason,
-    deferredFailure: raw.defa,
-    stacktrace: raw.stacktrace,
-    returnvalue: raw.returnvalue,
-    parentKey: raw.parentKey,
-    parent: raw.parent ? JSON.parse(raw.parent) : undefined,
-    processedBy: raw.pb,
+function factsFromFields(values: readonly (string | null)[], id: string): JobFacts {
+  const [name, data, opts, timestamp, ats, attemptsMade, atm, processedOn, finishedOn, returnvalue, failedReason, stacktrace, progress] = values;
+  const options = JSON.parse(opts || '{}') as Record<string, unknown>;
+  return {
+    id,
+    name: name ?? (undefined as unknown as string),
+    data: JSON.parse(data || '{}'),
+    // The Job constructor's default; no other option is read for a record.
+    opts: { attempts: 'attempts' in options ? (options.attempts as number) : 0 },
+    timestamp: Number.parseInt(timestamp as string, 10),
+    attemptsStarted: Number.parseInt(ats || '0', 10),
+    attemptsMade: Number.parseInt(attemptsMade || atm || '0', 10),
+    processedOn: (processedOn && Number.parseInt(processedOn, 10)) || undefined,
+    finishedOn: (finishedOn && Number.parseInt(finishedOn, 10)) || undefined,
+    returnvalue: typeof returnvalue === 'string' ? parsedOrUndefined(returnvalue) : null,
+    failedReason: failedReason || (undefined as unknown as string),
+    stacktrace: traces(stacktrace ?? null),
+    progress: JSON.parse(progress || '0'),
   };
-  return Job.fromJSON(queue, json as unknown as Parameters<typeof Job.fromJSON>[1], id);
+}
+
+/** BullMQ's `getReturnValue`: a value that is not JSON reads as undefined. */
+function parsedOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** BullMQ's `getTraces`: anything but a JSON array reads as no traces. */
+function traces(text: string | null): string[] {
+  if (!text) return [];
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return Array.isArray(parsed) ? (parsed as string[]) : [];
+  } catch {
+    return [];
+  }
 }

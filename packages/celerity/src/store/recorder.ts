@@ -2,14 +2,14 @@ import { hostname } from 'node:os';
 import type { Job, Queue } from 'bullmq';
 import type { RedisClient } from '../broker/connection.ts';
 import type { Logger } from 'pino';
-import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type AttemptRecord, type JobRecord } from '../job-record.ts';
+import { attemptHistory, recordFromJob, statusFromState, TERMINAL_STATUSES, type AttemptRecord, type JobFacts, type JobRecord } from '../job-record.ts';
 import { keepJobLogs } from './job-logs.ts';
 import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } from './event-fold.ts';
 import { toRow, type JobStore, type RecordedState } from './job-store.ts';
 import type { JobsTable } from './db.ts';
 import type { HappyUpdate } from './batch-upsert.ts';
 import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
-import { readHashes, readJobsAt } from '../broker/job-hashes.ts';
+import { readHashes, readJobFactsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
 import { foldJobMetrics, METRICS_FOLD_EVERY_MS } from './job-metrics.ts';
@@ -727,28 +727,30 @@ function finishFromEvent(row: JobRecord, fold: JobFold): JobRecord | null {
 }
 
 /**
- * Reads the batch's job hashes, a chunk at a time, one command per chunk
- * (src/broker/job-hashes.ts), and for the jobs whose events say they ended,
- * whether they kept log lines (the log marker, a field of the same hash).
- * A chunk's replies are parsed and turned into Jobs in one synchronous run,
- * so chunks keep that run short: a worker sharing the event loop gets its
- * turn in between (a whole 2,000-job batch at once stalled it for tens of ms).
+ * Reads what the batch's jobs' records are built from, a chunk at a time,
+ * one command per chunk (src/broker/job-hashes.ts), and for the jobs whose
+ * events say they ended, whether they kept log lines (the log marker, a
+ * field of the same hash). A chunk's replies are parsed in one synchronous
+ * run, so chunks keep that run short: a worker sharing the event loop gets
+ * its turn in between (a whole 2,000-job batch at once stalled it for tens
+ * of ms).
  */
-async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs: (Job | undefined)[]; logged: Set<string> }> {
+async function readJobs(queue: Queue, folds: readonly JobFold[]): Promise<{ jobs: (JobFacts | undefined)[]; logged: Set<string> }> {
   const client = await queue.getBackend().client;
-  const jobs: (Job | undefined)[] = [];
+  const keyOf = (id: string) => queue.toKey(id);
+  const jobs: (JobFacts | undefined)[] = [];
   const logged = new Set<string>();
   for (let i = 0; i < folds.length; i += READ_CHUNK) {
     const chunk = folds.slice(i, i + READ_CHUNK);
-    const read = await readJobsAt(
-      queue,
+    const read = await readJobFactsAt(
       client,
+      keyOf,
       chunk.map((f) => f.jobId),
     );
     chunk.forEach((f, j) => {
-      const { job, hash } = read[j]!;
+      const { job, logged: kept } = read[j]!;
       jobs.push(job);
-      if (job && f.status !== null && TERMINAL_STATUSES.has(f.status) && hash[jobLogMarker.field] !== undefined) logged.add(f.jobId);
+      if (job && kept && f.status !== null && TERMINAL_STATUSES.has(f.status)) logged.add(f.jobId);
     });
   }
   return { jobs, logged };
@@ -789,7 +791,7 @@ function advancedRow(row: JobsTable, u: HappyUpdate): JobsTable {
   };
 }
 
-function recordOf(job: Job, queue: string, fold: JobFold): JobRecord {
+function recordOf(job: JobFacts, queue: string, fold: JobFold): JobRecord {
   let status = fold.status;
   if (status && fold.statusNeedsAttempts && job.attemptsMade > 0) status = 'retrying';
   const record = recordFromJob(job, queue, status ?? 'queued');
