@@ -219,6 +219,14 @@ describe.each(stores)('API inputs (%s store)', (kind) => {
     shape(await raw(port, 'GET /v1/jobs/%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 400);
     shape(await raw(port, `GET /v1/jobs/${'d'.repeat(MAX_PARAM_LENGTH + 1)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), 414);
     shape(await raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n'), 400);
+    // Refused before its body is read (a 401: no key), then the body is
+    // malformed: the socket carries that one answer, not a 400 after it.
+    const keyed = await server(await openTestApp(kind, [add], { auth: 'keys' }));
+    await keyed.listen({ port: 0, host: '127.0.0.1' });
+    const keyedPort = (keyed.server.address() as { port: number }).port;
+    const refused = await raw(keyedPort, 'POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n{}\r\n0\r\n\r\n');
+    expect(refused.match(/HTTP\/1\.1 \d{3} /g), refused).toHaveLength(1);
+    shape(refused, 401);
   });
 
   it("shows a failed job's error without its stack frames (they stay in SQL and in the log)", async () => {

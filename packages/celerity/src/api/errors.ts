@@ -153,7 +153,12 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex): 
         ? [408, 'Request Timeout', 'request_timeout', 'The request took too long to arrive']
         : [400, 'Bad Request', 'bad_request', 'The request is not valid HTTP'];
   const text = JSON.stringify(body(code, message, null));
-  if (socket.writable) {
+  // As Node's own handler does: no answer once the request in flight has
+  // begun its own (a request refused before its body was read, whose body
+  // then turns out malformed). A second answer on the socket would be read
+  // as garbage after the first.
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (socket.writable && !inFlight?.headersSent) {
     socket.write(
       `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${RAW_SECURITY_HEADERS}Connection: close\r\n\r\n${text}`,
     );
