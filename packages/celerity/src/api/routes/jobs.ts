@@ -119,16 +119,20 @@ export async function sendAccepted(request: FastifyRequest, reply: FastifyReply,
   return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
 }
 
-export function toEnqueueOptions(options: SubmitOptions = {}, idempotencyKeyHeader?: string): EnqueueOptions {
+export function toEnqueueOptions(options: SubmitOptions = {}, idempotencyKeyHeader?: string, traceId?: string): EnqueueOptions {
+  // Field by field, not spread: on Node 20, adding a property to an object
+  // made by a spread costs about a microsecond (docs/benchmarks.md, run 22),
+  // and this runs on every submission.
+  const out: EnqueueOptions = {};
   const idempotencyKey = idempotencyKeyHeader ?? options.idempotency_key;
-  return {
-    ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
-    ...(options.time_limits !== undefined ? { timeLimits: options.time_limits } : {}),
-    ...(options.delay !== undefined ? { delay: options.delay } : {}),
-    ...(options.priority !== undefined ? { priority: options.priority } : {}),
-    ...(options.job_id !== undefined ? { jobId: options.job_id } : {}),
-    ...(options.tenant !== undefined ? { tenant: options.tenant } : {}),
-  };
+  if (idempotencyKey !== undefined) out.idempotencyKey = idempotencyKey;
+  if (options.time_limits !== undefined) out.timeLimits = options.time_limits;
+  if (options.delay !== undefined) out.delay = options.delay;
+  if (options.priority !== undefined) out.priority = options.priority;
+  if (options.job_id !== undefined) out.jobId = options.job_id;
+  if (options.tenant !== undefined) out.tenant = options.tenant;
+  if (traceId !== undefined) out.traceId = traceId;
+  return out;
 }
 
 const submitSchema = {
@@ -165,7 +169,7 @@ export async function jobRoutes(server: FastifyInstance, { app }: { app: App }):
   server.post<{ Body: SubmitBody }>('/v1/jobs', { schema: submitSchema, config: { celerity: { scope: 'jobs:submit' } } }, async (request, reply) => {
     const { task, input, options = {} } = request.body;
     const principal = principalOf(request);
-    const enqueueOptions = scopedSubmission(principal, task, { ...toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined), traceId: request.id }, 'options.tenant');
+    const enqueueOptions = scopedSubmission(principal, task, toEnqueueOptions(options, request.headers['idempotency-key'] as string | undefined, request.id), 'options.tenant');
     assertNoUploadHandle(principal, task, input);
     const handle = await app.enqueueByName(task, input, enqueueOptions);
     return sendAccepted(request, reply, handle);

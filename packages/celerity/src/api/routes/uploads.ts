@@ -120,7 +120,7 @@ export async function uploadRoutes(server: FastifyInstance, { app }: { app: App 
     try {
       const { task, input, options } = form;
       const contentType = await checkContentType(saved.path, form.declaredType, task.accepts, saved.filename);
-      const enqueueOptions = scopedSubmission(principal, task.name, { ...toEnqueueOptions(options, header), traceId: request.id }, 'options.tenant');
+      const enqueueOptions = scopedSubmission(principal, task.name, toEnqueueOptions(options, header, request.id), 'options.tenant');
       if (enqueueOptions.delay !== undefined && enqueueOptions.delay >= uploadTtl * 1000) {
         throw new InvalidOptionsError([{ path: 'options.delay', message: `must be shorter than CELERITY_UPLOAD_TTL (${uploadTtl} s), or the file would be removed before the job runs` }]);
       }
