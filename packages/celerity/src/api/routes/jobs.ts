@@ -99,10 +99,6 @@ export const submittedResponseSchema = {
 } as const;
 
 /**
- * The API's options as enqueue options. The `Idempotency-Key` header, when
- * given, wins over `options.idempotency_key`.
- */
-/**
  * The 202 of every route that submits a job: its id, status and status URL
  * (`Location` too). An idempotent replay says so in a header and reports the
  * earlier job's current status. Logs the submission with the request's trace id.
@@ -119,6 +115,10 @@ export async function sendAccepted(request: FastifyRequest, reply: FastifyReply,
   return reply.status(202).header('location', statusUrl).send({ job_id: handle.id, status, status_url: statusUrl });
 }
 
+/**
+ * The API's options as enqueue options, with the request's trace id. The
+ * `Idempotency-Key` header, when given, wins over `options.idempotency_key`.
+ */
 export function toEnqueueOptions(options: SubmitOptions = {}, idempotencyKeyHeader?: string, traceId?: string): EnqueueOptions {
   // Field by field, not spread: on Node 20, adding a property to an object
   // made by a spread costs about a microsecond (docs/benchmarks.md, run 22),
