@@ -200,6 +200,15 @@ function progressFromJob(job: JobFacts): ProgressUpdate | null {
   return p && typeof p === 'object' ? (p as ProgressUpdate) : null;
 }
 
+/**
+ * The attempts a job may make. BullMQ stores `attempts: 0` for a job added
+ * without the option (raw BullMQ, another producer) and runs it once, as it
+ * does a job of `attempts: 1` (`Job.shouldRetryJob`): both are one attempt.
+ */
+export function maxAttemptsOf(opts: { attempts?: number }): number {
+  return Math.max(1, opts.attempts ?? 1);
+}
+
 /** Builds the record of a BullMQ job whose status is already known. */
 export function recordFromJob(job: JobFacts, queue: string, status: JobStatus): JobRecord {
   const data = (job.data ?? {}) as JobEnvelope;
@@ -216,7 +225,7 @@ export function recordFromJob(job: JobFacts, queue: string, status: JobStatus): 
     ...(data.retryOf ? { retryOf: data.retryOf } : {}),
     status,
     attempts: Math.max(job.attemptsStarted ?? 0, job.attemptsMade ?? 0),
-    maxAttempts: job.opts.attempts ?? 1,
+    maxAttempts: maxAttemptsOf(job.opts),
     input: data.input ?? null,
     result: status === 'completed' ? (job.returnvalue ?? null) : null,
     error: status === 'completed' ? null : errorFromJob(job),

@@ -92,6 +92,17 @@ describe.each(stores)('recorder (%s store)', (kind) => {
     await expect(app.enqueue(add, { a: 1, b: 1 }, { keyId: '' })).rejects.toThrow(/keyId/);
   });
 
+  it('records a job added by raw BullMQ without attempts as one attempt at most, as the API shows it from Redis', async () => {
+    const app = await openTestApp(kind, [add]);
+    await startRecorder(app);
+    // BullMQ stores `attempts: 0` for such a job, and runs it once.
+    const job = await app.broker.queue('default').add('math.add', { input: { a: 1, b: 1 } });
+    const [row] = await inSql(app, [job.id!], 'queued');
+    const live = await app.getJob(job.id!);
+    expect(row!.maxAttempts).toBe(1);
+    expect(live?.maxAttempts).toBe(1);
+  });
+
   it('claims the pending entries of a dead consumer', async () => {
     const app = await openTestApp(kind, [add]);
     const redis = testRedis();

@@ -1,7 +1,7 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { InvalidInputError, MaxRetriesExceededError, NonRetryableError, Retry, UpstreamRateLimit } from '../errors.ts';
-import { type AttemptLogRow, type JobEnvelope, MAX_ATTEMPT_STACK_BYTES } from '../job-record.ts';
+import { type AttemptLogRow, type JobEnvelope, MAX_ATTEMPT_STACK_BYTES, maxAttemptsOf } from '../job-record.ts';
 import { JobLogWriter, keepingLogger } from './job-log.ts';
 import { jobLogMarker } from '../broker/keys.ts';
 import type { RedisClient } from '../broker/connection.ts';
@@ -146,7 +146,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
     if (task.isolation === 'thread') {
       if (!opts.pool) throw new NonRetryableError(`Task "${task.name}" is isolated but this worker has no thread pool (the app's module is unknown)`);
       thread = opts.pool.run(
-        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1, input: rawInput },
+        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: maxAttemptsOf(job.opts), input: rawInput },
         (update) => void reporter().update(update),
         (line) => keptLog().keep(line),
       );
@@ -154,7 +154,7 @@ export async function runJob(job: Job, opts: AttemptOptions): Promise<unknown> {
       execution = thread.result;
     } else {
       const ctx = new AttemptContext(
-        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: job.opts.attempts ?? 1 },
+        { jobId: job.id!, task: task.name, queue, tenant: envelope.tenant ?? null, attempt, maxAttempts: maxAttemptsOf(job.opts) },
         { signal, log: ctxLog, progress: (update) => reporter().update(update) },
       );
       execution = Promise.resolve().then(() => task.handler(input, ctx));
@@ -209,10 +209,10 @@ function classify(caught: unknown, reason: Error | undefined, task: Task | undef
     // the record says so (the handler's own error stays as the cause).
     error = new SoftTimeLimitExceeded(reason.limitMs, { cause: error });
   }
-  if (error instanceof Retry && (job.attemptsMade ?? 0) + 1 >= (job.opts.attempts ?? 1)) {
+  if (error instanceof Retry && (job.attemptsMade ?? 0) + 1 >= maxAttemptsOf(job.opts)) {
     // BullMQ's own test (Job.shouldRetryJob): no attempt is left, so the job
     // fails. Saying so beats a bare "Retry" as the final error.
-    error = new MaxRetriesExceededError(error.reason, job.opts.attempts ?? 1, { cause: error });
+    error = new MaxRetriesExceededError(error.reason, maxAttemptsOf(job.opts), { cause: error });
   }
   log.info({ error: { type: error.name, message: error.message } }, 'job attempt failed');
   const retryable =

@@ -13,7 +13,7 @@ import type { TimeLimits } from './limits.ts';
 import { runJob } from './run-job.ts';
 import { StopRequest } from './stop-request.ts';
 import { WorkerRegistry, type ActiveJob } from './registry.ts';
-import { errorTypeFromStack, type JobEnvelope } from '../job-record.ts';
+import { errorTypeFromStack, maxAttemptsOf, type JobEnvelope } from '../job-record.ts';
 import type { JobEventInfo, Lifecycle, LifecycleEvent } from './lifecycle.ts';
 import type { WorkerFairness } from '../fairness/stage.ts';
 
@@ -379,7 +379,7 @@ function eventInfo(job: Job, queue: string): JobEventInfo | undefined {
     queue,
     tenant: envelope.tenant ?? null,
     attempt: Math.max(job.attemptsStarted ?? 0, (job.attemptsMade ?? 0) + 1),
-    maxAttempts: job.opts.attempts ?? 1,
+    maxAttempts: maxAttemptsOf(job.opts),
     traceId: envelope.trace ?? null,
     enqueuedAt: job.timestamp,
     startedAt: job.processedOn ?? Date.now(),
