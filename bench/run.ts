@@ -24,6 +24,7 @@ import { formatMarkdown, formatTable, type TableRow } from './lib/table.ts';
 import { median } from './lib/median.ts';
 import type { ScenarioContext, ScenarioResult } from './lib/types.ts';
 import { scenarios } from './scenarios/index.ts';
+import { waitForIdle } from './lib/settle.ts';
 
 const USAGE = `usage: npm run bench -- [--scenario <name>[,<name>...]] [--quick] [--repeat N] [--out <file>] [--markdown] [--list]
 
@@ -121,6 +122,14 @@ for (const scenario of selected) {
   let error: string | undefined;
   for (let i = 1; i <= repeat && !error; i++) {
     const tag = repeat > 1 ? `run ${i}/${repeat}: ` : '';
+    // A full run waits for the machine to go quiet first (what the scenario
+    // before left running: autovacuum, checkpoints, exiting children). A
+    // quick run does not: the test suite runs it beside other tests.
+    if (!quick) {
+      const settle = await waitForIdle();
+      if (!settle.settled) notes.push(`${tag}the machine stayed busy: ${Math.round((settle.idle ?? 0) * 100)}% idle after ${Math.round(settle.waitedMs / 1000)} s of waiting`);
+      else if (settle.waitedMs > 1500) log(`${scenario.name}: ${tag}waited ${Math.round(settle.waitedMs / 1000)} s for the machine to go quiet`);
+    }
     const scope = new Scope((err) => void notes.push(`${tag}${err.message}`));
     current = scope;
     const ctx: ScenarioContext = {
