@@ -25,6 +25,7 @@ import { createRedis } from '../../packages/celerity/src/broker/connection.ts';
 import { cleanEnv, openApp, redisPrefix, redisTarget, storeEnv, type StoreKind } from './env.ts';
 import { now, perSecond, pollUntil, runPool, sleep } from './measure.ts';
 import { celerity, rawWorker, type Proc } from './procs.ts';
+import { jobsTableWrites, type TableWrites, writesPerJob } from './pg-writes.ts';
 import { withScope } from './scope.ts';
 import type { ScenarioContext } from './types.ts';
 
@@ -60,6 +61,14 @@ export interface CelerityDrain {
   rows_at_resume: number;
   /** CPU ms of each child process (by name: `celerity-worker-1`, `celerity-recorder`) in each phase. */
   cpu_by_process: { enqueue: Record<string, number>; drain: Record<string, number> };
+  /**
+   * PostgreSQL: the `jobs` table's row writes per job over the enqueue and
+   * the drain (read before the first add and after the last row, outside
+   * the timed spans): inserted 1, and updated above 1 when a job's start
+   * and end were written apart. Null on SQLite, and in a quick run (each
+   * reading waits 2 s for the statistics).
+   */
+  sql_writes_per_job: TableWrites | null;
 }
 
 export interface RawDrain {
@@ -110,6 +119,9 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
     // The recorder process's CPU is counted with the workers' (detail.*.cpu_ms.workers_ms).
 
     const pids = procs.map((p) => p.pid);
+    // Read before the enqueue (not between it and the drain, where the wait
+    // would let the recorders catch up outside both timed spans).
+    const writes0 = ctx.quick ? null : await jobsTableWrites(app);
     const cpu0 = await cpuSnapshot(app.broker.redis, pids);
     const enqueueMs = await runPool(opts.jobs, opts.inFlight, () => app.enqueue(noop, {}));
     const cpu1 = await cpuSnapshot(app.broker.redis, pids);
@@ -140,6 +152,7 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
       describe,
     });
     const cpu3 = await cpuSnapshot(app.broker.redis, pids);
+    const writes1 = writes0 ? await jobsTableWrites(app) : null;
     const failed = (await queue.getJobCounts('failed')).failed!;
     if (failed > 0) throw new Error(`celerity: ${failed} jobs failed`);
     for (const p of procs) p.assertRunning();
@@ -156,6 +169,7 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
       rows_at_resume: rowsAtResume,
       cpu: { enqueue: cpuUse(cpu0, cpu1), drain: cpuUse(cpu2, cpu3) },
       cpu_by_process: { enqueue: byProcess(procs, cpu0, cpu1), drain: byProcess(procs, cpu2, cpu3) },
+      sql_writes_per_job: writesPerJob(writes0, writes1, opts.jobs),
     };
   });
 }

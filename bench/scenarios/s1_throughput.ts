@@ -44,6 +44,7 @@ export const s1Throughput: Scenario = {
             rows_at_resume: cel.rows_at_resume,
             cpu_ms: cel.cpu,
             cpu_ms_by_process: cel.cpu_by_process,
+            sql_writes_per_job: cel.sql_writes_per_job,
           },
           bullmq: { enqueue_ms: round(raw.enqueue_ms), drain_ms: round(raw.drain_ms), cpu_ms: raw.cpu },
         },
