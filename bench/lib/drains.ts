@@ -64,9 +64,10 @@ export interface CelerityDrain {
   /**
    * PostgreSQL: the `jobs` table's row writes per job over the enqueue and
    * the drain (read before the first add and after the last row, outside
-   * the timed spans): inserted 1, and updated above 1 when a job's start
-   * and end were written apart. Null on SQLite, and in a quick run (each
-   * reading waits 2 s for the statistics).
+   * the timed spans): inserted 1; updated below 1 when rows were inserted
+   * already started or completed, above 1 when jobs' starts and ends were
+   * written apart. Null on SQLite, and in a quick run (each reading waits
+   * 2 s for the statistics).
    */
   sql_writes_per_job: TableWrites | null;
 }

@@ -1,9 +1,9 @@
 /**
  * How many row writes the history's `jobs` table took on PostgreSQL:
  * inserts, updates, and of those the HOT ones (migration 0014). Over an
- * enqueue and drain, updates per job tell how often a job's start and end were
- * written apart (two batches, or two recorders) instead of folded into
- * one update.
+ * enqueue and a drain, updates per job tell how often a job's start and
+ * end were written apart (two batches, or two recorders) instead of folded
+ * into one update, or its row inserted already finished.
  *
  * Read from `pg_stat_user_tables`, which each backend feeds when its
  * transaction ends, at most once a second and otherwise when it goes idle:
