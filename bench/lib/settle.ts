@@ -9,7 +9,7 @@
  * idle time over one second, from /proc/stat, can.
  */
 import { readFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { sleep } from './measure.ts';
 
 /** The machine's idle and total CPU time so far (jiffies, all CPUs), or null off Linux. */
 function cpuTimes(): { idle: number; total: number } | null {
@@ -52,8 +52,7 @@ export async function waitForIdle({ threshold = 0.85, maxWaitMs = 60_000 } = {})
   for (;;) {
     const idle = await idleShare();
     const waitedMs = Math.round(performance.now() - t0);
-    if (idle === null) return { settled: true, idle, waitedMs };
-    if (idle >= threshold) return { settled: true, idle, waitedMs };
+    if (idle === null || idle >= threshold) return { settled: true, idle, waitedMs };
     if (waitedMs >= maxWaitMs) return { settled: false, idle, waitedMs };
   }
 }

@@ -22,7 +22,7 @@ export const s1Throughput: Scenario = {
       ctx.log(`raw BullMQ, ${opts.jobs} jobs`);
       const raw = await rawDrain(ctx, opts);
       ctx.log(`Celerity (${store}), ${opts.jobs} jobs`);
-      const cel = await celerityDrain(ctx, store, opts);
+      const cel = await celerityDrain(ctx, store, { ...opts, countWrites: true });
       fields[store] = {
         enqueue: {
           celerity_per_s: round(cel.enqueue_per_s),
