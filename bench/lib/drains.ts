@@ -42,9 +42,10 @@ export interface DrainOptions {
    * default deployment): a recorder in the bench process, as in an API
    * process, and one in each worker. `own-process`: one `celerity recorder`
    * process, the bench process and the workers with `CELERITY_RECORDER=off`
-   * (docs/deploy.md).
+   * (docs/deploy.md). `off` (only {@link celerityCoreDrain}): no recorder
+   * anywhere, no history written.
    */
-  recorder?: 'every-process' | 'own-process';
+  recorder?: 'every-process' | 'own-process' | 'off';
   /**
    * Celerity on PostgreSQL, full runs: count the `jobs` table's row writes
    * (`sql_writes_per_job`). Each reading waits 2 s for the statistics, so
@@ -109,8 +110,9 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
   return withScope(ctx.scope, async (scope) => {
     const env = storeEnv(ctx, scope, kind);
     const app = await openApp(ctx, scope, env);
-    const own = opts.recorder === 'own-process';
-    if (!own) {
+    // A recorder in the bench process and in each worker, or in none of them (own-process, off).
+    const everyProcess = (opts.recorder ?? 'every-process') === 'every-process';
+    if (everyProcess) {
       const recorder = await app.startRecorder();
       scope.defer('stop recorder', () => recorder.stop());
     }
@@ -119,9 +121,9 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
 
     const procs: Proc[] = [];
     for (let w = 0; w < opts.workers; w++) {
-      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency), ...(own ? { CELERITY_RECORDER: 'off' } : {}) })));
+      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency), ...(everyProcess ? {} : { CELERITY_RECORDER: 'off' }) })));
     }
-    if (own) procs.push(celerity(ctx, scope, 'celerity-recorder', 'recorder', env.childEnv()));
+    if (opts.recorder === 'own-process') procs.push(celerity(ctx, scope, 'celerity-recorder', 'recorder', env.childEnv()));
     await waitWorkers(queue, opts.workers, procs);
     // The recorder process's CPU is counted with the workers' (detail.*.cpu_ms.workers_ms).
 
@@ -152,12 +154,15 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
     // complete before, and a count every 20 ms from the resume took
     // PostgreSQL CPU from the drain it measured. The peers' observers wait
     // the same way (bench/peers).
-    const sqlDoneAt = await pollUntil(async () => (await countRows(app, 'completed')) >= opts.jobs, {
-      intervalMs: POLL_SQL_MS,
-      timeoutMs,
-      what: `${opts.jobs} jobs completed in the SQL history`,
-      describe,
-    });
+    const sqlDoneAt =
+      opts.recorder === 'off'
+        ? redisDoneAt
+        : await pollUntil(async () => (await countRows(app, 'completed')) >= opts.jobs, {
+            intervalMs: POLL_SQL_MS,
+            timeoutMs,
+            what: `${opts.jobs} jobs completed in the SQL history`,
+            describe,
+          });
     const cpu3 = await cpuSnapshot(app.broker.redis, pids);
     const writes1 = writes0 ? await jobsTableWrites(app) : null;
     const failed = (await queue.getJobCounts('failed')).failed!;
@@ -179,6 +184,19 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
       sql_writes_per_job: writesPerJob(writes0, writes1, opts.jobs),
     };
   });
+}
+
+/**
+ * Celerity without its history: the same enqueue and drain as
+ * {@link celerityDrain}, with no recorder in any process, so nothing reads
+ * the event streams or writes SQL (the store is opened, never written). What
+ * is left is Celerity's own work on the job (its options, a kept result,
+ * metrics, validation, the worker's context): the floor under a recorded
+ * drain, which says how much of the gap to raw BullMQ is the history's.
+ */
+export async function celerityCoreDrain(ctx: ScenarioContext, opts: DrainOptions): Promise<RawDrain> {
+  const run = await celerityDrain(ctx, 'sqlite', { ...opts, recorder: 'off', countWrites: false });
+  return { enqueue_ms: run.enqueue_ms, enqueue_per_s: run.enqueue_per_s, drain_ms: run.drain_ms, drain_per_s: run.drain_per_s, cpu: run.cpu };
 }
 
 function byProcess(procs: Proc[], a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {

@@ -3,9 +3,10 @@
  * process at concurrency 50; Celerity (durable history on PostgreSQL, then on
  * SQLite) against raw BullMQ with `removeOnComplete: true`, measured the same
  * way (see lib/drains.ts). Raw BullMQ runs right before each Celerity run so
- * that each pair shares the machine's state.
+ * that each pair shares the machine's state. A third pair runs Celerity with
+ * no history at all (`no_history`): the floor the recorded drains stand on.
  */
-import { celerityDrain, rawDrain, warmUp, type DrainOptions } from '../lib/drains.ts';
+import { celerityCoreDrain, celerityDrain, rawDrain, warmUp, type DrainOptions } from '../lib/drains.ts';
 import type { StoreKind } from '../lib/env.ts';
 import { ratio, round } from '../lib/measure.ts';
 import type { Row, Scenario } from '../lib/types.ts';
@@ -55,6 +56,22 @@ export const s1Throughput: Scenario = {
         { metric: `${store}: drain, recorded in SQL`, unit: 'jobs/s', celerity: cel.recorded_per_s, bullmq: raw.drain_per_s, ratio: ratio(cel.recorded_per_s, raw.drain_per_s) },
       );
     }
-    return { fields, rows, params: { ...opts, stores: ['postgres', 'sqlite'] } };
+    ctx.log(`raw BullMQ, ${opts.jobs} jobs`);
+    const raw = await rawDrain(ctx, opts);
+    ctx.log(`Celerity with no history (no recorder anywhere), ${opts.jobs} jobs`);
+    const core = await celerityCoreDrain(ctx, opts);
+    fields.no_history = {
+      enqueue: { celerity_per_s: round(core.enqueue_per_s), bullmq_per_s: round(raw.enqueue_per_s), ratio: round(ratio(core.enqueue_per_s, raw.enqueue_per_s)) },
+      drain: { celerity_per_s: round(core.drain_per_s), bullmq_per_s: round(raw.drain_per_s), ratio: round(ratio(core.drain_per_s, raw.drain_per_s)) },
+      detail: {
+        celerity: { enqueue_ms: round(core.enqueue_ms), drain_ms: round(core.drain_ms), cpu_ms: core.cpu },
+        bullmq: { enqueue_ms: round(raw.enqueue_ms), drain_ms: round(raw.drain_ms), cpu_ms: raw.cpu },
+      },
+    };
+    rows.push(
+      { metric: 'no history: enqueue', unit: 'jobs/s', celerity: core.enqueue_per_s, bullmq: raw.enqueue_per_s, ratio: ratio(core.enqueue_per_s, raw.enqueue_per_s) },
+      { metric: 'no history: drain', unit: 'jobs/s', celerity: core.drain_per_s, bullmq: raw.drain_per_s, ratio: ratio(core.drain_per_s, raw.drain_per_s) },
+    );
+    return { fields, rows, params: { ...opts, stores: ['postgres', 'sqlite'], no_history: true } };
   },
 };
