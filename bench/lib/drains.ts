@@ -189,7 +189,7 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
 /**
  * Celerity without its history: the same enqueue and drain as
  * {@link celerityDrain}, with no recorder in any process, so nothing reads
- * the event streams or writes SQL (the store is opened, never written). What
+ * the event streams or writes SQL (the store is opened, no job is written). What
  * is left is Celerity's own work on the job (its options, a kept result,
  * metrics, validation, the worker's context): the floor under a recorded
  * drain, which says how much of the gap to raw BullMQ is the history's.
