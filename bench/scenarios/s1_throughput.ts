@@ -6,7 +6,7 @@
  * that each pair shares the machine's state. A third pair runs Celerity with
  * no history at all (`no_history`): the floor the recorded drains stand on.
  */
-import { celerityCoreDrain, celerityDrain, rawDrain, warmUp, type DrainOptions } from '../lib/drains.ts';
+import { celerityCoreDrain, celerityDrain, rawDrain, warmUp, type DrainOptions, type RawDrain } from '../lib/drains.ts';
 import type { StoreKind } from '../lib/env.ts';
 import { ratio, round } from '../lib/measure.ts';
 import type { Row, Scenario } from '../lib/types.ts';
@@ -25,11 +25,7 @@ export const s1Throughput: Scenario = {
       ctx.log(`Celerity (${store}), ${opts.jobs} jobs`);
       const cel = await celerityDrain(ctx, store, { ...opts, countWrites: true });
       fields[store] = {
-        enqueue: {
-          celerity_per_s: round(cel.enqueue_per_s),
-          bullmq_per_s: round(raw.enqueue_per_s),
-          ratio: round(ratio(cel.enqueue_per_s, raw.enqueue_per_s)),
-        },
+        enqueue: rates(cel.enqueue_per_s, raw.enqueue_per_s),
         drain: {
           celerity_per_s: round(cel.drain_per_s),
           recorded_per_s: round(cel.recorded_per_s),
@@ -47,13 +43,13 @@ export const s1Throughput: Scenario = {
             cpu_ms_by_process: cel.cpu_by_process,
             sql_writes_per_job: cel.sql_writes_per_job,
           },
-          bullmq: { enqueue_ms: round(raw.enqueue_ms), drain_ms: round(raw.drain_ms), cpu_ms: raw.cpu },
+          bullmq: timings(raw),
         },
       };
       rows.push(
-        { metric: `${store}: enqueue`, unit: 'jobs/s', celerity: cel.enqueue_per_s, bullmq: raw.enqueue_per_s, ratio: ratio(cel.enqueue_per_s, raw.enqueue_per_s) },
-        { metric: `${store}: drain, completed in Redis`, unit: 'jobs/s', celerity: cel.drain_per_s, bullmq: raw.drain_per_s, ratio: ratio(cel.drain_per_s, raw.drain_per_s) },
-        { metric: `${store}: drain, recorded in SQL`, unit: 'jobs/s', celerity: cel.recorded_per_s, bullmq: raw.drain_per_s, ratio: ratio(cel.recorded_per_s, raw.drain_per_s) },
+        rateRow(`${store}: enqueue`, cel.enqueue_per_s, raw.enqueue_per_s),
+        rateRow(`${store}: drain, completed in Redis`, cel.drain_per_s, raw.drain_per_s),
+        rateRow(`${store}: drain, recorded in SQL`, cel.recorded_per_s, raw.drain_per_s),
       );
     }
     ctx.log(`raw BullMQ, ${opts.jobs} jobs`);
@@ -61,17 +57,26 @@ export const s1Throughput: Scenario = {
     ctx.log(`Celerity with no history (no recorder anywhere), ${opts.jobs} jobs`);
     const core = await celerityCoreDrain(ctx, opts);
     fields.no_history = {
-      enqueue: { celerity_per_s: round(core.enqueue_per_s), bullmq_per_s: round(raw.enqueue_per_s), ratio: round(ratio(core.enqueue_per_s, raw.enqueue_per_s)) },
-      drain: { celerity_per_s: round(core.drain_per_s), bullmq_per_s: round(raw.drain_per_s), ratio: round(ratio(core.drain_per_s, raw.drain_per_s)) },
-      detail: {
-        celerity: { enqueue_ms: round(core.enqueue_ms), drain_ms: round(core.drain_ms), cpu_ms: core.cpu },
-        bullmq: { enqueue_ms: round(raw.enqueue_ms), drain_ms: round(raw.drain_ms), cpu_ms: raw.cpu },
-      },
+      enqueue: rates(core.enqueue_per_s, raw.enqueue_per_s),
+      drain: rates(core.drain_per_s, raw.drain_per_s),
+      detail: { celerity: timings(core), bullmq: timings(raw) },
     };
-    rows.push(
-      { metric: 'no history: enqueue', unit: 'jobs/s', celerity: core.enqueue_per_s, bullmq: raw.enqueue_per_s, ratio: ratio(core.enqueue_per_s, raw.enqueue_per_s) },
-      { metric: 'no history: drain', unit: 'jobs/s', celerity: core.drain_per_s, bullmq: raw.drain_per_s, ratio: ratio(core.drain_per_s, raw.drain_per_s) },
-    );
+    rows.push(rateRow('no history: enqueue', core.enqueue_per_s, raw.enqueue_per_s), rateRow('no history: drain', core.drain_per_s, raw.drain_per_s));
     return { fields, rows, params: { ...opts, stores: ['postgres', 'sqlite'], no_history: true } };
   },
 };
+
+/** A rate of Celerity's beside raw BullMQ's, as the fields give it. */
+function rates(celerity: number, bullmq: number) {
+  return { celerity_per_s: round(celerity), bullmq_per_s: round(bullmq), ratio: round(ratio(celerity, bullmq)) };
+}
+
+/** The same as a line of the printed table. */
+function rateRow(metric: string, celerity: number, bullmq: number): Row {
+  return { metric, unit: 'jobs/s', celerity, bullmq, ratio: ratio(celerity, bullmq) };
+}
+
+/** A drain's phases and their CPU, as `detail` gives them. */
+function timings(run: RawDrain) {
+  return { enqueue_ms: round(run.enqueue_ms), drain_ms: round(run.drain_ms), cpu_ms: run.cpu };
+}
