@@ -152,6 +152,8 @@ run('the dashboard in a browser (sqlite)', { timeout: BROWSER_TEST_TIMEOUT }, ()
     await p.getByRole('heading', { level: 1, name: 'Jobs' }).waitFor();
     // A marker that a reload would wipe.
     await p.evaluate('window.marker = 42');
+    // The page follows the events once it says so (a job added before shows through the read it makes as the stream opens, if recorded by then).
+    await expect.poll(() => p.getByTestId('live-mode').textContent(), POLL).toBe('· Live');
     const gate = deferred();
     released.set('q2c', gate);
     const job = await app.enqueue(gated, { gate: 'q2c' });

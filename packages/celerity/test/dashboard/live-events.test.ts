@@ -2,7 +2,8 @@
  * The page's live updates through the real GET /v1/events: a job's page
  * follows its progress and status from the events alone (no polling), and
  * when the stream drops, the browser reconnects with Last-Event-ID and gets
- * what was sent meanwhile.
+ * what was sent meanwhile. The jobs table shows a new job however far the
+ * history's recorder is behind the event that announced it.
  */
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
@@ -31,6 +32,9 @@ const stepped = defineTask({
   },
 });
 
+/** On a queue that the suite's recorder and worker leave alone: its jobs stay queued, and their history is written only when a test starts a recorder for it. */
+const late = defineTask({ name: 'live.late', queue: 'late', input: z.object({ n: z.number() }), handler: async ({ n }) => n });
+
 const run = browserAvailable() ? describe : describe.skip;
 
 run('live updates through GET /v1/events', { timeout: BROWSER_TEST_TIMEOUT }, () => {
@@ -43,16 +47,19 @@ run('live updates through GET /v1/events', { timeout: BROWSER_TEST_TIMEOUT }, ()
   /** Every events request: its socket (for the test to cut), its Last-Event-ID and its query. */
   const streams: { socket: Socket; lastEventId: string | undefined; url: string }[] = [];
   const jobReads = new Map<string, number>();
+  /** Reads of the jobs table (GET /v1/jobs). */
+  let listReads = 0;
 
   beforeAll(async () => {
-    app = await openTestApp('sqlite', [stepped], { auth: 'keys' });
+    app = await openTestApp('sqlite', [stepped, late], { auth: 'keys' });
     admin = (await createKey(app.store, { name: 'ops', scopes: ['admin'], tenant: null })).token;
-    await startRecorder(app);
-    await startWorker(app);
+    await startRecorder(app, ['default']);
+    await startWorker(app, { queues: ['default'] });
     server = await buildServer(app, { logger: false });
     server.addHook('onRequest', async (request) => {
       if (request.method !== 'GET') return;
       if (request.url.startsWith('/v1/events')) streams.push({ socket: request.raw.socket, lastEventId: request.headers['last-event-id'] as string | undefined, url: request.url });
+      if (/^\/v1\/jobs(\?|$)/.test(request.url)) listReads++;
       const read = /^\/v1\/jobs\/([^/?]+)$/.exec(request.url);
       if (read) jobReads.set(read[1]!, (jobReads.get(read[1]!) ?? 0) + 1);
     });
@@ -121,5 +128,22 @@ run('live updates through GET /v1/events', { timeout: BROWSER_TEST_TIMEOUT }, ()
     // The cut stream's own complaint, which this test caused.
     const cut = errors.indexOf('console: Failed to load resource: net::ERR_INCOMPLETE_CHUNKED_ENCODING');
     if (cut !== -1) errors.splice(cut, 1);
+  });
+
+  it('shows a new job in the jobs table once its history is written, however long after the event that announced it', async () => {
+    const p = (await newPage(browser, errors)).page;
+    await login(p, base, admin);
+    await p.goto(`${base}/dashboard/#/jobs`);
+    await p.getByRole('heading', { level: 1, name: 'Jobs' }).waitFor();
+    await expect.poll(() => p.getByTestId('live-mode').textContent(), POLL).toBe('· Live');
+    const listed = listReads;
+    const job = await app.enqueue(late, { n: 1 });
+    // The event made the page read the table again, but no recorder has written the job's row yet.
+    await expect.poll(() => listReads, POLL).toBeGreaterThan(listed);
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(await p.locator(`tr[data-job-id="${job.id}"]`).count()).toBe(0);
+    // The history catches up, with no other event of the job: the page reads again and shows it.
+    await startRecorder(app, ['late']);
+    await expect.poll(() => p.locator(`tr[data-job-id="${job.id}"] .badge`).textContent(), { timeout: 30_000 }).toBe('queued');
   });
 });

@@ -2,12 +2,21 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ErrorNote, StatusBadge } from '../components/common.tsx';
 import { endpoints, JOB_FILTERS, JOB_STATUSES, type JobView } from '../endpoints.ts';
 import { between, formatDuration, formatTime } from '../format.ts';
-import { live } from '../live.ts';
+import { live, type LiveEvent } from '../live.ts';
 import { href, navigate, type Route } from '../router.ts';
 import { isAdmin, useSession } from '../session.ts';
 
 const PAGE_SIZE = 50;
 type Filter = Record<string, string>;
+
+/** Live events are batched into one read of the first page, at most this often. */
+const REFRESH_MS = 1_000;
+/** Longest wait between reads while a new job is awaited in the history (the wait doubles from REFRESH_MS). */
+const MAX_AWAIT_BACKOFF_MS = 16_000;
+/** How long a new job is awaited in the history before the page stops reading again for it. */
+const AWAIT_MS = 60_000;
+/** Most new jobs awaited at once: past a page's worth, a burst of jobs keeps the page reading anyway. */
+const MAX_AWAITED = 4 * PAGE_SIZE;
 
 function filterOf(route: Route): Filter {
   const f: Filter = {};
@@ -60,6 +69,15 @@ export function Jobs({ route }: { route: Route }) {
     let pending: ReturnType<typeof setTimeout> | undefined;
     const controller = new AbortController();
     cursorRef.current = null;
+    /**
+     * New jobs that an event announced and the first page did not show yet,
+     * with when the event came. The event comes from Redis as the job is
+     * added; its row in the SQL history is written after, by a recorder that
+     * may be seconds behind: a read of the page right after the event can
+     * miss it, and no other event would come until the job starts.
+     */
+    const awaited = new Map<string, number>();
+    let backoff = REFRESH_MS;
     const load = async (cursor: string | null, cursors: (string | null)[]) => {
       try {
         const res = await endpoints.jobs({ ...queryOf(filter), limit: PAGE_SIZE, cursor }, controller.signal);
@@ -67,6 +85,7 @@ export function Jobs({ route }: { route: Route }) {
         if (!alive || cursorRef.current !== cursor) return;
         setPage({ jobs: res.jobs, next: res.next_cursor, partial: res.partial, cursors });
         setError(null);
+        if (cursor === null) awaitAgain(res.jobs);
       } catch (err) {
         if (alive && (err as Error).name !== 'AbortError') setError(err);
       }
@@ -77,13 +96,27 @@ export function Jobs({ route }: { route: Route }) {
     };
     void load(null, [null]);
     // Live: a job on the page changes in place; anything else refreshes the first page, at most once a second.
-    const refresh = () => {
+    const refresh = (delay = REFRESH_MS) => {
       if (pending || cursorRef.current !== null) return;
       pending = setTimeout(() => {
         pending = undefined;
         void load(null, [null]);
-      }, 1_000);
+      }, delay);
     };
+    /** After a read of the first page: reads it again, less and less often, while an awaited job is missing from it. */
+    const awaitAgain = (jobs: JobView[]) => {
+      const now = Date.now();
+      for (const j of jobs) awaited.delete(j.job_id);
+      for (const [id, since] of awaited) if (now - since > AWAIT_MS) awaited.delete(id);
+      if (awaited.size === 0) {
+        backoff = REFRESH_MS;
+        return;
+      }
+      refresh(backoff);
+      backoff = Math.min(backoff * 2, MAX_AWAIT_BACKOFF_MS);
+    };
+    /** Whether a new job could be on this page: its status against the filter's (task and queue are the stream's own filter; the rest is left to the read, and to AWAIT_MS). */
+    const couldShow = (e: LiveEvent) => !filter.status || e.status === filter.status;
     const stop = live({
       filter: { task: filter.task, queue: filter.queue },
       onEvent: (e) => {
@@ -92,6 +125,7 @@ export function Jobs({ route }: { route: Route }) {
           setPage((p) => p && { ...p, jobs: p.jobs.map((j) => (j.job_id === e.job_id ? { ...j, ...(e.status ? { status: e.status } : {}), ...(e.progress ? { progress: e.progress } : {}) } : j)) });
         }
         // A job new to the page, or one that may have left a status filter: the page is read again.
+        if (!known && e.event === 'queued' && couldShow(e) && awaited.size < MAX_AWAITED && !awaited.has(e.job_id)) awaited.set(e.job_id, Date.now());
         if (!known || filter.status) refresh();
       },
       resync: () => {
