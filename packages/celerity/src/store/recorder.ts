@@ -12,7 +12,7 @@ import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
 import { readHashes, readJobFactsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
-import { foldJobMetrics, METRICS_FOLD_EVERY_MS } from './job-metrics.ts';
+import { foldJobMetrics, METRICS_FOLD_EVERY_MS, VACUUM_PENDING_EVERY_ENTRIES, vacuumPendingMetrics } from './job-metrics.ts';
 
 /**
  * The recorder keeps the SQL history in step with Redis without putting SQL
@@ -56,6 +56,8 @@ export interface RecorderOptions {
   maintenanceMs?: number;
   /** Pause after a short batch, so that the next one gathers more events per job. */
   lingerMs?: number;
+  /** PostgreSQL: entries recorded between two vacuums of the metrics' pending table (default {@link VACUUM_PENDING_EVERY_ENTRIES}). */
+  vacuumEveryEntries?: number;
   /** Counters shared by the app's recorders, for its metrics; a private one by default. */
   stats?: RecorderStats;
   /**
@@ -110,6 +112,8 @@ export class Recorder {
   private lastFold = 0;
   /** It wrote a batch since (PostgreSQL): some jobs may wait in the pending table. */
   private unfolded = false;
+  /** Entries recorded since this recorder last vacuumed the pending table (PostgreSQL). */
+  private sinceVacuum = 0;
   /** After a failed batch, re-read this consumer's own pending entries before new ones. */
   private replayOwn = true;
   /** Entries written so far; tests and benchmarks use it to know the history caught up. */
@@ -339,7 +343,10 @@ export class Recorder {
       if (entries.length > 0) {
         await this.opts.redis.xack(key, RECORDER_GROUP, ...entries.map(([id]) => id));
         this.recorded += entries.length;
-        if (!this.opts.store.sqlite) this.unfolded = true;
+        if (!this.opts.store.sqlite) {
+          this.unfolded = true;
+          this.sinceVacuum += entries.length;
+        }
       }
     }
     await this.foldMetricsIfDue();
@@ -361,6 +368,15 @@ export class Recorder {
       // Still pending: this recorder tries again a second later, idle or not.
       this.unfolded = true;
       this.opts.logger.warn({ err }, 'recorder: job metrics not folded; the next fold adds them');
+      return;
+    }
+    // After the fold: the rows it just deleted are dead, and go in this vacuum.
+    if (this.sinceVacuum < (this.opts.vacuumEveryEntries ?? VACUUM_PENDING_EVERY_ENTRIES)) return;
+    this.sinceVacuum = 0;
+    try {
+      await vacuumPendingMetrics(this.opts.store);
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'recorder: the job metrics pending table was not vacuumed; the next vacuum is due after as many entries again');
     }
   }
 
