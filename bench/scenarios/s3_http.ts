@@ -27,6 +27,12 @@
  * concurrency 50), driven in the same rounds as the three servers: the
  * floor that Fastify and BullMQ put under any job API on this machine, with
  * its jobs draining beside it as Celerity's do (without a history).
+ *
+ * POST runs twice: first with the API processes alone on the machine (no
+ * worker has started yet, and no process records: the API's own work, as
+ * s1's enqueue phase measures the producer's, and as a deployment with its
+ * workers on other machines serves), then with the workers draining beside
+ * them. The first phase's jobs are run and recorded before the second starts.
  */
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -108,6 +114,9 @@ export const s3Http: Scenario = {
     // Quick mode checks the instrument, not the numbers: one short round, no warm-up.
     const seconds = ctx.quick ? 1 : 10;
     const warmupSeconds = ctx.quick ? 0 : 3;
+    // Shorter: every job they post waits for the workers, which start after them, to run and record it.
+    const aloneSeconds = ctx.quick ? 1 : 5;
+    const aloneWarmupSeconds = ctx.quick ? 0 : 1;
     const rounds = ctx.quick ? 1 : ROUNDS;
     const env = storeEnv(ctx, scope, 'postgres');
     // The key first: `celerity serve` refuses to start with keys on and none made.
@@ -146,13 +155,11 @@ export const s3Http: Scenario = {
     await waitHttp(`${closed}/healthz`, [server]);
     await waitHttp(`${open}/healthz`, [openServer]);
     await waitHttp(`${keysOnly}/healthz`, [keysOnlyServer]);
-    const worker = celerity(ctx, scope, 'celerity-worker', 'worker', env.childEnv({ CELERITY_CONCURRENCY: '50' }));
     const rawPort = await freePort();
     const raw = `http://127.0.0.1:${rawPort}`;
     const rawEnv = { ...cleanEnv(), BENCH_REDIS_URL: ctx.redisUrl, BENCH_PREFIX: redisPrefix(scope, ctx.redisUrl), BENCH_QUEUE, BENCH_CONCURRENCY: '50' };
     const rawServer = rawApi(ctx, scope, 'raw-api', { ...rawEnv, PORT: String(rawPort) });
-    const rawDrainer = rawWorker(ctx, scope, 'raw-worker', rawEnv);
-    await Promise.all([rawServer, rawDrainer].map((p) => p.message((m: { type?: string }) => m.type === 'ready', 60_000)));
+    await rawServer.message((m: { type?: string }) => m.type === 'ready', 60_000);
 
     // A queue handle on the same prefix, to see the worker arrive and the backlog drain.
     const redis = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1 });
@@ -164,13 +171,6 @@ export const s3Http: Scenario = {
     const rawQueue = new Queue(BENCH_QUEUE, { connection: redis, prefix: rawEnv.BENCH_PREFIX });
     rawQueue.on('error', () => {});
     scope.defer('close raw queue', () => rawQueue.close());
-    await pollUntil(
-      async () => {
-        worker.assertRunning();
-        return (await queue.getWorkersCount()) >= 1;
-      },
-      { intervalMs: 50, timeoutMs: 60_000, what: 'the worker to connect' },
-    );
     // Between POST runs: every posted job run, and recorded. The history
     // trails the drain, and a run that started while the recorder was still
     // writing the last run's jobs shared the machine with that work (the
@@ -203,19 +203,26 @@ export const s3Http: Scenario = {
      * the history, so what drifts during a run (the history's size, the
      * worker's backlog, other load) falls on each of them alike.
      */
-    const interleaved = async (route: string, targets: Target[], url: (t: Target) => string, post: ((t: Target) => string) | undefined, between: () => Promise<unknown>) => {
+    const interleaved = async (
+      route: string,
+      targets: Target[],
+      url: (t: Target) => string,
+      post: ((t: Target) => string) | undefined,
+      between: () => Promise<unknown>,
+      times = { run: seconds, warmup: warmupSeconds },
+    ) => {
       const totals = new Map<string, Totals>(targets.map((t) => [t.label, { requests: 0, duration: 0, cpuMs: 0, p50: [], p99: [], runs: [] }]));
-      for (const t of warmupSeconds > 0 ? targets : []) {
-        ctx.log(`${route} ${t.label}: warm-up ${warmupSeconds} s`);
-        await cannon(scope, `autocannon-${route}-warmup-${t.label}`, url(t), warmupSeconds, post?.(t), t.key);
+      for (const t of times.warmup > 0 ? targets : []) {
+        ctx.log(`${route} ${t.label}: warm-up ${times.warmup} s`);
+        await cannon(scope, `autocannon-${route}-warmup-${t.label}`, url(t), times.warmup, post?.(t), t.key);
         await between();
       }
       for (let round = 0; round < rounds; round++) {
         for (let i = 0; i < targets.length; i++) {
           const t = targets[(i + round) % targets.length] as Target;
-          ctx.log(`${route} ${t.label}: round ${round + 1} of ${rounds}, ${seconds} s`);
+          ctx.log(`${route} ${t.label}: round ${round + 1} of ${rounds}, ${times.run} s`);
           const cpuBefore = procCpuMs(t.proc.pid);
-          const run = await cannon(scope, `autocannon-${route}-${t.label}-${round}`, url(t), seconds, post?.(t), t.key);
+          const run = await cannon(scope, `autocannon-${route}-${t.label}-${round}`, url(t), times.run, post?.(t), t.key);
           const cpuAfter = procCpuMs(t.proc.pid);
           check(run, `${route} (${t.label}, round ${round + 1})`, notes);
           const total = totals.get(t.label) as Totals;
@@ -235,13 +242,24 @@ export const s3Http: Scenario = {
     // makes the same job (a tenant's), so what differs is authentication
     // alone, not the cost of running and recording a tenant's job.
     const openBody = JSON.stringify({ task: 'bench.noop', input: {}, options: { tenant: 'bench' } });
-    const posts = await interleaved(
-      'POST',
-      [...targets, rawTarget],
-      (t) => `${t.base}/v1/jobs`,
-      (t) => (t.label === 'open' ? openBody : body),
-      drained,
+    const postBody = (t: Target) => (t.label === 'open' ? openBody : body);
+    const postUrl = (t: Target) => `${t.base}/v1/jobs`;
+    // The API processes alone: no worker yet, and no recorder anywhere. Their jobs wait in Redis.
+    const alonePosts = await interleaved('POST alone', [...targets, rawTarget], postUrl, postBody, async () => {}, { run: aloneSeconds, warmup: aloneWarmupSeconds });
+
+    const worker = celerity(ctx, scope, 'celerity-worker', 'worker', env.childEnv({ CELERITY_CONCURRENCY: '50' }));
+    const rawDrainer = rawWorker(ctx, scope, 'raw-worker', rawEnv);
+    await rawDrainer.message((m: { type?: string }) => m.type === 'ready', 60_000);
+    await pollUntil(
+      async () => {
+        worker.assertRunning();
+        return (await queue.getWorkersCount()) >= 1;
+      },
+      { intervalMs: 50, timeoutMs: 60_000, what: 'the worker to connect' },
     );
+    ctx.log('POST alone: the workers run and record its jobs');
+    await drained();
+    const posts = await interleaved('POST', [...targets, rawTarget], postUrl, postBody, drained);
 
     // One completed job to read.
     const submitted = await fetch(`${closed}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body });
@@ -265,7 +283,19 @@ export const s3Http: Scenario = {
     const post = posts.keys;
     const get = gets.keys;
     const rawPost = posts.raw;
+    const alone = alonePosts.keys;
+    const rawAlone = alonePosts.raw;
     const rows: Row[] = [
+      { metric: 'POST /v1/jobs, API alone', unit: 'req/s', celerity: alone.req_per_s, bullmq: rawAlone.req_per_s, ratio: round(alone.req_per_s / rawAlone.req_per_s) },
+      {
+        metric: 'POST /v1/jobs p99, API alone',
+        unit: 'ms',
+        celerity: alone.p99_ms,
+        ...(rawAlone.p99_ms > 0 && alone.p99_ms > 0 ? { bullmq: rawAlone.p99_ms, ratio: round(alone.p99_ms / rawAlone.p99_ms) } : {}),
+      },
+      { metric: 'API CPU per POST, API alone', unit: 'µs', celerity: alone.cpu_us_per_req, bullmq: rawAlone.cpu_us_per_req, ratio: round(alone.cpu_us_per_req / rawAlone.cpu_us_per_req) },
+      { metric: 'POST /v1/jobs, API alone, keys, no rate limits', unit: 'req/s', celerity: alonePosts['keys-only'].req_per_s },
+      { metric: 'POST /v1/jobs, API alone, no auth', unit: 'req/s', celerity: alonePosts.open.req_per_s, bullmq: rawAlone.req_per_s, ratio: round(alonePosts.open.req_per_s / rawAlone.req_per_s) },
       { metric: 'POST /v1/jobs', unit: 'req/s', celerity: post.req_per_s, bullmq: rawPost.req_per_s, ratio: round(post.req_per_s / rawPost.req_per_s) },
       // autocannon's latencies are whole milliseconds: a p99 of 0 (a quick run's) has no ratio.
       { metric: 'POST /v1/jobs p99', unit: 'ms', celerity: post.p99_ms, ...(rawPost.p99_ms > 0 && post.p99_ms > 0 ? { bullmq: rawPost.p99_ms, ratio: round(post.p99_ms / rawPost.p99_ms) } : {}) },
@@ -303,8 +333,23 @@ export const s3Http: Scenario = {
         post_no_auth: posts.open,
         post_raw: rawPost,
         get_no_auth: gets.open,
+        post_alone: alone,
+        post_alone_keys_no_limits: alonePosts['keys-only'],
+        post_alone_no_auth: alonePosts.open,
+        post_alone_raw: rawAlone,
       },
-      params: { connections: CONNECTIONS, duration_s: seconds, rounds, warmup_s: warmupSeconds, api_recorder: 'off', store: 'postgres', worker_concurrency: 50, log_level: 'warn' },
+      params: {
+        connections: CONNECTIONS,
+        duration_s: seconds,
+        rounds,
+        warmup_s: warmupSeconds,
+        alone_duration_s: aloneSeconds,
+        alone_warmup_s: aloneWarmupSeconds,
+        api_recorder: 'off',
+        store: 'postgres',
+        worker_concurrency: 50,
+        log_level: 'warn',
+      },
       rows,
       notes,
     };
