@@ -35,16 +35,20 @@ describe('the metrics pending table (postgres store)', () => {
     const recorder = await startCustomRecorder(app, { vacuumEveryEntries: 200 });
     await startWorker(app, { concurrency: 20 });
     const n = 300;
-    for (let i = 0; i < n; i++) await app.enqueue(echo, { n: i });
-    // Four entries a job (added, waiting, active, completed): 1,200 entries, a vacuum due every 200.
-    await waitFor(async () => (recorder.recorded >= 4 * n ? true : undefined), 30_000);
-    // `vacuum_count` counts VACUUM commands only (autovacuum has its own count); a backend reports it within a second or so.
-    const stats = await waitFor(async () => {
-      const s = await pendingStats(schema);
-      return s && s.vacuums >= 2 ? s : undefined;
-    }, 15_000);
-    expect(stats.vacuums).toBeGreaterThanOrEqual(2);
+    const vacuumed = (count: number) =>
+      waitFor(async () => {
+        const stats = await pendingStats(schema);
+        return stats && stats.vacuums >= count ? stats : undefined;
+      }, 20_000);
+    // Twice: a vacuum is due once a recorder has recorded 200 entries since its last, after its next fold (at most once a second).
+    for (const round of [1, 2]) {
+      for (let i = 0; i < n; i++) await app.enqueue(echo, { n: i });
+      // Four entries a job (added, waiting, active, completed): 1,200 entries a round.
+      await waitFor(async () => (recorder.recorded >= 4 * n * round ? true : undefined), 30_000);
+      // `vacuum_count` counts VACUUM commands only (autovacuum has a count of its own).
+      expect((await vacuumed(round)).vacuums).toBeGreaterThanOrEqual(round);
+    }
     // The jobs were counted, none twice: what was folded before each vacuum is in the metrics, what followed too.
-    await waitFor(async () => ((await readTotals(app.store)).find((t) => t.task === echo.name)?.completed === n ? true : undefined), 15_000);
+    await waitFor(async () => ((await readTotals(app.store)).find((t) => t.task === echo.name)?.completed === 2 * n ? true : undefined), 15_000);
   });
 });

@@ -187,8 +187,8 @@ export const VACUUM_PENDING_EVERY_ENTRIES = 20_000;
  * fold a second or so after its insert. Each fold, and each reader's check
  * for pending jobs, scans the dead rows left since the last vacuum. The
  * table's own autovacuum settings (0013) act only where autovacuum runs: on a
- * server with `autovacuum = off` (seen on CI machines), an hour of the HTTP
- * benchmark left 640,000 dead rows, each fold then took seconds of
+ * server with `autovacuum = off` (seen on CI machines), one 12-minute run of
+ * the HTTP benchmark left 640,000 dead rows, each fold then took seconds of
  * PostgreSQL's CPU, and the history fell minutes behind its jobs. So the
  * recorders vacuum it themselves, every {@link VACUUM_PENDING_EVERY_ENTRIES}
  * entries each; `SKIP_LOCKED`: a vacuum already running (another
