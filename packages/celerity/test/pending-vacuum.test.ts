@@ -3,29 +3,22 @@
  * (store/job-metrics.ts, vacuumPendingMetrics), so that a server without
  * autovacuum does not leave its folds scanning ever more dead rows.
  */
-import pg from 'pg';
+import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { readTotals } from '../src/store/job-metrics.ts';
+import type { App } from '../src/index.ts';
 import { defineTask } from '../src/task.ts';
-import { openTestApp, startCustomRecorder, startWorker, TEST_DATABASE_URL, useCleanup, waitFor } from './helpers.ts';
+import { openTestApp, startCustomRecorder, startWorker, useCleanup, waitFor } from './helpers.ts';
 
 useCleanup();
 
 const echo = defineTask({ name: 'vacuum.echo', input: z.object({ n: z.number() }), handler: async ({ n }) => n });
 
-async function pendingStats(schema: string): Promise<{ vacuums: number; dead: number } | undefined> {
-  const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ vacuum_count: string; n_dead_tup: string }>(
-      `select vacuum_count, n_dead_tup from pg_stat_user_tables where schemaname = $1 and relname = 'job_metrics_pending'`,
-      [schema],
-    );
-    return rows[0] && { vacuums: Number(rows[0].vacuum_count), dead: Number(rows[0].n_dead_tup) };
-  } finally {
-    await client.end();
-  }
+/** The pending table's statistics, read on the store's own connection. */
+async function pendingStats(app: App, schema: string): Promise<{ vacuums: number } | undefined> {
+  const { rows } = await sql<{ vacuum_count: string }>`select vacuum_count from pg_stat_user_tables where schemaname = ${schema} and relname = 'job_metrics_pending'`.execute(app.store.db);
+  return rows[0] && { vacuums: Number(rows[0].vacuum_count) };
 }
 
 describe('the metrics pending table (postgres store)', () => {
@@ -37,7 +30,7 @@ describe('the metrics pending table (postgres store)', () => {
     const n = 300;
     const vacuumed = (count: number) =>
       waitFor(async () => {
-        const stats = await pendingStats(schema);
+        const stats = await pendingStats(app, schema);
         return stats && stats.vacuums >= count ? stats : undefined;
       }, 20_000);
     // Twice: a vacuum is due once a recorder has recorded 200 entries since its last, after its next fold (at most once a second).
