@@ -85,6 +85,32 @@ describe('the commands issued together leave in one socket write', () => {
     }
   });
 
+  it("joins the commands of a turn's callbacks in one write (an API's requests), where a worker's cork sends each callback's apart", async () => {
+    const redis = createRedis({ brokerUrl: TEST_REDIS_URL, redisCluster: 'off' }, 'producer') as Redis;
+    try {
+      await waitReady(redis, 5_000);
+      // Timers of one delay set together run in one timers phase, each its
+      // own callback with its continuations after it, as the requests an
+      // API reads in one turn do.
+      const inCallbacks = (issue: (i: number) => Promise<string>) =>
+        Promise.all(Array.from({ length: 5 }, (_, i) => new Promise<string>((resolve, reject) => setTimeout(() => issue(i).then(resolve, reject), 1))));
+      const turn = watchWrites(redis.stream as Socket);
+      const replies = await inCallbacks((i) => inOneWrite(redis, () => redis.echo(`t${i}`)));
+      turn.stop();
+      expect(turn.sizes).toEqual([5]);
+      expect(replies).toEqual(['t0', 't1', 't2', 't3', 't4']);
+      const continuations = watchWrites(redis.stream as Socket);
+      await inCallbacks((i) => {
+        writeTogether(redis);
+        return redis.echo(`c${i}`);
+      });
+      continuations.stop();
+      expect(continuations.sizes).toEqual([1, 1, 1, 1, 1]);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   it('with a bound, sends the commands issued together that many to a write, in order', async () => {
     const redis = createRedis({ brokerUrl: TEST_REDIS_URL, redisCluster: 'off' }, 'producer') as Redis;
     try {

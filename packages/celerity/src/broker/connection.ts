@@ -191,28 +191,46 @@ function isConnectionError(err: unknown): boolean {
 }
 
 /**
- * Runs `op` with the connection's socket corked until the promise
- * continuations of this turn of the event loop have run, so that the
- * commands it issues, and those of every other call made meanwhile, leave
- * in one write. On a cluster, `op` simply runs.
+ * Runs `op` with the connection's socket corked until this turn of the event
+ * loop has run its callbacks (`'turn'`, see {@link CorkUntil}), so that the
+ * commands it issues, and those of every other call made meanwhile, leave in
+ * one write. On a cluster, `op` simply runs.
  */
 export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise<T> {
-  writeTogether(redis);
+  writeTogether(redis, Number.POSITIVE_INFINITY, 'turn');
   return op();
 }
 
 /**
- * Corks the connection's socket, if it is not already, until the promise
- * continuations of this turn of the event loop have run: the commands
- * written meanwhile leave in one `writev`, in the order they were issued,
- * each with its own reply.
+ * How long a cork holds: until the promise continuations that follow have
+ * run (`'continuations'`), or until the turn of the event loop has run its
+ * callbacks (`'turn'`).
+ *
+ * `'continuations'` sends the commands of a burst that one read of replies
+ * resumed (a loop of adds, a worker's moves) as soon as those continuations
+ * have issued them. `'turn'` also joins the commands of the turn's other
+ * callbacks: an API process handles each request in a callback of its own,
+ * so the adds of the requests read in one turn left in a write each, and
+ * Redis read and answered each apart. Held to the turn's end (its check
+ * phase, where `setImmediate` callbacks run), they leave in one write and
+ * their replies come back in one read (docs/benchmarks.md, run 27). The
+ * cost is the wait of an add issued early in a busy turn for the turn's
+ * other callbacks; its reply could not be read before the next turn anyway.
+ */
+export type CorkUntil = 'continuations' | 'turn';
+
+/**
+ * Corks the connection's socket, if it is not already, until `until` (see
+ * {@link CorkUntil}): the commands written meanwhile leave in one `writev`,
+ * in the order they were issued, each with its own reply. A call that finds
+ * the socket corked joins that cork, whatever its own `until`.
  *
  * Why: without auto-pipelining each command is its own socket write, the
  * largest cost of a status read in profiles and of a burst of enqueues (a
  * loop of `enqueue` calls resumed by one read of replies): one `write`
  * system call per job for the producer, and one `read` for Redis. Unlike
  * ioredis's auto-pipelining, nothing is built per write (see
- * {@link createRedis}), and nothing waits past the continuations.
+ * {@link createRedis}).
  *
  * `most` bounds the calls whose commands share one write: past it, what the
  * cork holds leaves at once and a new write begins. A worker's moves to
@@ -222,7 +240,7 @@ export function inOneWrite<T>(redis: RedisClient, op: () => Promise<T>): Promise
  * Redis. Nothing on a cluster (one socket per node, none of its own), or on
  * a connection that is not ready (its commands fail or wait as they would).
  */
-export function writeTogether(redis: RedisClient, most = Number.POSITIVE_INFINITY): void {
+export function writeTogether(redis: RedisClient, most = Number.POSITIVE_INFINITY, until: CorkUntil = 'continuations'): void {
   if (!(redis instanceof Redis)) return;
   const stream = redis.stream;
   if (!stream || redis.status !== 'ready') return;
@@ -243,17 +261,18 @@ export function writeTogether(redis: RedisClient, most = Number.POSITIVE_INFINIT
   }
   stream.cork();
   callsJoined.set(stream, 1);
+  const uncork = () => {
+    callsJoined.delete(stream);
+    stream.uncork();
+  };
+  // After the turn's I/O callbacks and their continuations; libuv's poll
+  // does not block while an immediate is pending.
+  if (until === 'turn') setImmediate(uncork);
   // A nextTick callback queued from a microtask runs once the microtask
   // queue is empty, after the continuations in which BullMQ writes its
   // commands (it awaits its client first); one queued now would run before
-  // them. Not setImmediate: an API request's add would wait for the turn's
-  // other I/O callbacks, the other requests.
-  queueMicrotask(() =>
-    process.nextTick(() => {
-      callsJoined.delete(stream);
-      stream.uncork();
-    }),
-  );
+  // them.
+  else queueMicrotask(() => process.nextTick(uncork));
 }
 
 /** Calls whose commands the current cork of a socket holds (for `writeTogether`'s `most`). */
