@@ -1,7 +1,8 @@
 /**
  * A recorder in a process busy with its own jobs leaves the event streams
- * to the group's other recorders (`CELERITY_RECORDER_YIELD`), and never for
- * longer than its yield: alone, it still records everything.
+ * to the group's other recorders, and looks every `CELERITY_RECORDER_YIELD`
+ * whether they keep up: while they do it yields again; alone, it still
+ * records everything.
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -57,6 +58,26 @@ describe.each(stores)('a busy process yields its recording (%s store)', (kind) =
     // The busy recorder holds no rows it would not be the one to write.
     expect((busy as unknown as { handed: Map<string, unknown> }).handed.size).toBe(0);
     for (const h of handles) expect((await app.store.get(h.id))?.status).toBe('queued');
+  });
+
+  it('yields again while another recorder keeps up, and takes over once none does', async () => {
+    const app = await openTestApp(kind, [note]);
+    const busy = await startCustomRecorder(app, { busy: () => true, yieldMs: 600, lingerMs: 5 });
+    await waitFor(() => (busy as unknown as { yieldingSince?: number }).yieldingSince !== undefined || undefined);
+    const idle = await startCustomRecorder(app, { busy: () => false, lingerMs: 5 });
+    // Jobs added in waves over several of the busy recorder's yields: each
+    // time one runs out, the idle recorder has read everything there was.
+    for (let wave = 0; wave < 12; wave++) {
+      await app.enqueueMany(Array.from({ length: 5 }, (_, n) => ({ task: note, input: { n } })));
+      await sleep(200);
+    }
+    await waitFor(async () => ((await app.store.list({ limit: 100 })).jobs.length === 60 ? true : undefined));
+    expect(busy.recorded, 'the busy recorder read nothing while the idle one kept up').toBe(0);
+    // The idle recorder goes: the entries wait undelivered, and the busy one reads them.
+    await idle.stop();
+    const more = await app.enqueueMany(Array.from({ length: 5 }, (_, n) => ({ task: note, input: { n } })));
+    await waitFor(async () => ((await app.store.get(more[4]!.id))?.status === 'queued' ? true : undefined), 5_000);
+    expect(busy.recorded).toBeGreaterThan(0);
   });
 
   it('alone, still records every job, once its yield has run out', async () => {

@@ -62,11 +62,11 @@ export interface RecorderOptions {
   stats?: RecorderStats;
   /**
    * Whether this process is busy with its own jobs. While it is, the
-   * recorder leaves the streams to the group's other recorders, up to
-   * `yieldMs` at a time (see {@link Recorder.yieldToIdle}).
+   * recorder leaves the streams to the group's other recorders for as long
+   * as they keep up, looking every `yieldMs` (see {@link Recorder.yieldToIdle}).
    */
   busy?: () => boolean;
-  /** Longest a busy process's recorder leaves the streams to others before it reads and catches up. */
+  /** How long a busy process's recorder leaves the streams to others before it looks whether they keep up; when they do not, it reads and catches up. */
   yieldMs?: number;
 }
 
@@ -304,10 +304,12 @@ export class Recorder {
    * While this process is busy with its own jobs, its recorder leaves the
    * streams to the group's other recorders (an idle worker's, a `celerity
    * recorder`'s), which take the entries it does not ask for, so that the
-   * history's CPU is spent where there is some to spare. It yields
-   * `yieldMs` at most, then reads until it has caught up: with no other
-   * recorder, the history trails by that much more, and is written in
-   * larger batches. True when it yielded (slept) instead of reading.
+   * history's CPU is spent where there is some to spare. Each time `yieldMs`
+   * runs out it looks whether the others keep up ({@link othersKeepUp}):
+   * if they do, it yields again; if not (no other recorder, or one too slow
+   * or stuck), it reads until it has caught up. With no other recorder the
+   * history trails by about `yieldMs` more, and is written in larger
+   * batches. True when it yielded (slept) instead of reading.
    */
   private async yieldToIdle(): Promise<boolean> {
     // Asked every time, catching up or not: the probe measures from its last call.
@@ -318,13 +320,50 @@ export class Recorder {
     }
     const now = Date.now();
     this.yieldingSince ??= now;
-    if (now - this.yieldingSince >= (this.opts.yieldMs ?? 1_000)) {
-      this.yieldingSince = undefined;
-      this.catchingUp = true;
-      return false;
+    const yieldMs = this.opts.yieldMs ?? 1_000;
+    if (now - this.yieldingSince >= yieldMs) {
+      if (await this.othersKeepUp(yieldMs / 2)) {
+        // A busy worker that took its turn every second split the drain's
+        // history with the idle recorder: its CPU came off the jobs, and a
+        // job's start and end went to two batches (docs/benchmarks.md, run 28).
+        this.yieldingSince = Date.now();
+      } else {
+        this.yieldingSince = undefined;
+        this.catchingUp = true;
+        return false;
+      }
     }
     await sleep(YIELD_STEP_MS);
     return true;
+  }
+
+  /**
+   * Whether the group's other recorders keep up without this one: on every
+   * stream, no entry has waited undelivered for `maxWaitMs` or more (the age
+   * of the oldest entry past the group's last delivered id, on Redis's
+   * clock, as the stream's ids are). Nothing else is asked: a stream nobody
+   * reads (no other recorder, or every one yielding or stuck) ages at once,
+   * and one that gets no entries needs no reader. An entry delivered to a
+   * recorder that then died stays pending and is claimed, as ever, by any
+   * recorder's maintenance (`claimAbandoned`, which runs while yielding).
+   * A question Redis does not answer counts as no: this recorder then reads,
+   * as it would have.
+   */
+  private async othersKeepUp(maxWaitMs: number): Promise<boolean> {
+    const { redis } = this.opts;
+    try {
+      const [seconds, micros] = await redis.time();
+      const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+      for (const key of this.keys) {
+        const group = ((await redis.xinfo('GROUPS', key)) as unknown[][]).map(pairs).find((g) => g.name === RECORDER_GROUP);
+        if (!group) return false;
+        const [next] = (await redis.xrange(key, `(${String(group['last-delivered-id'])}`, '+', 'COUNT', 1)) as [string, string[]][];
+        if (next && now - Number(next[0].slice(0, next[0].indexOf('-'))) >= maxWaitMs) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async applyReply(reply: [string, [string, string[] | null][]][]): Promise<void> {
