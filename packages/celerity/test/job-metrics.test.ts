@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import { type Migration, Migrator, sql } from 'kysely';
+import { type Migration, type MigrationResultSet, Migrator, sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { buildServer } from '../src/api/server.ts';
@@ -21,6 +21,20 @@ function openStore(kind: StoreKind): JobStore {
   const store = new JobStore({ databaseUrl: env.config.databaseUrl, sqlitePath: env.sqlitePath, ...(env.schema ? { schema: env.schema } : {}) });
   onCleanup(() => store.close());
   return store;
+}
+
+/**
+ * Runs a step of Kysely's migrator again when it fails with 3F000 ("schema
+ * … does not exist"): before it migrates, its introspection reads the
+ * tables of every schema in the database, and a schema that a test beside
+ * this one drops meanwhile ends that read. No migration has run then. The
+ * store's own migrate retries the same way (src/store/migrations.ts).
+ */
+async function migrating(step: () => Promise<MigrationResultSet>): Promise<MigrationResultSet> {
+  for (let attempt = 1; ; attempt++) {
+    const result = await step();
+    if (attempt >= 5 || (result.error as { code?: string } | undefined)?.code !== '3F000') return result;
+  }
 }
 
 const T0 = Date.UTC(2026, 10, 30, 10, 0, 0);
@@ -196,7 +210,7 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
       migrationLockTableName: 'celerity_migrations_lock',
       ...(store.dialect === 'postgres' ? { migrationTableSchema: store.schema } : {}),
     });
-    expect((await migrator.migrateToLatest()).error).toBeUndefined();
+    expect((await migrating(() => migrator.migrateToLatest())).error).toBeUndefined();
     await store.write([state('a', 1), state('b', 1, { status: 'failed', tenant: 'acme' }), state('c', 1, { status: 'started', finishedAt: null })]);
     await store.migrate();
     expect(await readTotals(store)).toEqual([
@@ -221,7 +235,7 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
         migrationLockTableName: 'celerity_migrations_lock',
         ...(store.dialect === 'postgres' ? { migrationTableSchema: store.schema } : {}),
       });
-    expect((await migrator(upTo('0012')).migrateToLatest()).error).toBeUndefined();
+    expect((await migrating(() => migrator(upTo('0012')).migrateToLatest())).error).toBeUndefined();
     // Ended under 0009's triggers (on PostgreSQL, added in place), and one still running.
     await store.write([state('a', 1), state('b', 1, { status: 'started', finishedAt: null }), state('c', 1, { status: 'started', finishedAt: null })]);
     await store.migrate();
@@ -232,7 +246,7 @@ describe.each(stores)('job metrics in SQL (%s)', (kind) => {
     await store.write([state('c', 2)]);
     if (store.dialect === 'postgres') {
       // Down past 0014 (which leaves the metrics alone) and 0013.
-      expect((await migrator(migrations).migrateTo('0012_job_logs_row_security')).error).toBeUndefined();
+      expect((await migrating(() => migrator(migrations).migrateTo('0012_job_logs_row_security'))).error).toBeUndefined();
       const { rows: pending } = await sql<{ n: string }>`select count(*) as n from pg_tables where schemaname = ${store.schema} and tablename = 'job_metrics_pending'`.execute(store.db);
       expect(Number(pending[0]!.n)).toBe(0);
       const counted = async () => Number((await sql<{ n: string }>`select coalesce(sum(completed), 0) as n from job_metrics_total`.execute(store.db)).rows[0]!.n);
