@@ -17,5 +17,6 @@ import { historySearch } from './history_search.ts';
 import { overview } from './overview.ts';
 import { s7Peers } from './s7_peers.ts';
 import { instructions } from './instructions.ts';
+import { historyCost } from './history_cost.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers, instructions];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers, historyCost, instructions];
