@@ -1,10 +1,11 @@
 /**
  * history_cost: what the SQL history costs a job, measured apart from
- * everything else. N no-op jobs (20,000; 2,000 with --quick) are enqueued
- * on a paused queue by the bench process, which runs no recorder; then:
+ * everything else. One `celerity recorder` process is started and awaited
+ * (its start-up is in no phase); then:
  *
- * 1. **add**: one `celerity recorder` process, started only now, records
- *    the backlog of their `added` and `waiting` events, until the history
+ * 1. **add**: the bench process, which runs no recorder, enqueues N no-op
+ *    jobs (20,000; 2,000 with --quick) on a paused queue, and the recorder
+ *    process records their `added` and `waiting` events until the history
  *    holds N queued rows. No producer handed it a row, so it reads every
  *    job's hash: the dearer way a job's add is recorded.
  * 2. **drain**: one `celerity worker` (concurrency 50, its recorder off)
@@ -17,7 +18,7 @@
  * commands (`INFO commandstats`: `XREADGROUP`, `XACK`, `EVAL`, by Redis's
  * clock), and the drain the worker's. Their sum is the history's cost a
  * job, with nothing of s1's around it (the producer's and the worker's own
- * recorders, the enqueue's leftovers), and it moves far less from run to run
+ * recorders, the enqueue's leftovers), and it moves less from run to run
  * than a ratio of rates (docs/benchmarks.md, run 28).
  */
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
