@@ -72,12 +72,15 @@ describe.each(stores)('a busy process yields its recording (%s store)', (kind) =
       await sleep(200);
     }
     await waitFor(async () => ((await app.store.list({ limit: 100 })).jobs.length === 60 ? true : undefined));
+    // Counted once the entries are acknowledged, a moment after the rows are
+    // written: every one of the 120 (a job's `added` and `waiting`) went to the idle recorder.
+    await waitFor(() => idle.recorded >= 120 || undefined);
     expect(busy.recorded, 'the busy recorder read nothing while the idle one kept up').toBe(0);
     // The idle recorder goes: the entries wait undelivered, and the busy one reads them.
     await idle.stop();
     const more = await app.enqueueMany(Array.from({ length: 5 }, (_, n) => ({ task: note, input: { n } })));
     await waitFor(async () => ((await app.store.get(more[4]!.id))?.status === 'queued' ? true : undefined), 5_000);
-    expect(busy.recorded).toBeGreaterThan(0);
+    await waitFor(() => busy.recorded >= 10 || undefined);
   });
 
   it('alone, still records every job, once its yield has run out', async () => {
