@@ -62,19 +62,20 @@ describe.each(stores)('a busy process yields its recording (%s store)', (kind) =
 
   it('yields again while another recorder keeps up, and takes over once none does', async () => {
     const app = await openTestApp(kind, [note]);
-    const busy = await startCustomRecorder(app, { busy: () => true, yieldMs: 600, lingerMs: 5 });
+    // The default yield: it looks every second whether an entry has waited half of that.
+    const busy = await startCustomRecorder(app, { busy: () => true, yieldMs: 1_000, lingerMs: 5 });
     await waitFor(() => (busy as unknown as { yieldingSince?: number }).yieldingSince !== undefined || undefined);
     const idle = await startCustomRecorder(app, { busy: () => false, lingerMs: 5 });
-    // Jobs added in waves over several of the busy recorder's yields: each
+    // Jobs added in waves over three of the busy recorder's yields: each
     // time one runs out, the idle recorder has read everything there was.
-    for (let wave = 0; wave < 12; wave++) {
+    for (let wave = 0; wave < 16; wave++) {
       await app.enqueueMany(Array.from({ length: 5 }, (_, n) => ({ task: note, input: { n } })));
       await sleep(200);
     }
-    await waitFor(async () => ((await app.store.list({ limit: 100 })).jobs.length === 60 ? true : undefined));
+    await waitFor(async () => ((await app.store.list({ limit: 100 })).jobs.length === 80 ? true : undefined));
     // Counted once the entries are acknowledged, a moment after the rows are
-    // written: every one of the 120 (a job's `added` and `waiting`) went to the idle recorder.
-    await waitFor(() => idle.recorded >= 120 || undefined);
+    // written: every one of the 160 (a job's `added` and `waiting`) went to the idle recorder.
+    await waitFor(() => idle.recorded >= 160 || undefined);
     expect(busy.recorded, 'the busy recorder read nothing while the idle one kept up').toBe(0);
     // The idle recorder goes: the entries wait undelivered, and the busy one reads them.
     await idle.stop();
