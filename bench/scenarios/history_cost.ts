@@ -22,7 +22,7 @@
  * than a ratio of rates (docs/benchmarks.md, run 28).
  */
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
-import { cpuSnapshot, type CpuSnapshot } from '../lib/cpu.ts';
+import { cpuSnapshot, cpuUse, type CpuSnapshot } from '../lib/cpu.ts';
 import { countRows } from '../lib/drains.ts';
 import { openApp, storeEnv } from '../lib/env.ts';
 import { pollUntil, round, runPool } from '../lib/measure.ts';
@@ -30,6 +30,7 @@ import { celerity } from '../lib/procs.ts';
 import type { Scenario } from '../lib/types.ts';
 import type { RedisClient } from '../../packages/celerity/src/broker/connection.ts';
 import { RECORDER_GROUP } from '../../packages/celerity/src/store/recorder.ts';
+import { historyLagMs } from '../../packages/celerity/src/store/history-lag.ts';
 
 /** The recorder's commands, whose time Redis counts in `INFO commandstats`. */
 const RECORDER_COMMANDS = ['xreadgroup', 'xack', 'eval'] as const;
@@ -75,7 +76,7 @@ export const historyCost: Scenario = {
     const childUs = (a: Reading, b: Reading, pid: number) => round(((b.cpu.children.get(pid) ?? NaN) - (a.cpu.children.get(pid) ?? NaN)) * (1_000 / jobs));
     const perJob = (a: Reading, b: Reading) => ({
       recorder_us: childUs(a, b, recorder.pid),
-      postgres_us: round(sumDelta(a.cpu.postgres, b.cpu.postgres) * (1_000 / jobs)),
+      postgres_us: round((cpuUse(a.cpu, b.cpu).postgres_ms ?? NaN) * (1_000 / jobs)),
       redis_recorder_us: round((b.redisUsec - a.redisUsec) / jobs),
     });
     const timeoutMs = Math.max(60_000, jobs * 10);
@@ -86,9 +87,8 @@ export const historyCost: Scenario = {
       await pollUntil(
         async () => {
           recorder.assertRunning();
-          if (!(await ready())) return false;
-          const group = ((await redis.xinfo('GROUPS', events)) as unknown[][]).map(pairs).find((g) => g.name === RECORDER_GROUP);
-          return Number(group?.pending) === 0 && Number(group?.lag) === 0;
+          // Nothing undelivered, nothing unacknowledged.
+          return (await ready()) && (await historyLagMs(redis, events)) === 0;
         },
         { intervalMs: 20, timeoutMs, what: `the recorder through the ${status} events` },
       );
@@ -141,15 +141,3 @@ export const historyCost: Scenario = {
     };
   },
 };
-
-function pairs(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
-
-function sumDelta(before: Map<number, number>, after: Map<number, number>): number {
-  let total = 0;
-  for (const [pid, ms] of after) total += ms - (before.get(pid) ?? 0);
-  return total;
-}

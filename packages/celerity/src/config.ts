@@ -140,7 +140,7 @@ export const OPTIONS = {
   recorderYield: {
     env: 'CELERITY_RECORDER_YIELD',
     flag: '--recorder-yield',
-    doc: "How long the recorder of a process busy with its own jobs (adding or running them, its event loop at least 70% used) leaves the event streams to the other recorders before it looks whether they keep up: if no entry has waited undelivered for half this long, it yields again; else it reads until it has caught up. The history's CPU goes where there is some to spare; with no other recorder, the history trails by up to this much more. 0: a recorder never yields. `celerity recorder` never does (it adds and runs no jobs).",
+    doc: "How long the recorder of a process busy with its own jobs (adding or running them, its event loop at least 70% used) leaves the event streams to the other recorders before it looks whether they keep up: if the history's lag (its oldest entry not yet acknowledged) is under half this long, it yields again; else it reads until it has caught up. The history's CPU goes where there is some to spare; with no other recorder, the history trails by up to this much more. 0: a recorder never yields. `celerity recorder` never does (it adds and runs no jobs).",
     default: '1000',
   },
   recorderMaxLag: {

@@ -12,6 +12,7 @@ import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
 import { readHashes, readJobFactsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
+import { historyLagMs } from './history-lag.ts';
 import { foldJobMetrics, METRICS_FOLD_EVERY_MS, VACUUM_PENDING_EVERY_ENTRIES, vacuumPendingMetrics } from './job-metrics.ts';
 
 /**
@@ -339,26 +340,18 @@ export class Recorder {
 
   /**
    * Whether the group's other recorders keep up without this one: on every
-   * stream, no entry has waited undelivered for `maxWaitMs` or more (the age
-   * of the oldest entry past the group's last delivered id, on Redis's
-   * clock, as the stream's ids are). Nothing else is asked: a stream nobody
-   * reads (no other recorder, or every one yielding or stuck) ages at once,
-   * and one that gets no entries needs no reader. An entry delivered to a
-   * recorder that then died stays pending and is claimed, as ever, by any
-   * recorder's maintenance (`claimAbandoned`, which runs while yielding).
-   * A question Redis does not answer counts as no: this recorder then reads,
-   * as it would have.
+   * stream the history's lag ({@link historyLagMs}: the age of the oldest
+   * entry not yet acknowledged, undelivered or held by a recorder, on Redis's
+   * clock) is under `maxWaitMs`. A stream nobody reads (no other recorder, or
+   * every one yielding or stuck) ages at once, and one that gets no entries
+   * needs no reader. A question Redis does not answer counts as no: this
+   * recorder then reads, as it would have.
    */
   private async othersKeepUp(maxWaitMs: number): Promise<boolean> {
-    const { redis } = this.opts;
     try {
-      const [seconds, micros] = await redis.time();
-      const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
       for (const key of this.keys) {
-        const group = ((await redis.xinfo('GROUPS', key)) as unknown[][]).map(pairs).find((g) => g.name === RECORDER_GROUP);
-        if (!group) return false;
-        const [next] = (await redis.xrange(key, `(${String(group['last-delivered-id'])}`, '+', 'COUNT', 1)) as [string, string[]][];
-        if (next && now - Number(next[0].slice(0, next[0].indexOf('-'))) >= maxWaitMs) return false;
+        const lag = await historyLagMs(this.opts.redis, key);
+        if (lag === null || lag >= maxWaitMs) return false;
       }
       return true;
     } catch {
