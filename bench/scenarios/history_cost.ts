@@ -1,25 +1,28 @@
 /**
  * history_cost: what the SQL history costs a job, measured apart from
  * everything else. One `celerity recorder` process is started and awaited
- * (its start-up is in no phase); then:
+ * (its start-up is in no phase); then, for each of two phases, the work is
+ * done while the recorder process is stopped (`SIGSTOP`), and measured is
+ * only its catch-up once it is continued (`SIGCONT`), alone on the machine:
  *
  * 1. **add**: the bench process, which runs no recorder, enqueues N no-op
- *    jobs (20,000; 2,000 with --quick) on a paused queue, and the recorder
- *    process records their `added` and `waiting` events until the history
- *    holds N queued rows. No producer handed it a row, so it reads every
- *    job's hash: the dearer way a job's add is recorded.
+ *    jobs (20,000; 2,000 with --quick) on a paused queue; the recorder
+ *    process then records their `added` and `waiting` events until the
+ *    history holds N queued rows. No producer handed it a row, so it reads
+ *    every job's hash: the dearer way a job's add is recorded.
  * 2. **drain**: one `celerity worker` (concurrency 50, its recorder off)
- *    runs the jobs while the same recorder process records them, until the
+ *    runs the jobs; the same recorder process then records them, until the
  *    history holds N completed rows: a job's start and end, on the happy
- *    path.
+ *    path, in one update.
  *
  * Each phase reports CPU µs a job of the recorder process, of PostgreSQL
- * (every `postgres` process) and of Redis serving the recorder's own
- * commands (`INFO commandstats`: `XREADGROUP`, `XACK`, `EVAL`, by Redis's
- * clock), and the drain the worker's. Their sum is the history's cost a
- * job, with nothing of s1's around it (the producer's and the worker's own
- * recorders, the enqueue's leftovers), and it moves less from run to run
- * than a ratio of rates (docs/benchmarks.md, run 28).
+ * (every `postgres` process) and of Redis (its process: nothing else uses
+ * it meanwhile but the bench's checks whether the recorder is through, a
+ * few commands every 20 ms), and the drain the worker's while it ran the
+ * jobs. Their sum is the history's cost a job, with nothing of s1's around
+ * it (the producer's and the worker's own recorders, the enqueue's
+ * leftovers), and it moves less from run to run than a ratio of rates
+ * (docs/benchmarks.md, runs 28 and 29).
  */
 import { BENCH_QUEUE, noop } from '../apps/tasks.ts';
 import { cpuSnapshot, cpuUse, type CpuSnapshot } from '../lib/cpu.ts';
@@ -28,29 +31,12 @@ import { openApp, storeEnv } from '../lib/env.ts';
 import { pollUntil, round, runPool } from '../lib/measure.ts';
 import { celerity } from '../lib/procs.ts';
 import type { Scenario } from '../lib/types.ts';
-import type { RedisClient } from '../../packages/celerity/src/broker/connection.ts';
 import { RECORDER_GROUP } from '../../packages/celerity/src/store/recorder.ts';
 import { historyLagMs } from '../../packages/celerity/src/store/history-lag.ts';
 
-/** The recorder's commands, whose time Redis counts in `INFO commandstats`. */
-const RECORDER_COMMANDS = ['xreadgroup', 'xack', 'eval'] as const;
-
-/** Microseconds Redis spent in each of {@link RECORDER_COMMANDS} so far. */
-async function recorderCommandUsec(redis: RedisClient): Promise<number> {
-  const info = await redis.info('commandstats');
-  let usec = 0;
-  for (const command of RECORDER_COMMANDS) usec += Number(new RegExp(`^cmdstat_${command}:calls=\\d+,usec=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
-  return usec;
-}
-
-interface Reading {
-  cpu: CpuSnapshot;
-  redisUsec: number;
-}
-
 export const historyCost: Scenario = {
   name: 'history_cost',
-  title: "what the SQL history costs a job, recorded by a recorder process alone: CPU of the recorder, PostgreSQL and Redis's recorder commands",
+  title: 'what the SQL history costs a job, recorded by a recorder process catching up alone: CPU of the recorder, PostgreSQL and Redis',
   async run(ctx) {
     const jobs = ctx.quick ? 2_000 : 20_000;
     const concurrency = 50;
@@ -71,13 +57,26 @@ export const historyCost: Scenario = {
       },
       { intervalMs: 50, timeoutMs: 60_000, what: 'the recorder process reading' },
     );
-    const read = async (pids: number[]): Promise<Reading> => ({ cpu: await cpuSnapshot(redis, pids), redisUsec: await recorderCommandUsec(redis) });
+    const read = (pids: number[]): Promise<CpuSnapshot> => cpuSnapshot(redis, pids);
     /** CPU µs a job of a child process between two readings. */
-    const childUs = (a: Reading, b: Reading, pid: number) => round(((b.cpu.children.get(pid) ?? NaN) - (a.cpu.children.get(pid) ?? NaN)) * (1_000 / jobs));
-    const perJob = (a: Reading, b: Reading) => ({
-      recorder_us: childUs(a, b, recorder.pid),
-      postgres_us: round((cpuUse(a.cpu, b.cpu).postgres_ms ?? NaN) * (1_000 / jobs)),
-      redis_recorder_us: round((b.redisUsec - a.redisUsec) / jobs),
+    const childUs = (a: CpuSnapshot, b: CpuSnapshot, pid: number) => round(((b.children.get(pid) ?? NaN) - (a.children.get(pid) ?? NaN)) * (1_000 / jobs));
+    const perJob = (a: CpuSnapshot, b: CpuSnapshot) => {
+      const use = cpuUse(a, b);
+      return {
+        recorder_us: childUs(a, b, recorder.pid),
+        postgres_us: round((use.postgres_ms ?? NaN) * (1_000 / jobs)),
+        redis_us: round((use.redis_ms ?? NaN) * (1_000 / jobs)),
+      };
+    };
+    // The work of a phase is done while the recorder process is stopped, so
+    // that what is measured after is its catch-up alone: Redis's and
+    // PostgreSQL's CPU then is the history's.
+    const pause = () => process.kill(recorder.pid, 'SIGSTOP');
+    const resume = () => process.kill(recorder.pid, 'SIGCONT');
+    ctx.scope.defer('continue the recorder', () => {
+      try {
+        resume();
+      } catch {}
     });
     const timeoutMs = Math.max(60_000, jobs * 10);
     // Redis is asked until the group has read and acknowledged everything,
@@ -101,8 +100,10 @@ export const historyCost: Scenario = {
     };
 
     ctx.log(`add: ${jobs} jobs enqueued on a paused queue (no recorder in the bench process), recorded by the recorder process`);
-    const add0 = await read([recorder.pid]);
+    pause();
     await runPool(jobs, 256, () => app.enqueue(noop, {}));
+    const add0 = await read([recorder.pid]);
+    resume();
     await recorded('queued', async () => true);
     const add1 = await read([recorder.pid]);
 
@@ -115,27 +116,36 @@ export const historyCost: Scenario = {
       },
       { intervalMs: 50, timeoutMs: 60_000, what: 'the worker on the queue' },
     );
-    const drain0 = await read([recorder.pid, worker.pid]);
+    pause();
+    const run0 = await read([worker.pid]);
     await queue.resume();
-    await recorded('completed', async () => (await queue.getJobCounts('completed')).completed! >= jobs);
+    await pollUntil(async () => (await queue.getJobCounts('completed')).completed! >= jobs, { intervalMs: 20, timeoutMs, what: `${jobs} jobs completed in Redis` });
+    const drain0 = await read([recorder.pid, worker.pid]);
+    resume();
+    await recorded('completed', async () => true);
     const drain1 = await read([recorder.pid, worker.pid]);
 
     const add = perJob(add0, add1);
-    const drain = { ...perJob(drain0, drain1), worker_us: childUs(drain0, drain1, worker.pid) };
-    const history = (p: ReturnType<typeof perJob>) => round(p.recorder_us + p.postgres_us + p.redis_recorder_us);
+    const drain = { ...perJob(drain0, drain1), worker_us: childUs(run0, drain0, worker.pid) };
+    const history = (p: ReturnType<typeof perJob>) => round(p.recorder_us + p.postgres_us + p.redis_us);
     const rows = [
       { metric: 'add, recorded from the hash: recorder process CPU a job', unit: 'µs', celerity: add.recorder_us },
       { metric: 'add: PostgreSQL CPU a job', unit: 'µs', celerity: add.postgres_us },
-      { metric: "add: Redis's time in the recorder's commands a job", unit: 'µs', celerity: add.redis_recorder_us },
+      { metric: 'add: Redis CPU a job', unit: 'µs', celerity: add.redis_us },
       { metric: 'add: the history a job (the three)', unit: 'µs', celerity: history(add) },
       { metric: 'drain, start and end on the happy path: recorder process CPU a job', unit: 'µs', celerity: drain.recorder_us },
       { metric: 'drain: PostgreSQL CPU a job', unit: 'µs', celerity: drain.postgres_us },
-      { metric: "drain: Redis's time in the recorder's commands a job", unit: 'µs', celerity: drain.redis_recorder_us },
+      { metric: 'drain: Redis CPU a job', unit: 'µs', celerity: drain.redis_us },
       { metric: 'drain: the history a job (the three)', unit: 'µs', celerity: history(drain) },
-      { metric: 'drain: worker process CPU a job (its recorder off)', unit: 'µs', celerity: drain.worker_us },
+      { metric: 'drain: worker process CPU a job while it ran them (its recorder off)', unit: 'µs', celerity: drain.worker_us },
     ];
     return {
-      params: { jobs, concurrency, store: 'postgres', recorder: 'one celerity recorder process; the bench process runs none, the worker has CELERITY_RECORDER=off' },
+      params: {
+        jobs,
+        concurrency,
+        store: 'postgres',
+        recorder: 'one celerity recorder process, stopped while each phase does its work and measured catching up; the bench process runs none, the worker has CELERITY_RECORDER=off',
+      },
       fields: { add: { ...add, history_us: history(add) }, drain: { ...drain, history_us: history(drain) } },
       rows,
     };
