@@ -13,6 +13,7 @@ import { readHashes, readJobFactsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
 import { historyLagMs } from './history-lag.ts';
+import { type AttemptFacts, type Batch, optionalNumber, readBatch, type StreamEntries, waitForEntries } from './recorder-read.ts';
 import { foldJobMetrics, METRICS_FOLD_EVERY_MS, VACUUM_PENDING_EVERY_ENTRIES, vacuumPendingMetrics } from './job-metrics.ts';
 
 /**
@@ -107,6 +108,8 @@ export class Recorder {
   private loop: Promise<void> | null = null;
   private readonly consumer = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   private readonly keys: string[];
+  /** Each stream with its queue's job hash key prefix, for {@link readBatch}. */
+  private readonly streams: { key: string; jobKeyPrefix: string }[];
   private readonly queueByKey: Map<string, Queue>;
   private lastMaintenance = 0;
   /** When this recorder last folded the job metrics (PostgreSQL). */
@@ -139,6 +142,7 @@ export class Recorder {
     this.stats = opts.stats ?? newRecorderStats();
     this.queueByKey = new Map(opts.queues.map((q) => [q.keys.events!, q]));
     this.keys = [...this.queueByKey.keys()];
+    this.streams = opts.queues.map((q) => ({ key: q.keys.events!, jobKeyPrefix: q.toKey('') }));
     this.queueNames = new Set(opts.queues.map((q) => q.name));
   }
 
@@ -259,32 +263,26 @@ export class Recorder {
         }
         this.dropStaleHanded();
         if (await this.yieldToIdle()) continue;
-        const reply = (await redis.xreadgroup(
-          'GROUP',
-          RECORDER_GROUP,
-          this.consumer,
-          'COUNT',
-          this.opts.batchSize,
-          'BLOCK',
-          blockMs,
-          'STREAMS',
-          ...this.keys,
-          ...this.keys.map(() => (this.replayOwn ? '0' : '>')),
-        )) as [string, [string, string[]][]][] | null;
-        if (this.replayOwn && (!reply || reply.every(([, entries]) => entries.length === 0))) this.replayOwn = false;
-        if (reply) {
-          await this.applyReply(reply);
-          // A short batch means the recorder has caught up. Waiting a moment
-          // lets a job's next events (its start, its completion) join the
-          // same batch, which then writes its row once instead of per event.
-          const read = reply.reduce((n, [, entries]) => n + entries.length, 0);
-          if (read < this.opts.batchSize) this.catchingUp = false;
-          if (read < this.opts.batchSize && this.running) await sleep(this.opts.lingerMs ?? 50);
-        } else {
+        const batch = await readBatch(redis, this.streams, RECORDER_GROUP, this.consumer, this.opts.batchSize, this.replayOwn ? '0' : '>');
+        if (batch === null) {
+          // None of this consumer's own entries left pending: new ones next.
+          this.replayOwn = false;
+          continue;
+        }
+        if ('idle' in batch) {
           this.catchingUp = false;
           // Idle: what the last batches appended is added now rather than at the next batch.
           await this.foldMetricsIfDue();
+          if (this.running) await waitForEntries(redis, this.keys, batch.idle, blockMs);
+          continue;
         }
+        await this.applyReply(batch.streams, batch.facts);
+        // A short batch means the recorder has caught up. Waiting a moment
+        // lets a job's next events (its start, its completion) join the
+        // same batch, which then writes its row once instead of per event.
+        const read = batch.streams.reduce((n, [, entries]) => n + entries.length, 0);
+        if (read < this.opts.batchSize) this.catchingUp = false;
+        if (read < this.opts.batchSize && this.running) await sleep(this.opts.lingerMs ?? 50);
       } catch (err) {
         // Redis or SQL is away (or SQL refused the batch for a reason not yet
         // known to be the data's: see writeIsolating). Nothing was
@@ -359,7 +357,8 @@ export class Recorder {
     }
   }
 
-  private async applyReply(reply: [string, [string, string[] | null][]][]): Promise<void> {
+  /** Writes a batch's entries, stream by stream, then acknowledges them; `facts`, the happy path's hash fields read with them ({@link readBatch}), if any. */
+  private async applyReply(reply: StreamEntries[], facts?: Batch['facts']): Promise<void> {
     // Redis answers an add before it wakes this blocked read, but both
     // replies may reach this process in one turn of the event loop: one turn
     // more lets the producer hand over the job first (noteAdded).
@@ -368,7 +367,7 @@ export class Recorder {
       const queue = this.queueByKey.get(key)!;
       // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
       const events = entries.filter(([, raw]) => raw !== null).map(([id, raw]) => parseEntry(id, raw!));
-      await this.apply(queue, events);
+      await this.apply(queue, events, facts?.get(key));
       // SQLite: the jobs that just ended go from the pending table into the metrics, synchronously, on the batch's connection.
       if (this.opts.store.sqlite) await foldJobMetrics(this.opts.store);
       this.consecutiveFailures = 0;
@@ -417,7 +416,7 @@ export class Recorder {
    * must be retried; rows the store refuses do not make it throw (see
    * {@link writeIsolating}).
    */
-  private async apply(queue: Queue, events: StreamEvent[]): Promise<void> {
+  private async apply(queue: Queue, events: StreamEvent[], known?: ReadonlyMap<string, AttemptFacts | null>): Promise<void> {
     let folds = [...foldEvents(events).values()];
     if (folds.length === 0) return;
     // Jobs added in this batch whose producer handed their row to this
@@ -440,7 +439,7 @@ export class Recorder {
     // row may not exist yet.
     const happy = folds.filter((f) => f.happy && (f.activeAt !== undefined || f.completedAt !== undefined) && (!f.fromAdd || inHand.has(f.jobId)));
     if (happy.length > 0) {
-      const moved = await this.advance(queue, happy, inHand);
+      const moved = await this.advance(queue, happy, inHand, known);
       if (moved.size > 0) folds = folds.filter((f) => !moved.has(f.jobId));
       if (folds.length === 0) return;
     }
@@ -538,8 +537,9 @@ export class Recorder {
    * the whole story since the row's state. Anything else gets a full write from the hash. Times come
    * from the hash too, so the row equals what the API reads from Redis.
    */
-  private async advance(queue: Queue, happy: JobFold[], inHand: ReadonlyMap<string, JobsTable>): Promise<Set<string>> {
-    const facts = await readAttemptFacts(queue, happy);
+  private async advance(queue: Queue, happy: JobFold[], inHand: ReadonlyMap<string, JobsTable>, known?: ReadonlyMap<string, AttemptFacts | null>): Promise<Set<string>> {
+    // A happy job has an `active` or `completed` entry, so the batch's read took its facts.
+    const facts = known ? happy.map((f) => known.get(f.jobId) ?? null) : await readAttemptFacts(queue, happy);
     const now = Date.now();
     const updates: HappyUpdate[] = [];
     // A handed row still in hand is written once, as the update leaves it.
@@ -707,16 +707,6 @@ function happyUpdate(f: JobFold, fact: AttemptFacts, now: number): HappyUpdate {
   };
 }
 
-/** The few fields of a job hash the happy path needs; null when the hash is gone. */
-interface AttemptFacts {
-  /** Attempts started (`ats`): 1 means the events in hand are of the first and only attempt. */
-  started: number;
-  processedOn: number | undefined;
-  finishedOn: number | undefined;
-  /** The job kept log lines (`jobLogMarker`): its lines go to `job_logs` once it is done. */
-  logged: boolean;
-}
-
 async function readAttemptFacts(queue: Queue, folds: readonly JobFold[]): Promise<(AttemptFacts | null)[]> {
   const client = await queue.getBackend().client;
   const facts: (AttemptFacts | null)[] = [];
@@ -732,11 +722,6 @@ async function readAttemptFacts(queue: Queue, folds: readonly JobFold[]): Promis
     }
   }
   return facts;
-}
-
-function optionalNumber(value: string | null | undefined): number | undefined {
-  const n = value == null ? Number.NaN : Number(value);
-  return Number.isFinite(n) ? n : undefined;
 }
 
 /**

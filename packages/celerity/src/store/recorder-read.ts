@@ -1,0 +1,154 @@
+import type { RedisClient } from '../broker/connection.ts';
+import { jobLogMarker } from '../broker/keys.ts';
+
+/**
+ * The recorder's read of one batch, in one script: `XREADGROUP` over the
+ * queues' event streams (non-blocking: a script cannot block), and for each
+ * job with an `active` or `completed` entry in it the few fields of its hash
+ * the happy path needs, all returned as one JSON text.
+ *
+ * Why a script: read as `XREADGROUP`'s reply, a batch of 2,000 entries is
+ * 2,000 nested arrays of six to eight strings each, which ioredis parses
+ * into buffers and then converts to strings one by one; the happy path's
+ * hash fields came in a second round trip. As one JSON text, Node parses
+ * the batch in one native call. Measured on a stream of 20,000 drained
+ * jobs (adds and drain, 80,000 entries): the recorder's Node CPU 17 µs a
+ * job → 5.5, Redis's 9.3 → 9.8 (docs/benchmarks.md, run 29).
+ *
+ * KEYS: the event streams, all of one prefix (so one Redis Cluster slot,
+ * under the prefix's hash tag).
+ * ARGV[1]: the consumer group; ARGV[2]: this consumer; ARGV[3]: the most
+ * entries per stream (`COUNT`); ARGV[4]: the id to read from, `>` (entries
+ * never delivered) or `0` (this consumer's pending ones); ARGV[5]: the log
+ * marker field ({@link jobLogMarker}); ARGV[5 + i]: the job hash key prefix
+ * of KEYS[i] (`<prefix>:<queue>:`).
+ *
+ * Returns an empty string when nothing was read and the id was `0`. When
+ * nothing was read and the id was `>`, `["idle", lastIds]`: each stream's
+ * last entry id (`0-0` for none), every one of them delivered already, for
+ * {@link waitForEntries}. Otherwise a JSON array with, per stream that had
+ * entries, `[key, entries, facts]`: `entries` as `XREADGROUP` gives them
+ * (`[id, [field, value, …]]`, `false` for an entry deleted after delivery),
+ * `facts` `[jobId, ats, processedOn, finishedOn, logMarker]` (`false` for a
+ * field the hash lacks; all `false` for a hash that is gone).
+ *
+ * Relies on BullMQ's stream entries naming their event and job in the
+ * fields `event` and `jobId` (checked in test/bullmq-assumptions.test.ts).
+ */
+const READ_BATCH_LUA = `
+local n = #KEYS
+local args = {'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
+local prefixOf = {}
+for i = 1, n do
+  args[6 + i] = KEYS[i]
+  args[6 + n + i] = ARGV[4]
+  prefixOf[KEYS[i]] = ARGV[5 + i]
+end
+local reply = redis.call('XREADGROUP', unpack(args))
+local out = {}
+if reply then
+  for s = 1, #reply do
+    local key, entries = reply[s][1], reply[s][2]
+    if #entries > 0 then
+      local prefix = prefixOf[key]
+      local seen, facts = {}, {}
+      for i = 1, #entries do
+        local body = entries[i][2]
+        if body then
+          local event, job
+          for j = 1, #body - 1, 2 do
+            local field = body[j]
+            if field == 'event' then event = body[j + 1] elseif field == 'jobId' then job = body[j + 1] end
+          end
+          if job and (event == 'active' or event == 'completed') and not seen[job] then
+            seen[job] = true
+            local h = redis.call('HMGET', prefix .. job, 'ats', 'processedOn', 'finishedOn', ARGV[5])
+            facts[#facts + 1] = {job, h[1] or false, h[2] or false, h[3] or false, h[4] or false}
+          end
+        end
+      end
+      out[#out + 1] = {key, entries, facts}
+    end
+  end
+end
+if #out > 0 then return cjson.encode(out) end
+if ARGV[4] ~= '>' then return '' end
+local last = {}
+for i = 1, n do
+  local tail = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  last[i] = tail[1] and tail[1][1] or '0-0'
+end
+return cjson.encode({'idle', last})`;
+
+/** The few fields of a job hash the happy path needs; null when the hash is gone. */
+export interface AttemptFacts {
+  /** Attempts started (`ats`): 1 means the events in hand are of the first and only attempt. */
+  started: number;
+  processedOn: number | undefined;
+  finishedOn: number | undefined;
+  /** The job kept log lines (`jobLogMarker`): its lines go to `job_logs` once it is done. */
+  logged: boolean;
+}
+
+/** One stream's part of a batch: its entries as `XREADGROUP` gives them. */
+export type StreamEntries = [key: string, entries: [id: string, body: string[] | null][]];
+
+/** What one read gave: the entries of each stream that had some, and the facts of the jobs they start or end, by stream key and job id. */
+export interface Batch {
+  streams: StreamEntries[];
+  facts: Map<string, Map<string, AttemptFacts | null>>;
+}
+
+/** Nothing new: each stream's last entry id, all delivered already (see {@link waitForEntries}). */
+export interface Idle {
+  idle: string[];
+}
+
+/**
+ * Reads one batch (see {@link READ_BATCH_LUA}): entries never delivered
+ * (`from` `>`), or this consumer's pending ones (`0`). Null when `0` found
+ * none; {@link Idle} when `>` found none.
+ */
+export async function readBatch(
+  redis: RedisClient,
+  streams: readonly { key: string; jobKeyPrefix: string }[],
+  group: string,
+  consumer: string,
+  count: number,
+  from: '>' | '0',
+): Promise<Batch | Idle | null> {
+  const text = (await redis.eval(READ_BATCH_LUA, streams.length, ...streams.map((s) => s.key), group, consumer, count, from, jobLogMarker.field, ...streams.map((s) => s.jobKeyPrefix))) as string;
+  if (text === '') return null;
+  const parsed = JSON.parse(text) as ['idle', string[]] | [string, [string, string[] | false][], unknown][];
+  if (parsed[0] === 'idle') return { idle: parsed[1] as string[] };
+  const batch: Batch = { streams: [], facts: new Map() };
+  for (const [key, entries, facts] of parsed as [string, [string, string[] | false][], unknown][]) {
+    // A deleted entry's body is `false` in the JSON; Node's readers expect null.
+    for (const entry of entries) if (entry[1] === false) (entry as unknown as [string, null])[1] = null;
+    batch.streams.push([key, entries as [string, string[] | null][]]);
+    const byJob = new Map<string, AttemptFacts | null>();
+    // cjson writes an empty table as `{}`.
+    if (Array.isArray(facts)) {
+      for (const [job, ats, processedOn, finishedOn, logged] of facts as [string, string | false, string | false, string | false, string | false][]) {
+        byJob.set(job, ats === false ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn), logged: logged !== false });
+      }
+    }
+    batch.facts.set(key, byJob);
+  }
+  return batch;
+}
+
+/**
+ * Waits until one of the streams has an entry past `lastIds` (as an idle
+ * {@link readBatch} gave them), or `blockMs` passes. Reads nothing for the
+ * group: the next {@link readBatch} does. Everything up to `lastIds` was
+ * delivered when they were taken, so no entry slips between the two.
+ */
+export async function waitForEntries(redis: RedisClient, keys: readonly string[], lastIds: readonly string[], blockMs: number): Promise<void> {
+  await redis.xread('COUNT', 1, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
+}
+
+export function optionalNumber(value: string | false | null | undefined): number | undefined {
+  const n = value == null || value === false ? Number.NaN : Number(value);
+  return Number.isFinite(n) ? n : undefined;
+}
