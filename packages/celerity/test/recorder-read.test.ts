@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineTask } from '../src/task.ts';
-import { readBatch, waitForEntries, type Batch, type Idle } from '../src/store/recorder-read.ts';
+import { LARGE_ENTRY_BYTES, readBatch, waitForEntries, type Batch, type Idle } from '../src/store/recorder-read.ts';
 import { jobLogMarker } from '../src/broker/keys.ts';
 import type { Redis } from 'ioredis';
-import { deleteRedisKeys, onCleanup, openTestApp, randomToken, startWorker, testRedis, useCleanup } from './helpers.ts';
+import { deleteRedisKeys, onCleanup, openTestApp, randomToken, startRecorder, startWorker, stores, testRedis, useCleanup, waitFor } from './helpers.ts';
 
 /**
  * The recorder's one-script read (src/store/recorder-read.ts): what it
@@ -16,6 +16,9 @@ useCleanup();
 const echo = defineTask({ name: 'read.echo', input: z.object({ n: z.number() }), handler: async ({ n }) => ({ n }) });
 
 const GROUP = 'read-test';
+
+/** A result larger than the script puts in its JSON text. */
+const big = defineTask({ name: 'read.big', input: z.object({ size: z.number() }), handler: async ({ size }) => ({ text: 'x'.repeat(size) }) });
 
 async function streamOf(redis: Redis): Promise<{ key: string; jobKeyPrefix: string }> {
   const prefix = `rt-${randomToken()}`;
@@ -111,10 +114,72 @@ describe('the recorder read script', () => {
     expect(after.streams).toEqual([[two.key, [[next, ['event', 'added', 'jobId', 'b1']]]]]);
   });
 
+  it('reads an entry too large for the JSON text on its own, with its facts, and a large one deleted meanwhile as deleted', async () => {
+    const redis = testRedis();
+    const stream = await streamOf(redis);
+    await redis.hset(`${stream.jobKeyPrefix}7`, 'ats', '1', 'processedOn', '5', 'finishedOn', '6');
+    const value = JSON.stringify({ text: 'é'.repeat(LARGE_ENTRY_BYTES) });
+    const small = (await redis.xadd(stream.key, '*', 'event', 'active', 'jobId', '7', 'prev', 'waiting'))!;
+    const large = (await redis.xadd(stream.key, '*', 'event', 'completed', 'jobId', '7', 'returnvalue', value, 'prev', 'active'))!;
+    // The large entry is left out of the script's JSON text and read apart.
+    const readApart: string[] = [];
+    const counting = new Proxy(redis, {
+      get(target, prop, receiver) {
+        if (prop !== 'xrange') return Reflect.get(target, prop, receiver);
+        return (key: string, start: string, end: string) => {
+          readApart.push(start);
+          return target.xrange(key, start, end);
+        };
+      },
+    });
+    const batch = asBatch(await readBatch(counting, [stream], GROUP, 'c1', 100, '>'));
+    expect(readApart).toEqual([large]);
+    expect(batch.streams).toEqual([
+      [
+        stream.key,
+        [
+          [small, ['event', 'active', 'jobId', '7', 'prev', 'waiting']],
+          [large, ['event', 'completed', 'jobId', '7', 'returnvalue', value, 'prev', 'active']],
+        ],
+      ],
+    ]);
+    expect(batch.facts.get(stream.key)?.get('7')).toEqual({ started: 1, processedOn: 5, finishedOn: 6, logged: false });
+    // Delivered, then trimmed before its read apart: it reads as an entry deleted after delivery.
+    const gone = (await redis.xadd(stream.key, '*', 'event', 'completed', 'jobId', '8', 'returnvalue', value))!;
+    const trimming = new Proxy(redis, {
+      get(target, prop, receiver) {
+        if (prop !== 'xrange') return Reflect.get(target, prop, receiver);
+        return async (key: string, start: string, end: string) => {
+          await target.xdel(key, start);
+          return target.xrange(key, start, end);
+        };
+      },
+    });
+    const after = asBatch(await readBatch(trimming, [stream], GROUP, 'c1', 100, '>'));
+    expect(after.streams[0]![1]).toEqual([[gone, null]]);
+  });
+
   it('an empty stream that never had entries is idle at 0-0', async () => {
     const redis = testRedis();
     const stream = await streamOf(redis);
     expect(await readBatch(redis, [stream], GROUP, 'c1', 10, '>')).toEqual({ idle: ['0-0'] });
     expect(await readBatch(redis, [stream], GROUP, 'c1', 10, '0')).toBeNull();
+  });
+});
+
+describe.each(stores)('a large result through the recorder (%s store)', (kind) => {
+  it('records a result far larger than the JSON text takes, equal to the live record', async () => {
+    const app = await openTestApp(kind, [big], { recorderYield: 0 });
+    await startRecorder(app);
+    await startWorker(app);
+    const handles = await Promise.all([1, 2, 3].map((n) => app.enqueue(big, { size: LARGE_ENTRY_BYTES * 4 + n })));
+    for (const h of handles) {
+      const row = await waitFor(async () => {
+        const r = await app.store.get(h.id);
+        return r?.status === 'completed' ? r : null;
+      });
+      expect((row.result as { text: string }).text).toHaveLength(((await app.getJob(h.id))!.input as { size: number }).size);
+      expect(row.result).toEqual((await app.getJob(h.id))!.result);
+    }
   });
 });

@@ -32,11 +32,18 @@ import { jobLogMarker } from '../broker/keys.ts';
  * entries, `[key, entries, facts]`: `entries` as `XREADGROUP` gives them
  * (`[id, [field, value, …]]`, `false` for an entry deleted after delivery),
  * `facts` `[jobId, ats, processedOn, finishedOn, logMarker]` (`false` for a
- * field the hash lacks; all `false` for a hash that is gone).
+ * field the hash lacks; all `false` for a hash that is gone). An entry whose
+ * values pass {@link LARGE_ENTRY_BYTES} comes as `[id, 0]`, to be read on its
+ * own: one JSON text for a batch of large results (a `completed` entry
+ * carries the job's result) could pass the longest string V8 makes (about
+ * 512 MB), and the batch would fail for ever.
  *
  * Relies on BullMQ's stream entries naming their event and job in the
  * fields `event` and `jobId` (checked in test/bullmq-assumptions.test.ts).
  */
+/** Entries whose values add up to more than this many bytes are left out of the batch's JSON and read apart ({@link readBatch}). */
+export const LARGE_ENTRY_BYTES = 16_384;
+
 const READ_BATCH_LUA = `
 local n = #KEYS
 local args = {'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
@@ -58,10 +65,13 @@ if reply then
         local body = entries[i][2]
         if body then
           local event, job
+          local size = 0
           for j = 1, #body - 1, 2 do
             local field = body[j]
+            size = size + #body[j + 1]
             if field == 'event' then event = body[j + 1] elseif field == 'jobId' then job = body[j + 1] end
           end
+          if size > ${LARGE_ENTRY_BYTES} then entries[i][2] = 0 end
           if job and (event == 'active' or event == 'completed') and not seen[job] then
             seen[job] = true
             local h = redis.call('HMGET', prefix .. job, 'ats', 'processedOn', 'finishedOn', ARGV[5])
@@ -124,9 +134,20 @@ export async function readBatch(
   const parsed = JSON.parse(text) as ['idle', string[]] | [string, [string, string[] | false][], unknown][];
   if (parsed[0] === 'idle') return { idle: parsed[1] as string[] };
   const batch: Batch = { streams: [], facts: new Map() };
-  for (const [key, entries, facts] of parsed as [string, [string, string[] | false][], unknown][]) {
-    // A deleted entry's body is `false` in the JSON; Node's readers expect null.
-    for (const entry of entries) if (entry[1] === false) (entry as unknown as [string, null])[1] = null;
+  for (const [key, entries, facts] of parsed as [string, [string, string[] | false | 0][], unknown][]) {
+    const large: [string, string[] | false | 0][] = [];
+    for (const entry of entries) {
+      // A deleted entry's body is `false` in the JSON; Node's readers expect null.
+      if (entry[1] === false) (entry as unknown as [string, null])[1] = null;
+      else if (entry[1] === 0) large.push(entry);
+    }
+    // Read apart, each on its own (a large result is rare): gone meanwhile (trimmed), it reads as deleted.
+    await Promise.all(
+      large.map(async (entry) => {
+        const found = (await redis.xrange(key, entry[0], entry[0])) as [string, string[]][];
+        (entry as unknown as [string, string[] | null])[1] = found[0]?.[1] ?? null;
+      }),
+    );
     batch.streams.push([key, entries as [string, string[] | null][]]);
     const byJob = new Map<string, AttemptFacts | null>();
     // cjson writes an empty table as `{}`.
