@@ -4,6 +4,8 @@ import { defineTask } from '../src/task.ts';
 import { LARGE_ENTRY_BYTES, readBatch, waitForEntries, type Batch, type Idle } from '../src/store/recorder-read.ts';
 import { jobLogMarker } from '../src/broker/keys.ts';
 import type { Redis } from 'ioredis';
+import { createRedis } from '../src/broker/connection.ts';
+import { Recorder } from '../src/store/recorder.ts';
 import { deleteRedisKeys, onCleanup, openTestApp, randomToken, startRecorder, startWorker, stores, testRedis, useCleanup, waitFor } from './helpers.ts';
 
 /**
@@ -181,5 +183,34 @@ describe.each(stores)('a large result through the recorder (%s store)', (kind) =
       expect((row.result as { text: string }).text).toHaveLength(((await app.getJob(h.id))!.input as { size: number }).size);
       expect(row.result).toEqual((await app.getJob(h.id))!.result);
     }
+  });
+
+  it('rewrites the queue from Redis when an entry was trimmed after its delivery: the job still ends recorded', async () => {
+    const app = await openTestApp(kind, [big], { recorderYield: 0 });
+    const store = await app.openStore();
+    const connection = createRedis(app.config, 'worker');
+    onCleanup(() => connection.disconnect());
+    // Each large entry is trimmed between the batch's read and its read apart: its body comes back nil.
+    const trimming = new Proxy(connection, {
+      get(target, prop, receiver) {
+        if (prop !== 'xrange') return Reflect.get(target, prop, receiver);
+        return async (key: string, start: string, end: string) => {
+          await target.xdel(key, start);
+          return target.xrange(key, start, end);
+        };
+      },
+    });
+    const recorder = new Recorder({ redis: trimming, store, queues: [app.broker.queue(big.queue)], logger: app.logger, batchSize: 100, prefix: app.config.prefix });
+    onCleanup(() => recorder.stop());
+    await recorder.start();
+    await startWorker(app);
+    const handle = await app.enqueue(big, { size: LARGE_ENTRY_BYTES * 2 });
+    await handle.wait({ timeoutMs: 15_000 });
+    // Without the rewrite the row would stay started: its `completed` entry is gone.
+    const row = await waitFor(async () => {
+      const r = await app.store.get(handle.id);
+      return r?.status === 'completed' ? r : null;
+    });
+    expect(row.result).toEqual((await app.getJob(handle.id))!.result);
   });
 });

@@ -153,7 +153,7 @@ export async function readBatch(
     // cjson writes an empty table as `{}`.
     if (Array.isArray(facts)) {
       for (const [job, ats, processedOn, finishedOn, logged] of facts as [string, string | false, string | false, string | false, string | false][]) {
-        byJob.set(job, ats === false ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn), logged: logged !== false });
+        byJob.set(job, attemptFactsOf([ats, processedOn, finishedOn, logged]));
       }
     }
     batch.facts.set(key, byJob);
@@ -171,7 +171,16 @@ export async function waitForEntries(redis: RedisClient, keys: readonly string[]
   await redis.xread('COUNT', 1, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
 }
 
-export function optionalNumber(value: string | false | null | undefined): number | undefined {
+/** The hash fields the happy path needs, in the order the batch script and the recorder's own reads take them. */
+export const ATTEMPT_FIELDS = ['ats', 'processedOn', 'finishedOn', jobLogMarker.field] as const;
+
+/** A job's {@link AttemptFacts} from the values of {@link ATTEMPT_FIELDS} (null or `false` where the hash has none); null for a hash that is gone. */
+export function attemptFactsOf([ats, processedOn, finishedOn, logged]: readonly (string | false | null | undefined)[]): AttemptFacts | null {
+  if (ats == null || ats === false) return null;
+  return { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn), logged: logged != null && logged !== false };
+}
+
+function optionalNumber(value: string | false | null | undefined): number | undefined {
   const n = value == null || value === false ? Number.NaN : Number(value);
   return Number.isFinite(n) ? n : undefined;
 }

@@ -8,12 +8,12 @@ import { foldEvents, padStreamId, parseEntry, type JobFold, type StreamEvent } f
 import { toRow, type JobStore, type RecordedState } from './job-store.ts';
 import type { JobsTable } from './db.ts';
 import type { HappyUpdate } from './batch-upsert.ts';
-import { jobLogMarker, keys, type CancelMarker } from '../broker/keys.ts';
+import { keys, type CancelMarker } from '../broker/keys.ts';
 import { readHashes, readJobFactsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
 import { historyLagMs } from './history-lag.ts';
-import { type AttemptFacts, type Batch, optionalNumber, readBatch, type StreamEntries, waitForEntries } from './recorder-read.ts';
+import { ATTEMPT_FIELDS, type AttemptFacts, attemptFactsOf, type Batch, readBatch, type StreamEntries, waitForEntries } from './recorder-read.ts';
 import { foldJobMetrics, METRICS_FOLD_EVERY_MS, VACUUM_PENDING_EVERY_ENTRIES, vacuumPendingMetrics } from './job-metrics.ts';
 
 /**
@@ -231,15 +231,13 @@ export class Recorder {
    */
   private async flush(timeoutMs = 3_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    let from = '0';
+    let from: '0' | '>' = '0';
     try {
       while (Date.now() < deadline) {
-        const reply = (await this.opts.redis.xreadgroup('GROUP', RECORDER_GROUP, this.consumer, 'COUNT', this.opts.batchSize, 'STREAMS', ...this.keys, ...this.keys.map(() => from))) as
-          | [string, [string, string[]][]][]
-          | null;
-        if (reply?.some(([, entries]) => entries.length > 0)) await this.applyReply(reply);
-        else if (from === '0') from = '>';
-        else return;
+        const batch = await readBatch(this.opts.redis, this.streams, RECORDER_GROUP, this.consumer, this.opts.batchSize, from);
+        if (batch === null) from = '>';
+        else if ('idle' in batch) return;
+        else await this.applyReply(batch.streams, batch.facts);
       }
     } catch (err) {
       this.opts.logger.warn({ err }, 'recorder: could not flush on stop; the next recorder will record the rest');
@@ -365,9 +363,16 @@ export class Recorder {
     await new Promise((resolve) => setImmediate(resolve));
     for (const [key, entries] of reply) {
       const queue = this.queueByKey.get(key)!;
-      // A nil body is an entry deleted after delivery (trimmed); nothing to apply.
       const events = entries.filter(([, raw]) => raw !== null).map(([id, raw]) => parseEntry(id, raw!));
       await this.apply(queue, events, facts?.get(key));
+      // A nil body is an entry trimmed after it was delivered and before it
+      // was written (Celerity deletes no entry; a stream's length cap can
+      // trim a backlog): its change is not in hand, so the queue is rewritten
+      // from Redis, as for pending entries trimmed before a claim.
+      if (events.length < entries.length) {
+        this.opts.logger.error({ stream: key, lost: entries.length - events.length }, 'recorder: events were trimmed before being recorded; reconciling the queue from Redis');
+        await this.reconcile(queue);
+      }
       // SQLite: the jobs that just ended go from the pending table into the metrics, synchronously, on the batch's connection.
       if (this.opts.store.sqlite) await foldJobMetrics(this.opts.store);
       this.consecutiveFailures = 0;
@@ -715,11 +720,9 @@ async function readAttemptFacts(queue: Queue, folds: readonly JobFold[]): Promis
     const replies = await readHashes(
       client,
       chunk.map((f) => queue.toKey(f.jobId)),
-      ['ats', 'processedOn', 'finishedOn', jobLogMarker.field],
+      ATTEMPT_FIELDS,
     );
-    for (const [ats, processedOn, finishedOn, logged] of replies) {
-      facts.push(ats == null ? null : { started: Number(ats), processedOn: optionalNumber(processedOn), finishedOn: optionalNumber(finishedOn), logged: logged != null });
-    }
+    for (const values of replies) facts.push(attemptFactsOf(values));
   }
   return facts;
 }
