@@ -1,9 +1,9 @@
 import type { SqliteDatabase } from './sqlite-driver.ts';
 import type { PostgresPool } from 'kysely';
-import { pgJson } from './pg-json.ts';
+import { PgRecordset } from './pg-json.ts';
 import { storableRow, storableText } from './storable.ts';
 import type { JobsTable } from './db.ts';
-import { dollarQuoted, runAsAllTenants } from './tenant-scope.ts';
+import { runAsAllTenants } from './tenant-scope.ts';
 
 /**
  * The recorder's writes: many rows per transaction, on the hot path of the
@@ -113,15 +113,22 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
   event_seq: 'text',
 };
 
-/** The batch's rows, from a JSON literal ({@link dollarQuoted}). */
-const recordset = (json: string) => `json_to_recordset(${dollarQuoted(json)}::json) AS x(${RECORD_COLUMNS})`;
-const RECORD_COLUMNS = COLUMNS.map((c) => `${c} ${PG_TYPES[c]}`).join(', ');
+/** The batch's rows, as json_to_recordset reads them (see pg-json.ts). */
+const FULL_ROWS = new PgRecordset<JobsTable>(COLUMNS.map((c) => [c, PG_TYPES[c]] as const));
 
-/** PostgreSQL's upsert of a batch, given as one JSON literal. */
-const upsertRecordset = (json: string) => `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${COLUMNS.join(', ')} FROM ${recordset(json)} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
+/** PostgreSQL's upsert of a batch. */
+const FULL_SELECT = ((x) => COLUMNS.map((c) => x[c]).join(', '))(FULL_ROWS.refs('x'));
+const upsertRecordset = (rows: JobsTable[]) => `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${FULL_SELECT} FROM ${FULL_ROWS.from(rows, 'x')} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
 
-const progressPg = (json: string) => `UPDATE jobs AS j SET progress = COALESCE(v.progress, j.progress), updated_at = v.updated_at
-  FROM json_to_recordset(${dollarQuoted(json)}::json) AS v(id text, progress text, updated_at bigint) WHERE j.id = v.id`;
+const PROGRESS_ROWS = new PgRecordset<JobsTable>([
+  ['id', 'text'],
+  ['progress', 'text'],
+  ['updated_at', 'bigint'],
+]);
+
+const PROGRESS_V = PROGRESS_ROWS.refs('v');
+const progressPg = (rows: JobsTable[]) => `UPDATE jobs AS j SET progress = COALESCE(${PROGRESS_V.progress}, j.progress), updated_at = ${PROGRESS_V.updated_at}
+  FROM ${PROGRESS_ROWS.from(rows, 'v')} WHERE j.id = ${PROGRESS_V.id}`;
 
 /**
  * PostgreSQL: one `INSERT … SELECT FROM json_to_recordset(…)` per kind of
@@ -135,8 +142,8 @@ export async function postgresBatchUpsert(pool: PostgresPool, rows: JobsTable[],
   const full = newestPerId(rows);
   const progress = newestPerId(progressRows);
   const statements: string[] = [];
-  if (full.length > 0) statements.push(upsertRecordset(pgJson(full)));
-  if (progress.length > 0) statements.push(progressPg(pgJson(progress.map((r) => ({ id: r.id, progress: r.progress, updated_at: r.updated_at })))));
+  if (full.length > 0) statements.push(upsertRecordset(full));
+  if (progress.length > 0) statements.push(progressPg(progress));
   await retryingDeadlocks(() => runAsAllTenants(pool, statements));
 }
 
@@ -228,16 +235,36 @@ export function sqliteHappyUpdates(db: SqliteDatabase): (updates: HappyUpdate[])
   });
 }
 
-const happyPg = (json: string) => `UPDATE jobs AS j SET status = v.status, attempts = 1, started_at = COALESCE(v."startedAt", j.started_at),
-    finished_at = v."finishedAt", result = v.result, progress = COALESCE(v.progress, j.progress), error_type = NULL,
-    error_message = NULL, error_stack = NULL, attempt_history = NULL, updated_at = v."updatedAt", event_seq = v.seq
-  FROM json_to_recordset(${dollarQuoted(json)}::json) AS v(id text, status text, "startedAt" bigint, "finishedAt" bigint, result text,
-    progress text, "updatedAt" bigint, seq text, "fromAttempts" int)
-  WHERE j.id = v.id AND j.event_seq < v.seq AND j.attempts <= v."fromAttempts"
+const HAPPY_ROWS = new PgRecordset<HappyUpdate>([
+  ['id', 'text'],
+  ['seq', 'text'],
+  ['status', 'text'],
+  ['startedAt', 'bigint'],
+  ['finishedAt', 'bigint'],
+  ['result', 'text'],
+  ['progress', 'text'],
+  ['updatedAt', 'bigint'],
+  ['from', 'text'],
+]);
+
+/** {@link FROM_STATE} on PostgreSQL, with the update's `from` read as `fromAttempts` reads it. */
+const HAPPY_V = HAPPY_ROWS.refs('v');
+const happyPg = (updates: HappyUpdate[]) => `UPDATE jobs AS j SET status = ${HAPPY_V.status}, attempts = 1,
+    started_at = COALESCE(${HAPPY_V.startedAt}, j.started_at), finished_at = ${HAPPY_V.finishedAt}, result = ${HAPPY_V.result},
+    progress = COALESCE(${HAPPY_V.progress}, j.progress), error_type = NULL, error_message = NULL, error_stack = NULL,
+    attempt_history = NULL, updated_at = ${HAPPY_V.updatedAt}, event_seq = ${HAPPY_V.seq}
+  FROM ${HAPPY_ROWS.from(updates, 'v')}
+  WHERE j.id = ${HAPPY_V.id} AND j.event_seq < ${HAPPY_V.seq} AND j.attempts <= (CASE ${HAPPY_V.from} WHEN 'queued' THEN 0 ELSE 1 END)
     AND j.status = (CASE j.attempts WHEN 0 THEN 'queued' ELSE 'started' END)
   RETURNING j.id`;
 
-const newerPg = (json: string) => `SELECT j.id FROM jobs AS j JOIN json_to_recordset(${dollarQuoted(json)}::json) AS v(id text, seq text) ON j.id = v.id WHERE j.event_seq >= v.seq`;
+const NEWER_ROWS = new PgRecordset<HappyUpdate>([
+  ['id', 'text'],
+  ['seq', 'text'],
+]);
+
+const NEWER_V = NEWER_ROWS.refs('v');
+const newerPg = (updates: HappyUpdate[]) => `SELECT j.id FROM jobs AS j JOIN ${NEWER_ROWS.from(updates, 'v')} ON j.id = ${NEWER_V.id} WHERE j.event_seq >= ${NEWER_V.seq}`;
 
 /**
  * PostgreSQL: one `UPDATE … FROM json_to_recordset(…)` for the batch and,
@@ -250,29 +277,13 @@ const newerPg = (json: string) => `SELECT j.id FROM jobs AS j JOIN json_to_recor
 export async function postgresHappyUpdates(pool: PostgresPool, updates: HappyUpdate[]): Promise<HappyOutcome> {
   // Sorted: concurrent recorders lock rows in the same order.
   const sorted = [...updates].sort(byId);
-  // Field by field, not `{ ...u, fromAttempts }`: on Node 20, a property added
-  // after a spread costs about a microsecond (docs/benchmarks.md, run 22), per job here.
-  const update = happyPg(
-    pgJson(
-      sorted.map((u) => ({
-        id: u.id,
-        seq: u.seq,
-        status: u.status,
-        startedAt: u.startedAt,
-        finishedAt: u.finishedAt,
-        result: u.result,
-        progress: u.progress,
-        updatedAt: u.updatedAt,
-        fromAttempts: fromAttempts(u),
-      })),
-    ),
-  );
+  const update = happyPg(sorted);
   const [rows] = (await retryingDeadlocks(() => runAsAllTenants(pool, [update]))) as [{ id: string }[]];
   const moved = new Set(rows.map((r) => r.id));
   const settled = new Set(moved);
   const rest = sorted.filter((u) => !moved.has(u.id));
   if (rest.length > 0) {
-    const [newer] = (await runAsAllTenants(pool, [newerPg(pgJson(rest.map((u) => ({ id: u.id, seq: u.seq }))))])) as [{ id: string }[]];
+    const [newer] = (await runAsAllTenants(pool, [newerPg(rest)])) as [{ id: string }[]];
     for (const r of newer) settled.add(r.id);
   }
   return { moved, settled };

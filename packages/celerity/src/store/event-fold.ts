@@ -55,8 +55,10 @@ export interface JobFold {
  * in SQL exactly as Redis orders them.
  */
 export function padStreamId(id: string): string {
-  const [ms = '0', seq = '0'] = id.split('-');
-  return `${ms.padStart(15, '0')}-${seq.padStart(10, '0')}`;
+  const dash = id.indexOf('-');
+  const ms = dash < 0 ? id : id.slice(0, dash);
+  const seq = dash < 0 ? '0' : id.slice(dash + 1);
+  return `${(ms || '0').padStart(15, '0')}-${(seq || '0').padStart(10, '0')}`;
 }
 
 export function parseEntry(id: string, raw: string[]): StreamEvent {
@@ -108,7 +110,8 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
       addStep = fold.justAdded && e.event === 'waiting' && e.fields.prev === undefined;
       if (!addStep) fold.justAdded = false;
     }
-    fold.seq = padStreamId(e.id);
+    // Padded once per job, below: only its last event's position is kept.
+    fold.seq = e.id;
     const at = Number(e.id.slice(0, e.id.indexOf('-')));
     if (e.event === 'progress') fold.progressData = e.fields.data;
     else if (e.event === 'active' && fold.activeAt === undefined && fold.completedAt === undefined) fold.activeAt = at;
@@ -133,5 +136,6 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
     if (e.event === 'completed' && e.fields.returnvalue !== undefined) fold.returnvalue = e.fields.returnvalue;
     if (e.event === 'failed' && e.fields.failedReason !== undefined) fold.failedReason = e.fields.failedReason;
   }
+  for (const fold of folds.values()) fold.seq = padStreamId(fold.seq);
   return folds;
 }
