@@ -176,7 +176,8 @@ export interface HappyUpdate {
    * alone, also `started` (attempts 1) by the start another batch recorded.
    * A completion alone may find the row still queued when another recorder
    * holds the start: with one attempt, the completion and the hash's times are
-   * the whole story all the same.
+   * the whole story all the same. Either may find it `queued` with attempts
+   * 1, written from the hash of a job that had started already ({@link FROM_STATE}).
    */
   from: 'queued' | 'queued-or-started';
   /** Null keeps the stored value. */
@@ -210,11 +211,16 @@ const HAPPY_SET = `status = ?, attempts = 1, started_at = COALESCE(?, started_at
  * planned `(status = 'queued' AND …) OR (status = 'started' AND …)` as a scan
  * of the status index joined to the batch, which took seconds per batch on a
  * table with many queued rows. Here `status` is compared with an expression
- * of the row itself, so the primary key stays the only way in. Attempts 0
- * must read `queued`, 1 `started`; `fromAttempts` (0 or 1) says which of the
- * two the update accepts.
+ * of the row itself, so the primary key stays the only way in. Accepted:
+ * `queued` with attempts 0; `started` with attempts 1 when `fromAttempts`
+ * (the `?`, 0 or 1) is 1; and `queued` with attempts 1, a row written from
+ * the hash after the job had started, by a recorder that read its add late
+ * (a backlog caught up after a restart or an outage): the start and end in
+ * hand are its attempt's whole story all the same, and refusing them sent
+ * the job to a second write from its hash, doubling the cost of catching up
+ * (docs/benchmarks.md, run 30).
  */
-const FROM_STATE = `attempts <= ? AND status = (CASE attempts WHEN 0 THEN 'queued' ELSE 'started' END)`;
+const FROM_STATE = `attempts <= 1 AND status = (CASE WHEN attempts = 1 AND ? = 1 AND status = 'started' THEN 'started' ELSE 'queued' END)`;
 
 const fromAttempts = (u: HappyUpdate): 0 | 1 => (u.from === 'queued' ? 0 : 1);
 
@@ -254,8 +260,8 @@ const happyPg = (updates: HappyUpdate[]) => `UPDATE jobs AS j SET status = ${HAP
     progress = COALESCE(${HAPPY_V.progress}, j.progress), error_type = NULL, error_message = NULL, error_stack = NULL,
     attempt_history = NULL, updated_at = ${HAPPY_V.updatedAt}, event_seq = ${HAPPY_V.seq}
   FROM ${HAPPY_ROWS.from(updates, 'v')}
-  WHERE j.id = ${HAPPY_V.id} AND j.event_seq < ${HAPPY_V.seq} AND j.attempts <= (CASE ${HAPPY_V.from} WHEN 'queued' THEN 0 ELSE 1 END)
-    AND j.status = (CASE j.attempts WHEN 0 THEN 'queued' ELSE 'started' END)
+  WHERE j.id = ${HAPPY_V.id} AND j.event_seq < ${HAPPY_V.seq} AND j.attempts <= 1
+    AND j.status = (CASE WHEN j.attempts = 1 AND ${HAPPY_V.from} <> 'queued' AND j.status = 'started' THEN 'started' ELSE 'queued' END)
   RETURNING j.id`;
 
 const NEWER_ROWS = new PgRecordset<HappyUpdate>([

@@ -128,7 +128,12 @@ export function foldEvents(events: StreamEvent[]): Map<string, JobFold> {
     if (!mapped) continue;
     if (mapped === 'queued-or-retrying') {
       fold.status = 'queued';
-      fold.statusNeedsAttempts = true;
+      // The add's own `waiting` says the job is new: queued, even when its
+      // hash, read late (a backlog caught up), already counts its attempts.
+      // Read as `retrying`, a job that ran and completed in the meantime was
+      // written with an interrupted attempt, which its start and end, read
+      // next, could not move forward without a second read of its hash.
+      fold.statusNeedsAttempts = !addStep;
     } else {
       fold.status = mapped;
       fold.statusNeedsAttempts = false;
