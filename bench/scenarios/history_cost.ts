@@ -15,6 +15,12 @@
  *    history holds N completed rows: a job's start and end, on the happy
  *    path, in one update.
  *
+ * 3. **catch-up**: N more jobs, enqueued on the paused queue and then run
+ *    by the worker, all while the recorder process is stopped; it then
+ *    records them, as after a restart or an outage of the only recorder:
+ *    each job's add is read after the job has ended, its start and end in
+ *    later batches.
+ *
  * Each phase reports CPU µs a job of the recorder process, of PostgreSQL
  * (every `postgres` process) and of Redis (its process: nothing else uses
  * it meanwhile but the bench's checks whether the recorder is through, a
@@ -82,7 +88,7 @@ export const historyCost: Scenario = {
     // Redis is asked until the group has read and acknowledged everything,
     // then SQL: a count every few ms from the start would be PostgreSQL CPU
     // in the very phase it measures.
-    const recorded = async (status: string, ready: () => Promise<boolean>) => {
+    const recorded = async (status: string, ready: () => Promise<boolean>, rows = jobs) => {
       await pollUntil(
         async () => {
           recorder.assertRunning();
@@ -91,10 +97,10 @@ export const historyCost: Scenario = {
         },
         { intervalMs: 20, timeoutMs, what: `the recorder through the ${status} events` },
       );
-      await pollUntil(async () => (await countRows(app, status)) >= jobs, {
+      await pollUntil(async () => (await countRows(app, status)) >= rows, {
         intervalMs: 20,
         timeoutMs,
-        what: `${jobs} ${status} rows in the history`,
+        what: `${rows} ${status} rows in the history`,
         describe: async () => `${await countRows(app, status)} ${status}`,
       });
     };
@@ -125,7 +131,19 @@ export const historyCost: Scenario = {
     await recorded('completed', async () => true);
     const drain1 = await read([recorder.pid, worker.pid]);
 
+    ctx.log('catch-up: as many jobs again enqueued and run while the recorder process is stopped; then it records them');
+    pause();
+    await queue.pause();
+    await runPool(jobs, 256, () => app.enqueue(noop, {}));
+    await queue.resume();
+    await pollUntil(async () => (await queue.getJobCounts('completed')).completed! >= 2 * jobs, { intervalMs: 20, timeoutMs, what: `${2 * jobs} jobs completed in Redis` });
+    const catch0 = await read([recorder.pid]);
+    resume();
+    await recorded('completed', async () => true, 2 * jobs);
+    const catch1 = await read([recorder.pid]);
+
     const add = perJob(add0, add1);
+    const catchUp = perJob(catch0, catch1);
     const drain = { ...perJob(drain0, drain1), worker_us: childUs(run0, drain0, worker.pid) };
     const history = (p: ReturnType<typeof perJob>) => round(p.recorder_us + p.postgres_us + p.redis_us);
     const rows = [
@@ -138,6 +156,10 @@ export const historyCost: Scenario = {
       { metric: 'drain: Redis CPU a job', unit: 'µs', celerity: drain.redis_us },
       { metric: 'drain: the history a job (the three)', unit: 'µs', celerity: history(drain) },
       { metric: 'drain: worker process CPU a job while it ran them (its recorder off)', unit: 'µs', celerity: drain.worker_us },
+      { metric: 'catch-up, jobs that ended before their adds were read: recorder process CPU a job', unit: 'µs', celerity: catchUp.recorder_us },
+      { metric: 'catch-up: PostgreSQL CPU a job', unit: 'µs', celerity: catchUp.postgres_us },
+      { metric: 'catch-up: Redis CPU a job', unit: 'µs', celerity: catchUp.redis_us },
+      { metric: 'catch-up: the history a job (the three)', unit: 'µs', celerity: history(catchUp) },
     ];
     return {
       params: {
@@ -146,7 +168,7 @@ export const historyCost: Scenario = {
         store: 'postgres',
         recorder: 'one celerity recorder process, stopped while each phase does its work and measured catching up; the bench process runs none, the worker has CELERITY_RECORDER=off',
       },
-      fields: { add: { ...add, history_us: history(add) }, drain: { ...drain, history_us: history(drain) } },
+      fields: { add: { ...add, history_us: history(add) }, drain: { ...drain, history_us: history(drain) }, catch_up: { ...catchUp, history_us: history(catchUp) } },
       rows,
     };
   },
