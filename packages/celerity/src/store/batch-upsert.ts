@@ -253,8 +253,8 @@ const HAPPY_ROWS = new PgRecordset<HappyUpdate>([
   ['from', 'text'],
 ]);
 
-/** {@link FROM_STATE} on PostgreSQL, with the update's `from` read as `fromAttempts` reads it. */
 const HAPPY_V = HAPPY_ROWS.refs('v');
+/** The happy updates of a batch; {@link FROM_STATE} spelled for PostgreSQL, with the update's `from` read as `fromAttempts` reads it. */
 const happyPg = (updates: HappyUpdate[]) => `UPDATE jobs AS j SET status = ${HAPPY_V.status}, attempts = 1,
     started_at = COALESCE(${HAPPY_V.startedAt}, j.started_at), finished_at = ${HAPPY_V.finishedAt}, result = ${HAPPY_V.result},
     progress = COALESCE(${HAPPY_V.progress}, j.progress), error_type = NULL, error_message = NULL, error_stack = NULL,
