@@ -24,6 +24,51 @@ describe.each(stores)('job store (%s)', (kind) => {
   });
 });
 
+describe.each(stores)('job store happy updates (%s)', (kind) => {
+  it('moves the rows its events can follow, settles the ones already past them, and leaves the rest to a full write', async () => {
+    const store = openStore(kind);
+    await store.migrate();
+    const seq = (n: number) => `000000000000${n}-0000000000`;
+    const at = (id: string, n: number, over: Partial<JobRecord>): RecordedState => ({ ...state(id, { result: null, finishedAt: null, ...over }), eventSeq: seq(n) });
+    await store.write([
+      at('queued', 1, { status: 'queued', attempts: 0, startedAt: null }),
+      // Written from the hash of a job that had started when its add was read (a backlog caught up).
+      at('counted', 1, { status: 'queued', attempts: 1 }),
+      at('started', 2, { status: 'started', attempts: 1 }),
+      // Another recorder wrote a later event first.
+      at('ahead', 9, { status: 'completed', attempts: 1, result: 1, finishedAt: 1_700_000_000_002 }),
+      at('retrying', 3, { status: 'retrying', attempts: 1 }),
+      at('second', 3, { status: 'started', attempts: 2 }),
+    ]);
+    const update = (id: string, from: 'queued' | 'queued-or-started') => ({
+      id,
+      seq: seq(5),
+      status: 'completed' as const,
+      from,
+      startedAt: 1_700_000_000_001,
+      finishedAt: 1_700_000_000_002,
+      result: '1',
+      progress: null,
+      updatedAt: 1_700_000_000_003,
+    });
+    const outcome = await store.advance([
+      update('queued', 'queued'),
+      update('counted', 'queued'),
+      // A start in hand does not follow a row already started; a completion alone does.
+      update('started', 'queued'),
+      update('ahead', 'queued-or-started'),
+      update('retrying', 'queued-or-started'),
+      update('second', 'queued-or-started'),
+    ]);
+    expect([...outcome.moved].sort()).toEqual(['counted', 'queued']);
+    expect([...outcome.settled].sort()).toEqual(['ahead', 'counted', 'queued']);
+    expect(await store.advance([update('started', 'queued-or-started')])).toEqual({ moved: new Set(['started']), settled: new Set(['started']) });
+    for (const id of ['queued', 'counted', 'started']) expect(await store.get(id), id).toMatchObject({ status: 'completed', attempts: 1, result: 1, finishedAt: 1_700_000_000_002 });
+    expect(await store.get('retrying')).toMatchObject({ status: 'retrying' });
+    expect(await store.get('second')).toMatchObject({ status: 'started', attempts: 2 });
+  });
+});
+
 describe('job store (postgres schemas)', () => {
   it('stores in different schemas of one database each get their own tables', async () => {
     // Tests, and several apps sharing a database, isolate themselves with

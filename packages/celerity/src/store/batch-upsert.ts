@@ -255,14 +255,15 @@ const HAPPY_ROWS = new PgRecordset<HappyUpdate>([
 
 const HAPPY_V = HAPPY_ROWS.refs('v');
 /** The happy updates of a batch; {@link FROM_STATE} spelled for PostgreSQL, with the update's `from` read as `fromAttempts` reads it. */
-const happyPg = (updates: HappyUpdate[]) => `UPDATE jobs AS j SET status = ${HAPPY_V.status}, attempts = 1,
+const happyPg = (updates: HappyUpdate[]) => `WITH moved AS (UPDATE jobs AS j SET status = ${HAPPY_V.status}, attempts = 1,
     started_at = COALESCE(${HAPPY_V.startedAt}, j.started_at), finished_at = ${HAPPY_V.finishedAt}, result = ${HAPPY_V.result},
     progress = COALESCE(${HAPPY_V.progress}, j.progress), error_type = NULL, error_message = NULL, error_stack = NULL,
     attempt_history = NULL, updated_at = ${HAPPY_V.updatedAt}, event_seq = ${HAPPY_V.seq}
   FROM ${HAPPY_ROWS.from(updates, 'v')}
   WHERE j.id = ${HAPPY_V.id} AND j.event_seq < ${HAPPY_V.seq} AND j.attempts <= 1
     AND j.status = (CASE WHEN j.attempts = 1 AND ${HAPPY_V.from} <> 'queued' AND j.status = 'started' THEN 'started' ELSE 'queued' END)
-  RETURNING j.id`;
+  RETURNING j.id)
+  SELECT count(*)::int AS n, CASE WHEN count(*) < ${updates.length} THEN json_agg(id) END AS ids FROM moved`;
 
 const NEWER_ROWS = new PgRecordset<HappyUpdate>([
   ['id', 'text'],
@@ -284,8 +285,10 @@ export async function postgresHappyUpdates(pool: PostgresPool, updates: HappyUpd
   // Sorted: concurrent recorders lock rows in the same order.
   const sorted = [...updates].sort(byId);
   const update = happyPg(sorted);
-  const [rows] = (await retryingDeadlocks(() => runAsAllTenants(pool, [update]))) as [{ id: string }[]];
-  const moved = new Set(rows.map((r) => r.id));
+  // A count, and the ids only when some did not move: 2,000 rows back cost
+  // pg about a microsecond each to parse, one row a fifth of that (run 30).
+  const [[result]] = (await retryingDeadlocks(() => runAsAllTenants(pool, [update]))) as [[{ n: number; ids: string[] | null }]];
+  const moved = new Set(result!.n === sorted.length ? sorted.map((u) => u.id) : (result!.ids ?? []));
   const settled = new Set(moved);
   const rest = sorted.filter((u) => !moved.has(u.id));
   if (rest.length > 0) {
