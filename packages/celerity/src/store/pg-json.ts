@@ -10,7 +10,7 @@ import { dollarQuoted } from './tenant-scope.ts';
  * Here a value is keyed by one letter (its column's position), and a null is
  * left out: `json_to_recordset` fills a column whose key is missing with
  * NULL, as it does for `null`. The same row is about 180 bytes, and
- * PostgreSQL's CPU for a 2,000-row insert fell from 36-42 ms to 22-30
+ * PostgreSQL's CPU for a 2,000-row insert fell from 36-53 ms to 22-34
  * (docs/benchmarks.md, run 30); building the smaller objects costs Node
  * about what stringifying the longer ones did.
  *
