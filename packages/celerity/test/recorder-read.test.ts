@@ -4,7 +4,7 @@ import { defineTask } from '../src/task.ts';
 import { LARGE_ENTRY_BYTES, readBatch, waitForEntries, type Batch, type Idle } from '../src/store/recorder-read.ts';
 import { jobLogMarker } from '../src/broker/keys.ts';
 import type { Redis } from 'ioredis';
-import { createRedis } from '../src/broker/connection.ts';
+import { createRedis, type RedisClient } from '../src/broker/connection.ts';
 import { Recorder } from '../src/store/recorder.ts';
 import { deleteRedisKeys, onCleanup, openTestApp, randomToken, startRecorder, startWorker, stores, testRedis, useCleanup, waitFor } from './helpers.ts';
 
@@ -28,6 +28,19 @@ async function streamOf(redis: Redis): Promise<{ key: string; jobKeyPrefix: stri
   const stream = { key: `${prefix}:q:events`, jobKeyPrefix: `${prefix}:q:` };
   await redis.xgroup('CREATE', stream.key, GROUP, '0', 'MKSTREAM');
   return stream;
+}
+
+/** `redis`, but each entry read apart (`XRANGE`) is trimmed just before: as if the stream's length cap took it after its delivery. */
+function trimmingBeforeReadApart<R extends Redis | RedisClient>(redis: R): R {
+  return new Proxy(redis, {
+    get(target, prop, receiver) {
+      if (prop !== 'xrange') return Reflect.get(target, prop, receiver);
+      return async (key: string, start: string, end: string) => {
+        await target.xdel(key, start);
+        return target.xrange(key, start, end);
+      };
+    },
+  });
 }
 
 function asBatch(read: Batch | Idle | null): Batch {
@@ -148,15 +161,7 @@ describe('the recorder read script', () => {
     expect(batch.facts.get(stream.key)?.get('7')).toEqual({ started: 1, processedOn: 5, finishedOn: 6, logged: false });
     // Delivered, then trimmed before its read apart: it reads as an entry deleted after delivery.
     const gone = (await redis.xadd(stream.key, '*', 'event', 'completed', 'jobId', '8', 'returnvalue', value))!;
-    const trimming = new Proxy(redis, {
-      get(target, prop, receiver) {
-        if (prop !== 'xrange') return Reflect.get(target, prop, receiver);
-        return async (key: string, start: string, end: string) => {
-          await target.xdel(key, start);
-          return target.xrange(key, start, end);
-        };
-      },
-    });
+    const trimming = trimmingBeforeReadApart(redis);
     const after = asBatch(await readBatch(trimming, [stream], GROUP, 'c1', 100, '>'));
     expect(after.streams[0]![1]).toEqual([[gone, null]]);
   });
@@ -191,15 +196,7 @@ describe.each(stores)('a large result through the recorder (%s store)', (kind) =
     const connection = createRedis(app.config, 'worker');
     onCleanup(() => connection.disconnect());
     // Each large entry is trimmed between the batch's read and its read apart: its body comes back nil.
-    const trimming = new Proxy(connection, {
-      get(target, prop, receiver) {
-        if (prop !== 'xrange') return Reflect.get(target, prop, receiver);
-        return async (key: string, start: string, end: string) => {
-          await target.xdel(key, start);
-          return target.xrange(key, start, end);
-        };
-      },
-    });
+    const trimming = trimmingBeforeReadApart(connection);
     const recorder = new Recorder({ redis: trimming, store, queues: [app.broker.queue(big.queue)], logger: app.logger, batchSize: 100, prefix: app.config.prefix });
     onCleanup(() => recorder.stop());
     await recorder.start();

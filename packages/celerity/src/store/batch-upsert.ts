@@ -116,8 +116,9 @@ const PG_TYPES: Record<(typeof COLUMNS)[number], string> = {
 /** The batch's rows, as json_to_recordset reads them (see pg-json.ts). */
 const FULL_ROWS = new PgRecordset<JobsTable>(COLUMNS.map((c) => [c, PG_TYPES[c]] as const));
 
+const FULL_X = FULL_ROWS.refs('x');
+const FULL_SELECT = COLUMNS.map((c) => FULL_X[c]).join(', ');
 /** PostgreSQL's upsert of a batch. */
-const FULL_SELECT = ((x) => COLUMNS.map((c) => x[c]).join(', '))(FULL_ROWS.refs('x'));
 const upsertRecordset = (rows: JobsTable[]) => `INSERT INTO jobs (${COLUMNS.join(', ')}) SELECT ${FULL_SELECT} FROM ${FULL_ROWS.from(rows, 'x')} ON CONFLICT (id) DO UPDATE SET ${FULL_UPDATE}`;
 
 const PROGRESS_ROWS = new PgRecordset<JobsTable>([
