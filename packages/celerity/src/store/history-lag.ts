@@ -1,5 +1,5 @@
 import type { RedisClient } from '../broker/connection.ts';
-import { RECORDER_GROUP } from './recorder.ts';
+import { RECORDER_GROUP } from './recorder-read.ts';
 
 /**
  * How far the SQL history trails one queue's event stream: the age of the

@@ -2,6 +2,18 @@ import type { RedisClient } from '../broker/connection.ts';
 import { jobLogMarker } from '../broker/keys.ts';
 
 /**
+ * The consumer group of every recorder, on every queue's event stream: each
+ * entry goes to one recorder of it, and stays pending in it until written.
+ */
+export const RECORDER_GROUP = 'celerity-recorder';
+
+/** Entries whose values add up to more than this many bytes are left out of the batch's JSON and read apart ({@link readBatch}). */
+export const LARGE_ENTRY_BYTES = 16_384;
+
+/** The hash fields the happy path needs, in the order the batch script and the recorder's own reads take them. */
+export const ATTEMPT_FIELDS = ['ats', 'processedOn', 'finishedOn', jobLogMarker.field] as const;
+
+/**
  * The recorder's read of one batch, in one script: `XREADGROUP` over the
  * queues' event streams (non-blocking: a script cannot block), and for each
  * job with an `active` or `completed` entry in it the few fields of its hash
@@ -21,9 +33,9 @@ import { jobLogMarker } from '../broker/keys.ts';
  * under the prefix's hash tag).
  * ARGV[1]: the consumer group; ARGV[2]: this consumer; ARGV[3]: the most
  * entries per stream (`COUNT`); ARGV[4]: the id to read from, `>` (entries
- * never delivered) or `0` (this consumer's pending ones); ARGV[5]: the log
- * marker field ({@link jobLogMarker}); ARGV[5 + i]: the job hash key prefix
- * of KEYS[i] (`<prefix>:<queue>:`).
+ * never delivered) or `0` (this consumer's pending ones); ARGV[5..8]: the
+ * hash fields to read, {@link ATTEMPT_FIELDS} in order; ARGV[8 + i]: the job
+ * hash key prefix of KEYS[i] (`<prefix>:<queue>:`).
  *
  * Returns an empty string when nothing was read and the id was `0`. When
  * nothing was read and the id was `>`, `["idle", lastIds]`: each stream's
@@ -31,7 +43,7 @@ import { jobLogMarker } from '../broker/keys.ts';
  * {@link waitForEntries}. Otherwise a JSON array with, per stream that had
  * entries, `[key, entries, facts]`: `entries` as `XREADGROUP` gives them
  * (`[id, [field, value, …]]`, `false` for an entry deleted after delivery),
- * `facts` `[jobId, ats, processedOn, finishedOn, logMarker]` (`false` for a
+ * `facts` `[jobId, …the four fields' values]` (`false` for a
  * field the hash lacks; all `false` for a hash that is gone). An entry whose
  * values pass {@link LARGE_ENTRY_BYTES} comes as `[id, 0]`, to be read on its
  * own: one JSON text for a batch of large results (a `completed` entry
@@ -41,9 +53,6 @@ import { jobLogMarker } from '../broker/keys.ts';
  * Relies on BullMQ's stream entries naming their event and job in the
  * fields `event` and `jobId` (checked in test/bullmq-assumptions.test.ts).
  */
-/** Entries whose values add up to more than this many bytes are left out of the batch's JSON and read apart ({@link readBatch}). */
-export const LARGE_ENTRY_BYTES = 16_384;
-
 const READ_BATCH_LUA = `
 local n = #KEYS
 local args = {'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
@@ -51,7 +60,7 @@ local prefixOf = {}
 for i = 1, n do
   args[6 + i] = KEYS[i]
   args[6 + n + i] = ARGV[4]
-  prefixOf[KEYS[i]] = ARGV[5 + i]
+  prefixOf[KEYS[i]] = ARGV[8 + i]
 end
 local reply = redis.call('XREADGROUP', unpack(args))
 local out = {}
@@ -74,7 +83,7 @@ if reply then
           if size > ${LARGE_ENTRY_BYTES} then entries[i][2] = 0 end
           if job and (event == 'active' or event == 'completed') and not seen[job] then
             seen[job] = true
-            local h = redis.call('HMGET', prefix .. job, 'ats', 'processedOn', 'finishedOn', ARGV[5])
+            local h = redis.call('HMGET', prefix .. job, ARGV[5], ARGV[6], ARGV[7], ARGV[8])
             facts[#facts + 1] = {job, h[1] or false, h[2] or false, h[3] or false, h[4] or false}
           end
         end
@@ -129,7 +138,7 @@ export async function readBatch(
   count: number,
   from: '>' | '0',
 ): Promise<Batch | Idle | null> {
-  const text = (await redis.eval(READ_BATCH_LUA, streams.length, ...streams.map((s) => s.key), group, consumer, count, from, jobLogMarker.field, ...streams.map((s) => s.jobKeyPrefix))) as string;
+  const text = (await redis.eval(READ_BATCH_LUA, streams.length, ...streams.map((s) => s.key), group, consumer, count, from, ...ATTEMPT_FIELDS, ...streams.map((s) => s.jobKeyPrefix))) as string;
   if (text === '') return null;
   const parsed = JSON.parse(text) as ['idle', string[]] | [string, [string, string[] | false][], unknown][];
   if (parsed[0] === 'idle') return { idle: parsed[1] as string[] };
@@ -170,9 +179,6 @@ export async function readBatch(
 export async function waitForEntries(redis: RedisClient, keys: readonly string[], lastIds: readonly string[], blockMs: number): Promise<void> {
   await redis.xread('COUNT', 1, 'BLOCK', blockMs, 'STREAMS', ...keys, ...lastIds);
 }
-
-/** The hash fields the happy path needs, in the order the batch script and the recorder's own reads take them. */
-export const ATTEMPT_FIELDS = ['ats', 'processedOn', 'finishedOn', jobLogMarker.field] as const;
 
 /** A job's {@link AttemptFacts} from the values of {@link ATTEMPT_FIELDS} (null or `false` where the hash has none); null for a hash that is gone. */
 export function attemptFactsOf([ats, processedOn, finishedOn, logged]: readonly (string | false | null | undefined)[]): AttemptFacts | null {

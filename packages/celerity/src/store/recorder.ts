@@ -13,7 +13,7 @@ import { readHashes, readJobFactsAt } from '../broker/job-hashes.ts';
 import { writeIsolating, type IsolationOutcome } from './isolate.ts';
 import { classifyWriteError } from './write-errors.ts';
 import { historyLagMs } from './history-lag.ts';
-import { ATTEMPT_FIELDS, type AttemptFacts, attemptFactsOf, type Batch, readBatch, type StreamEntries, waitForEntries } from './recorder-read.ts';
+import { ATTEMPT_FIELDS, type AttemptFacts, attemptFactsOf, type Batch, RECORDER_GROUP, readBatch, type StreamEntries, waitForEntries } from './recorder-read.ts';
 import { foldJobMetrics, METRICS_FOLD_EVERY_MS, VACUUM_PENDING_EVERY_ENTRIES, vacuumPendingMetrics } from './job-metrics.ts';
 
 /**
@@ -101,7 +101,7 @@ const SPLIT_UNKNOWN_AFTER = 2;
 /** How often a yielding recorder asks again whether its process is still busy. */
 const YIELD_STEP_MS = 50;
 
-export const RECORDER_GROUP = 'celerity-recorder';
+export { RECORDER_GROUP };
 
 export class Recorder {
   private running = false;
