@@ -33,9 +33,10 @@ export const ATTEMPT_FIELDS = ['ats', 'processedOn', 'finishedOn', jobLogMarker.
  * under the prefix's hash tag).
  * ARGV[1]: the consumer group; ARGV[2]: this consumer; ARGV[3]: the most
  * entries per stream (`COUNT`); ARGV[4]: the id to read from, `>` (entries
- * never delivered) or `0` (this consumer's pending ones); ARGV[5..8]: the
- * hash fields to read, {@link ATTEMPT_FIELDS} in order; ARGV[8 + i]: the job
- * hash key prefix of KEYS[i] (`<prefix>:<queue>:`).
+ * never delivered) or `0` (this consumer's pending ones); ARGV[5 … 4 + f]:
+ * the hash fields to read, {@link ATTEMPT_FIELDS} in order (the script is
+ * built with their count, f); ARGV[4 + f + i]: the job hash key prefix of
+ * KEYS[i] (`<prefix>:<queue>:`).
  *
  * Returns an empty string when nothing was read and the id was `0`. When
  * nothing was read and the id was `>`, `["idle", lastIds]`: each stream's
@@ -43,7 +44,7 @@ export const ATTEMPT_FIELDS = ['ats', 'processedOn', 'finishedOn', jobLogMarker.
  * {@link waitForEntries}. Otherwise a JSON array with, per stream that had
  * entries, `[key, entries, facts]`: `entries` as `XREADGROUP` gives them
  * (`[id, [field, value, …]]`, `false` for an entry deleted after delivery),
- * `facts` `[jobId, …the four fields' values]` (`false` for a
+ * `facts` `[jobId, …the fields' values]` (`false` for a
  * field the hash lacks; all `false` for a hash that is gone). An entry whose
  * values pass {@link LARGE_ENTRY_BYTES} comes as `[id, 0]`, to be read on its
  * own: one JSON text for a batch of large results (a `completed` entry
@@ -55,12 +56,15 @@ export const ATTEMPT_FIELDS = ['ats', 'processedOn', 'finishedOn', jobLogMarker.
  */
 const READ_BATCH_LUA = `
 local n = #KEYS
+local nf = ${ATTEMPT_FIELDS.length}
+local fields = {}
+for f = 1, nf do fields[f] = ARGV[4 + f] end
 local args = {'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
 local prefixOf = {}
 for i = 1, n do
   args[6 + i] = KEYS[i]
   args[6 + n + i] = ARGV[4]
-  prefixOf[KEYS[i]] = ARGV[8 + i]
+  prefixOf[KEYS[i]] = ARGV[4 + nf + i]
 end
 local reply = redis.call('XREADGROUP', unpack(args))
 local out = {}
@@ -83,8 +87,10 @@ if reply then
           if size > ${LARGE_ENTRY_BYTES} then entries[i][2] = 0 end
           if job and (event == 'active' or event == 'completed') and not seen[job] then
             seen[job] = true
-            local h = redis.call('HMGET', prefix .. job, ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-            facts[#facts + 1] = {job, h[1] or false, h[2] or false, h[3] or false, h[4] or false}
+            local h = redis.call('HMGET', prefix .. job, unpack(fields))
+            local fact = {job}
+            for f = 1, nf do fact[f + 1] = h[f] or false end
+            facts[#facts + 1] = fact
           end
         end
       end
@@ -161,9 +167,7 @@ export async function readBatch(
     const byJob = new Map<string, AttemptFacts | null>();
     // cjson writes an empty table as `{}`.
     if (Array.isArray(facts)) {
-      for (const [job, ats, processedOn, finishedOn, logged] of facts as [string, string | false, string | false, string | false, string | false][]) {
-        byJob.set(job, attemptFactsOf([ats, processedOn, finishedOn, logged]));
-      }
+      for (const [job, ...values] of facts as [string, ...(string | false)[]][]) byJob.set(job, attemptFactsOf(values));
     }
     batch.facts.set(key, byJob);
   }
