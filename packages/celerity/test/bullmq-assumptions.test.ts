@@ -2,6 +2,8 @@ import { DelayedError, FlowProducer, Job, type Queue, UnrecoverableError, Worker
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createRedis } from '../src/broker/connection.ts';
+import { ChurnMap, ChurnSet } from '../src/churn-map.ts';
+import { useChurnTables } from '../src/worker/bullmq-tables.ts';
 import { bullmqDelayed, bullmqInternals, bullmqRemovedEvent, jobLogMarker } from '../src/broker/keys.ts';
 import { fairKeys } from '../src/broker/fair-keys.ts';
 import { readJobFactsAt } from '../src/broker/job-hashes.ts';
@@ -43,6 +45,11 @@ import { openTestApp, startWorker, testRedis, useCleanup, waitFor } from './help
  * - a job's facts read from its hash as the recorder reads them, many at
  *   once (`readJobFactsAt` in src/broker/job-hashes.ts), are those of the
  *   job `Job.fromId` builds, and make the same record, in every state;
+ * - a worker's per-job collections (src/worker/bullmq-tables.ts): the lock
+ *   manager's `trackedJobs`, a Map made in the constructor, and the main
+ *   loop's `AsyncFifoQueue.pending`, a Set, stored in `mainLoopQueue` before
+ *   the loop adds to it; replaced, they carry jobs, locks, `close()` and a
+ *   processor's abort signal as before;
  * - the fair stage (src/broker/fair-keys.ts): the keys `wait`, `delayed` and
  *   the job hash with its `timestamp`; a delayed job stays in `delayed`; the
  *   promote script puts a delayed job on `wait` for FIFO and answers "not in
@@ -133,6 +140,59 @@ describe('BullMQ internals Celerity depends on', () => {
       .filter((e) => e.jobId === job.id)
       .map((e) => e.event);
     expect(events.slice(events.indexOf('active'))).toEqual(['active', 'delayed', 'waiting', 'active', 'completed']);
+  });
+
+  it("a worker's per-job Map and Set, replaced before it runs, carry its jobs and locks", async () => {
+    const app = await openTestApp('sqlite', [flaky]);
+    const queue: Queue = app.broker.queue('assume-tables');
+    const redis = testRedis();
+    const connection = createRedis(app.config, 'worker');
+    const seen: { tracked: boolean; pending: number; lock: boolean }[] = [];
+    let worker!: BullWorker;
+    worker = new BullWorker(
+      queue.name,
+      async (job: Job, token?: string, signal?: AbortSignal) => {
+        const internals = worker as unknown as { lockManager: { trackedJobs: Map<string, unknown> }; mainLoopQueue: { pending: Set<unknown> } };
+        const key = bullmqInternals.jobKey(app.config.prefix, queue.name, job.id!);
+        seen.push({
+          tracked: internals.lockManager.trackedJobs.has(job.id!),
+          pending: internals.mainLoopQueue.pending.size,
+          lock: (await redis.get(`${key}${bullmqInternals.lockSuffix}`)) === token,
+        });
+        if (job.name === 'wait-for-abort') {
+          // The lock manager finds the job in its table to abort it.
+          await new Promise<void>((resolve) => signal!.addEventListener('abort', () => resolve(), { once: true }));
+          throw new UnrecoverableError('aborted');
+        }
+        return job.data.n;
+      },
+      { connection, prefix: app.config.prefix, concurrency: 4, autorun: false },
+    );
+    const replaced = useChurnTables(worker);
+    const internals = worker as unknown as { lockManager: { trackedJobs: unknown }; mainLoopQueue: { pending: unknown } | null };
+    expect(replaced.trackedJobs).toBe(true);
+    expect(internals.lockManager.trackedJobs).toBeInstanceOf(ChurnMap);
+    expect(replaced.pending()).toBe(false);
+    try {
+      const jobs = await queue.addBulk(Array.from({ length: 20 }, (_, n) => ({ name: 'n', data: { n } })));
+      void worker.run();
+      await waitFor(async () => (await queue.getJobCounts('completed')).completed === 20, 10_000);
+      expect(replaced.pending()).toBe(true);
+      expect(internals.mainLoopQueue!.pending).toBeInstanceOf(ChurnSet);
+      expect(await Promise.all(jobs.map(async (j) => (await queue.getJob(j.id!))!.returnvalue))).toEqual(jobs.map((_, n) => n));
+      expect(seen).toHaveLength(20);
+      expect(seen.every((s) => s.tracked && s.lock)).toBe(true);
+      // The other jobs' promises, while one runs (at concurrency 4).
+      expect(Math.max(...seen.map((s) => s.pending))).toBeGreaterThanOrEqual(1);
+      const aborted = await queue.add('wait-for-abort', {});
+      await waitFor(() => seen.length === 21);
+      expect(worker.cancelJob(aborted.id!)).toBe(true);
+      await waitFor(async () => (await queue.getJobState(aborted.id!)) === 'failed', 10_000);
+      await waitFor(() => (worker as unknown as { lockManager: { trackedJobs: Map<string, unknown> } }).lockManager.trackedJobs.size === 0);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
   });
 
   it("a job's facts read with its hash, many at once, are the Job.fromId job's and make the same record, in every state", async () => {

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { keys } from '../broker/keys.ts';
 import { createRedis, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { JobCancelled } from './limits.ts';
+import { ChurnMap } from '../churn-map.ts';
 
 /**
  * Delivers cancellations to the jobs this process runs, whichever process or
@@ -15,7 +16,8 @@ import { JobCancelled } from './limits.ts';
  * case the job is being fetched at that very moment.
  */
 export class CancelWatcher {
-  private readonly running = new Map<string, (reason: Error) => void>();
+  // A ChurnMap, not a Map: an entry per job (src/churn-map.ts).
+  private readonly running = new ChurnMap<(reason: Error) => void>();
   private readonly recent = new Map<string, number>();
   private readonly subscriber: RedisClient;
   private readonly redis: RedisClient;

@@ -1,5 +1,6 @@
 import { DelayedError, MetricsTime, UnrecoverableError, WaitingError, Worker as BullWorker, type Job, type MinimalJob } from 'bullmq';
 import { touchJobs } from '../process-load.ts';
+import { ChurnMap } from '../churn-map.ts';
 import type { Logger } from 'pino';
 import { createRedis, writeTogether, type RedisClient, type RedisTarget } from '../broker/connection.ts';
 import { Retry, UpstreamRateLimit } from '../errors.ts';
@@ -7,6 +8,7 @@ import { LimitGate, type Hold } from '../rate-limits/gate.ts';
 import type { ResolvedQueueLimits } from '../rate-limits/options.ts';
 import { backoffDelay, type Task } from '../task.ts';
 import { releaseUpload, uploadIdOf } from '../uploads/store.ts';
+import { useChurnTables } from './bullmq-tables.ts';
 import { CancelWatcher } from './cancel-watcher.ts';
 import { ThreadPool } from './isolation/thread-pool.ts';
 import type { TimeLimits } from './limits.ts';
@@ -87,7 +89,8 @@ export class Worker {
   private readonly workers: BullWorker[] = [];
   private readonly connection: RedisClient;
   private readonly opts: WorkerOptions;
-  private readonly running = new Map<string, Running>();
+  // A ChurnMap, not a Map: an entry per job (src/churn-map.ts).
+  private readonly running = new ChurnMap<Running>();
   private readonly pool: ThreadPool | undefined;
   private readonly cancels: CancelWatcher;
   private registry: WorkerRegistry | undefined;
@@ -143,6 +146,8 @@ export class Worker {
           },
         },
       });
+      // Before run(): its per-job Set and Map, as arrays and dictionaries (src/churn-map.ts).
+      useChurnTables(worker);
       worker.on('error', (err) => logger.error({ err, queue }, 'worker error'));
       worker.on('failed', (job, err) => {
         // finishedOn is set only when BullMQ fails the job for good (no
