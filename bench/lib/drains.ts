@@ -27,6 +27,7 @@ import { now, perSecond, pollUntil, runPool, sleep } from './measure.ts';
 import { celerity, rawWorker, type Proc } from './procs.ts';
 import { jobsTableWrites, type TableWrites, writesPerJob } from './pg-writes.ts';
 import { withScope } from './scope.ts';
+import { GC_TRACE_FLAG, type WorkerGc, workerGc } from './worker-gc.ts';
 import type { ScenarioContext } from './types.ts';
 
 export interface DrainOptions {
@@ -37,6 +38,12 @@ export interface DrainOptions {
   concurrency: number;
   /** Adds pending at once while enqueueing. */
   inFlight: number;
+  /**
+   * The first worker process traces its collections (`--trace-gc-nvp`);
+   * the result's `worker_gc` sums those of the drain's second half
+   * (worker_gc scenario).
+   */
+  traceWorkerGc?: boolean;
   /**
    * Celerity only: where the history is written. `every-process` (the
    * default deployment): a recorder in the bench process, as in an API
@@ -77,6 +84,8 @@ export interface CelerityDrain {
    * run.
    */
   sql_writes_per_job: TableWrites | null;
+  /** With `traceWorkerGc`: the first worker's collections in the drain's second half. */
+  worker_gc?: WorkerGc;
 }
 
 export interface RawDrain {
@@ -85,6 +94,8 @@ export interface RawDrain {
   enqueue_per_s: number;
   drain_ms: number;
   drain_per_s: number;
+  /** With `traceWorkerGc`: the first worker's collections in the drain's second half. */
+  worker_gc?: WorkerGc;
 }
 
 const POLL_REDIS_MS = 10;
@@ -121,7 +132,8 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
 
     const procs: Proc[] = [];
     for (let w = 0; w < opts.workers; w++) {
-      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency), ...(everyProcess ? {} : { CELERITY_RECORDER: 'off' }) })));
+      const childEnv = env.childEnv({ CELERITY_CONCURRENCY: String(opts.concurrency), ...(everyProcess ? {} : { CELERITY_RECORDER: 'off' }) });
+      procs.push(celerity(ctx, scope, `celerity-worker-${w + 1}`, 'worker', childEnv, undefined, gcArgs(opts, w)));
     }
     if (opts.recorder === 'own-process') procs.push(celerity(ctx, scope, 'celerity-recorder', 'recorder', env.childEnv()));
     await waitWorkers(queue, opts.workers, procs);
@@ -182,6 +194,7 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
       cpu: { enqueue: cpuUse(cpu0, cpu1), drain: cpuUse(cpu2, cpu3) },
       cpu_by_process: { enqueue: byProcess(procs, cpu0, cpu1), drain: byProcess(procs, cpu2, cpu3) },
       sql_writes_per_job: writesPerJob(writes0, writes1, opts.jobs),
+      ...gcOf(opts, procs, resumedAt, redisDoneAt),
     };
   });
 }
@@ -196,7 +209,7 @@ export async function celerityDrain(ctx: ScenarioContext, kind: StoreKind, opts:
  */
 export async function celerityCoreDrain(ctx: ScenarioContext, opts: DrainOptions): Promise<RawDrain> {
   const run = await celerityDrain(ctx, 'sqlite', { ...opts, recorder: 'off', countWrites: false });
-  return { enqueue_ms: run.enqueue_ms, enqueue_per_s: run.enqueue_per_s, drain_ms: run.drain_ms, drain_per_s: run.drain_per_s, cpu: run.cpu };
+  return { enqueue_ms: run.enqueue_ms, enqueue_per_s: run.enqueue_per_s, drain_ms: run.drain_ms, drain_per_s: run.drain_per_s, cpu: run.cpu, ...(run.worker_gc ? { worker_gc: run.worker_gc } : {}) };
 }
 
 function byProcess(procs: Proc[], a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
@@ -240,7 +253,7 @@ export async function rawDrain(ctx: ScenarioContext, opts: DrainOptions): Promis
         BENCH_QUEUE,
         BENCH_CONCURRENCY: String(opts.concurrency),
       };
-      procs.push(rawWorker(ctx, scope, `raw-worker-${w + 1}`, env));
+      procs.push(rawWorker(ctx, scope, `raw-worker-${w + 1}`, env, gcArgs(opts, w)));
     }
     await Promise.all(procs.map((p) => p.message((m: { type?: string }) => m.type === 'ready', 60_000)));
     await waitWorkers(queue, opts.workers, procs);
@@ -293,8 +306,26 @@ export async function rawDrain(ctx: ScenarioContext, opts: DrainOptions): Promis
       drain_ms: drainMs,
       drain_per_s: perSecond(opts.jobs, drainMs),
       cpu: { enqueue: cpuUse(cpu0, cpu1), drain: cpuUse(cpu2, cpu3) },
+      ...gcOf(opts, procs, resumedAt, doneAt),
     };
   });
+}
+
+/** The node flags of worker `w` (0-based): the GC trace for the first one when asked. */
+function gcArgs(opts: DrainOptions, w: number): string[] | undefined {
+  return opts.traceWorkerGc && w === 0 ? [GC_TRACE_FLAG] : undefined;
+}
+
+/**
+ * The first worker's collections in the drain's second half: the first
+ * half's promote what the first jobs compile and warm (a few MB, raw
+ * BullMQ's as much as Celerity's). Its isolate's clock starts a moment
+ * after the spawn, so the window starts that moment later in the drain.
+ */
+function gcOf(opts: DrainOptions, procs: Proc[], resumedAt: number, doneAt: number): { worker_gc?: WorkerGc } {
+  if (!opts.traceWorkerGc || !procs[0]) return {};
+  const half = (resumedAt + doneAt) / 2;
+  return { worker_gc: workerGc(procs[0].stdout, half - procs[0].spawnedAt, doneAt - procs[0].spawnedAt) };
 }
 
 /**

@@ -29,6 +29,8 @@ export function summariseLogs(source: string, text: string | string[]): string[]
   let other = 0;
   let firstOther = '';
   for (const line of lines) {
+    // V8's own trace of a collection (`--trace-gc-nvp`, asked by worker_gc).
+    if (V8_GC_TRACE.test(line)) continue;
     let entry: { level?: number; msg?: string; err?: { message?: string } };
     try {
       entry = JSON.parse(line) as typeof entry;
@@ -45,3 +47,5 @@ export function summariseLogs(source: string, text: string | string[]): string[]
   if (other > 0) out.push(`${source}: ${other} other line(s) of output, first: ${firstOther}`);
   return out;
 }
+
+const V8_GC_TRACE = /^\[\d+:0x[0-9a-f]+\]\s+\d+ ms: /;

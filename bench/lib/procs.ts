@@ -32,6 +32,8 @@ export class Proc {
   readonly child: ChildProcess;
   readonly name: string;
   readonly exited: Promise<Exit>;
+  /** When it was spawned (performance.now()): about when its V8 isolate's clock began. */
+  readonly spawnedAt = performance.now();
   running = true;
   private out = '';
   private stdoutText = '';
@@ -72,6 +74,11 @@ export class Proc {
 
   get pid(): number {
     return this.child.pid ?? -1;
+  }
+
+  /** What it printed on stdout (its first 4 MB). */
+  get stdout(): string {
+    return this.stdoutText;
   }
 
   /** Everything it printed (the last 128 KB at least). */
@@ -142,24 +149,32 @@ export class Proc {
  * A process whose warnings (pino lines of level warn and above, or any
  * non-JSON output) become notes of the scenario once it has stopped.
  */
-function watched(ctx: ScenarioContext, scope: Scope, name: string, args: string[], opts: { env: NodeJS.ProcessEnv; ipc?: boolean }): Proc {
+function watched(ctx: ScenarioContext, scope: Scope, name: string, args: string[], opts: { env: NodeJS.ProcessEnv; ipc?: boolean; nodeArgs?: string[] | undefined }): Proc {
   let proc: Proc | undefined;
   // Registered first, so it runs after the process's own stop step.
   scope.defer(`collect ${name} warnings`, () => {
     if (proc) for (const note of summariseLogs(name, proc.output)) ctx.note(note);
   });
-  proc = new Proc(scope, name, process.execPath, [...profileArgs(), ...args], opts);
+  proc = new Proc(scope, name, process.execPath, [...profileArgs(), ...(opts.nodeArgs ?? []), ...args], opts);
   return proc;
 }
 
 /** `node packages/celerity/bin/celerity.js <command> --app <app>` (default bench/apps/noop-app.ts) with `env`. */
-export function celerity(ctx: ScenarioContext, scope: Scope, name: string, command: 'worker' | 'serve' | 'recorder', env: NodeJS.ProcessEnv, app = 'bench/apps/noop-app.ts'): Proc {
-  return watched(ctx, scope, name, ['packages/celerity/bin/celerity.js', command, '--app', app], { env });
+export function celerity(
+  ctx: ScenarioContext,
+  scope: Scope,
+  name: string,
+  command: 'worker' | 'serve' | 'recorder',
+  env: NodeJS.ProcessEnv,
+  app = 'bench/apps/noop-app.ts',
+  nodeArgs?: string[],
+): Proc {
+  return watched(ctx, scope, name, ['packages/celerity/bin/celerity.js', command, '--app', app], { env, nodeArgs });
 }
 
 /** A raw BullMQ worker process (bench/workers/raw-worker.ts). */
-export function rawWorker(ctx: ScenarioContext, scope: Scope, name: string, env: NodeJS.ProcessEnv): Proc {
-  return watched(ctx, scope, name, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true });
+export function rawWorker(ctx: ScenarioContext, scope: Scope, name: string, env: NodeJS.ProcessEnv, nodeArgs?: string[]): Proc {
+  return watched(ctx, scope, name, ['--conditions=celerity-source', '--import', 'tsx', 'bench/workers/raw-worker.ts'], { env, ipc: true, nodeArgs });
 }
 
 /** A raw Fastify + BullMQ API process (bench/workers/raw-api.ts). */

@@ -18,5 +18,6 @@ import { overview } from './overview.ts';
 import { s7Peers } from './s7_peers.ts';
 import { instructions } from './instructions.ts';
 import { historyCost } from './history_cost.ts';
+import { workerGcScenario } from './worker_gc.ts';
 
-export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers, historyCost, instructions];
+export const scenarios: Scenario[] = [s1Throughput, s2Latency, s3Http, s4Csv, s5Scale, s6Events, s6Fairness, historySearch, overview, s7Peers, historyCost, workerGcScenario, instructions];
