@@ -4,9 +4,9 @@
  * (no recorder anywhere, as s1's `no_history` pair) beside raw BullMQ's
  * worker, each traced by V8 (`--trace-gc-nvp`, lib/worker-gc.ts) over the
  * drain's second half: the scavenges, their average pause and what each
- * promoted to the old generation. A job whose objects stay reachable after it ends shows as
- * promotion (docs/benchmarks.md, run 32). The trace costs the worker a
- * little, so the drain rates here are not s1's.
+ * promoted to the old generation. A job whose objects stay reachable after
+ * it ends shows as promotion (docs/benchmarks.md, run 32). The trace costs
+ * the worker a little, so the drain rates here are not s1's.
  */
 import { celerityCoreDrain, rawDrain, warmUp, type DrainOptions } from '../lib/drains.ts';
 import { ratio, round } from '../lib/measure.ts';

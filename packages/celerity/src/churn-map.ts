@@ -24,8 +24,8 @@
  * A `Map` of string keys to values whose entries are short-lived, stored in
  * a dictionary object (see the module's note). It has the part of `Map`'s
  * interface that BullMQ's lock manager and Celerity use. Iteration follows
- * insertion order for keys that are not array indices (`"12"`); job ids
- * never are (BullMQ refuses them, and so does src/limits.ts).
+ * insertion order for keys that are not array indices (`"12"`, which come
+ * first, in numeric order); no caller here depends on the order.
  */
 export class ChurnMap<V> implements Map<string, V> {
   private table: Record<string, V> = Object.create(null) as Record<string, V>;
@@ -66,10 +66,10 @@ export class ChurnMap<V> implements Map<string, V> {
   }
 
   // Generators over a snapshot of the keys: like a Map's iterators, they
-  // survive deletions made while iterating (the stale-row sweep deletes as
-  // it goes).
+  // survive deletions made while iterating, and skip a key deleted before
+  // its turn.
   *keys(): MapIterator<string> {
-    for (const key of Object.keys(this.table)) yield key;
+    for (const key of Object.keys(this.table)) if (key in this.table) yield key;
   }
 
   *values(): MapIterator<V> {
