@@ -69,4 +69,40 @@ describe('ChurnSet', () => {
     expect(set.size).toBe(0);
     expect([...set.values()]).toEqual([]);
   });
+  it('keeps finding its members after deletes move others, in two sets at once, and after clear', () => {
+    const one = new ChurnSet<{ n: number }>();
+    const two = new ChurnSet<{ n: number }>();
+    const members = Array.from({ length: 10_000 }, (_, n) => ({ n }));
+    for (const m of members) one.add(m);
+    for (const m of members.slice(0, 100)) two.add(m);
+    // Deleting from the front moves the last member into each freed slot.
+    for (const m of members.slice(0, 5_000)) expect(one.delete(m)).toBe(true);
+    expect(one.size).toBe(5_000);
+    for (const m of members) expect(one.has(m)).toBe(m.n >= 5_000);
+    // The other set's slots are its own.
+    for (const m of members) expect(two.has(m)).toBe(m.n < 100);
+    expect(two.delete(members[0]!)).toBe(true);
+    expect(two.has(members[1]!)).toBe(true);
+    expect(new Set(one)).toEqual(new Set(members.slice(5_000)));
+    one.clear();
+    expect(one.has(members[9_999]!)).toBe(false);
+    expect(one.delete(members[9_999]!)).toBe(false);
+    one.add(members[9_999]!).add(members[9_999]!);
+    expect(one.size).toBe(1);
+    expect(one.has(members[9_999]!)).toBe(true);
+  });
+
+  it('takes members that cannot carry its slot (frozen), found by a scan', () => {
+    const set = new ChurnSet<object>();
+    const frozen = Object.freeze({ f: 1 });
+    const plain = { p: 1 };
+    set.add(frozen).add(plain).add(frozen);
+    expect(set.size).toBe(2);
+    expect(set.has(frozen)).toBe(true);
+    expect(set.delete(plain)).toBe(true);
+    expect(set.has(frozen)).toBe(true);
+    expect(set.delete(frozen)).toBe(true);
+    expect(set.has(frozen)).toBe(false);
+    expect(set.size).toBe(0);
+  });
 });
