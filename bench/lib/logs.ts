@@ -5,6 +5,7 @@
  * output, and reported as notes of the scenario.
  */
 import pino, { type Logger } from 'pino';
+import { isGcTraceLine } from './worker-gc.ts';
 
 export interface LogSink {
   logger: Logger;
@@ -30,7 +31,7 @@ export function summariseLogs(source: string, text: string | string[]): string[]
   let firstOther = '';
   for (const line of lines) {
     // V8's own trace of a collection (`--trace-gc-nvp`, asked by worker_gc).
-    if (V8_GC_TRACE.test(line)) continue;
+    if (isGcTraceLine(line)) continue;
     let entry: { level?: number; msg?: string; err?: { message?: string } };
     try {
       entry = JSON.parse(line) as typeof entry;
@@ -47,5 +48,3 @@ export function summariseLogs(source: string, text: string | string[]): string[]
   if (other > 0) out.push(`${source}: ${other} other line(s) of output, first: ${firstOther}`);
   return out;
 }
-
-const V8_GC_TRACE = /^\[\d+:0x[0-9a-f]+\]\s+\d+ ms: /;

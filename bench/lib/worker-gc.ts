@@ -21,7 +21,13 @@ export interface WorkerGc {
 }
 
 // `[1234:0x5a1b2c3d]     3394 ms: pause=8.5 mutator=76.9 gc=s ... promoted=1151248 ...`
+const PREFIX = /^\[\d+:0x[0-9a-f]+\]\s+\d+ ms: /;
 const LINE = /^\[\d+:0x[0-9a-f]+\]\s+(\d+) ms: pause=([\d.]+) mutator=[\d.]+ gc=(\w+) .*? promoted=(\d+)/;
+
+/** Whether a line of output is one of V8's GC trace lines (not the process's own output). */
+export function isGcTraceLine(line: string): boolean {
+  return PREFIX.test(line);
+}
 
 /** The collections a process traced from `sinceMs` to `untilMs` (its isolate's clock). */
 export function workerGc(stdout: string, sinceMs: number, untilMs = Number.POSITIVE_INFINITY): WorkerGc {
